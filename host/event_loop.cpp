@@ -1,0 +1,94 @@
+#include "event_loop.hpp"
+
+#include <algorithm>
+
+namespace luagent {
+
+void EventLoop::post(Task task) {
+  {
+    std::lock_guard lock(mutex_);
+    posted_.push_back(std::move(task));
+  }
+  posted_cv_.notify_one();
+  for (IoDriver* driver : drivers_) driver->wakeup();
+}
+
+EventLoop::TimerId EventLoop::after(std::chrono::milliseconds delay, Task task) {
+  TimerId id = next_timer_++;
+  timers_.emplace(Clock::now() + delay, std::make_pair(id, std::move(task)));
+  return id;
+}
+
+void EventLoop::cancel_timer(TimerId id) {
+  for (auto it = timers_.begin(); it != timers_.end(); ++it) {
+    if (it->second.first == id) {
+      timers_.erase(it);
+      return;
+    }
+  }
+}
+
+void EventLoop::add_driver(IoDriver* driver) { drivers_.push_back(driver); }
+
+void EventLoop::remove_driver(IoDriver* driver) {
+  drivers_.erase(std::remove(drivers_.begin(), drivers_.end(), driver), drivers_.end());
+}
+
+bool EventLoop::busy() const {
+  if (!timers_.empty()) return true;
+  for (const IoDriver* driver : drivers_)
+    if (driver->active()) return true;
+  std::lock_guard lock(mutex_);
+  return !posted_.empty();
+}
+
+std::vector<EventLoop::Task> EventLoop::take_posted() {
+  std::lock_guard lock(mutex_);
+  std::vector<Task> tasks;
+  tasks.swap(posted_);
+  return tasks;
+}
+
+int EventLoop::turn(std::chrono::milliseconds max_wait) {
+  auto wait = max_wait;
+  if (!timers_.empty()) {
+    auto until_timer =
+        std::chrono::ceil<std::chrono::milliseconds>(timers_.begin()->first - Clock::now());
+    wait = std::clamp(until_timer, std::chrono::milliseconds(0), wait);
+  }
+  bool has_posted;
+  {
+    std::lock_guard lock(mutex_);
+    has_posted = !posted_.empty();
+  }
+  if (has_posted) wait = std::chrono::milliseconds(0);
+
+  IoDriver* active_driver = nullptr;
+  for (IoDriver* driver : drivers_)
+    if (driver->active()) active_driver = driver;
+  if (wait.count() > 0) {
+    if (active_driver) {
+      active_driver->wait(wait);
+    } else {
+      std::unique_lock lock(mutex_);
+      posted_cv_.wait_for(lock, wait, [&] { return !posted_.empty(); });
+    }
+  }
+
+  int ran = 0;
+  for (IoDriver* driver : drivers_) driver->perform();
+  for (auto& task : take_posted()) {
+    task();
+    ++ran;
+  }
+  auto now = Clock::now();
+  while (!timers_.empty() && timers_.begin()->first <= now) {
+    Task task = std::move(timers_.begin()->second.second);
+    timers_.erase(timers_.begin());
+    task();
+    ++ran;
+  }
+  return ran;
+}
+
+}  // namespace luagent

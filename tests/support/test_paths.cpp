@@ -1,0 +1,21 @@
+#include "support/test_paths.hpp"
+
+#include <stdlib.h>
+
+#include <stdexcept>
+#include <system_error>
+
+namespace luagent::test {
+
+TempDir::TempDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "luagent-test-XXXXXX").string();
+  if (!mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+}  // namespace luagent::test
