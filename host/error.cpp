@@ -1,6 +1,7 @@
 #include "luagent/error.hpp"
 
 #include <array>
+#include <ostream>
 #include <utility>
 
 namespace luagent {
@@ -61,6 +62,8 @@ ErrorCode error_code_from_name(std::string_view name) {
     if (n == name) return c;
   return ErrorCode::internal;
 }
+
+std::ostream& operator<<(std::ostream& out, ErrorCode code) { return out << error_code_name(code); }
 
 Error::Error(ErrorCode code, std::string message, std::string source, int line)
     : std::runtime_error(what_text(code, message, source, line)),

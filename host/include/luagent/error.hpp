@@ -2,6 +2,7 @@
 // { code = "...", message = "...", source = "...", line = N }.
 #pragma once
 
+#include <iosfwd>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -45,6 +46,8 @@ enum class ErrorCode {
 std::string_view error_code_name(ErrorCode code);
 /// Parses a name back; returns ErrorCode::internal for unknown names.
 ErrorCode error_code_from_name(std::string_view name);
+
+std::ostream& operator<<(std::ostream& out, ErrorCode code);
 
 /// luagent's only exception type: a code, a message for humans, and where known
 /// the script file and line the error points at.
