@@ -63,7 +63,9 @@ ErrorCode error_code_from_name(std::string_view name) {
   return ErrorCode::internal;
 }
 
-std::ostream& operator<<(std::ostream& out, ErrorCode code) { return out << error_code_name(code); }
+std::ostream& operator<<(std::ostream& out, ErrorCode code) {
+  return out << error_code_name(code);
+}
 
 Error::Error(ErrorCode code, std::string message, std::string source, int line)
     : std::runtime_error(what_text(code, message, source, line)),

@@ -28,7 +28,9 @@ void EventLoop::cancel_timer(TimerId id) {
   }
 }
 
-void EventLoop::add_driver(IoDriver* driver) { drivers_.push_back(driver); }
+void EventLoop::add_driver(IoDriver* driver) {
+  drivers_.push_back(driver);
+}
 
 void EventLoop::remove_driver(IoDriver* driver) {
   drivers_.erase(std::remove(drivers_.begin(), drivers_.end(), driver), drivers_.end());

@@ -21,7 +21,7 @@ using Clock = std::chrono::steady_clock;
 class IoDriver {
  public:
   virtual ~IoDriver() = default;
-  virtual bool active() const = 0;                           // transfers in flight?
+  virtual bool active() const = 0;                            // transfers in flight?
   virtual void wait(std::chrono::milliseconds max_wait) = 0;  // block for I/O
   virtual void perform() = 0;                                 // progress, fire completions
   virtual void wakeup() = 0;                                  // thread-safe

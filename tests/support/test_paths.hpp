@@ -6,9 +6,15 @@
 
 namespace luagent::test {
 
-inline std::filesystem::path source_dir() { return LUAGENT_SOURCE_DIR; }
-inline std::filesystem::path fixtures_dir() { return LUAGENT_FIXTURES_DIR; }
-inline std::filesystem::path cli_path() { return LUAGENT_CLI_PATH; }
+inline std::filesystem::path source_dir() {
+  return LUAGENT_SOURCE_DIR;
+}
+inline std::filesystem::path fixtures_dir() {
+  return LUAGENT_FIXTURES_DIR;
+}
+inline std::filesystem::path cli_path() {
+  return LUAGENT_CLI_PATH;
+}
 
 /// A fresh, empty directory under the system temp dir, removed when the object dies.
 class TempDir {

@@ -13,19 +13,19 @@ namespace luagent {
 // that scripts, the CLI (--json) and the HTTP API match on. Documented in docs/errors.md.
 enum class ErrorCode {
   // The caller's mistakes (CLI exit 2, HTTP 4xx).
-  usage,            // bad flag, bad argument, malformed input
-  not_found,        // unknown agent, thread, event, file
-  conflict,         // compare-and-swap lost, or the thread is not in the state the verb needs
-  config,           // bad configuration: store URI, provider, config file
+  usage,      // bad flag, bad argument, malformed input
+  not_found,  // unknown agent, thread, event, file
+  conflict,   // compare-and-swap lost, or the thread is not in the state the verb needs
+  config,     // bad configuration: store URI, provider, config file
   // Agent code.
-  syntax,           // a script or prompt failed to compile
-  runtime,          // a script raised an error
-  forbidden,        // the restricted environment refused something (io, os, binary chunks, ...)
-  limit,            // a CPU, memory, size or depth limit was crossed
+  syntax,     // a script or prompt failed to compile
+  runtime,    // a script raised an error
+  forbidden,  // the restricted environment refused something (io, os, binary chunks, ...)
+  limit,      // a CPU, memory, size or depth limit was crossed
   // The store.
-  io,               // the filesystem or database failed
-  corrupt,          // a stored record cannot be read (truncated, bad JSON)
-  schema_version,   // stored by a newer luagent than this one
+  io,              // the filesystem or database failed
+  corrupt,         // a stored record cannot be read (truncated, bad JSON)
+  schema_version,  // stored by a newer luagent than this one
   // LLM calls.
   rate_limited,
   overloaded,
@@ -35,11 +35,11 @@ enum class ErrorCode {
   timeout,
   network,
   incomplete_stream,
-  invalid_output,   // the model's reply did not parse or validate
-  refused,          // the model refused (OpenAI refusal)
-  provider,         // any other provider-side failure (5xx after retries, unknown error body)
+  invalid_output,  // the model's reply did not parse or validate
+  refused,         // the model refused (OpenAI refusal)
+  provider,        // any other provider-side failure (5xx after retries, unknown error body)
   cancelled,
-  internal,         // a bug in luagent
+  internal,  // a bug in luagent
 };
 
 /// The stable name of a code ("not_found", "rate_limited", ...).

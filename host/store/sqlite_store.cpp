@@ -1,0 +1,405 @@
+// The default store: one SQLite file in WAL mode with synchronous=FULL, so an
+// append reported as stored survives kill -9 and power loss. Writers take the
+// write lock up front (BEGIN IMMEDIATE) and wait for each other through the busy
+// handler, so concurrent processes see a clean conflict, never "database is locked".
+#include "store/sqlite_store.hpp"
+
+#include <sqlite3.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "luagent/error.hpp"
+
+namespace luagent {
+namespace {
+
+// Row format of this build. Bump it when the stored shape changes, and teach
+// read_thread_row to read every older one.
+constexpr int kSchemaVersion = 1;
+// How long a writer waits for another process's transaction before giving up.
+constexpr int kBusyTimeoutMs = 30000;
+
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr) != SQLITE_OK)
+      throw Error(ErrorCode::io, std::string("preparing SQL: ") + sqlite3_errmsg(db));
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  Statement& reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+    return *this;
+  }
+  Statement& bind(int index, std::string_view text) {
+    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& bind(int index, std::int64_t value) {
+    sqlite3_bind_int64(stmt_, index, value);
+    return *this;
+  }
+  Statement& bind_null(int index) {
+    sqlite3_bind_null(stmt_, index);
+    return *this;
+  }
+  /// True while rows come; false when done. Throws on errors.
+  bool step() {
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw Error(rc == SQLITE_BUSY ? ErrorCode::conflict : ErrorCode::io,
+                std::string("SQLite: ") + sqlite3_errmsg(db_));
+  }
+  std::int64_t int64(int column) const { return sqlite3_column_int64(stmt_, column); }
+  bool is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+  std::string text(int column) const {
+    auto* data = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column));
+    return data ? std::string(data, sqlite3_column_bytes(stmt_, column)) : std::string();
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+}  // namespace
+
+struct SqliteStore::Statements {
+  explicit Statements(sqlite3* db)
+      : begin(db, "BEGIN IMMEDIATE"),
+        commit(db, "COMMIT"),
+        rollback(db, "ROLLBACK"),
+        insert_thread(db,
+                      "INSERT INTO threads(id, agent, agent_path, parent_id, parent_event, "
+                      "created_ms, schema) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        select_thread(db,
+                      "SELECT agent, agent_path, parent_id, parent_event, created_ms, schema "
+                      "FROM threads WHERE id = ?1"),
+        select_events(db,
+                      "SELECT seq, type, data, at_ms, version, key FROM events "
+                      "WHERE thread_id = ?1 ORDER BY seq"),
+        select_version(db, "SELECT COALESCE(MAX(seq), 0) FROM events WHERE thread_id = ?1"),
+        select_by_key(db, "SELECT seq FROM events WHERE thread_id = ?1 AND key = ?2"),
+        select_from(db,
+                    "SELECT seq, type, data, at_ms, version, key FROM events "
+                    "WHERE thread_id = ?1 AND seq >= ?2 ORDER BY seq"),
+        insert_event(db,
+                     "INSERT INTO events(thread_id, seq, type, data, at_ms, version, key) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        list(db,
+             "SELECT t.id, t.agent, t.created_ms, e.seq, e.type, e.data, e.at_ms FROM threads t "
+             "LEFT JOIN events e ON e.thread_id = t.id AND e.seq = "
+             "(SELECT MAX(seq) FROM events WHERE thread_id = t.id) "
+             "WHERE (?1 = '' OR t.agent = ?1) ORDER BY t.created_ms DESC, t.id"),
+        insert_call(db, "INSERT INTO llm_calls(thread_id, event_id, trace) VALUES (?1, ?2, ?3)"),
+        select_calls(db,
+                     "SELECT event_id, trace FROM llm_calls WHERE thread_id = ?1 ORDER BY rowid") {}
+
+  Statement begin, commit, rollback, insert_thread, select_thread, select_events, select_version,
+      select_by_key, select_from, insert_event, list, insert_call, select_calls;
+};
+
+namespace {
+
+void exec(sqlite3* db, const char* sql) {
+  char* message = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &message) != SQLITE_OK) {
+    std::string text = message ? message : sqlite3_errmsg(db);
+    sqlite3_free(message);
+    throw Error(ErrorCode::io, "SQLite: " + text);
+  }
+}
+
+Event read_event(Statement& rows, std::string_view thread_id) {
+  Event event;
+  event.id = rows.int64(0);
+  event.type = rows.text(1);
+  std::string data = rows.text(2);
+  event.data = nlohmann::json::parse(data, nullptr, /*allow_exceptions=*/false);
+  if (event.data.is_discarded())
+    throw Error(ErrorCode::corrupt, "thread " + std::string(thread_id) + ": event " +
+                                        std::to_string(event.id) + " holds data that is not JSON");
+  event.at_ms = rows.int64(3);
+  event.version = rows.text(4);
+  event.key = rows.text(5);
+  return event;
+}
+
+// Runs `body` inside BEGIN IMMEDIATE ... COMMIT; rolls back on any exception.
+template <typename Body>
+auto in_write_transaction(sqlite3* db, Statement& begin, Statement& commit, Statement& rollback,
+                          Body&& body) {
+  begin.reset().step();
+  try {
+    auto result = body();
+    commit.reset().step();  // the event is durable only once this returns
+    return result;
+  } catch (...) {
+    if (!sqlite3_get_autocommit(db)) rollback.reset().step();
+    throw;
+  }
+}
+
+}  // namespace
+
+SqliteStore::SqliteStore(std::string uri, const std::filesystem::path& path)
+    : uri_(std::move(uri)) {
+  std::error_code ec;
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
+  if (sqlite3_open_v2(path.c_str(), &db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                      nullptr) != SQLITE_OK) {
+    std::string message = db_ ? sqlite3_errmsg(db_) : "out of memory";
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw Error(ErrorCode::config, "cannot open store " + uri_ + ": " + message);
+  }
+  try {
+    sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+    exec(db_, "PRAGMA journal_mode=WAL");
+    exec(db_, "PRAGMA synchronous=FULL");
+    exec(db_, "PRAGMA foreign_keys=ON");
+    migrate();
+    statements_ = std::make_unique<Statements>(db_);
+  } catch (const Error& error) {
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw Error(ErrorCode::config, "cannot use store " + uri_ + ": " + error.message());
+  }
+}
+
+SqliteStore::~SqliteStore() {
+  statements_.reset();
+  if (db_) sqlite3_close(db_);
+}
+
+void SqliteStore::migrate() {
+  exec(db_, "BEGIN IMMEDIATE");
+  try {
+    exec(db_,
+         "CREATE TABLE IF NOT EXISTS luagent_schema(version INTEGER NOT NULL);"
+         "CREATE TABLE IF NOT EXISTS threads("
+         "  id TEXT PRIMARY KEY, agent TEXT NOT NULL, agent_path TEXT NOT NULL DEFAULT '',"
+         "  parent_id TEXT, parent_event INTEGER, created_ms INTEGER NOT NULL,"
+         "  schema INTEGER NOT NULL) WITHOUT ROWID;"
+         "CREATE TABLE IF NOT EXISTS events("
+         "  thread_id TEXT NOT NULL REFERENCES threads(id), seq INTEGER NOT NULL,"
+         "  type TEXT NOT NULL, data TEXT NOT NULL, at_ms INTEGER NOT NULL,"
+         "  version TEXT, key TEXT, PRIMARY KEY(thread_id, seq)) WITHOUT ROWID;"
+         "CREATE UNIQUE INDEX IF NOT EXISTS events_by_key ON events(thread_id, key)"
+         "  WHERE key IS NOT NULL;"
+         "CREATE TABLE IF NOT EXISTS llm_calls("
+         "  thread_id TEXT NOT NULL REFERENCES threads(id), event_id INTEGER NOT NULL,"
+         "  trace TEXT NOT NULL);"
+         "CREATE INDEX IF NOT EXISTS llm_calls_by_thread ON llm_calls(thread_id);");
+    Statement version(db_, "SELECT MAX(version) FROM luagent_schema");
+    version.step();
+    if (version.is_null(0)) {
+      exec(db_,
+           ("INSERT INTO luagent_schema(version) VALUES (" + std::to_string(kSchemaVersion) + ")")
+               .c_str());
+    } else if (version.int64(0) > kSchemaVersion) {
+      throw Error(ErrorCode::schema_version, "the store was written by a newer luagent (schema " +
+                                                 std::to_string(version.int64(0)) +
+                                                 ", this build reads up to " +
+                                                 std::to_string(kSchemaVersion) + ")");
+    }
+    exec(db_, "COMMIT");
+  } catch (...) {
+    exec(db_, "ROLLBACK");
+    throw;
+  }
+}
+
+void SqliteStore::create(Thread& thread) {
+  auto& s = *statements_;
+  in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
+    s.insert_thread.reset().bind(1, thread.id).bind(2, thread.agent).bind(3, thread.agent_path);
+    if (thread.parent_id.empty()) {
+      s.insert_thread.bind_null(4).bind_null(5);
+    } else {
+      s.insert_thread.bind(4, thread.parent_id).bind(5, thread.parent_event);
+    }
+    s.insert_thread.bind(6, thread.created_ms).bind(7, std::int64_t{kSchemaVersion});
+    try {
+      s.insert_thread.step();
+    } catch (const Error&) {
+      throw Error(ErrorCode::conflict, "thread " + thread.id + " already exists");
+    }
+    insert_events(thread.id, 0, thread.events);
+    return 0;
+  });
+}
+
+void SqliteStore::insert_events(std::string_view id, std::int64_t version,
+                                std::vector<Event>& events) {
+  auto& insert = statements_->insert_event;
+  for (Event& event : events) {
+    event.id = ++version;
+    insert.reset().bind(1, id).bind(2, event.id).bind(3, event.type).bind(4, event.data.dump());
+    insert.bind(5, event.at_ms);
+    if (event.version.empty())
+      insert.bind_null(6);
+    else
+      insert.bind(6, event.version);
+    if (event.key.empty())
+      insert.bind_null(7);
+    else
+      insert.bind(7, event.key);
+    insert.step();
+  }
+}
+
+Thread SqliteStore::load(std::string_view id) {
+  auto& s = *statements_;
+  Thread thread;
+  thread.id = id;
+  // One read transaction so the header and the events are a consistent snapshot.
+  exec(db_, "BEGIN");
+  try {
+    s.select_thread.reset().bind(1, id);
+    if (!s.select_thread.step())
+      throw Error(ErrorCode::not_found, "no thread " + std::string(id) + " in " + uri_);
+    thread.agent = s.select_thread.text(0);
+    thread.agent_path = s.select_thread.text(1);
+    thread.parent_id = s.select_thread.text(2);
+    thread.parent_event = s.select_thread.int64(3);
+    thread.created_ms = s.select_thread.int64(4);
+    std::int64_t schema = s.select_thread.int64(5);
+    s.select_thread.reset();
+    if (schema > kSchemaVersion)
+      throw Error(ErrorCode::schema_version, "thread " + std::string(id) +
+                                                 " was written by a newer luagent (schema " +
+                                                 std::to_string(schema) + ")");
+    s.select_events.reset().bind(1, id);
+    while (s.select_events.step()) {
+      Event event = read_event(s.select_events, id);
+      if (event.id != thread.version() + 1)
+        throw Error(ErrorCode::corrupt, "thread " + std::string(id) + ": event " +
+                                            std::to_string(thread.version() + 1) + " is missing");
+      thread.events.push_back(std::move(event));
+    }
+    s.select_events.reset();
+    exec(db_, "COMMIT");
+  } catch (...) {
+    s.select_thread.reset();
+    s.select_events.reset();
+    exec(db_, "ROLLBACK");
+    throw;
+  }
+  return thread;
+}
+
+std::vector<ThreadSummary> SqliteStore::list(const ListFilter& filter) {
+  auto& rows = statements_->list.reset().bind(1, filter.agent);
+  std::vector<ThreadSummary> result;
+  while (rows.step()) {
+    ThreadSummary summary;
+    summary.id = rows.text(0);
+    summary.agent = rows.text(1);
+    summary.created_ms = rows.int64(2);
+    summary.updated_ms = summary.created_ms;
+    if (!rows.is_null(3)) {
+      Event last;
+      last.id = rows.int64(3);
+      last.type = rows.text(4);
+      last.data = nlohmann::json::parse(rows.text(5), nullptr, false);
+      summary.version = last.id;
+      summary.updated_ms = rows.int64(6);
+      summary.status = derive_status(&last);
+    }
+    if (filter.status && summary.status != *filter.status) continue;
+    result.push_back(std::move(summary));
+    if (filter.limit && result.size() >= filter.limit) break;
+  }
+  rows.reset();
+  return result;
+}
+
+AppendResult SqliteStore::append(std::string_view id, std::int64_t expected_version,
+                                 std::vector<Event> events) {
+  auto& s = *statements_;
+  return in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
+    AppendResult result;
+    // An idempotency key seen before wins over the version check: a duplicate webhook
+    // must get the first outcome, not a conflict.
+    if (!events.empty() && !events.front().key.empty()) {
+      s.select_by_key.reset().bind(1, id).bind(2, events.front().key);
+      if (s.select_by_key.step()) {
+        std::int64_t first = s.select_by_key.int64(0);
+        s.select_by_key.reset();
+        s.select_from.reset().bind(1, id).bind(2, first);
+        while (s.select_from.step()) result.events.push_back(read_event(s.select_from, id));
+        s.select_from.reset();
+        const Event& stored = result.events.front();
+        if (stored.type != events.front().type || stored.data != events.front().data)
+          throw Error(ErrorCode::conflict, "idempotency key '" + events.front().key +
+                                               "' was already used for a different event");
+        result.replayed = true;
+        return result;
+      }
+      s.select_by_key.reset();
+    }
+    s.select_thread.reset().bind(1, id);
+    bool exists = s.select_thread.step();
+    s.select_thread.reset();
+    if (!exists) throw Error(ErrorCode::not_found, "no thread " + std::string(id) + " in " + uri_);
+    s.select_version.reset().bind(1, id).step();
+    std::int64_t version = s.select_version.int64(0);
+    s.select_version.reset();
+    if (version != expected_version)
+      throw Error(ErrorCode::conflict, "thread " + std::string(id) +
+                                           " changed meanwhile (version " +
+                                           std::to_string(version) + ", expected " +
+                                           std::to_string(expected_version) + ")");
+    insert_events(id, version, events);
+    result.events = std::move(events);
+    return result;
+  });
+}
+
+void SqliteStore::record_call(std::string_view thread_id, std::int64_t event_id,
+                              const nlohmann::json& trace) {
+  auto& s = *statements_;
+  in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
+    s.insert_call.reset().bind(1, thread_id).bind(2, event_id).bind(3, trace.dump()).step();
+    return 0;
+  });
+}
+
+std::vector<nlohmann::json> SqliteStore::calls(std::string_view thread_id) {
+  auto& rows = statements_->select_calls.reset().bind(1, thread_id);
+  std::vector<nlohmann::json> result;
+  while (rows.step()) {
+    auto trace = nlohmann::json::parse(rows.text(1), nullptr, false);
+    if (trace.is_discarded()) continue;  // a damaged trace must not hide the thread
+    trace["event"] = rows.int64(0);
+    result.push_back(std::move(trace));
+  }
+  rows.reset();
+  return result;
+}
+
+std::unique_ptr<Store> open_store(std::string_view uri) {
+  auto colon = uri.find(':');
+  if (colon == std::string_view::npos || colon == 0)
+    throw Error(ErrorCode::config, "store URI '" + std::string(uri) +
+                                       "' has no scheme: use sqlite:PATH (e.g. " +
+                                       std::string(kDefaultStoreUri) + ")");
+  std::string_view scheme = uri.substr(0, colon);
+  std::string_view rest = uri.substr(colon + 1);
+  if (scheme == "sqlite") {
+    if (rest.empty()) throw Error(ErrorCode::config, "store URI 'sqlite:' needs a file path");
+    return std::make_unique<SqliteStore>(std::string(uri), std::filesystem::path(rest));
+  }
+  throw Error(ErrorCode::config, "unknown store scheme '" + std::string(scheme) + "' in '" +
+                                     std::string(uri) + "': use sqlite:PATH");
+}
+
+}  // namespace luagent

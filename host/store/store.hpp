@@ -1,0 +1,62 @@
+// Thread storage. Every store keeps the same promises: an append returns only once
+// it is durable, appends are compare-and-swap on the thread's version, and an
+// idempotency key on an event makes a repeated append return the first outcome.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "luagent/thread.hpp"
+
+namespace luagent {
+
+struct ListFilter {
+  std::optional<Status> status;
+  std::string agent;      // empty: every agent
+  std::size_t limit = 0;  // 0: no limit; newest first
+};
+
+struct AppendResult {
+  std::vector<Event> events;  // as stored, with ids
+  /// True when an idempotency key matched earlier events: nothing new was written and
+  /// `events` holds what the first append stored.
+  bool replayed = false;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  /// Stores a new thread with its first events (ids are assigned). Throws conflict if the
+  /// id is taken.
+  virtual void create(Thread& thread) = 0;
+  /// Throws not_found for an unknown id, corrupt / schema_version for an unreadable one.
+  virtual Thread load(std::string_view id) = 0;
+  virtual std::vector<ThreadSummary> list(const ListFilter& filter) = 0;
+  /// Appends `events` if the thread's version is still `expected_version`; otherwise throws
+  /// Error(conflict). Durable when it returns.
+  virtual AppendResult append(std::string_view id, std::int64_t expected_version,
+                              std::vector<Event> events) = 0;
+  /// Records an LLM call's trace (provenance) against the event it led to.
+  virtual void record_call(std::string_view thread_id, std::int64_t event_id,
+                           const nlohmann::json& trace) = 0;
+  /// The recorded traces of a thread, oldest first, each with "event" set.
+  virtual std::vector<nlohmann::json> calls(std::string_view thread_id) = 0;
+  /// The URI the store was opened with, for messages.
+  virtual std::string uri() const = 0;
+};
+
+/// Opens "sqlite:PATH" (creating PATH and its folder if needed). Unknown schemes and
+/// unusable paths throw Error(config) naming the problem.
+std::unique_ptr<Store> open_store(std::string_view uri);
+
+/// The default store of a project: sqlite:.luagent/threads.db in the working directory.
+inline constexpr std::string_view kDefaultStoreUri = "sqlite:.luagent/threads.db";
+
+}  // namespace luagent

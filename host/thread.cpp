@@ -1,0 +1,192 @@
+#include "luagent/thread.hpp"
+
+#include <openssl/rand.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <ostream>
+
+#include "luagent/error.hpp"
+
+namespace luagent {
+namespace {
+
+constexpr std::array<std::pair<Status, std::string_view>, 6> kStatusNames{{
+    {Status::running, "running"},
+    {Status::awaiting_human, "awaiting_human"},
+    {Status::awaiting_approval, "awaiting_approval"},
+    {Status::done, "done"},
+    {Status::failed, "failed"},
+    {Status::cancelled, "cancelled"},
+}};
+
+// Parses the exact form format_utc writes; anything else is a usage error.
+std::int64_t parse_utc(const std::string& text) {
+  int year, month, day, hour, minute, second, millis = 0;
+  char tail = 0;
+  int fields = std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &year, &month, &day,
+                           &hour, &minute, &second, &millis, &tail);
+  if (fields != 8 || tail != 'Z')
+    throw Error(ErrorCode::usage,
+                "event time '" + text + "' is not of the form YYYY-MM-DDTHH:MM:SS.mmmZ");
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = minute;
+  tm.tm_sec = second;
+  return static_cast<std::int64_t>(timegm(&tm)) * 1000 + millis;
+}
+
+}  // namespace
+
+Event Event::make(std::string type, nlohmann::json data) {
+  Event event;
+  event.type = std::move(type);
+  event.data = std::move(data);
+  event.at_ms = now_ms();
+  return event;
+}
+
+std::string_view status_name(Status status) {
+  for (const auto& [s, name] : kStatusNames)
+    if (s == status) return name;
+  return "running";
+}
+
+std::ostream& operator<<(std::ostream& out, Status status) {
+  return out << status_name(status);
+}
+
+std::optional<Status> status_from_name(std::string_view name) {
+  for (const auto& [s, n] : kStatusNames)
+    if (n == name) return s;
+  return std::nullopt;
+}
+
+Status derive_status(const Event* last) {
+  if (!last) return Status::running;
+  if (last->type == event_type::await) {
+    const auto kind = last->data.is_object() ? last->data.value("kind", "") : "";
+    return kind == "approval" ? Status::awaiting_approval : Status::awaiting_human;
+  }
+  if (last->type == event_type::done) return Status::done;
+  if (last->type == event_type::failed) return Status::failed;
+  if (last->type == event_type::cancelled) return Status::cancelled;
+  return Status::running;
+}
+
+Status derive_status(const std::vector<Event>& events) {
+  return derive_status(events.empty() ? nullptr : &events.back());
+}
+
+std::string new_thread_id() {
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+  std::array<unsigned char, 20> random{};
+  if (RAND_bytes(random.data(), static_cast<int>(random.size())) != 1)
+    throw Error(ErrorCode::internal, "no randomness available for a thread id");
+  std::string id = "th_";
+  for (unsigned char byte : random) id += kAlphabet[byte % 32];
+  return id;
+}
+
+std::int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string format_utc(std::int64_t unix_ms) {
+  std::time_t seconds = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(unix_ms % 1000));
+  return buffer;
+}
+
+nlohmann::json to_json(const Event& event) {
+  nlohmann::json json = {{"id", event.id},
+                         {"type", event.type},
+                         {"data", event.data},
+                         {"at", format_utc(event.at_ms)}};
+  if (!event.version.empty()) json["version"] = event.version;
+  if (!event.key.empty()) json["key"] = event.key;
+  return json;
+}
+
+Event event_from_json(const nlohmann::json& json) {
+  if (!json.is_object()) throw Error(ErrorCode::usage, "an event must be a JSON object");
+  auto type = json.find("type");
+  if (type == json.end() || !type->is_string() || type->get<std::string>().empty())
+    throw Error(ErrorCode::usage, "an event needs a non-empty string \"type\"");
+  Event event;
+  event.type = type->get<std::string>();
+  event.data = json.value("data", nlohmann::json());
+  if (auto id = json.find("id"); id != json.end()) {
+    if (!id->is_number_integer()) throw Error(ErrorCode::usage, "event \"id\" must be an integer");
+    event.id = id->get<std::int64_t>();
+  }
+  if (auto at = json.find("at"); at != json.end()) {
+    if (!at->is_string()) throw Error(ErrorCode::usage, "event \"at\" must be a string");
+    event.at_ms = parse_utc(at->get<std::string>());
+  } else {
+    event.at_ms = now_ms();
+  }
+  if (auto version = json.find("version"); version != json.end() && version->is_string())
+    event.version = version->get<std::string>();
+  if (auto key = json.find("key"); key != json.end()) {
+    if (!key->is_string()) throw Error(ErrorCode::usage, "event \"key\" must be a string");
+    event.key = key->get<std::string>();
+  }
+  return event;
+}
+
+nlohmann::json to_json(const Thread& thread) {
+  nlohmann::json events = nlohmann::json::array();
+  for (const Event& event : thread.events) events.push_back(to_json(event));
+  nlohmann::json json = {{"id", thread.id},
+                         {"agent", thread.agent},
+                         {"status", status_name(thread.status())},
+                         {"created", format_utc(thread.created_ms)},
+                         {"events", std::move(events)}};
+  if (!thread.agent_path.empty()) json["agent_path"] = thread.agent_path;
+  if (!thread.parent_id.empty()) {
+    json["parent"] = {{"id", thread.parent_id}, {"event", thread.parent_event}};
+  }
+  return json;
+}
+
+Thread thread_from_json(const nlohmann::json& json) {
+  if (!json.is_object()) throw Error(ErrorCode::usage, "a thread must be a JSON object");
+  Thread thread;
+  try {
+    thread.id = json.at("id").get<std::string>();
+    thread.agent = json.at("agent").get<std::string>();
+    thread.agent_path = json.value("agent_path", "");
+    if (auto parent = json.find("parent"); parent != json.end() && parent->is_object()) {
+      thread.parent_id = parent->value("id", "");
+      thread.parent_event = parent->value("event", std::int64_t{0});
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorCode::usage, std::string("thread JSON: ") + e.what());
+  }
+  thread.created_ms = json.contains("created") && json["created"].is_string()
+                          ? parse_utc(json["created"].get<std::string>())
+                          : now_ms();
+  auto events = json.find("events");
+  if (events == json.end() || !events->is_array())
+    throw Error(ErrorCode::usage, "thread JSON needs an \"events\" array");
+  for (const auto& item : *events) {
+    Event event = event_from_json(item);
+    event.id = thread.version() + 1;  // ids are positions; never trust the file for them
+    thread.events.push_back(std::move(event));
+  }
+  return thread;
+}
+
+}  // namespace luagent

@@ -1,0 +1,176 @@
+#define BOOST_TEST_MODULE sqlite_store
+#include <boost/test/unit_test.hpp>
+
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "luagent/error.hpp"
+#include "store/store.hpp"
+#include "support/test_paths.hpp"
+
+using namespace luagent;
+
+namespace {
+
+Thread new_thread(const std::string& first_message) {
+  Thread thread;
+  thread.id = new_thread_id();
+  thread.agent = "calculator";
+  thread.created_ms = now_ms();
+  thread.events.push_back(Event::user(first_message));
+  return thread;
+}
+
+ErrorCode code_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& error) {
+    return error.code();
+  }
+  return ErrorCode::internal;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(create_load_append_round_trip) {
+  test::TempDir dir;
+  auto store = open_store("sqlite:" + (dir / "sub/threads.db").string());
+  Thread thread = new_thread("add 3 and 4");
+  store->create(thread);
+  BOOST_TEST(thread.events.at(0).id == 1);
+
+  auto appended = store->append(thread.id, 1,
+                                {Event::make("add", {{"intent", "add"}, {"a", 3}, {"b", 4}}),
+                                 Event::make("await", {{"kind", "approval"}})});
+  BOOST_TEST(appended.events.size() == 2u);
+  BOOST_TEST(appended.events[1].id == 3);
+
+  Thread loaded = store->load(thread.id);
+  BOOST_TEST(loaded.agent == "calculator");
+  BOOST_TEST(loaded.version() == 3);
+  BOOST_TEST(loaded.events[1].data["a"] == 3);
+  BOOST_TEST(loaded.events[0].data == "add 3 and 4");
+  BOOST_TEST(loaded.status() == Status::awaiting_approval);
+  BOOST_TEST(to_json(loaded) == to_json(thread_from_json(to_json(loaded))));
+}
+
+BOOST_AUTO_TEST_CASE(stale_version_is_a_conflict_and_writes_nothing) {
+  test::TempDir dir;
+  auto store = open_store("sqlite:" + (dir / "t.db").string());
+  Thread thread = new_thread("hi");
+  store->create(thread);
+  store->append(thread.id, 1, {Event::make("a", 1)});
+  BOOST_TEST(code_of([&] { store->append(thread.id, 1, {Event::make("b", 2)}); }) ==
+             ErrorCode::conflict);
+  BOOST_TEST(store->load(thread.id).version() == 2);
+}
+
+BOOST_AUTO_TEST_CASE(two_processes_racing_on_one_version_one_wins) {
+  test::TempDir dir;
+  std::string uri = "sqlite:" + (dir / "race.db").string();
+  Thread thread = new_thread("race");
+  open_store(uri)->create(thread);
+  constexpr int kWriters = 6;
+  std::vector<pid_t> children;
+  for (int i = 0; i < kWriters; ++i) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      int code = 3;
+      try {
+        auto store = open_store(uri);
+        store->append(thread.id, 1, {Event::make("writer", i)});
+        code = 0;
+      } catch (const Error& error) {
+        code = error.code() == ErrorCode::conflict ? 1 : 2;
+      }
+      _exit(code);
+    }
+    children.push_back(pid);
+  }
+  int winners = 0, losers = 0;
+  for (pid_t pid : children) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    BOOST_REQUIRE(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 0) ++winners;
+    if (WEXITSTATUS(status) == 1) ++losers;
+  }
+  BOOST_TEST(winners == 1);
+  BOOST_TEST(losers == kWriters - 1);
+  BOOST_TEST(open_store(uri)->load(thread.id).version() == 2);
+}
+
+BOOST_AUTO_TEST_CASE(idempotency_key_returns_first_outcome) {
+  test::TempDir dir;
+  auto store = open_store("sqlite:" + (dir / "t.db").string());
+  Thread thread = new_thread("hi");
+  store->create(thread);
+  Event approve = Event::make("approval", {{"approved", true}});
+  approve.key = "hook-1";
+  auto first = store->append(thread.id, 1, {approve});
+  BOOST_TEST(!first.replayed);
+  store->append(thread.id, 2, {Event::make("tool_response", 6)});
+  // Same key, stale version: the first outcome, not a conflict.
+  auto again = store->append(thread.id, 1, {approve});
+  BOOST_TEST(again.replayed);
+  BOOST_TEST(again.events.size() == 2u);
+  BOOST_TEST(again.events[1].type == "tool_response");
+  Event other = Event::make("approval", {{"approved", false}});
+  other.key = "hook-1";
+  BOOST_TEST(code_of([&] { store->append(thread.id, 3, {other}); }) == ErrorCode::conflict);
+  BOOST_TEST(store->load(thread.id).version() == 3);
+}
+
+BOOST_AUTO_TEST_CASE(list_derives_status_and_filters) {
+  test::TempDir dir;
+  auto store = open_store("sqlite:" + (dir / "t.db").string());
+  Thread a = new_thread("a"), b = new_thread("b");
+  store->create(a);
+  store->create(b);
+  store->append(b.id, 1, {Event::make("done", nullptr)});
+  ListFilter done;
+  done.status = Status::done;
+  auto rows = store->list(done);
+  BOOST_REQUIRE(rows.size() == 1u);
+  BOOST_TEST(rows[0].id == b.id);
+  BOOST_TEST(store->list({}).size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(bad_uris_and_unknown_threads_are_clear_errors) {
+  BOOST_TEST(code_of([] { open_store("mysql://x"); }) == ErrorCode::config);
+  BOOST_TEST(code_of([] { open_store("nothing"); }) == ErrorCode::config);
+  BOOST_TEST(code_of([] { open_store("sqlite:/proc/no/such/dir/x.db"); }) == ErrorCode::config);
+  test::TempDir dir;
+  auto store = open_store("sqlite:" + (dir / "t.db").string());
+  BOOST_TEST(code_of([&] { store->load("th_nope"); }) == ErrorCode::not_found);
+  BOOST_TEST(code_of([&] { store->append("th_nope", 0, {Event::make("x", 1)}); }) ==
+             ErrorCode::not_found);
+}
+
+BOOST_AUTO_TEST_CASE(corrupted_row_fails_that_thread_only) {
+  test::TempDir dir;
+  std::string path = (dir / "t.db").string();
+  auto store = open_store("sqlite:" + path);
+  Thread good = new_thread("good"), bad = new_thread("bad");
+  store->create(good);
+  store->create(bad);
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  std::string sql = "UPDATE events SET data = '{\"trunc' WHERE thread_id = '" + bad.id + "'";
+  BOOST_REQUIRE(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+  BOOST_TEST(code_of([&] { store->load(bad.id); }) == ErrorCode::corrupt);
+  BOOST_TEST(store->load(good.id).events[0].data == "good");
+}
+
+BOOST_AUTO_TEST_CASE(status_is_derived_from_the_last_event) {
+  std::vector<Event> events{Event::user("x")};
+  BOOST_TEST(derive_status(events) == Status::running);
+  events.push_back(Event::make("await", {{"kind", "human"}}));
+  BOOST_TEST(derive_status(events) == Status::awaiting_human);
+  events.push_back(Event::make("human_response", "more"));
+  BOOST_TEST(derive_status(events) == Status::running);
+  events.push_back(Event::make("failed", {{"code", "runtime"}}));
+  BOOST_TEST(derive_status(events) == Status::failed);
+}
