@@ -1,2 +1,813 @@
-// placeholder, replaced by the runtime
-namespace luagent {}
+#include "lua_runtime.hpp"
+
+#include <openssl/evp.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "lua_guard.hpp"
+#include "lua_json_convert.hpp"
+#include "lua_modules.hpp"
+
+namespace luagent::lua {
+namespace {
+
+char kRuntimeKey;
+char kBaseEnvKey;
+char kModuleCacheKey;  // name -> shared module value (stdlib and built-in modules)
+char kRunnerKey;       // the prelude's run_agent(chunk, thread)
+char kProxyMetaKey;    // weak cache: real table -> read-only metatable
+
+constexpr std::size_t kMaxSourceBytes = 16 * 1024 * 1024;
+
+// Safe base functions kept from Lua's base library. Everything else (dofile,
+// loadfile, collectgarbage, ...) never reaches agent code.
+constexpr const char* kSafeBaseFunctions[] = {
+    "assert", "error",  "ipairs",   "next",         "pairs",    "pcall",  "rawequal",
+    "rawget", "rawlen", "rawset",   "select",       "tonumber", "tostring", "type",
+    "xpcall", "setmetatable", "getmetatable", "_VERSION"};
+constexpr const char* kSafeLibraries[] = {"string", "table", "math", "utf8", "coroutine"};
+
+// Lua half of the runtime, compiled once per state. Host yields (an LLM call made
+// inside a coroutine the agent created) must reach the host, not the agent's own
+// resume: the wrappers pass the sentinel upward and resume the inner coroutine
+// with what the host answered.
+constexpr const char* kPrelude = R"lua(
+local sentinel, raw = ...
+local resume, yield, create, status = raw.resume, raw.yield, raw.create, raw.status
+local select, error = select, error
+
+local function forward(co, ok, first, ...)
+  if ok and first == sentinel and status(co) == "suspended" then
+    return forward(co, resume(co, yield(sentinel, ...)))
+  end
+  return ok, first, ...
+end
+
+local wrapped = {}
+for k, v in pairs(raw) do wrapped[k] = v end
+wrapped.resume = function(co, ...) return forward(co, resume(co, ...)) end
+wrapped.wrap = function(f)
+  local co = create(f)
+  return function(...)
+    local function pass(ok, ...)
+      if not ok then error((...), 0) end
+      return ...
+    end
+    return pass(forward(co, resume(co, ...)))
+  end
+end
+
+local function run_agent(chunk, thread)
+  local agent = chunk()
+  if type(agent) ~= "function" then
+    error({ code = "runtime", message = "agent.lua must return a function(thread), got " .. type(agent) }, 0)
+  end
+  return agent(thread)
+end
+
+return wrapped, run_agent
+)lua";
+
+std::int64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+std::string read_file(const std::filesystem::path& path, std::size_t limit) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  if (ec) throw Error(ErrorCode::not_found, "cannot read " + path.string() + ": " + ec.message());
+  if (size > limit)
+    throw Error(ErrorCode::limit, path.string() + " is " + std::to_string(size) +
+                                      " bytes; the limit is " + std::to_string(limit));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::not_found, "cannot open " + path.string());
+  std::string text(size, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(size));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  return text;
+}
+
+std::string sha256_hex(const std::string& data, std::size_t hex_chars = 64) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < length && hex.size() < hex_chars; ++i) {
+    hex += kHex[digest[i] >> 4];
+    hex += kHex[digest[i] & 15];
+  }
+  return hex.substr(0, hex_chars);
+}
+
+// The content hash of an agent: every .lua and .prompt file in its folder, by name.
+std::string agent_version(const std::filesystem::path& dir) {
+  std::vector<std::filesystem::path> files;
+  for (auto it = std::filesystem::recursive_directory_iterator(
+           dir, std::filesystem::directory_options::follow_directory_symlink);
+       it != std::filesystem::recursive_directory_iterator(); ++it) {
+    if (it.depth() > 8) it.disable_recursion_pending();
+    auto extension = it->path().extension();
+    if (it->is_regular_file() && (extension == ".lua" || extension == ".prompt"))
+      files.push_back(it->path());
+  }
+  std::sort(files.begin(), files.end());
+  std::string all;
+  for (const auto& file : files) {
+    all += std::filesystem::relative(file, dir).string();
+    all += '\0';
+    all += sha256_hex(read_file(file, kMaxSourceBytes));
+  }
+  return sha256_hex(all, 12);
+}
+
+// Splits Lua's "chunk:line: message" into an Error of `code`.
+Error located_error(ErrorCode code, const std::string& lua_message) {
+  Error parsed = Error(ErrorCode::runtime, lua_message);
+  auto colon = lua_message.find(':');
+  if (colon != std::string::npos) {
+    auto second = lua_message.find(':', colon + 1);
+    if (second != std::string::npos && second > colon + 1 &&
+        lua_message.find_first_not_of("0123456789", colon + 1) == second) {
+      std::string message = lua_message.substr(second + 1);
+      if (!message.empty() && message[0] == ' ') message.erase(0, 1);
+      return Error(code, message, lua_message.substr(0, colon),
+                   std::atoi(lua_message.c_str() + colon + 1));
+    }
+  }
+  return Error(code, lua_message);
+}
+
+int pcall_traceback(lua_State* L) {
+  if (lua_type(L, 1) == LUA_TTABLE) return 1;  // structured errors pass unchanged
+  const char* message = lua_tostring(L, 1);
+  if (!message) message = "(error object is not a string)";
+  lua_pushstring(L, message);
+  return 1;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Memory and CPU limits
+
+void* limited_alloc(void* ud, void* ptr, size_t old_size, size_t new_size) {
+  auto* runtime = static_cast<LuaRuntime*>(ud);
+  if (!ptr) old_size = 0;
+  if (new_size == 0) {
+    std::free(ptr);
+    runtime->memory_used_ -= old_size;
+    return nullptr;
+  }
+  if (new_size > old_size && runtime->host_depth_ == 0 && runtime->memory_limit_ &&
+      runtime->memory_used_ + (new_size - old_size) > runtime->memory_limit_)
+    return nullptr;  // Lua raises "not enough memory" in agent code
+  void* result = std::realloc(ptr, new_size);
+  if (result) runtime->memory_used_ = runtime->memory_used_ - old_size + new_size;
+  return result;
+}
+
+void count_hook(lua_State* L, lua_Debug*) {
+  LuaRuntime& runtime = LuaRuntime::from(L);
+  Run* run = runtime.current_;
+  if (!run) return;
+  if (!run->killed) {
+    std::int64_t used = run->cpu_used_ns + (thread_cpu_ns() - run->slice_started_ns);
+    if (used <= static_cast<std::int64_t>(runtime.services_.limits.step_cpu_ms) * 1000000) return;
+    run->killed = true;
+    // From now on every instruction raises, so a pcall cannot swallow the kill.
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+  }
+  push_error(L, ErrorCode::limit,
+             "the step used more than " + std::to_string(runtime.services_.limits.step_cpu_ms) +
+                 " ms of CPU (limits.step_cpu_ms)");
+  lua_error(L);
+}
+
+HostCallScope::HostCallScope(lua_State* L) : runtime_(LuaRuntime::from(L)) {
+  ++runtime_.host_depth_;
+}
+HostCallScope::~HostCallScope() { --runtime_.host_depth_; }
+
+// ---------------------------------------------------------------------------
+// require: luagent.* from built-in modules and stdlib/, everything else from the
+// agent's own folder. Never a path outside those roots.
+
+int lua_require(lua_State* L) {
+  return run_guarded(L, [](lua_State* L) -> int {
+    std::string name(arg_string(L, 1, "require", "name"));
+    LuaRuntime& runtime = LuaRuntime::from(L);
+    bool valid = !name.empty() && name.size() < 200 &&
+                 std::all_of(name.begin(), name.end(), [](char c) {
+                   return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' ||
+                          c == '-';
+                 }) &&
+                 name.find("..") == std::string::npos && name.front() != '.';
+    if (!valid)
+      throw Error(ErrorCode::forbidden, "require: '" + name +
+                                            "' is not a module name (letters, digits, _ - and "
+                                            "dots; no paths)");
+    HostCallScope scope(L);
+    // Per-run cache first, so a module is one value within a run.
+    Run* run = runtime.current_run();
+    int cache_index;
+    if (run) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, run->env_ref);
+      lua_getfield(L, -1, "\0loaded");  // never reachable by name from Lua
+      lua_remove(L, -2);
+    } else {
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &kModuleCacheKey);
+    }
+    cache_index = lua_gettop(L);
+    if (lua_getfield(L, cache_index, name.c_str()) != LUA_TNIL) return 1;
+    lua_pop(L, 1);
+
+    bool shared = name.rfind("luagent.", 0) == 0;
+    if (shared) {
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &kModuleCacheKey);
+      if (lua_getfield(L, -1, name.c_str()) == LUA_TNIL) {
+        lua_pop(L, 1);
+        if (!open_builtin_module(L, name)) {
+          std::string relative = name.substr(8);
+          std::replace(relative.begin(), relative.end(), '.', '/');
+          auto path = runtime.stdlib_dir_ / "luagent" / (relative + ".lua");
+          if (!std::filesystem::exists(path))
+            throw Error(ErrorCode::not_found, "require: no module '" + name + "' (looked in " +
+                                                  path.string() + ")");
+          std::string source = read_file(path, kMaxSourceBytes);
+          std::string chunkname = "@stdlib/luagent/" + relative + ".lua";
+          if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK)
+            throw located_error(ErrorCode::syntax, lua_tostring(L, -1));
+          lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
+          lua_setupvalue(L, -2, 1);
+          lua_pushstring(L, name.c_str());
+          lua_pushcfunction(L, pcall_traceback);
+          lua_insert(L, -3);
+          if (lua_pcall(L, 1, 1, -3) != LUA_OK) {
+            Error error = error_from_lua(L, -1);
+            throw Error(error.code(), "loading " + name + ": " + error.message(), error.source(),
+                        error.line());
+          }
+          lua_remove(L, -2);
+          if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushboolean(L, 1);
+          }
+        }
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, name.c_str());
+      }
+      lua_remove(L, -2);
+    } else {
+      std::string relative = name;
+      std::replace(relative.begin(), relative.end(), '.', '/');
+      std::string source = runtime.read_agent_file(relative + ".lua");
+      std::string chunkname = "@" + relative + ".lua";
+      if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK)
+        throw located_error(ErrorCode::syntax, lua_tostring(L, -1));
+      if (run) lua_rawgeti(L, LUA_REGISTRYINDEX, run->env_ref);
+      else lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
+      lua_setupvalue(L, -2, 1);
+      lua_pushstring(L, name.c_str());
+      lua_pushcfunction(L, pcall_traceback);
+      lua_insert(L, -3);
+      if (lua_pcall(L, 1, 1, -3) != LUA_OK) {
+        Error error = error_from_lua(L, -1);
+        throw Error(error.code(), "loading " + name + ": " + error.message(), error.source(),
+                    error.line());
+      }
+      lua_remove(L, -2);
+      if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+      }
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, cache_index, name.c_str());
+    return 1;
+  });
+}
+
+namespace {
+
+// load(chunk [, name [, mode [, env]]]) for agents: text only, and the caller's run
+// environment by default (never the host's real globals).
+int sandboxed_load(lua_State* L) {
+  return run_guarded(L, [](lua_State* L) -> int {
+    std::string_view mode = opt_string(L, 3, "load", "mode", "t");
+    if (mode.find('b') != std::string_view::npos)
+      throw Error(ErrorCode::forbidden, "load: binary chunks are not allowed (mode must be \"t\")");
+    size_t length = 0;
+    const char* text = nullptr;
+    if (lua_type(L, 1) == LUA_TSTRING) {
+      text = lua_tolstring(L, 1, &length);
+    } else {
+      throw Error(ErrorCode::usage, "load: argument #1 must be a string of Lua source");
+    }
+    std::string chunkname(opt_string(L, 2, "load", "name", "=(load)"));
+    bool has_env = lua_gettop(L) >= 4;
+    HostCallScope scope(L);
+    int status = luaL_loadbufferx(L, text, length, chunkname.c_str(), "t");
+    if (status != LUA_OK) {
+      lua_pushnil(L);
+      lua_insert(L, -2);
+      return 2;  // nil, message — as Lua's own load does
+    }
+    if (has_env) {
+      lua_pushvalue(L, 4);
+    } else if (Run* run = LuaRuntime::from(L).current_run()) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, run->env_ref);
+    } else {
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
+    }
+    lua_setupvalue(L, -2, 1);
+    return 1;
+  });
+}
+
+int sandboxed_print(lua_State* L) {
+  return run_guarded(L, [](lua_State* L) -> int {
+    std::string line;
+    int n = lua_gettop(L);
+    HostCallScope scope(L);
+    for (int i = 1; i <= n; ++i) {
+      if (i > 1) line += '\t';
+      line += luaL_tolstring(L, i, nullptr);
+      lua_pop(L, 1);
+    }
+    LuaRuntime::from(L).log("print", line);
+    return 0;
+  });
+}
+
+int readonly_newindex(lua_State* L) {
+  return run_guarded(L, [](lua_State* L) -> int {
+    const char* key = lua_tostring(L, 2);
+    throw Error(ErrorCode::forbidden, std::string("cannot change the shared library table (key '") +
+                                          (key ? key : "?") + "')");
+  });
+}
+
+// Pushes a read-only view of the table at `index`: reads and pairs() see the table,
+// writes raise. Views are created per run so even rawset stays within one run.
+void push_readonly_view(lua_State* L, int index) {
+  index = lua_absindex(L, index);
+  lua_createtable(L, 0, 0);
+  lua_createtable(L, 0, 4);
+  lua_pushvalue(L, index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, readonly_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushvalue(L, index);
+  lua_pushcclosure(L, [](lua_State* L) -> int {
+    lua_pushcfunction(L, [](lua_State* L) -> int {
+      lua_settop(L, 2);
+      if (lua_next(L, 1)) return 2;
+      lua_pushnil(L);
+      return 1;
+    });
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushnil(L);
+    return 3;
+  }, 1);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushliteral(L, "readonly");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+LuaRuntime::LuaRuntime(RuntimeServices services) : services_(std::move(services)) {
+  memory_limit_ = services_.limits.memory_mb * 1024 * 1024;
+  stdlib_dir_ = services_.stdlib_dir.empty() ? find_stdlib() : services_.stdlib_dir;
+  open_state();
+}
+
+LuaRuntime::~LuaRuntime() {
+  runs_.clear();
+  if (L_) lua_close(L_);
+}
+
+std::filesystem::path LuaRuntime::find_stdlib() const {
+  if (const char* env = std::getenv("LUAGENT_STDLIB"); env && *env) return env;
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto installed = exe.parent_path().parent_path() / "share/luagent/stdlib";
+    if (std::filesystem::exists(installed / "luagent")) return installed;
+  }
+  if (std::filesystem::exists(std::filesystem::path(LUAGENT_STDLIB_BUILD_DIR) / "luagent"))
+    return LUAGENT_STDLIB_BUILD_DIR;
+  return LUAGENT_STDLIB_INSTALL_DIR;
+}
+
+LuaRuntime& LuaRuntime::from(lua_State* L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &kRuntimeKey);
+  auto* runtime = static_cast<LuaRuntime*>(lua_touserdata(L, -1));
+  lua_pop(L, 1);
+  return *runtime;
+}
+
+Run& LuaRuntime::require_run(const char* function) const {
+  if (!current_)
+    throw Error(ErrorCode::usage,
+                std::string(function) + " can only be called while an agent step runs");
+  return *current_;
+}
+
+void LuaRuntime::log(std::string_view level, std::string_view message) const {
+  if (services_.log) services_.log(level, message);
+}
+
+void LuaRuntime::open_state() {
+  L_ = lua_newstate(limited_alloc, this);
+  if (!L_) throw Error(ErrorCode::internal, "cannot create a Lua state");
+  lua_pushlightuserdata(L_, this);
+  lua_rawsetp(L_, LUA_REGISTRYINDEX, &kRuntimeKey);
+  // Libraries one by one; io, os, debug and package are never opened.
+  luaL_requiref(L_, LUA_GNAME, luaopen_base, 1);
+  luaL_requiref(L_, LUA_STRLIBNAME, luaopen_string, 1);
+  luaL_requiref(L_, LUA_TABLIBNAME, luaopen_table, 1);
+  luaL_requiref(L_, LUA_MATHLIBNAME, luaopen_math, 1);
+  luaL_requiref(L_, LUA_UTF8LIBNAME, luaopen_utf8, 1);
+  luaL_requiref(L_, LUA_COLIBNAME, luaopen_coroutine, 1);
+  lua_pop(L_, 6);
+  // string.dump would hand out bytecode, the way around the text-only loader.
+  lua_getglobal(L_, "string");
+  lua_pushnil(L_);
+  lua_setfield(L_, -2, "dump");
+  lua_pop(L_, 1);
+  // The string metatable is shared by every string of every run: hide it.
+  lua_pushliteral(L_, "");
+  lua_getmetatable(L_, -1);
+  lua_pushliteral(L_, "string");
+  lua_setfield(L_, -2, "__metatable");
+  lua_pop(L_, 2);
+  lua_newtable(L_);
+  lua_rawsetp(L_, LUA_REGISTRYINDEX, &kModuleCacheKey);
+  build_base_environment();
+}
+
+void LuaRuntime::build_base_environment() {
+  lua_State* L = L_;
+  lua_createtable(L, 0, 32);  // the base environment
+  int base = lua_gettop(L);
+  for (const char* name : kSafeBaseFunctions) {
+    lua_getglobal(L, name);
+    lua_setfield(L, base, name);
+  }
+  for (const char* name : kSafeLibraries) {
+    lua_getglobal(L, name);
+    lua_setfield(L, base, name);
+  }
+  lua_pushcfunction(L, sandboxed_load);
+  lua_setfield(L, base, "load");
+  lua_pushcfunction(L, sandboxed_print);
+  lua_setfield(L, base, "print");
+  lua_pushcfunction(L, lua_require);
+  lua_setfield(L, base, "require");
+
+  // The prelude: coroutine wrappers that let host yields through, and run_agent.
+  if (luaL_loadbufferx(L, kPrelude, std::strlen(kPrelude), "=luagent.prelude", "t") != LUA_OK)
+    throw Error(ErrorCode::internal, std::string("prelude: ") + lua_tostring(L, -1));
+  lua_pushvalue(L, base);
+  lua_setupvalue(L, -2, 1);
+  push_host_yield_sentinel(L);
+  lua_getglobal(L, "coroutine");
+  if (lua_pcall(L, 2, 2, 0) != LUA_OK)
+    throw Error(ErrorCode::internal, std::string("prelude: ") + lua_tostring(L, -1));
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &kRunnerKey);
+  lua_setfield(L, base, "coroutine");
+  lua_pushvalue(L, base);
+  lua_setfield(L, base, "_G");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
+}
+
+// A fresh environment for one run: its own globals, read-only views of the
+// libraries, reads falling through to the base.
+void LuaRuntime::push_run_environment() {
+  lua_State* L = L_;
+  lua_createtable(L, 0, 8);
+  int env = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
+  int base = lua_gettop(L);
+  for (const char* name : kSafeLibraries) {
+    lua_getfield(L, base, name);
+    push_readonly_view(L, -1);
+    lua_setfield(L, env, name);
+    lua_pop(L, 1);
+  }
+  lua_pushvalue(L, env);
+  lua_setfield(L, env, "_G");
+  lua_newtable(L);
+  lua_setfield(L, env, "\0loaded");
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, base);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, env);
+  lua_pop(L, 1);  // base
+}
+
+AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
+  std::error_code ec;
+  auto dir = std::filesystem::weakly_canonical(requested, ec);
+  if (ec || !std::filesystem::is_directory(dir))
+    throw Error(ErrorCode::not_found, "no agent at " + requested.string() +
+                                          " (expected a folder with an agent.lua)");
+  auto script = dir / "agent.lua";
+  if (!std::filesystem::exists(script))
+    throw Error(ErrorCode::not_found, "no agent.lua in " + requested.string());
+  AgentInfo info{dir.filename().string(), dir, agent_version(dir)};
+  auto found = agents_.find(dir);
+  if (found != agents_.end() && found->second.info.version == info.version)
+    return found->second.info;
+
+  std::string source = read_file(script, kMaxSourceBytes);
+  std::string chunkname = "@" + info.name + "/agent.lua";
+  lua_State* L = L_;
+  if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK) {
+    Error error = located_error(ErrorCode::syntax, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    throw error;
+  }
+  LoadedAgent loaded{info, {}};
+  lua_dump(
+      L,
+      [](lua_State*, const void* p, size_t size, void* ud) -> int {
+        static_cast<std::string*>(ud)->append(static_cast<const char*>(p), size);
+        return 0;
+      },
+      &loaded.bytecode, 0);
+  lua_pop(L, 1);
+
+  // Run the chunk once now, so an error at load time is reported before any thread
+  // depends on it, with the previous version (if any) still loaded.
+  auto previous_loading = loading_dir_;
+  loading_dir_ = dir;
+  lua_pushcfunction(L, pcall_traceback);
+  luaL_loadbufferx(L, loaded.bytecode.data(), loaded.bytecode.size(), chunkname.c_str(), "b");
+  push_run_environment();
+  lua_setupvalue(L, -2, 1);
+  int status = lua_pcall(L, 0, 1, -2);
+  loading_dir_ = previous_loading;
+  if (status != LUA_OK) {
+    Error error = error_from_lua(L, -1);
+    lua_pop(L, 2);
+    throw Error(error.code() == ErrorCode::runtime ? ErrorCode::syntax : error.code(),
+                "loading the agent: " + error.message(), error.source(), error.line());
+  }
+  bool is_function = lua_type(L, -1) == LUA_TFUNCTION;
+  lua_pop(L, 2);
+  if (!is_function)
+    throw Error(ErrorCode::syntax, "agent.lua must return a function(thread)", chunkname.substr(1));
+  agents_[dir] = std::move(loaded);
+  return info;
+}
+
+const LuaRuntime::LoadedAgent& LuaRuntime::loaded_agent(const AgentInfo& agent) {
+  auto found = agents_.find(agent.dir);
+  if (found == agents_.end() || found->second.info.version != agent.version) load_agent(agent.dir);
+  return agents_.at(agent.dir);
+}
+
+void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) {
+  const LoadedAgent& loaded = loaded_agent(agent);
+  auto run = std::make_unique<Run>();
+  run->id = next_run_id_++;
+  run->agent = loaded.info;
+  run->thread = std::move(thread);
+  run->callbacks = std::move(callbacks);
+  run->step_start_version = run->thread.version();
+  lua_State* L = L_;
+
+  run->coroutine = lua_newthread(L);
+  run->coroutine_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  push_run_environment();
+  run->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_createtable(L, 0, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  run->calls_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  lua_State* co = run->coroutine;
+  lua_rawgetp(co, LUA_REGISTRYINDEX, &kRunnerKey);
+  std::string chunkname = "@" + loaded.info.name + "/agent.lua";
+  luaL_loadbufferx(co, loaded.bytecode.data(), loaded.bytecode.size(), chunkname.c_str(), "b");
+  lua_rawgeti(co, LUA_REGISTRYINDEX, run->env_ref);
+  lua_setupvalue(co, -2, 1);
+  push_thread_object(co, run->id);
+  lua_sethook(co, count_hook, LUA_MASKCOUNT, 10000);
+
+  Run& ref = *run;
+  runs_.emplace(run->id, std::move(run));
+  resume(ref, 2);
+}
+
+void LuaRuntime::resume(Run& run, int nargs) {
+  Run* previous = current_;
+  current_ = &run;
+  run.slice_started_ns = thread_cpu_ns();
+  int results = 0;
+  int status = lua_resume(run.coroutine, L_, nargs, &results);
+  run.cpu_used_ns += thread_cpu_ns() - run.slice_started_ns;
+  current_ = previous;
+
+  if (status == LUA_YIELD) {
+    bool host_yield = results >= 1 && is_host_yield_sentinel(run.coroutine, -results);
+    lua_pop(run.coroutine, results);
+    if (host_yield && run.pending_call) return;  // resumed when the call completes
+    fail_run(run, Error(ErrorCode::runtime,
+                        "the agent yielded outside a coroutine of its own (coroutine.yield at "
+                        "the top level of a step)"));
+    return;
+  }
+  if (status != LUA_OK) {
+    Error error = error_from_lua(run.coroutine, -1);
+    if (status == LUA_ERRMEM)
+      error = Error(ErrorCode::limit,
+                    "the agent used more than " + std::to_string(services_.limits.memory_mb) +
+                        " MiB of Lua memory (limits.memory_mb)");
+    if (lua_type(run.coroutine, -1) == LUA_TSTRING) {
+      luaL_traceback(L_, run.coroutine, lua_tostring(run.coroutine, -1), 0);
+      log("debug", lua_tostring(L_, -1));
+      lua_pop(L_, 1);
+    }
+    fail_run(run, error);
+    return;
+  }
+  lua_pop(run.coroutine, results);
+  // A step that returns without awaiting has finished the thread.
+  std::optional<Error> error;
+  if (!run.awaiting) {
+    try {
+      append(run, {Event::make(std::string(event_type::done), nullptr)});
+    } catch (const Error& e) {
+      error = e;
+    }
+  }
+  finish(run, error);
+}
+
+void LuaRuntime::fail_run(Run& run, const Error& error) {
+  std::optional<Error> outcome;
+  if (error.code() == ErrorCode::conflict) {
+    outcome = error;  // another writer owns the thread now; record nothing
+  } else {
+    nlohmann::json data = {{"code", error_code_name(error.code())}, {"message", error.message()}};
+    if (!error.source().empty()) data["source"] = error.source();
+    if (error.line() > 0) data["line"] = error.line();
+    try {
+      append(run, {Event::make(std::string(event_type::failed), std::move(data))});
+    } catch (const Error& e) {
+      outcome = e;
+    }
+  }
+  finish(run, outcome);
+}
+
+void LuaRuntime::finish(Run& run, const std::optional<Error>& error) {
+  auto owned = std::move(runs_.at(run.id));
+  runs_.erase(run.id);
+  luaL_unref(L_, LUA_REGISTRYINDEX, owned->coroutine_ref);
+  luaL_unref(L_, LUA_REGISTRYINDEX, owned->env_ref);
+  luaL_unref(L_, LUA_REGISTRYINDEX, owned->calls_ref);
+  if (owned->callbacks.on_finished) owned->callbacks.on_finished(owned->thread, error);
+}
+
+std::vector<Event> LuaRuntime::append(Run& run, std::vector<Event> events) {
+  for (Event& event : events)
+    if (event.version.empty()) event.version = run.agent.version;
+  auto result = services_.store->append(run.thread.id, run.thread.version(), std::move(events));
+  for (const Event& event : result.events) {
+    run.thread.events.push_back(event);
+    if (run.callbacks.on_event) run.callbacks.on_event(run.thread, event);
+  }
+  return result.events;
+}
+
+void LuaRuntime::start_llm_call(Run& run, llm::Request request) {
+  if (!services_.provider)
+    throw Error(ErrorCode::config, "no LLM provider is configured (set LUAGENT_PROVIDER or "
+                                   "provider = ... in luagent.config.lua)");
+  if (run.pending_call) throw Error(ErrorCode::internal, "a run has two LLM calls in flight");
+  std::uint64_t run_id = run.id;
+  run.call_started_version = run.thread.version();
+  run.pending_call = services_.provider->start(
+      std::move(request), nullptr, [this, run_id](llm::Outcome outcome) {
+        auto found = runs_.find(run_id);
+        if (found == runs_.end()) return;  // the run was cancelled meanwhile
+        Run& run = *found->second;
+        run.pending_call = 0;
+        // Provenance: what was asked, of which model, at what cost.
+        nlohmann::json trace = {{"provider", outcome.trace.provider},
+                                {"model", outcome.trace.model},
+                                {"request_bytes", outcome.trace.request_bytes},
+                                {"latency_ms", outcome.trace.latency_ms},
+                                {"attempts", outcome.trace.attempts},
+                                {"input_tokens", outcome.trace.usage.input_tokens},
+                                {"output_tokens", outcome.trace.usage.output_tokens},
+                                {"cost_usd", outcome.trace.cost_usd},
+                                {"request", outcome.trace.request_body},
+                                {"ok", outcome.ok()}};
+        if (!outcome.ok()) trace["error"] = outcome.error().what();
+        else trace["response"] = outcome.reply().text;
+        try {
+          services_.store->record_call(run.thread.id, run.call_started_version, trace);
+        } catch (const Error& e) {
+          log("warn", std::string("could not record an LLM call's trace: ") + e.what());
+        }
+        run.outcome = std::move(outcome);
+        resume(run, 0);
+      });
+}
+
+std::string LuaRuntime::read_agent_file(std::string_view relative, std::string* version) {
+  std::filesystem::path dir = current_ ? current_->agent.dir : loading_dir_;
+  if (dir.empty())
+    throw Error(ErrorCode::usage, "files can only be read while an agent loads or runs");
+  std::filesystem::path rel(relative);
+  if (rel.is_absolute() || relative.empty())
+    throw Error(ErrorCode::forbidden, "'" + std::string(relative) +
+                                          "' must be a path inside the agent's folder");
+  std::error_code ec;
+  auto full = std::filesystem::weakly_canonical(dir / rel, ec);
+  auto base = std::filesystem::weakly_canonical(dir, ec);
+  auto [mismatch, _] = std::mismatch(base.begin(), base.end(), full.begin(), full.end());
+  if (ec || mismatch != base.end())
+    throw Error(ErrorCode::forbidden,
+                "'" + std::string(relative) + "' is outside the agent's folder");
+  std::string text = read_file(full, kMaxSourceBytes);
+  if (version) *version = sha256_hex(text, 16);
+  return text;
+}
+
+nlohmann::json LuaRuntime::load_config(const std::filesystem::path& file) {
+  std::string source = read_file(file, 1024 * 1024);
+  lua_State* L = L_;
+  std::string chunkname = "@" + file.filename().string();
+  if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK) {
+    Error error = located_error(ErrorCode::config, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    throw error;
+  }
+  // The config sets globals (provider = "replay") or returns a table.
+  push_run_environment();
+  lua_pushvalue(L, -1);
+  lua_setupvalue(L, -3, 1);
+  lua_insert(L, -2);
+  lua_pushcfunction(L, pcall_traceback);
+  lua_insert(L, -2);
+  if (lua_pcall(L, 0, 1, -2) != LUA_OK) {
+    Error error = error_from_lua(L, -1);
+    lua_pop(L, 3);
+    throw Error(ErrorCode::config, error.message(), error.source(), error.line());
+  }
+  nlohmann::json config;
+  try {
+    HostCallScope scope(L);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      config = to_json(L, -1, "config");
+    } else {
+      lua_pushnil(L);  // the globals it set, without the hidden module cache
+      lua_setfield(L, -4, "\0loaded");
+      lua_pushnil(L);
+      lua_setfield(L, -4, "_G");
+      for (const char* name : kSafeLibraries) {
+        lua_pushnil(L);
+        lua_setfield(L, -4, name);
+      }
+      config = to_json(L, -3, "config");
+    }
+  } catch (const Error& e) {
+    lua_pop(L, 3);
+    throw Error(ErrorCode::config, e.message(), file.string());
+  }
+  lua_pop(L, 3);
+  if (!config.is_object()) config = nlohmann::json::object();
+  return config;
+}
+
+std::unique_ptr<AgentRuntime> make_lua_runtime(RuntimeServices services) {
+  return std::make_unique<LuaRuntime>(std::move(services));
+}
+
+}  // namespace luagent::lua
+
+namespace luagent {
+std::unique_ptr<AgentRuntime> make_lua_runtime(RuntimeServices services) {
+  return lua::make_lua_runtime(std::move(services));
+}
+}  // namespace luagent

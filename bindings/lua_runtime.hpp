@@ -1,0 +1,120 @@
+// The Lua runtime: one lua_State per host, one coroutine per agent run, a fresh
+// restricted environment per run. Bindings (lua_thread.cpp, lua_llm.cpp, ...) reach
+// the runtime through LuaRuntime::from(L) and the run in progress through current_run().
+#pragma once
+
+#include <lua.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "agent_runtime.hpp"
+
+namespace luagent::lua {
+
+/// One agent step in flight: a coroutine running the agent function on a thread.
+struct Run {
+  std::uint64_t id = 0;
+  AgentInfo agent;
+  Thread thread;
+  RunCallbacks callbacks;
+  lua_State* coroutine = nullptr;
+  int coroutine_ref = LUA_NOREF;
+  int env_ref = LUA_NOREF;
+  int calls_ref = LUA_NOREF;  // weak-keyed table: pushed Lua table -> event id
+  bool awaiting = false;       // thread:await was called; the step must end
+  std::int64_t step_start_version = 0;  // events the thread had when this step began
+  // Set while the run waits for the host (an LLM call); taken by the continuation.
+  std::optional<llm::Outcome> outcome;
+  llm::CallId pending_call = 0;
+  std::int64_t call_started_version = 0;
+  // Per-step CPU accounting for the limit hook.
+  std::int64_t cpu_used_ns = 0;
+  std::int64_t slice_started_ns = 0;
+  bool killed = false;
+};
+
+class LuaRuntime final : public AgentRuntime {
+ public:
+  explicit LuaRuntime(RuntimeServices services);
+  ~LuaRuntime() override;
+
+  AgentInfo load_agent(const std::filesystem::path& dir) override;
+  void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) override;
+  std::size_t runs_in_flight() const override { return runs_.size(); }
+  void set_provider(llm::Provider* provider) override { services_.provider = provider; }
+  nlohmann::json load_config(const std::filesystem::path& file) override;
+  std::unique_ptr<llm::Provider> make_script_provider(const std::filesystem::path& file) override;
+
+  static LuaRuntime& from(lua_State* L);
+  lua_State* state() const { return L_; }
+  const RuntimeServices& services() const { return services_; }
+  /// The run whose coroutine is executing now; nullptr outside agent code.
+  Run* current_run() const { return current_; }
+  Run& require_run(const char* function) const;
+
+  /// Appends events to the run's thread (compare-and-swap) and reports them.
+  std::vector<Event> append(Run& run, std::vector<Event> events);
+  /// Starts an LLM call for the current run; the run resumes when it completes.
+  void start_llm_call(Run& run, llm::Request request);
+  /// Reads a file of the current agent's folder (or, outside a run, of the agent
+  /// being loaded). Returns its text; refuses paths that leave the folder.
+  std::string read_agent_file(std::string_view relative, std::string* version = nullptr);
+  void log(std::string_view level, std::string_view message) const;
+
+ private:
+  struct LoadedAgent {
+    AgentInfo info;
+    std::string bytecode;  // agent.lua compiled once; instantiated per run
+  };
+
+  void open_state();
+  void build_base_environment();
+  void push_run_environment();
+  void resume(Run& run, int nargs);
+  void finish(Run& run, const std::optional<Error>& error);
+  void fail_run(Run& run, const Error& error);
+  std::filesystem::path find_stdlib() const;
+  const LoadedAgent& loaded_agent(const AgentInfo& agent);
+
+  RuntimeServices services_;
+  lua_State* L_ = nullptr;
+  std::filesystem::path stdlib_dir_;
+  std::map<std::filesystem::path, LoadedAgent> agents_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<Run>> runs_;
+  std::uint64_t next_run_id_ = 1;
+  Run* current_ = nullptr;
+  std::filesystem::path loading_dir_;  // the agent folder while its chunk loads
+  std::size_t memory_limit_ = 0;
+  std::size_t memory_used_ = 0;
+  int host_depth_ = 0;  // >0 while C++ bodies run: the allocator does not fail there
+
+  friend void* limited_alloc(void*, void*, size_t, size_t);
+  friend void count_hook(lua_State*, lua_Debug*);
+  friend int lua_require(lua_State*);
+  friend class HostCallScope;
+};
+
+/// Marks C++ code that allocates Lua memory on behalf of the host (conversions in a
+/// binding body): the memory limit applies to agent code, and a failing allocation
+/// must never longjmp through C++ frames.
+class HostCallScope {
+ public:
+  explicit HostCallScope(lua_State* L);
+  ~HostCallScope();
+  HostCallScope(const HostCallScope&) = delete;
+  HostCallScope& operator=(const HostCallScope&) = delete;
+
+ private:
+  LuaRuntime& runtime_;
+};
+
+/// Registers luaopen_luagent_<module> functions into package.preload-equivalents.
+void register_builtin_modules(lua_State* L);
+
+}  // namespace luagent::lua

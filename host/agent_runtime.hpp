@@ -1,0 +1,72 @@
+// What the host needs from the agent language runtime. host/ stays free of Lua:
+// the only implementation, the Lua one, lives in bindings/ (make_lua_runtime).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "event_loop.hpp"
+#include "llm/provider.hpp"
+#include "luagent/error.hpp"
+#include "luagent/thread.hpp"
+#include "store/store.hpp"
+
+namespace luagent {
+
+/// A loaded agent: its folder, name, and the content hash of its scripts and prompts.
+struct AgentInfo {
+  std::string name;
+  std::filesystem::path dir;
+  std::string version;
+};
+
+/// Limits for agent Lua code (DESIGN.md "Limits by default").
+struct RuntimeLimits {
+  int step_cpu_ms = 5000;
+  std::size_t memory_mb = 256;
+};
+
+struct RunCallbacks {
+  /// Each event as soon as it is durably stored.
+  std::function<void(const Thread& thread, const Event& event)> on_event;
+  /// Once, when the step ends: paused, done or failed (the events say which). An Error
+  /// here means the step could not record its outcome (a lost compare-and-swap).
+  std::function<void(const Thread& thread, const std::optional<Error>& error)> on_finished;
+};
+
+using LogSink = std::function<void(std::string_view level, std::string_view message)>;
+
+struct RuntimeServices {
+  Store* store = nullptr;
+  llm::Provider* provider = nullptr;  // may be set later with set_provider
+  EventLoop* loop = nullptr;
+  RuntimeLimits limits;
+  LogSink log;
+  std::filesystem::path stdlib_dir;  // empty: the built-in search
+};
+
+class AgentRuntime {
+ public:
+  virtual ~AgentRuntime() = default;
+  /// Loads the agent in `dir` (agent.lua). Throws not_found, or syntax with file:line.
+  virtual AgentInfo load_agent(const std::filesystem::path& dir) = 0;
+  /// Runs the agent on `thread` until it pauses, ends or fails; progress happens on the
+  /// event loop, `callbacks.on_finished` reports the end.
+  virtual void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) = 0;
+  virtual std::size_t runs_in_flight() const = 0;
+  virtual void set_provider(llm::Provider* provider) = 0;
+  /// Evaluates a luagent.config.lua (sandboxed) into JSON.
+  virtual nlohmann::json load_config(const std::filesystem::path& file) = 0;
+  /// A provider whose model is a Lua function (the `script` provider, for tests).
+  virtual std::unique_ptr<llm::Provider> make_script_provider(const std::filesystem::path& file) = 0;
+};
+
+std::unique_ptr<AgentRuntime> make_lua_runtime(RuntimeServices services);
+
+}  // namespace luagent
