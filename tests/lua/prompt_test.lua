@@ -11,17 +11,21 @@ local function write(path, text)
   versions[path] = (versions[path] or 0) + 1
 end
 
-package.preload["luagent.source"] = function()
-  return {
-    read = function(path)
-      reads = reads + 1
-      if not files[path] then error("no such file: " .. path, 0) end
-      return files[path], versions[path]
-    end,
-  }
-end
+local fake_source = {
+  read = function(path)
+    reads = reads + 1
+    if not files[path] then error("no such file: " .. path, 0) end
+    return files[path], versions[path]
+  end,
+}
+
+-- Under the system interpreter the fake is found the way the binding will be, through
+-- require; inside the sandbox (no `package`) it is installed with prompt.set_loader.
+local has_preload = type(package) == "table" and type(package.preload) == "table"
+if has_preload then package.preload["luagent.source"] = function() return fake_source end end
 
 local prompt = require "luagent.prompt"
+if not has_preload then prompt.set_loader(fake_source.read) end
 local context = require "luagent.context"
 
 local function render(src, vars, opts) return prompt.template(src, opts)(vars) end
