@@ -45,7 +45,7 @@ local fmt = string.format
 
 ---@class luagent.prompt.Template
 ---@field name string
----@overload fun(vars?: table): string
+---@operator call(table?): string
 local Template = {}
 Template.__index = Template
 
@@ -332,8 +332,8 @@ local function tokenize(text, name, line)
       local word = text:match("^[%w_]+", i)
       toks[#toks + 1] = { t = KEYWORDS[word] and word or "name", v = word }
       i = i + #word
-    elseif c:match("%d") then
-      local num = text:match("^%d+%.?%d*", i)
+    elseif c:match("%d") or (c == "-" and text:match("^%-%d", i)) then
+      local num = text:match("^%-?%d+%.?%d*", i)
       toks[#toks + 1] = { t = "literal", v = tonumber(num) }
       i = i + #num
     elseif c == '"' or c == "'" then

@@ -153,6 +153,10 @@ t.test("or and and return values, so 'or' gives a fallback", function()
   t.eq(render("{{ nick or name }}/{{ a and b }}", { name = "Ada", a = 1, b = "B" }), "Ada/B")
 end)
 
+t.test("negative number literals compare", function()
+  t.eq(render("{% if n == -1 and m > -2.5 %}yes{% endif %}", { n = -1, m = 0 }), "yes")
+end)
+
 t.test("comparing different types with < is an error naming the line", function()
   t.raises(function() render("\n{% if n < 'x' %}{% endif %}", { n = 1 }) end,
     "^template:2: cannot compare number with string using '<'")
