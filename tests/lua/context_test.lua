@@ -1,0 +1,236 @@
+-- Tests for luagent.context. Run: lua5.4 -e 'package.path="../../stdlib/?.lua;./?.lua;"..package.path' context_test.lua
+local t = require "testing"
+local context = require "luagent.context"
+
+-- A thread as the host hands it to Lua: an object whose :events() returns the events.
+local function thread_of(events)
+  return { id = "th_1", events = function(self) return events end }
+end
+
+local function calculator_events()
+  return {
+    { id = 1, type = "user_input", data = "can you multiply 3 and 4", at = "2026-11-21T20:00:00.000Z" },
+    { id = 2, type = "multiply", data = { intent = "multiply", a = 3, b = 4 }, at = "2026-11-21T20:00:01.000Z" },
+    { id = 3, type = "tool_response", data = 12, at = "2026-11-21T20:00:02.000Z" },
+    { id = 4, type = "await", data = { kind = "human" }, at = "2026-11-21T20:00:03.000Z" },
+    { id = 5, type = "approval", data = { approved = true }, at = "2026-11-21T20:00:04.000Z" },
+    { id = 6, type = "human_response", data = "thanks, now add 5", at = "2026-11-21T20:00:05.000Z" },
+  }
+end
+
+-- The 12-factor template's serializeForLLM: "\n<TAG>\nBODY\n</TAG>\n" per event, joined with "\n".
+local CALCULATOR_XML = "\n<user_input>\ncan you multiply 3 and 4\n</user_input>\n"
+  .. "\n"
+  .. "\n<multiply>\na: 3\nb: 4\n</multiply>\n"
+  .. "\n"
+  .. "\n<tool_response>\n12\n</tool_response>\n"
+  .. "\n"
+  .. "\n<human_response>\nthanks, now add 5\n</human_response>\n"
+
+t.test("xml renders the calculator thread exactly like the 12-factor template", function()
+  t.eq(context.xml(thread_of(calculator_events())), CALCULATOR_XML)
+end)
+
+t.test("xml accepts a plain array of events", function()
+  t.eq(context.xml(calculator_events()), CALCULATOR_XML)
+end)
+
+t.test("xml of an empty thread is the empty string", function()
+  t.eq(context.xml(thread_of({})), "")
+end)
+
+t.test("xml shows error and outcome_unknown events (factor 9)", function()
+  local out = context.xml({
+    { type = "error", data = "tool multiply failed: boom" },
+    { type = "outcome_unknown", data = { intent = "charge_card", amount = 5 } },
+  })
+  t.eq(out, "\n<error>\ntool multiply failed: boom\n</error>\n\n\n<charge_card>\namount: 5\n</charge_card>\n")
+end)
+
+t.test("xml hides every host-internal event type by default", function()
+  local events = {}
+  for _, ty in ipairs { "await", "approval", "tool_started", "done", "cancelled", "llm_call" } do
+    events[#events + 1] = { type = ty, data = "x" }
+  end
+  events[#events + 1] = { type = "user_input", data = "hi" }
+  t.eq(context.xml(events), "\n<user_input>\nhi\n</user_input>\n")
+end)
+
+t.test("xml writes table data in sorted key order without intent", function()
+  local out = context.xml({ { type = "tool_call", data = { intent = "search", zeta = "z", alpha = "a", mid = true } } })
+  t.eq(out, "\n<search>\nalpha: a\nmid: true\nzeta: z\n</search>\n")
+end)
+
+t.test("xml writes nested lists and maps inline", function()
+  local out = context.xml({ { type = "plan", data = { steps = { "a", "b" }, opts = { depth = 2, fast = false }, empty = {} } } })
+  t.eq(out, "\n<plan>\nempty: {}\nopts: {depth: 2, fast: false}\nsteps: [a, b]\n</plan>\n")
+end)
+
+t.test("xml writes numbers as JavaScript does (no .0 on whole floats)", function()
+  local out = context.xml({ { type = "tool_response", data = 12.0 }, { type = "tool_response", data = 0.1 } })
+  t.eq(out, "\n<tool_response>\n12\n</tool_response>\n\n\n<tool_response>\n0.1\n</tool_response>\n")
+end)
+
+t.test("xml strips leading whitespace of every line like the template; keep_indent keeps it", function()
+  local events = { { type = "tool_response", data = "def f():\n    return 1" } }
+  t.eq(context.xml(events), "\n<tool_response>\ndef f():\nreturn 1\n</tool_response>\n")
+  t.eq(context.xml(events, { keep_indent = true }),
+    "\n<tool_response>\ndef f():\n    return 1\n</tool_response>\n")
+end)
+
+t.test("xml uses the type when intent is missing or data is not a table", function()
+  t.eq(context.xml({ { type = "note", data = { text = "x" } } }), "\n<note>\ntext: x\n</note>\n")
+  t.eq(context.xml({ { type = "flag", data = false } }), "\n<flag>\nfalse\n</flag>\n")
+  t.eq(context.xml({ { type = "ping" } }), "\n<ping>\n\n</ping>\n")
+end)
+
+t.test("skip extends the hidden set and false un-hides a default", function()
+  local ev = calculator_events()
+  local out = context.xml(ev, { skip = { tool_response = true, await = false } })
+  t.eq(out, "\n<user_input>\ncan you multiply 3 and 4\n</user_input>\n\n"
+    .. "\n<multiply>\na: 3\nb: 4\n</multiply>\n\n"
+    .. "\n<await>\nkind: human\n</await>\n\n"
+    .. "\n<human_response>\nthanks, now add 5\n</human_response>\n")
+end)
+
+t.test("skip matches an intent as well as a type", function()
+  local out = context.xml(calculator_events(), { skip = { multiply = true } })
+  t.ok(not out:find("<multiply>", 1, true), out)
+  t.ok(out:find("<tool_response>", 1, true), out)
+end)
+
+t.test("only keeps the listed types and ignores the hidden set", function()
+  local out = context.xml(calculator_events(), { only = { approval = true, tool_response = true } })
+  t.eq(out, "\n<tool_response>\n12\n</tool_response>\n\n\n<approval>\napproved: true\n</approval>\n")
+end)
+
+t.test("last keeps the last N visible events", function()
+  local out = context.xml(calculator_events(), { last = 2 })
+  t.eq(out, "\n<tool_response>\n12\n</tool_response>\n\n\n<human_response>\nthanks, now add 5\n</human_response>\n")
+end)
+
+t.test("truncate cuts each body by UTF-8 characters with a marker", function()
+  local out = context.xml({ { type = "tool_response", data = "héllo wörld" } }, { truncate = 5 })
+  t.eq(out, "\n<tool_response>\nhéllo...[truncated 6 chars]\n</tool_response>\n")
+  t.eq(context.xml({ { type = "tool_response", data = "short" } }, { truncate = 5 }),
+    "\n<tool_response>\nshort\n</tool_response>\n")
+end)
+
+t.test("format overrides, drops or falls back per event", function()
+  local out = context.xml(calculator_events(), {
+    format = function(e)
+      if e.type == "tool_response" then return "<result>" .. e.data .. "</result>" end
+      if e.type == "user_input" then return false end
+      return nil
+    end,
+  })
+  t.eq(out, "\n<multiply>\na: 3\nb: 4\n</multiply>\n\n<result>12</result>\n"
+    .. "\n<human_response>\nthanks, now add 5\n</human_response>\n")
+end)
+
+t.test("bad input and bad options are clear errors", function()
+  t.raises(function() context.xml("nope") end, "context.xml: expected a thread or an array of events, got string")
+  t.raises(function() context.xml({ { data = 1 } }) end, "event 1 is not a table with a string 'type'")
+  t.raises(function() context.xml({}, { last = -1 }) end, "opts.last must be a non%-negative integer")
+  t.raises(function() context.xml({}, { skip = "await" }) end, "opts.skip must be a table")
+  t.raises(function() context.yaml({}, { format = 3 }) end, "opts.format must be a function")
+end)
+
+t.test("xml survives a table that contains itself", function()
+  local data = { name = "loop" }
+  data.self = data
+  t.eq(context.xml({ { type = "x", data = data } }), "\n<x>\nname: loop\nself: <cycle>\n</x>\n")
+end)
+
+t.test("yaml renders the calculator thread", function()
+  t.eq(context.yaml(thread_of(calculator_events())), table.concat({
+    "- type: user_input",
+    "  data: can you multiply 3 and 4",
+    "- type: multiply",
+    "  data:",
+    "    a: 3",
+    "    b: 4",
+    "    intent: multiply",
+    "- type: tool_response",
+    "  data: 12",
+    "- type: human_response",
+    "  data: thanks, now add 5",
+    "",
+  }, "\n"))
+end)
+
+t.test("yaml quotes strings that would not read back as themselves", function()
+  local out = context.yaml({
+    { type = "a", data = "yes" },
+    { type = "b", data = "12" },
+    { type = "c", data = "key: value" },
+    { type = "d", data = "" },
+    { type = "e", data = " padded" },
+    { type = "f", data = "- dash" },
+    { type = "g", data = 'say "hi"\t' },
+  })
+  t.eq(out, table.concat({
+    '- type: a', '  data: "yes"',
+    '- type: b', '  data: "12"',
+    '- type: c', '  data: "key: value"',
+    '- type: d', '  data: ""',
+    '- type: e', '  data: " padded"',
+    '- type: f', '  data: "- dash"',
+    '- type: g', '  data: "say \\"hi\\"\\t"',
+    '',
+  }, "\n"))
+end)
+
+t.test("yaml writes multi-line strings as literal blocks and lists of maps compactly", function()
+  local out = context.yaml({
+    { type = "note", data = { text = "line 1\nline 2\n", items = { { a = 1, b = 2 }, "x" }, tail = "no newline\nend" } },
+  })
+  t.eq(out, table.concat({
+    "- type: note",
+    "  data:",
+    "    items:",
+    "      - a: 1",
+    "        b: 2",
+    "      - x",
+    "    tail: |-",
+    "      no newline",
+    "      end",
+    "    text: |",
+    "      line 1",
+    "      line 2",
+    "",
+  }, "\n"))
+end)
+
+t.test("messages maps events to OpenAI roles", function()
+  t.eq(context.messages(thread_of(calculator_events()), { system = "You are a calculator." }), {
+    { role = "system", content = "You are a calculator." },
+    { role = "user", content = "can you multiply 3 and 4" },
+    { role = "assistant", content = '{"a":3,"b":4,"intent":"multiply"}' },
+    { role = "user", content = "<tool_response>\n12\n</tool_response>" },
+    { role = "user", content = "thanks, now add 5" },
+  })
+end)
+
+t.test("messages honours skip and last", function()
+  t.eq(context.messages(calculator_events(), { last = 1, skip = { human_response = true } }), {
+    { role = "user", content = "<tool_response>\n12\n</tool_response>" },
+  })
+end)
+
+t.test("tokens estimates ceil(utf8 chars / 4)", function()
+  t.eq(context.tokens(""), 0)
+  t.eq(context.tokens("abcd"), 1)
+  t.eq(context.tokens("abcde"), 2)
+  t.eq(context.tokens("héllo wörld"), 3) -- 11 characters, 13 bytes
+  t.raises(function() context.tokens(nil) end, "expected a string")
+end)
+
+t.test("set_tokenizer replaces the estimate and nil restores it", function()
+  context.set_tokenizer(function(text, model) return #text * 10 + (model and 1 or 0) end)
+  t.eq(context.tokens("ab", "m"), 21)
+  context.set_tokenizer(nil)
+  t.eq(context.tokens("ab"), 1)
+end)
+
+t.run()
