@@ -21,14 +21,11 @@ int json_encode(lua_State* L) {
 
 int json_decode(lua_State* L) {
   std::string_view text = arg_string(L, 1, "json.decode", "text");
-  nlohmann::json value = nlohmann::json::parse(text, nullptr, false);
-  if (value.is_discarded()) {
-    // Let nlohmann say where it failed.
-    try {
-      (void)nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw Error(ErrorCode::usage, std::string("json.decode: ") + e.what());
-    }
+  nlohmann::json value;
+  try {
+    value = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(ErrorCode::usage, std::string("json.decode: ") + e.what());
   }
   HostCallScope scope(L);
   push_json(L, value);

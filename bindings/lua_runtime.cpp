@@ -21,7 +21,6 @@ char kRuntimeKey;
 char kBaseEnvKey;
 char kModuleCacheKey;  // name -> shared module value (stdlib and built-in modules)
 char kRunnerKey;       // the prelude's run_agent(chunk, thread)
-char kProxyMetaKey;    // weak cache: real table -> read-only metatable
 
 constexpr std::size_t kMaxSourceBytes = 16 * 1024 * 1024;
 
@@ -800,14 +799,45 @@ nlohmann::json LuaRuntime::load_config(const std::filesystem::path& file) {
   return config;
 }
 
-std::unique_ptr<AgentRuntime> make_lua_runtime(RuntimeServices services) {
-  return std::make_unique<LuaRuntime>(std::move(services));
-}
-
 }  // namespace luagent::lua
 
 namespace luagent {
 std::unique_ptr<AgentRuntime> make_lua_runtime(RuntimeServices services) {
-  return lua::make_lua_runtime(std::move(services));
+  return std::make_unique<lua::LuaRuntime>(std::move(services));
 }
 }  // namespace luagent
+
+namespace luagent::lua {
+
+std::string LuaRuntime::render_context(const Thread& thread) {
+  lua_State* L = L_;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, lua_require);
+  lua_pushliteral(L, "luagent.context");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    Error error = error_from_lua(L, -1);
+    lua_settop(L, top);
+    throw error;
+  }
+  lua_getfield(L, -1, "xml");
+  {
+    HostCallScope scope(L);
+    nlohmann::json events = nlohmann::json::array();
+    for (const Event& event : thread.events) {
+      nlohmann::json json = luagent::to_json(event);
+      json.erase("version");
+      events.push_back(std::move(json));
+    }
+    push_json(L, events);
+  }
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    Error error = error_from_lua(L, -1);
+    lua_settop(L, top);
+    throw error;
+  }
+  std::string text = lua_tostring(L, -1) ? lua_tostring(L, -1) : "";
+  lua_settop(L, top);
+  return text;
+}
+
+}  // namespace luagent::lua

@@ -48,6 +48,8 @@ class LuaRuntime final : public AgentRuntime {
   void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) override;
   std::size_t runs_in_flight() const override { return runs_.size(); }
   void set_provider(llm::Provider* provider) override { services_.provider = provider; }
+  void set_store(Store* store) override { services_.store = store; }
+  std::string render_context(const Thread& thread) override;
   nlohmann::json load_config(const std::filesystem::path& file) override;
   std::unique_ptr<llm::Provider> make_script_provider(const std::filesystem::path& file) override;
 
@@ -76,6 +78,7 @@ class LuaRuntime final : public AgentRuntime {
   void open_state();
   void build_base_environment();
   void push_run_environment();
+  friend class ScriptProvider;
   void resume(Run& run, int nargs);
   void finish(Run& run, const std::optional<Error>& error);
   void fail_run(Run& run, const Error& error);

@@ -61,6 +61,9 @@ class AgentRuntime {
   virtual void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) = 0;
   virtual std::size_t runs_in_flight() const = 0;
   virtual void set_provider(llm::Provider* provider) = 0;
+  virtual void set_store(Store* store) = 0;
+  /// The thread as luagent.context.xml renders it (what the model would see).
+  virtual std::string render_context(const Thread& thread) = 0;
   /// Evaluates a luagent.config.lua (sandboxed) into JSON.
   virtual nlohmann::json load_config(const std::filesystem::path& file) = 0;
   /// A provider whose model is a Lua function (the `script` provider, for tests).

@@ -97,6 +97,24 @@ local function events_of(source, where)
 end
 
 -- The tag an event is shown under: its data's intent if it has one, else its type.
+--- What a serialiser shows of an event. A tool_response written by thread:execute
+--- holds { call = <event id>, result = ... } (or error = ...); the model sees the
+--- result alone, as in the 12-factor template, and the call link stays in the store.
+---@param e table an event
+---@return any
+function context.payload(e)
+  local d = e.data
+  if e.type == "tool_response" and type(d) == "table" and d.call ~= nil then
+    if d.error ~= nil then return { error = d.error } end
+    return d.result
+  end
+  if e.type == "outcome_unknown" and type(d) == "table" and d.call ~= nil then
+    return "the tool call in event " .. tostring(d.call) ..
+      " started but its outcome was never recorded (the host stopped); it may or may not have run"
+  end
+  return d
+end
+
 local function tag_of(e)
   local d = e.data
   if type(d) == "table" and type(d.intent) == "string" and d.intent ~= "" then return d.intent end
@@ -213,7 +231,7 @@ end
 function context.xml_event(event, opts)
   opts = opts or {}
   local tag = tag_of(event)
-  local body = truncate(xml_body(event.data), opts.truncate)
+  local body = truncate(xml_body(context.payload(event)), opts.truncate)
   local text = "\n<" .. tag .. ">\n" .. body .. "\n</" .. tag .. ">\n"
   if not opts.keep_indent then
     -- The template strips spaces and tabs at the start of every line (body included).
@@ -363,7 +381,7 @@ function context.yaml(thread_or_events, opts)
       out[#out + 1] = custom
     elseif custom ~= false then
       local item = { "type: " .. yaml_string(e.type) }
-      local data = e.data
+      local data = context.payload(e)
       if type(data) == "string" and opts.truncate then data = truncate(data, opts.truncate) end
       if data ~= nil then yaml_entry(item, "data:", data, "", 1, {}) end
       out[#out + 1] = "- " .. item[1]
@@ -396,7 +414,7 @@ function context.messages(thread_or_events, opts)
     messages[1] = { role = "system", content = opts.system }
   end
   for _, e in ipairs(visible(thread_or_events, opts, "context.messages")) do
-    local data = e.data
+    local data = context.payload(e)
     local msg
     if USER_TYPES[e.type] then
       local text = type(data) == "string" and data or (data == nil and "" or json(data))

@@ -1,0 +1,116 @@
+// The `script` provider: a Lua function plays the model (for tests and offline
+// development). The file returns function(request) -> text | { text = ... };
+// request = { messages = {...}, schema = {...} | nil, model = "..." }.
+// It runs in its own restricted environment, outside every agent's coroutine.
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+
+#include "lua_guard.hpp"
+#include "lua_json_convert.hpp"
+#include "lua_runtime.hpp"
+
+namespace luagent::lua {
+namespace {
+
+class ScriptProvider final : public llm::Provider {
+ public:
+  ScriptProvider(LuaRuntime& runtime, int function_ref, std::string name)
+      : runtime_(runtime), function_ref_(function_ref), name_(std::move(name)) {}
+  ~ScriptProvider() override { luaL_unref(runtime_.state(), LUA_REGISTRYINDEX, function_ref_); }
+
+  std::string name() const override { return "script"; }
+
+  llm::CallId start(llm::Request request, llm::ChunkCallback on_chunk,
+                    llm::DoneCallback done) override {
+    llm::CallId id = next_id_++;
+    live_.push_back(id);
+    runtime_.services().loop->post([this, id, request = std::move(request),
+                                    on_chunk = std::move(on_chunk), done = std::move(done)] {
+      auto found = std::find(live_.begin(), live_.end(), id);
+      if (found == live_.end()) return;  // cancelled
+      live_.erase(found);
+      llm::Outcome outcome = call_model(request);
+      if (on_chunk && outcome.ok()) on_chunk(llm::StreamChunk{outcome.reply().text, {}, {}});
+      done(std::move(outcome));
+    });
+    return id;
+  }
+
+  void cancel(llm::CallId id) override {
+    auto found = std::find(live_.begin(), live_.end(), id);
+    if (found != live_.end()) live_.erase(found);
+  }
+
+ private:
+  llm::Outcome call_model(const llm::Request& request) {
+    lua_State* L = runtime_.state();
+    llm::Outcome outcome{Error(ErrorCode::internal, "unset"), {}};
+    outcome.trace.provider = "script";
+    outcome.trace.model = request.model.empty() ? name_ : request.model;
+    outcome.trace.attempts = 1;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, function_ref_);
+    {
+      HostCallScope scope(L);
+      nlohmann::json table = {{"messages", request.messages}, {"model", outcome.trace.model}};
+      if (!request.response_schema.is_null()) table["schema"] = request.response_schema;
+      push_json(L, table);
+    }
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+      Error error = error_from_lua(L, -1);
+      outcome.result = Error(error.code() == ErrorCode::runtime ? ErrorCode::provider : error.code(),
+                             "the script model failed: " + error.message(), error.source(),
+                             error.line());
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+      llm::Reply reply;
+      reply.text = lua_tostring(L, -1);
+      reply.finish_reason = "stop";
+      outcome.result = std::move(reply);
+    } else if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_getfield(L, -1, "text");
+      llm::Reply reply;
+      if (lua_type(L, -1) == LUA_TSTRING) reply.text = lua_tostring(L, -1);
+      reply.finish_reason = "stop";
+      outcome.result = std::move(reply);
+    } else {
+      outcome.result = Error(ErrorCode::provider, "the script model must return a string or "
+                                                  "{ text = ... }");
+    }
+    lua_settop(L, top);
+    return outcome;
+  }
+
+  LuaRuntime& runtime_;
+  int function_ref_;
+  std::string name_;
+  std::vector<llm::CallId> live_;
+  llm::CallId next_id_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<llm::Provider> LuaRuntime::make_script_provider(const std::filesystem::path& file) {
+  lua_State* L = L_;
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw Error(ErrorCode::config, "cannot read the script model " + file.string());
+  std::string source((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string chunkname = "@" + file.filename().string();
+  if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK) {
+    Error error = error_from_lua(L, -1);
+    lua_pop(L, 1);
+    throw Error(ErrorCode::config, error.message(), error.source(), error.line());
+  }
+  push_run_environment();
+  lua_setupvalue(L, -2, 1);
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TFUNCTION) {
+    std::string message = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                         : "it must return a function(request)";
+    lua_pop(L, 1);
+    throw Error(ErrorCode::config, "the script model " + file.string() + ": " + message);
+  }
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return std::make_unique<ScriptProvider>(*this, ref, file.stem().string());
+}
+
+}  // namespace luagent::lua

@@ -1,0 +1,81 @@
+// The embedding API: an opaque Host that owns the store, the LLM provider and the
+// agent runtime. One owning thread calls it; it never exposes Lua.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "luagent/error.hpp"
+#include "luagent/thread.hpp"
+
+namespace luagent {
+
+struct HostConfig {
+  /// Store URI: "sqlite:PATH" (default sqlite:.luagent/threads.db).
+  std::string store;
+  /// Where agent names resolve: DIR/NAME/agent.lua. A path to a folder always works.
+  std::filesystem::path agents_dir = ".";
+  /// luagent.config.lua to read (optional). Fields set here win over it.
+  std::filesystem::path config_file;
+  /// "replay", "script" (more with the HTTP providers). Empty: from config / environment.
+  std::string provider;
+  std::string model;
+  std::filesystem::path cassette;  // replay: the cassette to serve
+  std::filesystem::path script;    // script: the Lua model
+  std::filesystem::path record;    // when set, every LLM call is appended to this cassette
+  int step_cpu_ms = 0;             // 0: default (5000)
+  std::size_t memory_mb = 0;       // 0: default (256)
+  std::chrono::milliseconds replay_latency{0};
+  /// Log lines from agents (print, luagent.log) and the host; default: stderr.
+  std::function<void(std::string_view level, std::string_view message)> log;
+};
+
+/// How a resume answers a waiting thread.
+struct Resume {
+  Event event;  // approval {approved, comment}, human_response "text", or any typed event
+  static Resume approve(std::string key = {});
+  static Resume reject(std::string comment, std::string key = {});
+  static Resume say(std::string text, std::string key = {});
+};
+
+class Host {
+ public:
+  explicit Host(HostConfig config);
+  ~Host();
+  Host(const Host&) = delete;
+  Host& operator=(const Host&) = delete;
+
+  /// Starts a thread of `agent` (a name under agents_dir, or a folder) with `first`;
+  /// returns its id. The step runs in pump()/run_until_idle().
+  std::string launch(const std::string& agent, Event first);
+  /// Appends the answer to a waiting thread and starts the next step. Throws conflict
+  /// when the thread is not waiting for this kind of answer.
+  void resume(const std::string& thread_id, Resume resume);
+  Thread get(const std::string& thread_id);
+  std::vector<ThreadSummary> list(std::optional<Status> status = std::nullopt,
+                                  const std::string& agent = {});
+
+  /// The thread as luagent.context.xml renders it: what the model sees.
+  std::string render_context(const Thread& thread);
+  /// The recorded LLM calls of a thread (provider, model, tokens, latency, request).
+  std::vector<nlohmann::json> calls(const std::string& thread_id);
+
+  /// Runs ready work for at most `budget`; returns the number of steps still in flight.
+  std::size_t pump(std::chrono::milliseconds budget);
+  /// Runs until no step is in flight.
+  void run_until_idle();
+
+  /// Called for every event as soon as it is stored.
+  void on_event(std::function<void(const Thread&, const Event&)> callback);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace luagent
