@@ -927,9 +927,11 @@ Hunt hunt(std::string_view text, const std::vector<Range>& ranges, const Lenient
       if (start == std::string_view::npos) break;
       Attempt attempt = ValueParser(text, start, range.end, options).run();
       std::size_t spent = std::max(attempt.end, start + 1) - start;
-      if (spent > budget)
+      if (spent > budget) {
+        if (!result.found.empty()) return result;  // keep what was found before the prose
         throw Error(ErrorCode::invalid_output,
                     "gave up looking for JSON: too much bracketed text that does not parse");
+      }
       budget -= spent;
       if (attempt.ok) {
         pos = std::max(attempt.end, start + 1);
