@@ -421,3 +421,18 @@ BOOST_AUTO_TEST_CASE(body_less_response_still_reports_its_head) {
   BOOST_TEST(outcome->head->status == 204);
   BOOST_TEST(outcome->head->reason == "No Content");
 }
+
+BOOST_AUTO_TEST_CASE(server_closing_without_a_response_is_a_network_error) {
+  WireServer server;
+  Client client;
+  ScriptedResponse response;
+  response.fault = Fault::refuse;
+  server.enqueue(response);
+  server.enqueue(response);  // libcurl may retry once on a fresh connection by itself
+  auto outcome = client.fetch(post(server, "/refused"));
+  client.wait_for(outcome);
+  BOOST_REQUIRE(outcome->error.has_value());
+  BOOST_TEST(outcome->error->code() == ErrorCode::network);
+  BOOST_TEST(!outcome->head.has_value());
+  BOOST_TEST(server.request_count() >= 1u);
+}
