@@ -714,6 +714,10 @@ class Validator {
     std::string wanted = lower(trim(chosen.get_ref<const std::string&>()));
     for (std::size_t i = 0; i < branches.size(); ++i) {
       if (names[i] == chosen.get_ref<const std::string&>() || lower(names[i]) == wanted) {
+        if (names[i] != chosen.get_ref<const std::string&>()) {
+          note(field_path, "changed " + dump(chosen) + " to " + dump(json(names[i])));
+          value[field] = names[i];
+        }
         validate(value, *branches[i], path, depth + 1);
         return;
       }

@@ -28,6 +28,7 @@ enum class Fix {
   invalid_escape,
   invalid_utf8,
   unclosed_bracket,
+  wrong_closer,
   missing_value,
   non_finite,
   number_format,
@@ -53,6 +54,7 @@ constexpr std::array<FixText, static_cast<std::size_t>(Fix::count_)> kFixTexts{{
     {"replaced", "invalid UTF-8 byte", "invalid UTF-8 bytes"},
     {"closed", "bracket left open before a mismatched closer",
      "brackets left open before mismatched closers"},
+    {"replaced", "mismatched closing bracket", "mismatched closing brackets"},
     {"removed", "empty value", "empty values"},
     {"replaced", "non-finite number (NaN/Infinity) with null",
      "non-finite numbers (NaN/Infinity) with null"},
@@ -215,7 +217,8 @@ struct Attempt {
   std::size_t end = 0;  // one past the value's last byte
   bool complete = true;
   RepairLog log;
-  std::string failure;  // why it failed, with a line:column
+  std::string failure;  // why it failed
+  std::size_t failure_offset = 0;
 };
 
 // A hand-written, iterative parser: an explicit stack of open containers, so nesting
@@ -232,6 +235,7 @@ class ValueParser {
     try {
       parse();
       attempt_.ok = true;
+      attempt_.value = std::move(result_);
       if (cut_string_ && attempt_.complete) {  // a bare top-level string cut off mid-way
         attempt_.complete = false;
         attempt_.log.note("reply was cut off at " + line_column(text_, end_) +
@@ -239,7 +243,8 @@ class ValueParser {
       }
     } catch (const Failure& failure) {
       attempt_.ok = false;
-      attempt_.failure = "at " + line_column(text_, failure.offset) + ": " + failure.reason;
+      attempt_.failure = failure.reason;  // line:column only for the one that gets reported
+      attempt_.failure_offset = failure.offset;
     }
     attempt_.end = pos_;
     return std::move(attempt_);
@@ -626,7 +631,10 @@ class ValueParser {
         break;
       }
     }
-    if (match == stack_.size()) match = stack_.size() - 1;
+    if (match == stack_.size()) {
+      attempt_.log.fix(Fix::wrong_closer, pos_);
+      match = stack_.size() - 1;
+    }
     while (stack_.size() > match + 1) {
       attempt_.log.fix(Fix::unclosed_bracket, pos_);
       drop_pending_key();
@@ -919,15 +927,19 @@ Hunt hunt(std::string_view text, const std::vector<Range>& ranges, const Lenient
       if (start == std::string_view::npos) break;
       Attempt attempt = ValueParser(text, start, range.end, options).run();
       std::size_t spent = std::max(attempt.end, start + 1) - start;
-      if (spent > budget)
+      if (spent > budget) {
+        if (!result.found.empty()) return result;  // keep what was found before the prose
         throw Error(ErrorCode::invalid_output,
                     "gave up looking for JSON: too much bracketed text that does not parse");
+      }
       budget -= spent;
       if (attempt.ok) {
         pos = std::max(attempt.end, start + 1);
         result.found.push_back(std::move(attempt));
       } else {
-        if (result.first_failure.empty()) result.first_failure = attempt.failure;
+        if (result.first_failure.empty())
+          result.first_failure =
+              "at " + line_column(text, attempt.failure_offset) + ": " + attempt.failure;
         pos = start + 1;
       }
     }

@@ -1,0 +1,446 @@
+#include "llm/http_transport.hpp"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <exception>
+#include <mutex>
+
+namespace luagent::llm {
+namespace {
+
+constexpr std::size_t kMaxHeaderBytes = 64 * 1024;  // a whole response header block
+constexpr std::size_t kMaxHeaderCount = 200;
+constexpr std::size_t kMaxIdleHandles = 64;  // pooled easy handles kept after use
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() &&
+         (text.back() == ' ' || text.back() == '\t' || text.back() == '\r' || text.back() == '\n'))
+    text.remove_suffix(1);
+  return text;
+}
+
+bool is_token(std::string_view text) {
+  if (text.empty()) return false;
+  for (char c : text) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// scheme://host:port of a URL: enough to say where a failure happened without echoing a
+// path, query or userinfo that may carry an API key.
+std::string safe_origin(const std::string& url) {
+  CURLU* handle = curl_url();
+  if (!handle) throw Error(ErrorCode::internal, "out of memory parsing the request URL");
+  std::string origin;
+  if (curl_url_set(handle, CURLUPART_URL, url.c_str(), 0) == CURLUE_OK) {
+    char* scheme = nullptr;
+    char* host = nullptr;
+    char* port = nullptr;
+    curl_url_get(handle, CURLUPART_SCHEME, &scheme, 0);
+    curl_url_get(handle, CURLUPART_HOST, &host, 0);
+    curl_url_get(handle, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+    if (scheme && host && port &&
+        (std::string_view(scheme) == "http" || std::string_view(scheme) == "https"))
+      origin = std::string(scheme) + "://" + host + ":" + port;
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+  }
+  curl_url_cleanup(handle);
+  if (origin.empty())
+    throw Error(ErrorCode::usage, "the request URL is not an absolute http:// or https:// URL");
+  return origin;
+}
+
+void init_curl_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+}  // namespace
+
+std::string HttpResponseHead::header(std::string_view name) const {
+  for (const auto& [key, value] : headers)
+    if (iequals(key, name)) return value;
+  return {};
+}
+
+struct HttpTransport::Transfer {
+  TransferId id = 0;
+  HttpTransport* owner = nullptr;
+  HttpRequest request;  // owns the body: CURLOPT_POSTFIELDS points into it, without a copy
+  HttpHandlers handlers;
+  std::string origin;  // printable: scheme://host:port
+  CURL* easy = nullptr;
+  curl_slist* header_list = nullptr;
+  HttpResponseHead head;
+  std::size_t header_bytes = 0;
+  std::size_t body_bytes = 0;
+  bool head_delivered = false;
+  bool in_multi = false;
+  bool cancel_requested = false;
+  std::optional<Error> abort_error;  // why a callback stopped the transfer, or a setup failure
+  Clock::time_point last_activity;
+
+  std::string where() const { return request.method + " " + origin; }
+
+  // Handlers run inside libcurl's C callbacks, which an exception must never cross.
+  template <typename Fn>
+  bool call_safely(Fn&& fn) {
+    try {
+      fn();
+      return true;
+    } catch (const Error& error) {
+      abort_error = error;
+    } catch (const std::exception& error) {
+      abort_error = Error(ErrorCode::internal, std::string("HTTP handler threw: ") + error.what());
+    } catch (...) {
+      abort_error = Error(ErrorCode::internal, "HTTP handler threw a non-standard exception");
+    }
+    return false;
+  }
+
+  bool deliver_head() {
+    head_delivered = true;
+    if (!handlers.on_head) return true;
+    return call_safely([&] { handlers.on_head(head); });
+  }
+};
+
+HttpTransport::HttpTransport() {
+  init_curl_once();
+  multi_ = curl_multi_init();
+  if (!multi_) throw Error(ErrorCode::internal, "curl_multi_init failed");
+}
+
+HttpTransport::~HttpTransport() {
+  for (auto& [id, transfer] : transfers_) {
+    if (transfer->in_multi) curl_multi_remove_handle(multi_, transfer->easy);
+    if (transfer->easy) curl_easy_cleanup(transfer->easy);
+    curl_slist_free_all(transfer->header_list);
+  }
+  for (CURL* easy : idle_handles_) curl_easy_cleanup(easy);
+  curl_multi_cleanup(multi_);
+}
+
+CURL* HttpTransport::take_easy_handle() {
+  if (!idle_handles_.empty()) {
+    CURL* easy = idle_handles_.back();
+    idle_handles_.pop_back();
+    return easy;
+  }
+  CURL* easy = curl_easy_init();
+  if (!easy) throw Error(ErrorCode::internal, "curl_easy_init failed");
+  return easy;
+}
+
+void HttpTransport::recycle_easy_handle(CURL* easy) {
+  // Connections live in the multi handle's cache, so a reset handle keeps nothing alive.
+  if (idle_handles_.size() < kMaxIdleHandles) {
+    curl_easy_reset(easy);
+    idle_handles_.push_back(easy);
+  } else {
+    curl_easy_cleanup(easy);
+  }
+}
+
+TransferId HttpTransport::start(HttpRequest request, HttpHandlers handlers) {
+  TransferId id = next_id_++;
+  auto transfer = std::make_unique<Transfer>();
+  Transfer& t = *transfer;
+  t.id = id;
+  t.owner = this;
+  t.request = std::move(request);
+  t.handlers = std::move(handlers);
+  t.last_activity = Clock::now();
+  transfers_.emplace(id, std::move(transfer));
+  try {
+    const HttpRequest& r = t.request;
+    if (!is_token(r.method)) throw Error(ErrorCode::usage, "HTTP method is not a valid token");
+    t.origin = safe_origin(r.url);
+    if (r.connect_timeout_ms < 0 || r.total_timeout_ms < 0 || r.idle_timeout_ms < 0)
+      throw Error(ErrorCode::usage, "HTTP timeouts must not be negative");
+    for (const auto& [name, value] : r.headers) {
+      if (!is_token(name))
+        throw Error(ErrorCode::usage, "HTTP header name '" + name + "' is not a valid token");
+      // The value may be a credential: name the header, never print the value.
+      if (value.find_first_of("\r\n") != std::string::npos || value.find('\0') != std::string::npos)
+        throw Error(ErrorCode::usage, "HTTP header '" + name + "' has a line break in its value");
+      std::string line = name + ": " + value;
+      curl_slist* extended = curl_slist_append(t.header_list, line.c_str());
+      if (!extended) throw Error(ErrorCode::internal, "out of memory building HTTP headers");
+      t.header_list = extended;
+    }
+    // No "Expect: 100-continue" round trip before large bodies.
+    if (curl_slist* extended = curl_slist_append(t.header_list, "Expect:"))
+      t.header_list = extended;
+
+    t.easy = take_easy_handle();
+    CURL* e = t.easy;
+    curl_easy_setopt(e, CURLOPT_PRIVATE, &t);
+    curl_easy_setopt(e, CURLOPT_URL, r.url.c_str());
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(r.connect_timeout_ms));
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(r.total_timeout_ms));
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t.header_list);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &HttpTransport::on_header_line);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, &t);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &HttpTransport::on_body_bytes);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &t);
+    if (r.method == "GET" && r.body.empty()) {
+      curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else {
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, r.body.data());
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(r.body.size()));
+      if (r.method != "POST") curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r.method.c_str());
+    }
+    if (in_curl_) {
+      to_add_.push_back(id);  // libcurl forbids adding handles from its own callbacks
+    } else {
+      add_to_multi(t);
+    }
+  } catch (const Error& error) {
+    // Reported like any failure, at the next perform(), never from inside start().
+    t.abort_error = error;
+    to_finish_.push_back(id);
+  }
+  return id;
+}
+
+void HttpTransport::add_to_multi(Transfer& transfer) {
+  transfer.last_activity = Clock::now();
+  if (curl_multi_add_handle(multi_, transfer.easy) != CURLM_OK) {
+    transfer.abort_error = Error(ErrorCode::internal, "curl_multi_add_handle failed");
+    to_finish_.push_back(transfer.id);
+    return;
+  }
+  transfer.in_multi = true;
+}
+
+void HttpTransport::cancel(TransferId id) {
+  auto it = transfers_.find(id);
+  if (it == transfers_.end() || it->second->cancel_requested) return;
+  it->second->cancel_requested = true;
+  to_finish_.push_back(id);
+}
+
+bool HttpTransport::active() const {
+  return !transfers_.empty();
+}
+
+void HttpTransport::wakeup() {
+  curl_multi_wakeup(multi_);
+}
+
+void HttpTransport::wait(std::chrono::milliseconds max_wait) {
+  if (!to_add_.empty() || !to_finish_.empty()) return;
+  auto timeout = max_wait;
+  auto now = Clock::now();
+  for (const auto& [id, transfer] : transfers_) {
+    int idle = transfer->request.idle_timeout_ms;
+    if (!transfer->in_multi || idle == 0) continue;
+    auto due = transfer->last_activity + std::chrono::milliseconds(idle);
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(due - now);
+    timeout = std::clamp(left, std::chrono::milliseconds(0), timeout);
+  }
+  curl_multi_poll(multi_, nullptr, 0, static_cast<int>(timeout.count()), nullptr);
+}
+
+void HttpTransport::perform() {
+  std::vector<TransferId> adding;
+  adding.swap(to_add_);
+  for (TransferId id : adding) {
+    auto it = transfers_.find(id);
+    if (it != transfers_.end() && !it->second->cancel_requested) add_to_multi(*it->second);
+  }
+
+  int running = 0;
+  in_curl_ = true;
+  curl_multi_perform(multi_, &running);
+  in_curl_ = false;
+
+  // Collect first: on_done handlers may start or cancel transfers, which touches the multi.
+  std::vector<std::pair<TransferId, CURLcode>> completed;
+  int queued = 0;
+  while (CURLMsg* message = curl_multi_info_read(multi_, &queued)) {
+    if (message->msg != CURLMSG_DONE) continue;
+    Transfer* transfer = nullptr;
+    curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&transfer));
+    if (transfer) completed.emplace_back(transfer->id, message->data.result);
+  }
+
+  std::exception_ptr first_failure;
+  auto finish_safely = [&](TransferId id, std::optional<Error> error) {
+    try {
+      finish(id, std::move(error));
+    } catch (...) {
+      if (!first_failure) first_failure = std::current_exception();
+    }
+  };
+
+  for (auto [id, code] : completed) {
+    auto it = transfers_.find(id);
+    if (it == transfers_.end()) continue;
+    Transfer& t = *it->second;
+    std::optional<Error> error;
+    if (t.cancel_requested) {
+      error = Error(ErrorCode::cancelled, t.where() + ": cancelled");
+    } else if (t.abort_error) {
+      error = t.abort_error;
+    } else if (code == CURLE_OK) {
+      // A body-less response (204, HEAD, empty 200) never passed through on_body_bytes.
+      if (!t.head_delivered && !t.deliver_head()) error = t.abort_error;
+    } else if (code == CURLE_OPERATION_TIMEDOUT) {
+      curl_off_t connected_us = 0;
+      curl_easy_getinfo(t.easy, CURLINFO_CONNECT_TIME_T, &connected_us);
+      error = connected_us == 0
+                  ? Error(ErrorCode::timeout, t.where() + ": no connection within " +
+                                                  std::to_string(t.request.connect_timeout_ms) +
+                                                  " ms (connect timeout)")
+                  : Error(ErrorCode::timeout, t.where() + ": not complete within " +
+                                                  std::to_string(t.request.total_timeout_ms) +
+                                                  " ms (total timeout)");
+    } else if (code == CURLE_URL_MALFORMAT || code == CURLE_UNSUPPORTED_PROTOCOL) {
+      error = Error(ErrorCode::usage, t.where() + ": " + curl_easy_strerror(code));
+    } else {
+      // curl_easy_strerror is a fixed text per code: it never echoes the URL or headers.
+      error = Error(ErrorCode::network, t.where() + ": " + curl_easy_strerror(code));
+    }
+    finish_safely(id, std::move(error));
+  }
+
+  std::vector<TransferId> finishing;
+  finishing.swap(to_finish_);
+  for (TransferId id : finishing) {
+    auto it = transfers_.find(id);
+    if (it == transfers_.end()) continue;
+    Transfer& t = *it->second;
+    std::optional<Error> error =
+        t.cancel_requested ? Error(ErrorCode::cancelled, t.where() + ": cancelled") : t.abort_error;
+    if (!error) error = Error(ErrorCode::internal, t.where() + ": transfer stopped without cause");
+    finish_safely(id, std::move(error));
+  }
+
+  // The idle timer is ours, not CURLOPT_LOW_SPEED_*: libcurl's low-speed check has one-second
+  // granularity and its progress callback runs only about once a second on a silent
+  // connection, while we want millisecond bounds (and short ones in tests). Every received
+  // byte stamps last_activity; wait() never sleeps past the earliest idle deadline.
+  std::vector<TransferId> idle_expired;
+  auto now = Clock::now();
+  for (const auto& [id, transfer] : transfers_) {
+    int idle = transfer->request.idle_timeout_ms;
+    if (transfer->in_multi && idle > 0 &&
+        now - transfer->last_activity >= std::chrono::milliseconds(idle))
+      idle_expired.push_back(id);
+  }
+  for (TransferId id : idle_expired) {
+    auto it = transfers_.find(id);
+    if (it == transfers_.end()) continue;
+    const Transfer& t = *it->second;
+    finish_safely(id, Error(ErrorCode::timeout, t.where() + ": no data for " +
+                                                    std::to_string(t.request.idle_timeout_ms) +
+                                                    " ms (idle timeout)"));
+  }
+
+  if (first_failure) std::rethrow_exception(first_failure);
+}
+
+void HttpTransport::finish(TransferId id, std::optional<Error> error) {
+  auto it = transfers_.find(id);
+  if (it == transfers_.end()) return;
+  std::unique_ptr<Transfer> transfer = std::move(it->second);
+  transfers_.erase(it);
+  if (transfer->in_multi) curl_multi_remove_handle(multi_, transfer->easy);
+  if (transfer->easy) recycle_easy_handle(transfer->easy);
+  curl_slist_free_all(transfer->header_list);
+  auto on_done = std::move(transfer->handlers.on_done);
+  transfer.reset();  // the transfer is gone before its owner hears about it: re-entrancy safe
+  if (on_done) on_done(std::move(error));
+}
+
+std::size_t HttpTransport::on_header_line(char* data, std::size_t size, std::size_t count,
+                                          void* user) {
+  auto& t = *static_cast<Transfer*>(user);
+  std::size_t length = size * count;
+  if (t.cancel_requested) return 0;
+  t.last_activity = Clock::now();
+  t.header_bytes += length;
+  if (t.header_bytes > kMaxHeaderBytes || t.head.headers.size() >= kMaxHeaderCount) {
+    t.abort_error = Error(ErrorCode::limit, t.where() + ": response headers exceed " +
+                                                std::to_string(kMaxHeaderBytes) + " bytes or " +
+                                                std::to_string(kMaxHeaderCount) + " fields");
+    return 0;
+  }
+  std::string_view line(data, length);
+  if (line.starts_with("HTTP/")) {
+    // A new header block: after a 1xx, the final response replaces everything.
+    t.head = HttpResponseHead{};
+    auto space = line.find(' ');
+    if (space != std::string_view::npos) {
+      std::string_view rest = line.substr(space + 1);
+      int status = 0;
+      std::size_t digits = 0;
+      while (digits < rest.size() && digits < 3 && rest[digits] >= '0' && rest[digits] <= '9')
+        status = status * 10 + (rest[digits++] - '0');
+      t.head.status = digits == 3 ? status : 0;
+      t.head.reason = std::string(trim(rest.substr(digits)));
+    }
+    return length;
+  }
+  std::string_view content = trim(line);
+  if (content.empty()) {
+    if (t.head.status >= 200 && !t.head_delivered && !t.deliver_head()) return 0;
+    return length;
+  }
+  if ((line.front() == ' ' || line.front() == '\t') && !t.head.headers.empty()) {
+    t.head.headers.back().second += ' ';  // obsolete line folding
+    t.head.headers.back().second += content;
+    return length;
+  }
+  auto colon = content.find(':');
+  if (colon == std::string_view::npos) return length;  // not a header; ignore
+  t.head.headers.emplace_back(std::string(trim(content.substr(0, colon))),
+                              std::string(trim(content.substr(colon + 1))));
+  return length;
+}
+
+std::size_t HttpTransport::on_body_bytes(char* data, std::size_t size, std::size_t count,
+                                         void* user) {
+  auto& t = *static_cast<Transfer*>(user);
+  std::size_t length = size * count;
+  if (t.cancel_requested) return 0;
+  if (!t.head_delivered && !t.deliver_head()) return 0;
+  if (t.cancel_requested) return 0;  // cancelled from on_head
+  if (length >
+      t.request.max_response_bytes - std::min(t.body_bytes, t.request.max_response_bytes)) {
+    t.abort_error =
+        Error(ErrorCode::limit, t.where() + ": response body exceeds the limit of " +
+                                    std::to_string(t.request.max_response_bytes) + " bytes");
+    return 0;
+  }
+  t.body_bytes += length;
+  t.last_activity = Clock::now();
+  if (t.handlers.on_body && !t.call_safely([&] { t.handlers.on_body({data, length}); })) return 0;
+  if (t.cancel_requested) return 0;
+  return length;
+}
+
+}  // namespace luagent::llm

@@ -1,0 +1,102 @@
+// Asynchronous HTTP/1.1 client on ONE libcurl multi handle, driven by the EventLoop as
+// an IoDriver: no thread per request, every callback runs on the loop thread inside
+// perform(). It moves bytes only; what the bytes mean (SSE, JSON, provider errors) is
+// the business of the codecs above it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "event_loop.hpp"
+#include "luagent/error.hpp"
+
+typedef void CURLM;  // libcurl's own opaque typedefs, so this header needs no curl.h
+typedef void CURL;
+
+namespace luagent::llm {
+
+using TransferId = std::uint64_t;
+
+struct HttpRequest {
+  std::string method = "POST";
+  std::string url;  // http:// or https://; may carry secrets, so it never appears in errors
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  int connect_timeout_ms = 10000;
+  int total_timeout_ms = 600000;
+  /// Longest silence (no response byte) tolerated, counted from the start of the transfer;
+  /// 0 disables. Our own timer, checked in perform(): see http_transport.cpp.
+  int idle_timeout_ms = 60000;
+  std::size_t max_response_bytes = std::size_t{32} << 20;  // body bytes; over it: limit error
+};
+
+struct HttpResponseHead {
+  int status = 0;
+  std::string reason;
+  std::vector<std::pair<std::string, std::string>> headers;  // in arrival order, names as sent
+
+  /// The first header named `name` (case-insensitive), or "" when absent.
+  std::string header(std::string_view name) const;
+};
+
+struct HttpHandlers {
+  /// Once per transfer, when the final (non-1xx) header block has arrived.
+  std::function<void(const HttpResponseHead&)> on_head;
+  /// Body bytes as they arrive (after on_head); never called after cancel().
+  std::function<void(std::string_view)> on_body;
+  /// Exactly once: nullopt when the exchange completed (any HTTP status), else an Error
+  /// with code network, timeout, limit or cancelled.
+  std::function<void(std::optional<Error>)> on_done;
+};
+
+class HttpTransport : public IoDriver {
+ public:
+  HttpTransport();
+  ~HttpTransport() override;
+  HttpTransport(const HttpTransport&) = delete;
+  HttpTransport& operator=(const HttpTransport&) = delete;
+
+  /// Starts a transfer; handlers run later on the loop thread, never from inside start().
+  /// Safe to call from inside any handler.
+  TransferId start(HttpRequest request, HttpHandlers handlers);
+  /// Stops a transfer: no more on_body, and on_done(cancelled) at the next perform()
+  /// unless it already finished. Unknown ids are ignored. Safe from inside any handler.
+  void cancel(TransferId id);
+  /// Transfers started and not yet reported through on_done.
+  std::size_t in_flight() const { return transfers_.size(); }
+
+  bool active() const override;
+  void wait(std::chrono::milliseconds max_wait) override;
+  void perform() override;
+  void wakeup() override;
+
+ private:
+  struct Transfer;
+
+  void add_to_multi(Transfer& transfer);
+  void finish(TransferId id, std::optional<Error> error);
+  void expire_idle_transfers();
+  CURL* take_easy_handle();
+  void recycle_easy_handle(CURL* easy);
+  static std::size_t on_header_line(char* data, std::size_t size, std::size_t count, void* user);
+  static std::size_t on_body_bytes(char* data, std::size_t size, std::size_t count, void* user);
+
+  CURLM* multi_ = nullptr;
+  TransferId next_id_ = 1;
+  std::unordered_map<TransferId, std::unique_ptr<Transfer>> transfers_;
+  std::vector<TransferId> to_add_;     // started while libcurl was on the stack
+  std::vector<TransferId> to_finish_;  // cancelled or failed before reaching libcurl
+  std::vector<CURL*> idle_handles_;    // reset easy handles kept for reuse
+  bool in_curl_ = false;               // inside curl_multi_perform (its callbacks)
+};
+
+}  // namespace luagent::llm

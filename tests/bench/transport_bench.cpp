@@ -1,0 +1,232 @@
+// Client-side cost of an LLM-shaped HTTP call: 2,000 POSTs (JSON body built with nlohmann,
+// JSON reply parsed with nlohmann) against the wire server's fixed-completion mode, at
+// concurrency 1 and 50, through (a) a bare libcurl multi loop and (b) HttpTransport on the
+// EventLoop. The server runs in a forked child and every client variant in its own forked
+// child, so getrusage(RUSAGE_SELF) and ru_maxrss measure that client alone.
+#include <curl/curl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "event_loop.hpp"
+#include "llm/http_transport.hpp"
+#include "support/wire_server.hpp"
+
+namespace {
+
+constexpr int kCalls = 2000;
+constexpr int kWarmupCalls = 50;
+
+struct Figures {
+  double wall_s = 0;
+  double cpu_us_per_call = 0;
+  double user_us_per_call = 0;
+  double sys_us_per_call = 0;
+  long peak_rss_kib = 0;
+  int failures = 0;
+};
+
+std::string request_body(int index) {
+  nlohmann::json body = {
+      {"model", "gpt-4o-mini"},
+      {"messages",
+       {{{"role", "system"}, {"content", "You are a terse assistant."}},
+        {{"role", "user"}, {"content", "Say hello, call number " + std::to_string(index)}}}},
+      {"temperature", 0.2},
+      {"max_tokens", 64}};
+  return body.dump();
+}
+
+// What a provider would pull out of the reply; false when it is not the expected shape.
+bool read_reply(const std::string& bytes) {
+  nlohmann::json reply = nlohmann::json::parse(bytes, nullptr, false);
+  if (reply.is_discarded()) return false;
+  const auto& choices = reply.value("choices", nlohmann::json::array());
+  return !choices.empty() && choices[0]["message"]["content"].is_string();
+}
+
+double micros(const timeval& t) {
+  return t.tv_sec * 1e6 + t.tv_usec;
+}
+
+// --- (a) bare libcurl multi ---
+
+struct BareSlot {
+  CURL* easy = nullptr;
+  std::string body;
+  std::string reply;
+};
+
+std::size_t bare_write(char* data, std::size_t size, std::size_t count, void* user) {
+  static_cast<BareSlot*>(user)->reply.append(data, size * count);
+  return size * count;
+}
+
+int run_bare(const std::string& url, int calls, int concurrency) {
+  CURLM* multi = curl_multi_init();
+  curl_slist* headers = curl_slist_append(nullptr, "content-type: application/json");
+  headers = curl_slist_append(headers, "Expect:");
+  std::vector<BareSlot> slots(static_cast<std::size_t>(concurrency));
+  int started = 0, finished = 0, failures = 0;
+  auto launch = [&](BareSlot& slot) {
+    if (!slot.easy) {
+      slot.easy = curl_easy_init();
+      curl_easy_setopt(slot.easy, CURLOPT_URL, url.c_str());
+      curl_easy_setopt(slot.easy, CURLOPT_HTTPHEADER, headers);
+      curl_easy_setopt(slot.easy, CURLOPT_WRITEFUNCTION, &bare_write);
+      curl_easy_setopt(slot.easy, CURLOPT_WRITEDATA, &slot);
+      curl_easy_setopt(slot.easy, CURLOPT_PRIVATE, &slot);
+      curl_easy_setopt(slot.easy, CURLOPT_NOSIGNAL, 1L);
+    }
+    slot.body = request_body(started++);
+    slot.reply.clear();
+    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDS, slot.body.data());
+    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                     static_cast<curl_off_t>(slot.body.size()));
+    curl_multi_add_handle(multi, slot.easy);
+  };
+  for (auto& slot : slots)
+    if (started < calls) launch(slot);
+  while (finished < calls) {
+    curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
+    int running = 0;
+    curl_multi_perform(multi, &running);
+    int queued = 0;
+    while (CURLMsg* message = curl_multi_info_read(multi, &queued)) {
+      if (message->msg != CURLMSG_DONE) continue;
+      BareSlot* slot = nullptr;
+      curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&slot));
+      long status = 0;
+      curl_easy_getinfo(message->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+      curl_multi_remove_handle(multi, message->easy_handle);
+      if (message->data.result != CURLE_OK || status != 200 || !read_reply(slot->reply)) ++failures;
+      ++finished;
+      if (started < calls) launch(*slot);
+    }
+  }
+  for (auto& slot : slots) curl_easy_cleanup(slot.easy);
+  curl_slist_free_all(headers);
+  curl_multi_cleanup(multi);
+  return failures;
+}
+
+// --- (b) HttpTransport on the EventLoop ---
+
+int run_transport(const std::string& url, int calls, int concurrency) {
+  luagent::EventLoop loop;
+  luagent::llm::HttpTransport transport;
+  loop.add_driver(&transport);
+  int started = 0, finished = 0, failures = 0;
+  std::function<void()> launch = [&] {
+    luagent::llm::HttpRequest request;
+    request.url = url;
+    request.headers = {{"content-type", "application/json"}};
+    request.body = request_body(started++);
+    auto reply = std::make_shared<std::string>();
+    auto status = std::make_shared<int>(0);
+    luagent::llm::HttpHandlers handlers;
+    handlers.on_head = [status](const luagent::llm::HttpResponseHead& head) {
+      *status = head.status;
+    };
+    handlers.on_body = [reply](std::string_view bytes) { reply->append(bytes); };
+    handlers.on_done = [&, reply, status](std::optional<luagent::Error> error) {
+      if (error || *status != 200 || !read_reply(*reply)) ++failures;
+      ++finished;
+      if (started < calls) launch();
+    };
+    transport.start(std::move(request), std::move(handlers));
+  };
+  for (int i = 0; i < concurrency && started < calls; ++i) launch();
+  while (finished < calls) loop.turn(std::chrono::milliseconds(1000));
+  loop.remove_driver(&transport);
+  return failures;
+}
+
+// Runs one variant in a forked child and returns its figures.
+Figures measure(bool bare, const std::string& url, int concurrency) {
+  int channel[2];
+  if (pipe(channel) != 0) std::exit(1);
+  pid_t child = fork();
+  if (child == 0) {
+    close(channel[0]);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    auto run = bare ? &run_bare : &run_transport;
+    run(url, kWarmupCalls, concurrency);  // connections, allocator pools, page faults
+    rusage before{}, after{};
+    getrusage(RUSAGE_SELF, &before);
+    auto start = std::chrono::steady_clock::now();
+    Figures figures;
+    figures.failures = run(url, kCalls, concurrency);
+    figures.wall_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    getrusage(RUSAGE_SELF, &after);
+    double user = micros(after.ru_utime) - micros(before.ru_utime);
+    double sys = micros(after.ru_stime) - micros(before.ru_stime);
+    figures.user_us_per_call = user / kCalls;
+    figures.sys_us_per_call = sys / kCalls;
+    figures.cpu_us_per_call = (user + sys) / kCalls;
+    figures.peak_rss_kib = after.ru_maxrss;
+    if (write(channel[1], &figures, sizeof figures) != sizeof figures) _exit(1);
+    _exit(0);
+  }
+  close(channel[1]);
+  Figures figures;
+  if (read(channel[0], &figures, sizeof figures) != sizeof figures) figures.failures = -1;
+  close(channel[0]);
+  waitpid(child, nullptr, 0);
+  return figures;
+}
+
+}  // namespace
+
+int main() {
+  int port_channel[2];
+  int stop_channel[2];
+  if (pipe(port_channel) != 0 || pipe(stop_channel) != 0) return 1;
+  pid_t server = fork();
+  if (server == 0) {
+    close(port_channel[0]);
+    close(stop_channel[1]);
+    luagent::test::WireServer wire;
+    wire.set_fixed_response(luagent::test::load_fixture_response("openai-chat", "text_nonstream"));
+    std::uint16_t port = wire.port();
+    if (write(port_channel[1], &port, sizeof port) != sizeof port) _exit(1);
+    char byte;
+    while (read(stop_channel[0], &byte, 1) > 0) {
+    }
+    _exit(0);  // EOF: the parent is done
+  }
+  close(port_channel[1]);
+  close(stop_channel[0]);
+  std::uint16_t port = 0;
+  if (read(port_channel[0], &port, sizeof port) != sizeof port) return 1;
+  std::string url = "http://127.0.0.1:" + std::to_string(port) + "/v1/chat/completions";
+
+  std::printf(
+      "transport_bench: %d POSTs per row (+%d warm-up), fixed completion from a forked "
+      "server; client CPU only\n",
+      kCalls, kWarmupCalls);
+  std::printf("%-26s %5s %9s %10s %12s %10s %10s %10s %5s\n", "client", "conc", "wall_s", "calls/s",
+              "cpu_us/call", "user_us", "sys_us", "peak_MiB", "fail");
+  for (int concurrency : {1, 50}) {
+    for (bool bare : {true, false}) {
+      Figures f = measure(bare, url, concurrency);
+      std::printf("%-26s %5d %9.3f %10.0f %12.1f %10.1f %10.1f %10.1f %5d\n",
+                  bare ? "bare curl multi+nlohmann" : "HttpTransport+nlohmann", concurrency,
+                  f.wall_s, kCalls / f.wall_s, f.cpu_us_per_call, f.user_us_per_call,
+                  f.sys_us_per_call, f.peak_rss_kib / 1024.0, f.failures);
+    }
+  }
+  close(stop_channel[1]);
+  waitpid(server, nullptr, 0);
+  return 0;
+}

@@ -1,0 +1,438 @@
+#define BOOST_TEST_MODULE http_transport
+#include <boost/test/unit_test.hpp>
+
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "event_loop.hpp"
+#include "llm/http_transport.hpp"
+#include "support/loop_runner.hpp"
+#include "support/wire_server.hpp"
+
+using namespace std::chrono_literals;
+using luagent::ErrorCode;
+using luagent::EventLoop;
+using luagent::llm::HttpHandlers;
+using luagent::llm::HttpRequest;
+using luagent::llm::HttpResponseHead;
+using luagent::llm::HttpTransport;
+using luagent::test::Fault;
+using luagent::test::Framing;
+using luagent::test::ScriptedResponse;
+using luagent::test::WireServer;
+
+namespace {
+
+struct Outcome {
+  std::optional<HttpResponseHead> head;
+  std::string body;
+  int body_calls = 0;
+  bool done = false;
+  std::optional<luagent::Error> error;
+};
+
+struct Client {
+  EventLoop loop;
+  HttpTransport transport;
+
+  Client() { loop.add_driver(&transport); }
+  ~Client() { loop.remove_driver(&transport); }
+
+  std::shared_ptr<Outcome> fetch(HttpRequest request, luagent::llm::TransferId* id = nullptr) {
+    auto outcome = std::make_shared<Outcome>();
+    HttpHandlers handlers;
+    handlers.on_head = [outcome](const HttpResponseHead& head) { outcome->head = head; };
+    handlers.on_body = [outcome](std::string_view bytes) {
+      outcome->body.append(bytes);
+      ++outcome->body_calls;
+    };
+    handlers.on_done = [outcome](std::optional<luagent::Error> error) {
+      BOOST_TEST(!outcome->done, "on_done ran twice");
+      outcome->done = true;
+      outcome->error = std::move(error);
+    };
+    auto started = transport.start(std::move(request), std::move(handlers));
+    if (id) *id = started;
+    return outcome;
+  }
+
+  void wait_for(const std::shared_ptr<Outcome>& outcome, std::chrono::milliseconds limit = 5s) {
+    BOOST_REQUIRE(luagent::test::run_loop_until(
+        loop, [&] { return outcome->done; }, limit));
+  }
+};
+
+HttpRequest post(const WireServer& server, const std::string& path, std::string body = "{}") {
+  HttpRequest request;
+  request.url = server.url(path);
+  request.headers = {{"content-type", "application/json"}, {"x-test", "yes"}};
+  request.body = std::move(body);
+  return request;
+}
+
+ScriptedResponse text_response(std::string body) {
+  ScriptedResponse response;
+  response.headers = {{"content-type", "text/plain"}};
+  response.body = std::move(body);
+  return response;
+}
+
+std::chrono::milliseconds elapsed_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start);
+}
+
+long peak_rss_kib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss;
+}
+
+// A loopback port that nobody listens on: bound once to learn it, then released.
+std::uint16_t unused_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(every_fixture_arrives_byte_identical_whole_and_fragmented) {
+  WireServer server;
+  Client client;
+  auto cases = luagent::test::list_fixture_cases();
+  BOOST_REQUIRE_GE(cases.size(), 50u);
+  std::size_t requests = 0;
+  for (const auto& [provider, name] : cases) {
+    ScriptedResponse recorded = luagent::test::load_fixture_response(provider, name);
+    BOOST_REQUIRE(!recorded.body.empty());
+    ScriptedResponse whole = recorded;
+    ScriptedResponse chunked_random = recorded;
+    chunked_random.framing = Framing::chunked;
+    chunked_random.random_fragments = 17;
+    chunked_random.seed = requests + 7;
+    ScriptedResponse split_slowly = recorded;
+    split_slowly.split_at = {1, 2, 3, recorded.body.size() / 2, recorded.body.size() - 1};
+    split_slowly.fragment_delay = 1ms;
+    for (const ScriptedResponse& variant : {whole, chunked_random, split_slowly}) {
+      server.enqueue(variant);
+      std::string request_body = R"({"case":")" + provider + "/" + name + "\"}";
+      auto outcome = client.fetch(post(server, "/v1/" + name, request_body));
+      client.wait_for(outcome);
+      BOOST_TEST_CONTEXT(provider << "/" << name) {
+        BOOST_TEST(!outcome->error.has_value());
+        BOOST_REQUIRE(outcome->head.has_value());
+        BOOST_TEST(outcome->head->status == recorded.status);
+        std::string content_type;
+        for (const auto& [key, value] : recorded.headers)
+          if (key == "content-type") content_type = value;
+        BOOST_TEST(outcome->head->header("Content-Type") == content_type);
+        BOOST_TEST((outcome->body == recorded.body), "body differs from the fixture");
+        auto seen = server.requests().back();
+        BOOST_TEST(seen.method == "POST");
+        BOOST_TEST(seen.path == "/v1/" + name);
+        BOOST_TEST(seen.body == request_body);
+        BOOST_TEST(seen.header("x-test") == "yes");
+      }
+      ++requests;
+    }
+  }
+  BOOST_TEST(server.request_count() == requests);
+  // Keep-alive: one connection served every sequential request.
+  BOOST_TEST(server.connection_count() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(fragments_arrive_as_separate_body_callbacks) {
+  WireServer server;
+  Client client;
+  ScriptedResponse response = text_response("data: one\n\ndata: two\n\ndata: three\n\n");
+  response.split_at = {5, 11, 20};
+  response.fragment_delay = 20ms;
+  server.enqueue(response);
+  auto outcome = client.fetch(post(server, "/stream"));
+  client.wait_for(outcome);
+  BOOST_TEST(!outcome->error.has_value());
+  BOOST_TEST(outcome->body == response.body);
+  BOOST_TEST(outcome->body_calls == 4);  // streamed as they came, not buffered to the end
+}
+
+BOOST_AUTO_TEST_CASE(two_hundred_concurrent_transfers_on_one_thread) {
+  WireServer server;
+  server.set_handler([](const luagent::test::RecordedRequest& request) {
+    ScriptedResponse response = text_response("reply to " + request.body);
+    response.framing = request.body.size() % 2 ? Framing::chunked : Framing::content_length;
+    response.latency = 20ms;
+    return response;
+  });
+  Client client;
+  std::vector<std::shared_ptr<Outcome>> outcomes;
+  for (int i = 0; i < 200; ++i)
+    outcomes.push_back(client.fetch(post(server, "/c", "request " + std::to_string(i))));
+  BOOST_TEST(client.transport.in_flight() == 200u);
+  BOOST_REQUIRE(luagent::test::run_loop_until(client.loop,
+                                              [&] { return client.transport.in_flight() == 0; }));
+  for (int i = 0; i < 200; ++i) {
+    BOOST_TEST(!outcomes[i]->error.has_value());
+    BOOST_TEST(outcomes[i]->body == "reply to request " + std::to_string(i));
+  }
+  BOOST_TEST(server.request_count() == 200u);
+}
+
+BOOST_AUTO_TEST_CASE(connection_refused_is_a_network_error_without_secrets) {
+  Client client;
+  HttpRequest request;
+  request.url = "http://user:hunter2@127.0.0.1:" + std::to_string(unused_port()) +
+                "/v1/chat?key=sk-secret-in-query";
+  request.headers = {{"authorization", "Bearer sk-secret-in-header"}};
+  auto outcome = client.fetch(request);
+  client.wait_for(outcome);
+  BOOST_REQUIRE(outcome->error.has_value());
+  BOOST_TEST(outcome->error->code() == ErrorCode::network);
+  std::string message = outcome->error->message();
+  BOOST_TEST(message.find("127.0.0.1") != std::string::npos);
+  BOOST_TEST(message.find("sk-secret") == std::string::npos);
+  BOOST_TEST(message.find("hunter2") == std::string::npos);
+  BOOST_TEST(!outcome->head.has_value());
+}
+
+BOOST_AUTO_TEST_CASE(reset_mid_stream_is_a_network_error_after_the_bytes_sent) {
+  WireServer server;
+  Client client;
+  ScriptedResponse response = text_response(std::string(1000, 'a'));
+  response.fault = Fault::reset_after_bytes;
+  response.fault_bytes = 100;
+  server.enqueue(response);
+  auto outcome = client.fetch(post(server, "/reset"));
+  client.wait_for(outcome);
+  BOOST_REQUIRE(outcome->error.has_value());
+  BOOST_TEST(outcome->error->code() == ErrorCode::network);
+  BOOST_TEST(outcome->head->status == 200);
+  BOOST_TEST(outcome->body.size() <= 100u);
+}
+
+BOOST_AUTO_TEST_CASE(stall_after_headers_fires_the_idle_timer) {
+  WireServer server;
+  Client client;
+  ScriptedResponse response = text_response("never sent");
+  response.fault = Fault::stall_after_headers;
+  server.enqueue(response);
+  HttpRequest request = post(server, "/stall");
+  request.idle_timeout_ms = 300;
+  auto start = std::chrono::steady_clock::now();
+  auto outcome = client.fetch(request);
+  client.wait_for(outcome, 3s);
+  auto took = elapsed_since(start);
+  BOOST_REQUIRE(outcome->error.has_value());
+  BOOST_TEST(outcome->error->code() == ErrorCode::timeout);
+  BOOST_TEST(outcome->error->message().find("idle") != std::string::npos);
+  BOOST_TEST(outcome->head->status == 200);
+  BOOST_TEST(outcome->body.empty());
+  BOOST_TEST(took.count() >= 300);
+  BOOST_TEST(took.count() < 600);
+}
+
+BOOST_AUTO_TEST_CASE(stall_mid_stream_fires_the_idle_timer_measured_from_the_last_byte) {
+  WireServer server;
+  Client client;
+  ScriptedResponse response = text_response(std::string(100, 'b'));
+  response.split_at = {10};
+  response.fragment_delay = 200ms;  // below the idle bound: no timeout between fragments
+  response.fault = Fault::stall_after_bytes;
+  response.fault_bytes = 20;
+  server.enqueue(response);
+  HttpRequest request = post(server, "/stall-mid");
+  request.idle_timeout_ms = 300;
+  auto start = std::chrono::steady_clock::now();
+  auto outcome = client.fetch(request);
+  client.wait_for(outcome, 3s);
+  auto took = elapsed_since(start);
+  BOOST_REQUIRE(outcome->error.has_value());
+  BOOST_TEST(outcome->error->code() == ErrorCode::timeout);
+  BOOST_TEST(outcome->body == std::string(20, 'b'));
+  // Timer restarted by the second fragment at ~200 ms: fires at ~500 ms, not ~300 ms.
+  BOOST_TEST(took.count() >= 480);
+  BOOST_TEST(took.count() < 800);
+}
+
+BOOST_AUTO_TEST_CASE(total_timeout_bounds_a_slow_response) {
+  WireServer server;
+  Client client;
+  ScriptedResponse response = text_response("late");
+  response.latency = 2s;
+  server.enqueue(response);
+  HttpRequest request = post(server, "/slow");
+  request.total_timeout_ms = 300;
+  request.idle_timeout_ms = 0;
+  auto start = std::chrono::steady_clock::now();
+  auto outcome = client.fetch(request);
+  client.wait_for(outcome, 3s);
+  BOOST_REQUIRE(outcome->error.has_value());
+  BOOST_TEST(outcome->error->code() == ErrorCode::timeout);
+  BOOST_TEST(outcome->error->message().find("total timeout") != std::string::npos);
+  BOOST_TEST(elapsed_since(start).count() < 700);
+}
+
+BOOST_AUTO_TEST_CASE(clean_eof_without_length_or_terminator_delivers_every_byte) {
+  WireServer server;
+  Client client;
+  ScriptedResponse response = luagent::test::load_fixture_response(
+      "anthropic-messages", "max_tokens_during_tool_input_stream");
+  response.fault = Fault::close_without_terminator;
+  response.random_fragments = 5;
+  server.enqueue(response);
+  auto outcome = client.fetch(post(server, "/eof"));
+  client.wait_for(outcome);
+  BOOST_TEST(!outcome->error.has_value());
+  BOOST_TEST((outcome->body == response.body));
+}
+
+BOOST_AUTO_TEST_CASE(fifty_megabyte_body_hits_the_limit_in_bounded_memory) {
+  WireServer server;
+  Client client;
+  ScriptedResponse response;
+  response.filler_bytes = 50u << 20;
+  server.enqueue(response);
+  std::size_t received = 0;
+  bool done = false;
+  std::optional<luagent::Error> error;
+  long rss_before = peak_rss_kib();
+  auto start = std::chrono::steady_clock::now();
+  HttpHandlers handlers;
+  handlers.on_body = [&](std::string_view bytes) { received += bytes.size(); };
+  handlers.on_done = [&](std::optional<luagent::Error> e) {
+    done = true;
+    error = std::move(e);
+  };
+  client.transport.start(post(server, "/huge"), std::move(handlers));  // default limit: 32 MiB
+  BOOST_REQUIRE(luagent::test::run_loop_until(
+      client.loop, [&] { return done; }, 10s));
+  BOOST_REQUIRE(error.has_value());
+  BOOST_TEST(error->code() == ErrorCode::limit);
+  BOOST_TEST(error->message().find("limit") != std::string::npos);
+  BOOST_TEST(received <= (32u << 20));
+  BOOST_TEST(received > (31u << 20));
+  BOOST_TEST(elapsed_since(start).count() < 5000);
+  BOOST_TEST(peak_rss_kib() - rss_before < 8 * 1024,
+             "peak RSS grew by " << peak_rss_kib() - rss_before << " KiB");
+}
+
+BOOST_AUTO_TEST_CASE(cancel_in_flight_reports_cancelled_once) {
+  WireServer server;
+  Client client;
+  ScriptedResponse response = text_response("never");
+  response.fault = Fault::stall_after_headers;
+  server.enqueue(response);
+  luagent::llm::TransferId id = 0;
+  auto outcome = client.fetch(post(server, "/cancel"), &id);
+  BOOST_REQUIRE(
+      luagent::test::run_loop_until(client.loop, [&] { return outcome->head.has_value(); }));
+  client.transport.cancel(id);
+  BOOST_TEST(!outcome->done);  // never from inside cancel()
+  client.wait_for(outcome, 1s);
+  BOOST_REQUIRE(outcome->error.has_value());
+  BOOST_TEST(outcome->error->code() == ErrorCode::cancelled);
+  client.transport.cancel(id);  // already finished: ignored
+  client.loop.turn(10ms);
+  BOOST_TEST(client.transport.in_flight() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(handlers_may_cancel_and_start_transfers) {
+  WireServer server;
+  Client client;
+  ScriptedResponse slow = text_response("0123456789");
+  slow.split_at = {2, 4, 6, 8};
+  slow.fragment_delay = 10ms;
+  server.set_handler([slow](const luagent::test::RecordedRequest& request) {
+    if (request.path == "/first") return slow;
+    return text_response("reply to " + request.path);
+  });
+
+  auto first = std::make_shared<Outcome>();
+  std::shared_ptr<Outcome> second, third;
+  luagent::llm::TransferId first_id = 0;
+  HttpHandlers handlers;
+  handlers.on_body = [&](std::string_view bytes) {
+    first->body.append(bytes);
+    ++first->body_calls;
+    client.transport.cancel(first_id);                     // from inside libcurl's callback
+    second = client.fetch(post(server, "/from-on-body"));  // likewise
+  };
+  handlers.on_done = [&](std::optional<luagent::Error> error) {
+    first->done = true;
+    first->error = std::move(error);
+    third = client.fetch(post(server, "/from-on-done"));
+  };
+  first_id = client.transport.start(post(server, "/first"), std::move(handlers));
+  BOOST_REQUIRE(luagent::test::run_loop_until(
+      client.loop, [&] { return first->done && second && second->done && third && third->done; }));
+  BOOST_TEST(first->body_calls == 1);  // nothing after cancel()
+  BOOST_TEST(first->error->code() == ErrorCode::cancelled);
+  BOOST_TEST(second->body == "reply to /from-on-body");
+  BOOST_TEST(third->body == "reply to /from-on-done");
+}
+
+BOOST_AUTO_TEST_CASE(bad_requests_fail_with_usage_errors_after_start_returns) {
+  Client client;
+  HttpRequest bad_url;
+  bad_url.url = "not a url";
+  auto outcome = client.fetch(bad_url);
+  BOOST_TEST(!outcome->done);
+  client.wait_for(outcome);
+  BOOST_TEST(outcome->error->code() == ErrorCode::usage);
+
+  HttpRequest injected;
+  injected.url = "http://127.0.0.1:1/";
+  injected.headers = {{"authorization", "Bearer sk-x\r\nX-Evil: 1"}};
+  auto injected_outcome = client.fetch(injected);
+  client.wait_for(injected_outcome);
+  BOOST_TEST(injected_outcome->error->code() == ErrorCode::usage);
+  BOOST_TEST(injected_outcome->error->message().find("sk-x") == std::string::npos);
+
+  HttpRequest ftp;
+  ftp.url = "ftp://127.0.0.1/";
+  auto ftp_outcome = client.fetch(ftp);
+  client.wait_for(ftp_outcome);
+  BOOST_TEST(ftp_outcome->error->code() == ErrorCode::usage);
+}
+
+BOOST_AUTO_TEST_CASE(body_less_response_still_reports_its_head) {
+  WireServer server;
+  Client client;
+  ScriptedResponse response;
+  response.status = 204;
+  response.reason = "No Content";
+  server.enqueue(response);
+  auto outcome = client.fetch(post(server, "/empty"));
+  client.wait_for(outcome);
+  BOOST_TEST(!outcome->error.has_value());
+  BOOST_REQUIRE(outcome->head.has_value());
+  BOOST_TEST(outcome->head->status == 204);
+  BOOST_TEST(outcome->head->reason == "No Content");
+}
+
+BOOST_AUTO_TEST_CASE(server_closing_without_a_response_is_a_network_error) {
+  WireServer server;
+  Client client;
+  ScriptedResponse response;
+  response.fault = Fault::refuse;
+  server.enqueue(response);
+  server.enqueue(response);  // libcurl may retry once on a fresh connection by itself
+  auto outcome = client.fetch(post(server, "/refused"));
+  client.wait_for(outcome);
+  BOOST_REQUIRE(outcome->error.has_value());
+  BOOST_TEST(outcome->error->code() == ErrorCode::network);
+  BOOST_TEST(!outcome->head.has_value());
+  BOOST_TEST(server.request_count() >= 1u);
+}
