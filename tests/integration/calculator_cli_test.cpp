@@ -1,0 +1,311 @@
+// The four 12-factor calculator scenarios end to end through the real CLI, each
+// command a new process, on a real SQLite file, with the recorded cassette.
+#define BOOST_TEST_MODULE calculator_cli
+#include <boost/test/unit_test.hpp>
+
+#include <sqlite3.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "support/cli_runner.hpp"
+#include "support/test_paths.hpp"
+
+using luagent::test::CliResult;
+using luagent::test::run_cli;
+using luagent::test::TempDir;
+
+namespace {
+
+const std::map<std::string, std::string> kCleanEnv = {
+    {"LUAGENT_PROVIDER", ""}, {"LUAGENT_STORE", ""},  {"LUAGENT_CASSETTE", ""},
+    {"LUAGENT_SCRIPT", ""},   {"LUAGENT_RECORD", ""}, {"NO_COLOR", "1"}};
+
+std::string calculator() { return (luagent::test::source_dir() / "examples/calculator").string(); }
+
+struct Session {
+  TempDir dir;
+  std::string store = "sqlite:" + (dir / "threads.db").string();
+
+  CliResult cli(std::vector<std::string> args) {
+    args.push_back("--store");
+    args.push_back(store);
+    args.push_back("--json");
+    return run_cli(args, dir.path().string(), kCleanEnv);
+  }
+
+  // The JSON lines a --json command printed: events, then the outcome line.
+  static std::vector<nlohmann::json> lines(const CliResult& result) {
+    std::vector<nlohmann::json> parsed;
+    std::istringstream in(result.out);
+    std::string line;
+    while (std::getline(in, line))
+      if (!line.empty()) parsed.push_back(nlohmann::json::parse(line));
+    return parsed;
+  }
+
+  static std::string thread_id(const CliResult& result) {
+    return lines(result).back().at("thread_id").get<std::string>();
+  }
+
+  static std::vector<nlohmann::json> events(const CliResult& result) {
+    std::vector<nlohmann::json> out;
+    for (auto& line : lines(result))
+      if (line.contains("event")) out.push_back(line["event"]);
+    return out;
+  }
+
+  static int count(const std::vector<nlohmann::json>& events, const std::string& type) {
+    int n = 0;
+    for (const auto& e : events) n += e["type"] == type;
+    return n;
+  }
+
+  nlohmann::json show(const std::string& id) {
+    auto result = run_cli({"show", id, "--format", "json", "--store", store}, dir.path().string(),
+                          kCleanEnv);
+    BOOST_REQUIRE_MESSAGE(result.exit_code == 0, result.err);
+    return nlohmann::json::parse(result.out);
+  }
+};
+
+const nlohmann::json& last_of(const nlohmann::json& thread, const std::string& type) {
+  const nlohmann::json* found = nullptr;
+  for (const auto& e : thread["events"])
+    if (e["type"] == type) found = &e;
+  BOOST_REQUIRE_MESSAGE(found, "no " + type + " event");
+  return *found;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(scenario_a_multiply_divide_with_approval_add) {
+  Session s;
+  auto run = s.cli({"run", calculator(),
+                    "can you multiply 3 and 4, then divide the result by 2 and then add 12 to "
+                    "that result"});
+  BOOST_TEST_REQUIRE(run.exit_code == 10, run.err);
+  auto events = Session::events(run);
+  BOOST_TEST(events[1]["type"] == "multiply");
+  BOOST_TEST(events.back()["type"] == "await");
+  BOOST_TEST(events.back()["data"]["kind"] == "approval");
+  BOOST_TEST(events.back()["data"]["payload"]["intent"] == "divide");
+  std::string id = Session::thread_id(run);
+
+  auto approve = s.cli({"resume", id, "--approve"});  // a new process: nothing kept in memory
+  BOOST_TEST_REQUIRE(approve.exit_code == 0, approve.err);
+  auto thread = s.show(id);
+  BOOST_TEST(thread["status"] == "done");
+  BOOST_TEST(last_of(thread, "done_for_now")["data"]["message"].get<std::string>().find("18") !=
+             std::string::npos);
+  BOOST_TEST(last_of(thread, "add")["data"]["a"] == 6);
+  // Every event carries the agent version that produced it (provenance).
+  BOOST_TEST(last_of(thread, "add")["version"].get<std::string>().size() == 12u);
+  BOOST_TEST(thread["llm_calls"].size() == 4u);
+}
+
+BOOST_AUTO_TEST_CASE(scenario_b_reject_then_approve) {
+  Session s;
+  auto run = s.cli({"run", calculator(), "can you divide 3 by 4"});
+  BOOST_TEST_REQUIRE(run.exit_code == 10, run.err);
+  std::string id = Session::thread_id(run);
+  auto reject = s.cli({"resume", id, "--reject", "use 5 instead of 4"});
+  BOOST_TEST_REQUIRE(reject.exit_code == 10, reject.err);
+  auto events = Session::events(reject);
+  BOOST_TEST(Session::count(events, "tool_started") == 0);  // the rejected call never ran
+  BOOST_TEST(events.back()["data"]["payload"]["b"] == 5);
+  auto approve = s.cli({"resume", id, "--approve"});
+  BOOST_TEST_REQUIRE(approve.exit_code == 0, approve.err);
+  auto thread = s.show(id);
+  BOOST_TEST(last_of(thread, "tool_response")["data"]["result"] == 0.6);
+  BOOST_TEST(last_of(thread, "human_response")["data"].get<std::string>().find("use 5 instead") !=
+             std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(scenario_c_request_more_information) {
+  Session s;
+  auto run = s.cli({"run", calculator(), "multiply 3 and xyz"});
+  BOOST_TEST_REQUIRE(run.exit_code == 10, run.err);
+  auto events = Session::events(run);
+  BOOST_TEST(events.back()["data"]["kind"] == "human");
+  BOOST_TEST(events.back()["data"]["payload"]["intent"] == "request_more_information");
+  std::string id = Session::thread_id(run);
+  auto say = s.cli({"resume", id, "--say", "use 8 instead of xyz"});
+  BOOST_TEST_REQUIRE(say.exit_code == 0, say.err);
+  auto thread = s.show(id);
+  BOOST_TEST(last_of(thread, "tool_response")["data"]["result"] == 24);
+}
+
+BOOST_AUTO_TEST_CASE(scenario_d_add) {
+  Session s;
+  auto run = s.cli({"run", calculator(), "add 3 and 4"});
+  BOOST_TEST_REQUIRE(run.exit_code == 0, run.err);
+  auto events = Session::events(run);
+  BOOST_TEST(Session::count(events, "tool_response") == 1);
+  BOOST_TEST(events[3]["data"]["result"] == 7);
+  BOOST_TEST(events.back()["type"] == "done");
+}
+
+BOOST_AUTO_TEST_CASE(approve_twice_runs_divide_once) {
+  Session s;
+  auto run = s.cli({"run", calculator(),
+                    "can you multiply 3 and 4, then divide the result by 2 and then add 12 to "
+                    "that result"});
+  std::string id = Session::thread_id(run);
+  BOOST_TEST_REQUIRE(s.cli({"resume", id, "--approve"}).exit_code == 0);
+  auto again = s.cli({"resume", id, "--approve"});
+  BOOST_TEST(again.exit_code == 2);
+  BOOST_TEST(again.err.find("not awaiting approval") != std::string::npos, again.err);
+  auto thread = s.show(id);
+  int divides_run = 0;  // tool_started events that point at the divide call
+  for (const auto& e : thread["events"])
+    if (e["type"] == "tool_started")
+      divides_run += thread["events"][e["data"]["call"].get<int>() - 1]["type"] == "divide";
+  BOOST_TEST(divides_run == 1);
+}
+
+BOOST_AUTO_TEST_CASE(text_output_is_plain_when_not_a_tty) {
+  TempDir dir;
+  auto result = run_cli({"run", calculator(), "add 3 and 4", "--store",
+                         "sqlite:" + (dir / "t.db").string()},
+                        dir.path().string(), kCleanEnv);
+  BOOST_TEST(result.exit_code == 0);
+  BOOST_TEST(result.out.find("\033[") == std::string::npos);
+  BOOST_TEST(result.out.find("done_for_now") != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// Bad input: a clear message, the right exit code, nothing lost.
+
+namespace {
+
+std::string write_agent(const TempDir& dir, const std::string& name, const std::string& source) {
+  auto folder = dir / name;
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "agent.lua") << source;
+  std::ofstream(folder / "luagent.config.lua")
+      << "provider = 'replay'\ncassette = '" << calculator() << "/cassette.jsonl'\n";
+  return folder.string();
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(unknown_agent) {
+  Session s;
+  auto result = s.cli({"run", "no-such-agent", "hi"});
+  BOOST_TEST(result.exit_code == 2);
+  BOOST_TEST(result.err.find("no agent 'no-such-agent'") != std::string::npos, result.err);
+}
+
+BOOST_AUTO_TEST_CASE(agent_with_syntax_error_names_file_and_line) {
+  Session s;
+  auto agent = write_agent(s.dir, "broken", "local x = 1\nreturn function(thread)\n  x = = 2\nend\n");
+  auto result = s.cli({"run", agent, "hi"});
+  BOOST_TEST(result.exit_code == 2);
+  auto error = nlohmann::json::parse(result.err)["error"];
+  BOOST_TEST(error["source"] == "broken/agent.lua");
+  BOOST_TEST(error["line"] == 3);
+  BOOST_TEST(error["code"] == "syntax");
+  auto text = run_cli({"run", agent, "hi", "--store", s.store}, {}, kCleanEnv);
+  BOOST_TEST(text.err.find("broken/agent.lua:3: unexpected symbol") != std::string::npos, text.err);
+}
+
+BOOST_AUTO_TEST_CASE(agent_raising_at_runtime_fails_the_thread_keeping_events) {
+  Session s;
+  auto agent = write_agent(s.dir, "raises",
+                           "return function(thread)\n"
+                           "  thread:push('note', { n = 1 })\n"
+                           "  error('the tool exploded')\n"
+                           "end\n");
+  auto result = s.cli({"run", agent, "hi"});
+  BOOST_TEST(result.exit_code == 1, result.err);
+  std::string id = Session::thread_id(result);
+  auto thread = s.show(id);
+  BOOST_TEST(thread["status"] == "failed");
+  BOOST_TEST(thread["events"].size() == 3u);
+  BOOST_TEST(thread["events"][1]["type"] == "note");
+  const auto& failed = thread["events"][2]["data"];
+  BOOST_TEST(failed["message"].get<std::string>().find("the tool exploded") != std::string::npos);
+  BOOST_TEST(failed["line"] == 3);
+}
+
+BOOST_AUTO_TEST_CASE(unknown_thread_id) {
+  Session s;
+  auto result = s.cli({"resume", "th_doesnotexist", "--approve"});
+  BOOST_TEST(result.exit_code == 2);
+  BOOST_TEST(result.err.find("no thread th_doesnotexist") != std::string::npos, result.err);
+  auto show = s.cli({"show", "th_doesnotexist"});
+  BOOST_TEST(show.exit_code == 2);
+}
+
+BOOST_AUTO_TEST_CASE(resume_of_a_finished_thread) {
+  Session s;
+  auto run = s.cli({"run", calculator(), "add 3 and 4"});
+  std::string id = Session::thread_id(run);
+  auto result = s.cli({"resume", id, "--say", "and now?"});
+  BOOST_TEST(result.exit_code == 2);
+  BOOST_TEST(result.err.find("is not awaiting a human response (it is done)") != std::string::npos,
+             result.err);
+  BOOST_TEST(s.show(id)["events"].size() == Session::events(run).size());
+}
+
+BOOST_AUTO_TEST_CASE(malformed_cassette) {
+  Session s;
+  auto folder = s.dir / "calc";
+  std::filesystem::copy(calculator(), folder, std::filesystem::copy_options::recursive);
+  std::ofstream(folder / "cassette.jsonl") << "{\"request\": {\"messages\": []}, \"response\": "
+                                              "{\"text\": \"ok\"}}\nthis is not json\n";
+  auto result = s.cli({"run", folder.string(), "add 3 and 4"});
+  BOOST_TEST(result.exit_code == 2);
+  BOOST_TEST(result.err.find("cassette.jsonl:2") != std::string::npos, result.err);
+  BOOST_TEST(result.err.find("malformed cassette") != std::string::npos, result.err);
+}
+
+BOOST_AUTO_TEST_CASE(store_path_not_writable) {
+  Session s;
+  auto result = run_cli({"run", calculator(), "add 3 and 4", "--store",
+                         "sqlite:/proc/luagent/nope/threads.db"},
+                        s.dir.path().string(), kCleanEnv);
+  BOOST_TEST(result.exit_code == 2);
+  BOOST_TEST(result.err.find("cannot open store sqlite:/proc/luagent/nope/threads.db") !=
+                 std::string::npos,
+             result.err);
+}
+
+BOOST_AUTO_TEST_CASE(usage_errors) {
+  Session s;
+  BOOST_TEST(s.cli({"run"}).exit_code == 2);
+  BOOST_TEST(s.cli({"frobnicate"}).exit_code == 2);
+  BOOST_TEST(s.cli({"resume", "th_x"}).exit_code == 2);
+  BOOST_TEST(s.cli({"resume", "th_x", "--approve", "--say", "x"}).exit_code == 2);
+  BOOST_TEST(s.cli({"show", "th_x", "--format", "yaml"}).exit_code == 2);
+  BOOST_TEST(s.cli({"threads", "--status", "sleeping"}).exit_code == 2);
+  auto unknown = s.cli({"run", calculator(), "x", "--bogus"});
+  BOOST_TEST(unknown.exit_code == 2);
+  BOOST_TEST(unknown.err.find("unknown option --bogus") != std::string::npos, unknown.err);
+  auto bad_store = run_cli({"run", calculator(), "x", "--store", "mysql://db"}, {}, kCleanEnv);
+  BOOST_TEST(bad_store.exit_code == 2);
+  BOOST_TEST(bad_store.err.find("unknown store scheme 'mysql'") != std::string::npos, bad_store.err);
+}
+
+BOOST_AUTO_TEST_CASE(threads_lists_by_status) {
+  Session s;
+  s.cli({"run", calculator(), "add 3 and 4"});
+  s.cli({"run", calculator(), "can you divide 3 by 4"});
+  auto waiting = s.cli({"threads", "--status", "awaiting_approval"});
+  BOOST_TEST(waiting.exit_code == 0);
+  BOOST_TEST(Session::lines(waiting).size() == 1u);
+  BOOST_TEST(Session::lines(s.cli({"threads"})).size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(show_formats) {
+  Session s;
+  auto run = s.cli({"run", calculator(), "add 3 and 4"});
+  std::string id = Session::thread_id(run);
+  auto llm = run_cli({"show", id, "--format", "llm", "--store", s.store}, {}, kCleanEnv);
+  BOOST_TEST(llm.exit_code == 0, llm.err);
+  BOOST_TEST(llm.out.find("<add>\na: 3\nb: 4\n</add>") != std::string::npos, llm.out);
+  BOOST_TEST(llm.out.find("<tool_response>\n7\n</tool_response>") != std::string::npos, llm.out);
+  auto text = run_cli({"show", id, "--store", s.store}, {}, kCleanEnv);
+  BOOST_TEST(text.out.find("user_input") != std::string::npos);
+}
