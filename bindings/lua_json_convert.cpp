@@ -88,6 +88,7 @@ struct Converter {
   nlohmann::json convert(int index, int depth) {
     index = lua_absindex(L, index);
     switch (lua_type(L, index)) {
+      case LUA_TNONE:
       case LUA_TNIL:
         return nullptr;
       case LUA_TBOOLEAN:

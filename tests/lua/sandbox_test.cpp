@@ -1,0 +1,241 @@
+// The restricted environment, one named test per attack: each forbidden global or
+// trick gives an error naming what was refused, the thread records it, and the
+// host stays usable. Also runs the stdlib's Lua test files inside the same sandbox.
+#define BOOST_TEST_MODULE sandbox
+#include <boost/test/unit_test.hpp>
+
+#include <fstream>
+
+#include "luagent/luagent.hpp"
+#include "support/test_paths.hpp"
+
+using namespace luagent;
+
+namespace {
+
+struct AgentRun {
+  Thread thread;
+  std::vector<std::string> log;
+
+  std::string failure() const {
+    const Event& last = thread.events.back();
+    if (last.type != "failed") return "";
+    return last.data.value("message", "") + " [" + last.data.value("code", "") + "]";
+  }
+};
+
+AgentRun run_agent(const std::string& body, const std::map<std::string, std::string>& files = {}) {
+  test::TempDir dir;
+  auto folder = dir / "agent";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "agent.lua") << body;
+  for (const auto& [name, text] : files) {
+    std::filesystem::create_directories((folder / name).parent_path());
+    std::ofstream(folder / name) << text;
+  }
+  AgentRun run;
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  config.log = [&run](std::string_view level, std::string_view message) {
+    run.log.push_back(std::string(level) + ": " + std::string(message));
+  };
+  Host host(config);
+  std::string id = host.launch(folder.string(), Event::user("go"));
+  host.run_until_idle();
+  run.thread = host.get(id);
+  return run;
+}
+
+// Runs `expression` inside an agent step and returns the failure it caused.
+std::string attempt(const std::string& statement) {
+  return run_agent("return function(thread)\n" + statement + "\nend\n").failure();
+}
+
+bool mentions(const std::string& text, const std::string& what) {
+  return text.find(what) != std::string::npos;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(io_is_not_there) {
+  auto failure = attempt("io.write('x')");
+  BOOST_TEST(mentions(failure, "global 'io'"), failure);
+}
+
+BOOST_AUTO_TEST_CASE(os_is_not_there) {
+  auto failure = attempt("os.execute('touch /tmp/pwned')");
+  BOOST_TEST(mentions(failure, "global 'os'"), failure);
+}
+
+BOOST_AUTO_TEST_CASE(debug_is_not_there) {
+  auto failure = attempt("debug.sethook()");
+  BOOST_TEST(mentions(failure, "global 'debug'"), failure);
+}
+
+BOOST_AUTO_TEST_CASE(package_is_not_there) {
+  auto failure = attempt("package.loadlib('libc.so.6', 'system')");
+  BOOST_TEST(mentions(failure, "global 'package'"), failure);
+}
+
+BOOST_AUTO_TEST_CASE(dofile_loadfile_collectgarbage_are_not_there) {
+  BOOST_TEST(mentions(attempt("dofile('/etc/passwd')"), "global 'dofile'"));
+  BOOST_TEST(mentions(attempt("loadfile('/etc/passwd')"), "global 'loadfile'"));
+  BOOST_TEST(mentions(attempt("collectgarbage('stop')"), "global 'collectgarbage'"));
+}
+
+BOOST_AUTO_TEST_CASE(binary_code_loading_fails) {
+  auto failure = attempt("assert(load('\\27Lua\\84\\0'))");
+  BOOST_TEST(mentions(failure, "binary chunk"), failure);
+  auto mode = attempt("load('return 1', 'x', 'b')");
+  BOOST_TEST(mentions(mode, "binary chunks are not allowed"), mode);
+}
+
+BOOST_AUTO_TEST_CASE(string_dump_is_not_there) {
+  auto failure = attempt("string.dump(function() end)");
+  BOOST_TEST(mentions(failure, "'dump'"), failure);
+  auto via_metatable = attempt("local s = ''; s.dump(print)");
+  BOOST_TEST(mentions(via_metatable, "'dump'"), via_metatable);
+}
+
+BOOST_AUTO_TEST_CASE(require_cannot_leave_the_agent_folder) {
+  auto dots = attempt("require '../x'");
+  BOOST_TEST(mentions(dots, "'../x' is not a module name"), dots);
+  auto absolute = attempt("require '/etc/passwd'");
+  BOOST_TEST(mentions(absolute, "not a module name"), absolute);
+  auto c_module = attempt("require 'socket.core'");
+  BOOST_TEST(mentions(c_module, "socket/core.lua"), c_module);
+}
+
+BOOST_AUTO_TEST_CASE(require_finds_agent_modules_and_stdlib) {
+  auto run = run_agent(
+      "local helper = require 'lib.helper'\n"
+      "local json = require 'luagent.json'\n"
+      "return function(thread) thread:push('out', { v = helper.twice(21), j = json.encode({1}) }) end\n",
+      {{"lib/helper.lua", "return { twice = function(x) return 2 * x end }"}});
+  BOOST_TEST(run.thread.status() == Status::done, run.failure());
+  BOOST_TEST(run.thread.events[1].data["v"] == 42);
+  BOOST_TEST(run.thread.events[1].data["j"] == "[1]");
+}
+
+BOOST_AUTO_TEST_CASE(try_trick_global_protection) {
+  // The shared library tables are read-only views; the string metatable is hidden.
+  auto write = attempt("string.upper = function() return 'pwned' end");
+  BOOST_TEST(mentions(write, "cannot change the shared library table"), write);
+  auto meta = attempt("getmetatable('').__index.upper = nil");
+  BOOST_TEST(mentions(meta, "field '__index'"), meta);
+}
+
+BOOST_AUTO_TEST_CASE(runs_do_not_share_globals) {
+  test::TempDir dir;
+  auto folder = dir / "agent";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "agent.lua") << "return function(thread)\n"
+                                         "  thread:push('seen', { before = counter or 0 })\n"
+                                         "  counter = (counter or 0) + 1\n"
+                                         "end\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  Host host(config);
+  auto a = host.launch(folder.string(), Event::user("a"));
+  host.run_until_idle();
+  auto b = host.launch(folder.string(), Event::user("b"));
+  host.run_until_idle();
+  BOOST_TEST(host.get(a).events[1].data["before"] == 0);
+  BOOST_TEST(host.get(b).events[1].data["before"] == 0);
+}
+
+BOOST_AUTO_TEST_CASE(cpu_limit_ends_a_runaway_step_even_under_pcall) {
+  test::TempDir dir;
+  auto folder = dir / "agent";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "agent.lua")
+      << "return function(thread)\n  while true do pcall(function() while true do end end) end\nend\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  config.step_cpu_ms = 200;
+  Host host(config);
+  auto id = host.launch(folder.string(), Event::user("spin"));
+  host.run_until_idle();
+  Thread thread = host.get(id);
+  BOOST_TEST(thread.status() == Status::failed);
+  BOOST_TEST(thread.events.back().data["code"] == "limit");
+}
+
+BOOST_AUTO_TEST_CASE(memory_limit_is_an_error_event) {
+  test::TempDir dir;
+  auto folder = dir / "agent";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "agent.lua")
+      << "return function(thread)\n  local t = {}\n  for i = 1, 1e9 do t[i] = ('x'):rep(1000) .. i end\nend\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  config.memory_mb = 16;
+  Host host(config);
+  auto id = host.launch(folder.string(), Event::user("eat"));
+  host.run_until_idle();
+  Thread thread = host.get(id);
+  BOOST_TEST(thread.status() == Status::failed);
+  BOOST_TEST(thread.events.back().data["code"] == "limit");
+  // The host is still usable.
+  auto again = host.launch(folder.string(), Event::user("again"));
+  host.run_until_idle();
+  BOOST_TEST(host.get(again).status() == Status::failed);
+}
+
+BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
+  auto cycle = attempt("local t = {}; t.self = t; thread:push('x', t)");
+  BOOST_TEST(mentions(cycle, "contains itself"), cycle);
+  auto nan = attempt("thread:push('x', { v = 0/0 })");
+  BOOST_TEST(mentions(nan, "NaN"), nan);
+  auto deep = attempt("local t = {}; local c = t; for i = 1, 500 do c.n = {}; c = c.n end; "
+                      "thread:push('x', t)");
+  BOOST_TEST(mentions(deep, "deeper than"), deep);
+  auto fn = attempt("thread:push('x', { f = print })");
+  BOOST_TEST(mentions(fn, "no JSON form"), fn);
+}
+
+BOOST_AUTO_TEST_CASE(thread_api_misuse_is_a_clear_error) {
+  BOOST_TEST(mentions(attempt("thread:await('maybe')"), "kind must be \"human\" or \"approval\""));
+  BOOST_TEST(mentions(attempt("thread:execute({ intent = 'x' }, print)"),
+                      "not an event of this thread"));
+  auto after_await = attempt("thread:await('human'); thread:push('x', 1)");
+  BOOST_TEST(mentions(after_await, "thread is waiting"), after_await);
+  BOOST_TEST(mentions(attempt("thread.push('x', 1)"), "call it as a method"));
+  BOOST_TEST(mentions(attempt("coroutine.yield()"), "yielded outside a coroutine"));
+}
+
+BOOST_AUTO_TEST_CASE(tool_errors_are_recorded_not_fatal) {
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local call = { intent = 'divide', a = 1, b = 0 }\n"
+      "  thread:push('divide', call)\n"
+      "  local result, err = thread:execute(call, function(c) error('cannot divide by zero') end)\n"
+      "  thread:push('seen', { err = err })\n"
+      "end\n");
+  BOOST_TEST(run.thread.status() == Status::done, run.failure());
+  const auto& response = run.thread.events[3];
+  BOOST_TEST(response.type == "tool_response");
+  BOOST_TEST(mentions(response.data["error"].get<std::string>(), "cannot divide by zero"));
+}
+
+// The stdlib's own Lua tests (tests/lua/*_test.lua), run as agents in the sandbox.
+BOOST_AUTO_TEST_CASE(stdlib_lua_tests_pass_inside_the_sandbox) {
+  auto lua_dir = test::source_dir() / "tests/lua";
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(lua_dir)) {
+    auto name = entry.path().filename().string();
+    if (entry.path().extension() != ".lua" || name.find("_test.lua") == std::string::npos) continue;
+    ++files;
+    std::ifstream testing(lua_dir / "testing.lua"), file(entry.path());
+    std::string testing_source((std::istreambuf_iterator<char>(testing)), {});
+    std::string test_source((std::istreambuf_iterator<char>(file)), {});
+    std::string module = entry.path().stem().string();
+    auto run = run_agent("return function(thread) require '" + module + "' end\n",
+                         {{"testing.lua", testing_source}, {name, test_source}});
+    std::string log;
+    for (const auto& line : run.log) log += line + "\n";
+    BOOST_TEST(run.thread.status() == Status::done, name << ": " << run.failure() << "\n" << log);
+    BOOST_TEST(mentions(log, " 0 failed"), name << " printed no summary:\n" << log);
+  }
+  BOOST_TEST(files >= 2);
+}
