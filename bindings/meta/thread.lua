@@ -1,0 +1,68 @@
+---@meta
+-- LuaLS annotations for the `thread` object an agent function receives.
+-- Implemented in bindings/lua_thread.cpp.
+
+---An event of a thread. `id` is its 1-based position.
+---@class luagent.Event
+---@field id integer
+---@field type string "user_input", an intent ("multiply"), "tool_response", "await", ...
+---@field data any
+---@field at string UTC time, "2026-11-21T20:00:00.123Z"
+---@field version? string content hash of the agent scripts and prompts that wrote it
+
+---The answer a paused thread was resumed with.
+---@class luagent.Answer
+---@field type string "approval" or "human_response" (or the resume event's type)
+---@field approved? boolean approvals: true to run the call, false to reject it
+---@field comment? string rejections: the human's feedback
+---@field text? string human responses: what the human said
+
+---@alias luagent.Status "running"|"awaiting_human"|"awaiting_approval"|"done"|"failed"|"cancelled"
+
+---@class luagent.Thread
+---@field id string the thread's id
+---@field agent string the agent's name
+local Thread = {}
+
+---All events, oldest first (a fresh array; the event tables are read-only data).
+---@return luagent.Event[]
+function Thread:events() end
+
+---The last event, or the last event of `type`.
+---@param type? string
+---@return luagent.Event|nil
+function Thread:last(type) end
+
+---Appends an event; it is durable when push returns. Pushing a table makes it a call
+---that thread:execute and thread:await can refer to.
+---@param type string
+---@param data any JSON-compatible value
+---@return luagent.Event
+function Thread:push(type, data) end
+
+---Pauses the thread until a human answers. Use as `return thread:await(kind, payload)`.
+---@param kind "human"|"approval"
+---@param payload? any what the human is asked (usually the pushed call)
+---@return luagent.Thread
+function Thread:await(kind, payload) end
+
+---If this step resumes a pause: the awaited payload and the human's answer.
+---@return any|nil call
+---@return luagent.Answer|nil answer
+function Thread:resumed() end
+
+---Runs `fn(call)` exactly once for a pushed call and records its result as a
+---tool_response. Called again for the same call it returns the recorded result without
+---running `fn`; for a call that started but never finished (a crash) it records
+---outcome_unknown and returns nil, "outcome_unknown". A tool error is recorded and
+---returned as nil, message.
+---@generic R
+---@param call table a table passed to thread:push, or the call thread:resumed returned
+---@param fn fun(call: table): R
+---@return R|nil result
+---@return string|nil error
+function Thread:execute(call, fn) end
+
+---The thread's status, derived from its events.
+---@return luagent.Status
+function Thread:status() end
