@@ -121,7 +121,8 @@ Error error_from_lua(lua_State* L, int index) {
     lua_getfield(L, index, "source");
     lua_getfield(L, index, "line");
     std::string code = lua_isstring(L, -4) ? lua_tostring(L, -4) : "runtime";
-    std::string message = lua_isstring(L, -3) ? lua_tostring(L, -3) : "error object without message";
+    std::string message =
+        lua_isstring(L, -3) ? lua_tostring(L, -3) : "error object without message";
     std::string source = lua_isstring(L, -2) ? lua_tostring(L, -2) : "";
     int line = static_cast<int>(lua_tointeger(L, -1));
     lua_pop(L, 4);
@@ -165,7 +166,9 @@ int run_continuation(lua_State* L, int /*status*/, lua_KContext context) {
   return finish(L, ok, results, caught, pending_continuation);
 }
 
-void yield_for_host(lua_State* /*L*/, Body continuation) { pending_continuation = continuation; }
+void yield_for_host(lua_State* /*L*/, Body continuation) {
+  pending_continuation = continuation;
+}
 
 void push_host_yield_sentinel(lua_State* L) {
   lua_pushlightuserdata(L, &kHostYieldKey);

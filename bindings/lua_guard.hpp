@@ -23,8 +23,8 @@ constexpr int kYield = -1;
 using Body = int (*)(lua_State* L);
 
 /// Pushes the error table { code=, message=, source=, line= } (metatable gives __tostring).
-void push_error(lua_State* L, ErrorCode code, std::string_view message, std::string_view source = {},
-                int line = 0);
+void push_error(lua_State* L, ErrorCode code, std::string_view message,
+                std::string_view source = {}, int line = 0);
 /// Reads an error value raised in Lua (our table or a plain string) back into an Error.
 Error error_from_lua(lua_State* L, int index);
 

@@ -11,9 +11,11 @@ namespace {
 
 int json_encode(lua_State* L) {
   lua_settop(L, 2);
-  bool pretty = lua_type(L, 2) == LUA_TTABLE && (lua_getfield(L, 2, "indent"), lua_toboolean(L, -1));
+  bool pretty =
+      lua_type(L, 2) == LUA_TTABLE && (lua_getfield(L, 2, "indent"), lua_toboolean(L, -1));
   nlohmann::json value = to_json(L, 1, "json.encode");
-  std::string text = value.dump(pretty ? 2 : -1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string text =
+      value.dump(pretty ? 2 : -1, ' ', false, nlohmann::json::error_handler_t::replace);
   HostCallScope scope(L);
   lua_pushlstring(L, text.data(), text.size());
   return 1;
@@ -33,8 +35,10 @@ int json_decode(lua_State* L) {
 }
 
 int json_array(lua_State* L) {
-  if (lua_isnoneornil(L, 1)) lua_createtable(L, 0, 0);
-  else arg_table(L, 1, "json.array", "items");
+  if (lua_isnoneornil(L, 1))
+    lua_createtable(L, 0, 0);
+  else
+    arg_table(L, 1, "json.array", "items");
   lua_settop(L, 1);
   push_array_metatable(L);
   lua_setmetatable(L, 1);

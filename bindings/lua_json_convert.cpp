@@ -24,7 +24,10 @@ void push_value(lua_State* L, const nlohmann::json& value, int depth, bool in_ar
   check_stack(L, 3);
   switch (value.type()) {
     case nlohmann::json::value_t::null:
-      if (in_array) push_json_null(L); else lua_pushnil(L);
+      if (in_array)
+        push_json_null(L);
+      else
+        lua_pushnil(L);
       break;
     case nlohmann::json::value_t::boolean:
       lua_pushboolean(L, value.get<bool>());
@@ -182,7 +185,9 @@ struct Converter {
 
 }  // namespace
 
-void push_json_null(lua_State* L) { lua_pushlightuserdata(L, &kNullKey); }
+void push_json_null(lua_State* L) {
+  lua_pushlightuserdata(L, &kNullKey);
+}
 
 bool is_json_null(lua_State* L, int index) {
   return lua_type(L, index) == LUA_TLIGHTUSERDATA && lua_touserdata(L, index) == &kNullKey;
@@ -198,7 +203,9 @@ void push_array_metatable(lua_State* L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kArrayMetatableKey);
 }
 
-void push_json(lua_State* L, const nlohmann::json& value) { push_value(L, value, 0, false); }
+void push_json(lua_State* L, const nlohmann::json& value) {
+  push_value(L, value, 0, false);
+}
 
 nlohmann::json to_json(lua_State* L, int index, const char* what) {
   Converter converter{L, {}, what};

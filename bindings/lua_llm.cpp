@@ -31,8 +31,8 @@ nlohmann::json messages_from(lua_State* L, int index, const char* function) {
   for (const auto& message : messages) {
     if (!message.is_object() || !message.contains("role") || !message["role"].is_string() ||
         !message.contains("content"))
-      throw Error(ErrorCode::usage, std::string(function) +
-                                        ": every message needs a string role and a content");
+      throw Error(ErrorCode::usage,
+                  std::string(function) + ": every message needs a string role and a content");
   }
   return messages;
 }
@@ -43,9 +43,12 @@ void read_options(lua_State* L, int index, llm::Request& request, const char* fu
   nlohmann::json opts = to_json(L, index, "opts");
   if (!opts.is_object()) return;
   for (const auto& [key, value] : opts.items()) {
-    if (key == "model" && value.is_string()) request.model = value;
-    else if (key == "temperature" && value.is_number()) request.temperature = value.get<double>();
-    else if (key == "max_tokens" && value.is_number_integer()) request.max_tokens = value.get<int>();
+    if (key == "model" && value.is_string())
+      request.model = value;
+    else if (key == "temperature" && value.is_number())
+      request.temperature = value.get<double>();
+    else if (key == "max_tokens" && value.is_number_integer())
+      request.max_tokens = value.get<int>();
     else if (key == "timeout" && value.is_number())
       request.total_timeout_ms = static_cast<int>(value.get<double>() * 1000);
     else
@@ -78,7 +81,8 @@ int llm_json_continue(lua_State* L) {
     std::string raw = reply.text.size() > 400 ? reply.text.substr(0, 400) + "..." : reply.text;
     throw Error(e.code(), e.message() + " (model replied: " + raw + ")");
   }
-  for (const auto& repair : parsed.repairs) LuaRuntime::from(L).log("debug", "llm.json repaired: " + repair);
+  for (const auto& repair : parsed.repairs)
+    LuaRuntime::from(L).log("debug", "llm.json repaired: " + repair);
   HostCallScope scope(L);
   push_json(L, parsed.value);
   return 1;

@@ -27,9 +27,9 @@ constexpr std::size_t kMaxSourceBytes = 16 * 1024 * 1024;
 // Safe base functions kept from Lua's base library. Everything else (dofile,
 // loadfile, collectgarbage, ...) never reaches agent code.
 constexpr const char* kSafeBaseFunctions[] = {
-    "assert", "error",  "ipairs",   "next",         "pairs",    "pcall",  "rawequal",
-    "rawget", "rawlen", "rawset",   "select",       "tonumber", "tostring", "type",
-    "xpcall", "setmetatable", "getmetatable", "_VERSION"};
+    "assert",   "error",  "ipairs", "next",         "pairs",        "pcall",
+    "rawequal", "rawget", "rawlen", "rawset",       "select",       "tonumber",
+    "tostring", "type",   "xpcall", "setmetatable", "getmetatable", "_VERSION"};
 constexpr const char* kSafeLibraries[] = {"string", "table", "math", "utf8", "coroutine"};
 
 // Lua half of the runtime, compiled once per state. Host yields (an LLM call made
@@ -194,7 +194,9 @@ void count_hook(lua_State* L, lua_Debug*) {
 HostCallScope::HostCallScope(lua_State* L) : runtime_(LuaRuntime::from(L)) {
   ++runtime_.host_depth_;
 }
-HostCallScope::~HostCallScope() { --runtime_.host_depth_; }
+HostCallScope::~HostCallScope() {
+  --runtime_.host_depth_;
+}
 
 // ---------------------------------------------------------------------------
 // require: luagent.* from built-in modules and stdlib/, everything else from the
@@ -205,10 +207,11 @@ int lua_require(lua_State* L) {
     std::string name(arg_string(L, 1, "require", "name"));
     LuaRuntime& runtime = LuaRuntime::from(L);
     bool valid = !name.empty() && name.size() < 200 &&
-                 std::all_of(name.begin(), name.end(), [](char c) {
-                   return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' ||
-                          c == '-';
-                 }) &&
+                 std::all_of(name.begin(), name.end(),
+                             [](char c) {
+                               return std::isalnum(static_cast<unsigned char>(c)) || c == '_' ||
+                                      c == '.' || c == '-';
+                             }) &&
                  name.find("..") == std::string::npos && name.front() != '.';
     if (!valid)
       throw Error(ErrorCode::forbidden, "require: '" + name +
@@ -239,8 +242,8 @@ int lua_require(lua_State* L) {
           std::replace(relative.begin(), relative.end(), '.', '/');
           auto path = runtime.stdlib_dir_ / "luagent" / (relative + ".lua");
           if (!std::filesystem::exists(path))
-            throw Error(ErrorCode::not_found, "require: no module '" + name + "' (looked in " +
-                                                  path.string() + ")");
+            throw Error(ErrorCode::not_found,
+                        "require: no module '" + name + "' (looked in " + path.string() + ")");
           std::string source = read_file(path, kMaxSourceBytes);
           std::string chunkname = "@stdlib/luagent/" + relative + ".lua";
           if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK)
@@ -272,8 +275,10 @@ int lua_require(lua_State* L) {
       std::string chunkname = "@" + relative + ".lua";
       if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK)
         throw located_error(ErrorCode::syntax, lua_tostring(L, -1));
-      if (run) lua_rawgeti(L, LUA_REGISTRYINDEX, run->env_ref);
-      else lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
+      if (run)
+        lua_rawgeti(L, LUA_REGISTRYINDEX, run->env_ref);
+      else
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
       lua_setupvalue(L, -2, 1);
       lua_pushstring(L, name.c_str());
       lua_pushcfunction(L, pcall_traceback);
@@ -366,17 +371,20 @@ void push_readonly_view(lua_State* L, int index) {
   lua_pushcfunction(L, readonly_newindex);
   lua_setfield(L, -2, "__newindex");
   lua_pushvalue(L, index);
-  lua_pushcclosure(L, [](lua_State* L) -> int {
-    lua_pushcfunction(L, [](lua_State* L) -> int {
-      lua_settop(L, 2);
-      if (lua_next(L, 1)) return 2;
-      lua_pushnil(L);
-      return 1;
-    });
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushnil(L);
-    return 3;
-  }, 1);
+  lua_pushcclosure(
+      L,
+      [](lua_State* L) -> int {
+        lua_pushcfunction(L, [](lua_State* L) -> int {
+          lua_settop(L, 2);
+          if (lua_next(L, 1)) return 2;
+          lua_pushnil(L);
+          return 1;
+        });
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_pushnil(L);
+        return 3;
+      },
+      1);
   lua_setfield(L, -2, "__pairs");
   lua_pushliteral(L, "readonly");
   lua_setfield(L, -2, "__metatable");
@@ -522,8 +530,8 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   std::error_code ec;
   auto dir = std::filesystem::weakly_canonical(requested, ec);
   if (ec || !std::filesystem::is_directory(dir))
-    throw Error(ErrorCode::not_found, "no agent at " + requested.string() +
-                                          " (expected a folder with an agent.lua)");
+    throw Error(ErrorCode::not_found,
+                "no agent at " + requested.string() + " (expected a folder with an agent.lua)");
   auto script = dir / "agent.lua";
   if (!std::filesystem::exists(script))
     throw Error(ErrorCode::not_found, "no agent.lua in " + requested.string());
@@ -636,9 +644,9 @@ void LuaRuntime::resume(Run& run, int nargs) {
   if (status != LUA_OK) {
     Error error = error_from_lua(run.coroutine, -1);
     if (status == LUA_ERRMEM)
-      error = Error(ErrorCode::limit,
-                    "the agent used more than " + std::to_string(services_.limits.memory_mb) +
-                        " MiB of Lua memory (limits.memory_mb)");
+      error = Error(ErrorCode::limit, "the agent used more than " +
+                                          std::to_string(services_.limits.memory_mb) +
+                                          " MiB of Lua memory (limits.memory_mb)");
     if (lua_type(run.coroutine, -1) == LUA_TSTRING) {
       luaL_traceback(L_, run.coroutine, lua_tostring(run.coroutine, -1), 0);
       log("debug", lua_tostring(L_, -1));
@@ -699,13 +707,14 @@ std::vector<Event> LuaRuntime::append(Run& run, std::vector<Event> events) {
 
 void LuaRuntime::start_llm_call(Run& run, llm::Request request) {
   if (!services_.provider)
-    throw Error(ErrorCode::config, "no LLM provider is configured (set LUAGENT_PROVIDER or "
-                                   "provider = ... in luagent.config.lua)");
+    throw Error(ErrorCode::config,
+                "no LLM provider is configured (set LUAGENT_PROVIDER or "
+                "provider = ... in luagent.config.lua)");
   if (run.pending_call) throw Error(ErrorCode::internal, "a run has two LLM calls in flight");
   std::uint64_t run_id = run.id;
   run.call_started_version = run.thread.version();
-  run.pending_call = services_.provider->start(
-      std::move(request), nullptr, [this, run_id](llm::Outcome outcome) {
+  run.pending_call =
+      services_.provider->start(std::move(request), nullptr, [this, run_id](llm::Outcome outcome) {
         auto found = runs_.find(run_id);
         if (found == runs_.end()) return;  // the run was cancelled meanwhile
         Run& run = *found->second;
@@ -721,8 +730,10 @@ void LuaRuntime::start_llm_call(Run& run, llm::Request request) {
                                 {"cost_usd", outcome.trace.cost_usd},
                                 {"request", outcome.trace.request_body},
                                 {"ok", outcome.ok()}};
-        if (!outcome.ok()) trace["error"] = outcome.error().what();
-        else trace["response"] = outcome.reply().text;
+        if (!outcome.ok())
+          trace["error"] = outcome.error().what();
+        else
+          trace["response"] = outcome.reply().text;
         try {
           services_.store->record_call(run.thread.id, run.call_started_version, trace);
         } catch (const Error& e) {
@@ -739,8 +750,8 @@ std::string LuaRuntime::read_agent_file(std::string_view relative, std::string* 
     throw Error(ErrorCode::usage, "files can only be read while an agent loads or runs");
   std::filesystem::path rel(relative);
   if (rel.is_absolute() || relative.empty())
-    throw Error(ErrorCode::forbidden, "'" + std::string(relative) +
-                                          "' must be a path inside the agent's folder");
+    throw Error(ErrorCode::forbidden,
+                "'" + std::string(relative) + "' must be a path inside the agent's folder");
   std::error_code ec;
   auto full = std::filesystem::weakly_canonical(dir / rel, ec);
   auto base = std::filesystem::weakly_canonical(dir, ec);

@@ -26,8 +26,8 @@ struct Run {
   lua_State* coroutine = nullptr;
   int coroutine_ref = LUA_NOREF;
   int env_ref = LUA_NOREF;
-  int calls_ref = LUA_NOREF;  // weak-keyed table: pushed Lua table -> event id
-  bool awaiting = false;       // thread:await was called; the step must end
+  int calls_ref = LUA_NOREF;            // weak-keyed table: pushed Lua table -> event id
+  bool awaiting = false;                // thread:await was called; the step must end
   std::int64_t step_start_version = 0;  // events the thread had when this step began
   // Set while the run waits for the host (an LLM call); taken by the continuation.
   std::optional<llm::Outcome> outcome;

@@ -22,12 +22,12 @@ struct ThreadHandle {
 Run& checked_run(lua_State* L, const char* function) {
   auto* handle = static_cast<ThreadHandle*>(luaL_testudata(L, 1, "luagent.thread"));
   if (!handle)
-    throw Error(ErrorCode::usage,
-                std::string(function) + ": call it as a method, thread:" + (function + 7) + "(...)");
+    throw Error(ErrorCode::usage, std::string(function) +
+                                      ": call it as a method, thread:" + (function + 7) + "(...)");
   Run* run = LuaRuntime::from(L).current_run();
   if (!run || run->id != handle->run_id)
-    throw Error(ErrorCode::usage, std::string(function) +
-                                      ": this thread object belongs to a step that has ended");
+    throw Error(ErrorCode::usage,
+                std::string(function) + ": this thread object belongs to a step that has ended");
   return *run;
 }
 
@@ -242,10 +242,9 @@ int thread_tool_end(lua_State* L) {
     }
   } else {
     Error error = error_from_lua(L, 4);
-    data["error"] = error.source().empty()
-                        ? error.message()
-                        : error.source() + ":" + std::to_string(error.line()) + ": " +
-                              error.message();
+    data["error"] = error.source().empty() ? error.message()
+                                           : error.source() + ":" + std::to_string(error.line()) +
+                                                 ": " + error.message();
   }
   auto stored = LuaRuntime::from(L).append(
       run, {Event::make(std::string(event_type::tool_response), std::move(data))});

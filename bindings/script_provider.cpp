@@ -59,9 +59,9 @@ class ScriptProvider final : public llm::Provider {
     }
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
       Error error = error_from_lua(L, -1);
-      outcome.result = Error(error.code() == ErrorCode::runtime ? ErrorCode::provider : error.code(),
-                             "the script model failed: " + error.message(), error.source(),
-                             error.line());
+      outcome.result =
+          Error(error.code() == ErrorCode::runtime ? ErrorCode::provider : error.code(),
+                "the script model failed: " + error.message(), error.source(), error.line());
     } else if (lua_type(L, -1) == LUA_TSTRING) {
       llm::Reply reply;
       reply.text = lua_tostring(L, -1);
@@ -74,8 +74,9 @@ class ScriptProvider final : public llm::Provider {
       reply.finish_reason = "stop";
       outcome.result = std::move(reply);
     } else {
-      outcome.result = Error(ErrorCode::provider, "the script model must return a string or "
-                                                  "{ text = ... }");
+      outcome.result = Error(ErrorCode::provider,
+                             "the script model must return a string or "
+                             "{ text = ... }");
     }
     lua_settop(L, top);
     return outcome;
@@ -104,8 +105,8 @@ std::unique_ptr<llm::Provider> LuaRuntime::make_script_provider(const std::files
   push_run_environment();
   lua_setupvalue(L, -2, 1);
   if (lua_pcall(L, 0, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TFUNCTION) {
-    std::string message = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                                         : "it must return a function(request)";
+    std::string message =
+        lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "it must return a function(request)";
     lua_pop(L, 1);
     throw Error(ErrorCode::config, "the script model " + file.string() + ": " + message);
   }

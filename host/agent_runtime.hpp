@@ -67,7 +67,8 @@ class AgentRuntime {
   /// Evaluates a luagent.config.lua (sandboxed) into JSON.
   virtual nlohmann::json load_config(const std::filesystem::path& file) = 0;
   /// A provider whose model is a Lua function (the `script` provider, for tests).
-  virtual std::unique_ptr<llm::Provider> make_script_provider(const std::filesystem::path& file) = 0;
+  virtual std::unique_ptr<llm::Provider> make_script_provider(
+      const std::filesystem::path& file) = 0;
 };
 
 std::unique_ptr<AgentRuntime> make_lua_runtime(RuntimeServices services);

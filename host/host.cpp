@@ -24,8 +24,8 @@ std::string pick(const std::string& value, const char* env, const nlohmann::json
   if (std::string from_env = env ? env_or(env) : std::string(); !from_env.empty()) return from_env;
   if (config.contains(key)) {
     if (!config[key].is_string())
-      throw Error(ErrorCode::config, std::string("luagent.config.lua: '") + key +
-                                         "' must be a string");
+      throw Error(ErrorCode::config,
+                  std::string("luagent.config.lua: '") + key + "' must be a string");
     return config[key].get<std::string>();
   }
   return {};
@@ -114,11 +114,11 @@ struct Host::Impl {
     std::string provider_name = pick(config.provider, "LUAGENT_PROVIDER", file_config, "provider");
     std::string model = pick(config.model, "LUAGENT_MODEL", file_config, "model");
     (void)model;
-    auto cassette = path_setting(config.cassette, "LUAGENT_CASSETTE", file_config, "cassette",
-                                 config_dir);
+    auto cassette =
+        path_setting(config.cassette, "LUAGENT_CASSETTE", file_config, "cassette", config_dir);
     auto script = path_setting(config.script, "LUAGENT_SCRIPT", file_config, "script", config_dir);
-    auto record = config.record.empty() ? std::filesystem::path(env_or("LUAGENT_RECORD"))
-                                        : config.record;
+    auto record =
+        config.record.empty() ? std::filesystem::path(env_or("LUAGENT_RECORD")) : config.record;
     if (provider_name == "replay") {
       if (cassette.empty())
         throw Error(ErrorCode::config,
@@ -132,8 +132,8 @@ struct Host::Impl {
                     "luagent.config.lua or LUAGENT_SCRIPT)");
       provider = runtime->make_script_provider(script);
     } else if (!provider_name.empty()) {
-      throw Error(ErrorCode::config, "unknown provider '" + provider_name +
-                                         "' (available: replay, script)");
+      throw Error(ErrorCode::config,
+                  "unknown provider '" + provider_name + "' (available: replay, script)");
     }
     if (provider && !record.empty())
       provider = std::make_unique<llm::RecordingProvider>(std::move(provider), record);
@@ -163,7 +163,9 @@ struct Host::Impl {
   }
 };
 
-Host::Host(HostConfig config) : impl_(std::make_unique<Impl>()) { impl_->open(std::move(config)); }
+Host::Host(HostConfig config) : impl_(std::make_unique<Impl>()) {
+  impl_->open(std::move(config));
+}
 Host::~Host() = default;
 
 void Host::on_event(std::function<void(const Thread&, const Event&)> callback) {
@@ -213,7 +215,9 @@ void Host::resume(const std::string& thread_id, Resume resume) {
   impl_->start(info, std::move(thread));
 }
 
-Thread Host::get(const std::string& thread_id) { return impl_->store->load(thread_id); }
+Thread Host::get(const std::string& thread_id) {
+  return impl_->store->load(thread_id);
+}
 
 std::vector<ThreadSummary> Host::list(std::optional<Status> status, const std::string& agent) {
   ListFilter filter;

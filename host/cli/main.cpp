@@ -57,9 +57,9 @@ struct Args {
 };
 
 // Options that take a value; everything else starting with -- is a switch.
-const std::vector<std::string> kValueOptions = {"--store", "--provider", "--cassette", "--model",
-                                                "--config", "--agents", "--reject",  "--say",
-                                                "--key",    "--format", "--status",  "--agent"};
+const std::vector<std::string> kValueOptions = {"--store",  "--provider", "--cassette", "--model",
+                                                "--config", "--agents",   "--reject",   "--say",
+                                                "--key",    "--format",   "--status",   "--agent"};
 const std::vector<std::string> kSwitches = {"--json", "--approve", "--help"};
 
 Args parse_args(int argc, char** argv) {
@@ -83,8 +83,10 @@ Args parse_args(int argc, char** argv) {
         args.options[arg] = value;
       } else if (std::find(kSwitches.begin(), kSwitches.end(), arg) != kSwitches.end()) {
         if (has_value) throw Error(ErrorCode::usage, arg + " takes no value");
-        if (arg == "--json") args.json = true;
-        else args.options[arg] = "1";
+        if (arg == "--json")
+          args.json = true;
+        else
+          args.options[arg] = "1";
       } else {
         throw Error(ErrorCode::usage, "unknown option " + arg + " (see luagent --help)");
       }
@@ -102,7 +104,9 @@ std::string option(const Args& args, const std::string& name, const std::string&
   return found == args.options.end() ? fallback : found->second;
 }
 
-bool has(const Args& args, const std::string& name) { return args.options.count(name) > 0; }
+bool has(const Args& args, const std::string& name) {
+  return args.options.count(name) > 0;
+}
 
 // ---------------------------------------------------------------------------
 // Output
@@ -155,8 +159,8 @@ bool is_internal(const std::string& type) {
 void print_event(const Style& style, const Event& event) {
   std::string id = std::to_string(event.id);
   std::string type = event.type;
-  std::string line = style.dim(std::string(4 - std::min<std::size_t>(4, id.size()), ' ') + id) +
-                     " ";
+  std::string line =
+      style.dim(std::string(4 - std::min<std::size_t>(4, id.size()), ' ') + id) + " ";
   std::string padded = type + std::string(type.size() < 16 ? 16 - type.size() : 1, ' ');
   if (type == "failed" || type == "error" || type == "outcome_unknown")
     padded = style.red(padded);
@@ -252,14 +256,17 @@ std::filesystem::path agent_dir_of(const Args& args, const std::string& agent) {
 
 void attach_printer(luagent::Host& host, const Args& args, const Style& style) {
   host.on_event([&args, style](const Thread& thread, const Event& event) {
-    if (args.json) print_event_json(thread.id, event);
-    else print_event(style, event);
+    if (args.json)
+      print_event_json(thread.id, event);
+    else
+      print_event(style, event);
     std::cout.flush();
   });
 }
 
 int command_run(const Args& args) {
-  if (args.positional.empty()) throw Error(ErrorCode::usage, "run needs an AGENT (see luagent --help)");
+  if (args.positional.empty())
+    throw Error(ErrorCode::usage, "run needs an AGENT (see luagent --help)");
   if (args.positional.size() > 2)
     throw Error(ErrorCode::usage, "run takes AGENT and one MESSAGE; quote the message");
   std::string message;
@@ -267,7 +274,8 @@ int command_run(const Args& args) {
     message = args.positional[1];
   } else if (!isatty(STDIN_FILENO)) {
     message.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-    while (!message.empty() && (message.back() == '\n' || message.back() == '\r')) message.pop_back();
+    while (!message.empty() && (message.back() == '\n' || message.back() == '\r'))
+      message.pop_back();
   }
   if (message.empty()) throw Error(ErrorCode::usage, "run needs a MESSAGE (argument or stdin)");
   const std::string& agent = args.positional[0];
@@ -284,7 +292,8 @@ int command_resume(const Args& args) {
     throw Error(ErrorCode::usage, "resume needs exactly one THREAD id");
   int answers = has(args, "--approve") + has(args, "--reject") + has(args, "--say");
   if (answers != 1)
-    throw Error(ErrorCode::usage, "resume needs exactly one of --approve, --reject TEXT, --say TEXT");
+    throw Error(ErrorCode::usage,
+                "resume needs exactly one of --approve, --reject TEXT, --say TEXT");
   std::string key = option(args, "--key");
   luagent::Resume resume = has(args, "--approve") ? luagent::Resume::approve(key)
                            : has(args, "--reject")
@@ -313,7 +322,8 @@ int command_resume(const Args& args) {
 }
 
 int command_show(const Args& args) {
-  if (args.positional.size() != 1) throw Error(ErrorCode::usage, "show needs exactly one THREAD id");
+  if (args.positional.size() != 1)
+    throw Error(ErrorCode::usage, "show needs exactly one THREAD id");
   std::string format = option(args, "--format", args.json ? "json" : "text");
   if (format != "text" && format != "json" && format != "llm")
     throw Error(ErrorCode::usage, "--format must be text, json or llm, not '" + format + "'");
@@ -343,8 +353,9 @@ int command_threads(const Args& args) {
   if (has(args, "--status")) {
     status = luagent::status_from_name(option(args, "--status"));
     if (!status)
-      throw Error(ErrorCode::usage, "--status must be one of running, awaiting_human, "
-                                    "awaiting_approval, done, failed, cancelled");
+      throw Error(ErrorCode::usage,
+                  "--status must be one of running, awaiting_human, "
+                  "awaiting_approval, done, failed, cancelled");
   }
   luagent::HostConfig config;
   config.store = option(args, "--store");

@@ -12,14 +12,17 @@ nlohmann::json cassette_request_json(const Request& request) {
   if (!request.tools.empty()) {
     nlohmann::json tools = nlohmann::json::array();
     for (const auto& tool : request.tools)
-      tools.push_back({{"name", tool.name}, {"description", tool.description},
+      tools.push_back({{"name", tool.name},
+                       {"description", tool.description},
                        {"parameters", tool.parameters}});
     json["tools"] = std::move(tools);
   }
   return json;
 }
 
-std::string cassette_key(const Request& request) { return cassette_request_json(request).dump(); }
+std::string cassette_key(const Request& request) {
+  return cassette_request_json(request).dump();
+}
 
 ReplayProvider::ReplayProvider(EventLoop& loop, const std::filesystem::path& cassette,
                                std::chrono::milliseconds latency)
@@ -84,7 +87,8 @@ CallId ReplayProvider::start(Request request, ChunkCallback on_chunk, DoneCallba
                            "the cassette " + path_.filename().string() +
                                " has no reply recorded for this request (the prompt or schema "
                                "changed?). Re-record it with LUAGENT_RECORD=FILE against a live "
-                               "provider. The request ended with: " + last);
+                               "provider. The request ended with: " +
+                               last);
   } else {
     // Identical requests get the recorded replies in order, then the last one again.
     std::size_t& served = served_[key];
@@ -127,29 +131,28 @@ void ReplayProvider::cancel(CallId id) {
 
 RecordingProvider::RecordingProvider(std::unique_ptr<Provider> inner,
                                      const std::filesystem::path& cassette)
-    : inner_(std::move(inner)),
-      out_(std::make_shared<std::ofstream>(cassette, std::ios::app)) {
+    : inner_(std::move(inner)), out_(std::make_shared<std::ofstream>(cassette, std::ios::app)) {
   if (!*out_) throw Error(ErrorCode::config, "cannot write the cassette " + cassette.string());
 }
 
 CallId RecordingProvider::start(Request request, ChunkCallback on_chunk, DoneCallback done) {
   nlohmann::json recorded_request = cassette_request_json(request);
-  return inner_->start(
-      std::move(request), std::move(on_chunk),
-      [out = out_, recorded_request = std::move(recorded_request),
-       done = std::move(done)](Outcome outcome) mutable {
-        nlohmann::json line = {{"request", std::move(recorded_request)}};
-        if (outcome.ok()) {
-          line["response"] = {{"text", outcome.reply().text},
-                              {"finish_reason", outcome.reply().finish_reason}};
-        } else {
-          line["error"] = {{"code", error_code_name(outcome.error().code())},
-                           {"message", outcome.error().message()}};
-        }
-        *out << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
-        out->flush();
-        done(std::move(outcome));
-      });
+  return inner_->start(std::move(request), std::move(on_chunk),
+                       [out = out_, recorded_request = std::move(recorded_request),
+                        done = std::move(done)](Outcome outcome) mutable {
+                         nlohmann::json line = {{"request", std::move(recorded_request)}};
+                         if (outcome.ok()) {
+                           line["response"] = {{"text", outcome.reply().text},
+                                               {"finish_reason", outcome.reply().finish_reason}};
+                         } else {
+                           line["error"] = {{"code", error_code_name(outcome.error().code())},
+                                            {"message", outcome.error().message()}};
+                         }
+                         *out << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                              << '\n';
+                         out->flush();
+                         done(std::move(outcome));
+                       });
 }
 
 }  // namespace luagent::llm

@@ -21,7 +21,9 @@ const std::map<std::string, std::string> kCleanEnv = {
     {"LUAGENT_PROVIDER", ""}, {"LUAGENT_STORE", ""},  {"LUAGENT_CASSETTE", ""},
     {"LUAGENT_SCRIPT", ""},   {"LUAGENT_RECORD", ""}, {"NO_COLOR", "1"}};
 
-std::string calculator() { return (luagent::test::source_dir() / "examples/calculator").string(); }
+std::string calculator() {
+  return (luagent::test::source_dir() / "examples/calculator").string();
+}
 
 struct Session {
   TempDir dir;
@@ -62,8 +64,8 @@ struct Session {
   }
 
   nlohmann::json show(const std::string& id) {
-    auto result = run_cli({"show", id, "--format", "json", "--store", store}, dir.path().string(),
-                          kCleanEnv);
+    auto result =
+        run_cli({"show", id, "--format", "json", "--store", store}, dir.path().string(), kCleanEnv);
     BOOST_REQUIRE_MESSAGE(result.exit_code == 0, result.err);
     return nlohmann::json::parse(result.out);
   }
@@ -166,9 +168,9 @@ BOOST_AUTO_TEST_CASE(approve_twice_runs_divide_once) {
 
 BOOST_AUTO_TEST_CASE(text_output_is_plain_when_not_a_tty) {
   TempDir dir;
-  auto result = run_cli({"run", calculator(), "add 3 and 4", "--store",
-                         "sqlite:" + (dir / "t.db").string()},
-                        dir.path().string(), kCleanEnv);
+  auto result =
+      run_cli({"run", calculator(), "add 3 and 4", "--store", "sqlite:" + (dir / "t.db").string()},
+              dir.path().string(), kCleanEnv);
   BOOST_TEST(result.exit_code == 0);
   BOOST_TEST(result.out.find("\033[") == std::string::npos);
   BOOST_TEST(result.out.find("done_for_now") != std::string::npos);
@@ -199,7 +201,8 @@ BOOST_AUTO_TEST_CASE(unknown_agent) {
 
 BOOST_AUTO_TEST_CASE(agent_with_syntax_error_names_file_and_line) {
   Session s;
-  auto agent = write_agent(s.dir, "broken", "local x = 1\nreturn function(thread)\n  x = = 2\nend\n");
+  auto agent =
+      write_agent(s.dir, "broken", "local x = 1\nreturn function(thread)\n  x = = 2\nend\n");
   auto result = s.cli({"run", agent, "hi"});
   BOOST_TEST(result.exit_code == 2);
   auto error = nlohmann::json::parse(result.err)["error"];
@@ -263,9 +266,9 @@ BOOST_AUTO_TEST_CASE(malformed_cassette) {
 
 BOOST_AUTO_TEST_CASE(store_path_not_writable) {
   Session s;
-  auto result = run_cli({"run", calculator(), "add 3 and 4", "--store",
-                         "sqlite:/proc/luagent/nope/threads.db"},
-                        s.dir.path().string(), kCleanEnv);
+  auto result = run_cli(
+      {"run", calculator(), "add 3 and 4", "--store", "sqlite:/proc/luagent/nope/threads.db"},
+      s.dir.path().string(), kCleanEnv);
   BOOST_TEST(result.exit_code == 2);
   BOOST_TEST(result.err.find("cannot open store sqlite:/proc/luagent/nope/threads.db") !=
                  std::string::npos,
@@ -285,7 +288,8 @@ BOOST_AUTO_TEST_CASE(usage_errors) {
   BOOST_TEST(unknown.err.find("unknown option --bogus") != std::string::npos, unknown.err);
   auto bad_store = run_cli({"run", calculator(), "x", "--store", "mysql://db"}, {}, kCleanEnv);
   BOOST_TEST(bad_store.exit_code == 2);
-  BOOST_TEST(bad_store.err.find("unknown store scheme 'mysql'") != std::string::npos, bad_store.err);
+  BOOST_TEST(bad_store.err.find("unknown store scheme 'mysql'") != std::string::npos,
+             bad_store.err);
 }
 
 BOOST_AUTO_TEST_CASE(threads_lists_by_status) {

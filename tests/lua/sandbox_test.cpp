@@ -110,7 +110,8 @@ BOOST_AUTO_TEST_CASE(require_finds_agent_modules_and_stdlib) {
   auto run = run_agent(
       "local helper = require 'lib.helper'\n"
       "local json = require 'luagent.json'\n"
-      "return function(thread) thread:push('out', { v = helper.twice(21), j = json.encode({1}) }) end\n",
+      "return function(thread) thread:push('out', { v = helper.twice(21), j = json.encode({1}) }) "
+      "end\n",
       {{"lib/helper.lua", "return { twice = function(x) return 2 * x end }"}});
   BOOST_TEST(run.thread.status() == Status::done, run.failure());
   BOOST_TEST(run.thread.events[1].data["v"] == 42);
@@ -148,8 +149,8 @@ BOOST_AUTO_TEST_CASE(cpu_limit_ends_a_runaway_step_even_under_pcall) {
   test::TempDir dir;
   auto folder = dir / "agent";
   std::filesystem::create_directories(folder);
-  std::ofstream(folder / "agent.lua")
-      << "return function(thread)\n  while true do pcall(function() while true do end end) end\nend\n";
+  std::ofstream(folder / "agent.lua") << "return function(thread)\n  while true do "
+                                         "pcall(function() while true do end end) end\nend\n";
   HostConfig config;
   config.store = "sqlite:" + (dir / "t.db").string();
   config.step_cpu_ms = 200;
@@ -165,8 +166,8 @@ BOOST_AUTO_TEST_CASE(memory_limit_is_an_error_event) {
   test::TempDir dir;
   auto folder = dir / "agent";
   std::filesystem::create_directories(folder);
-  std::ofstream(folder / "agent.lua")
-      << "return function(thread)\n  local t = {}\n  for i = 1, 1e9 do t[i] = ('x'):rep(1000) .. i end\nend\n";
+  std::ofstream(folder / "agent.lua") << "return function(thread)\n  local t = {}\n  for i = 1, "
+                                         "1e9 do t[i] = ('x'):rep(1000) .. i end\nend\n";
   HostConfig config;
   config.store = "sqlite:" + (dir / "t.db").string();
   config.memory_mb = 16;
@@ -187,8 +188,9 @@ BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
   BOOST_TEST(mentions(cycle, "contains itself"), cycle);
   auto nan = attempt("thread:push('x', { v = 0/0 })");
   BOOST_TEST(mentions(nan, "NaN"), nan);
-  auto deep = attempt("local t = {}; local c = t; for i = 1, 500 do c.n = {}; c = c.n end; "
-                      "thread:push('x', t)");
+  auto deep = attempt(
+      "local t = {}; local c = t; for i = 1, 500 do c.n = {}; c = c.n end; "
+      "thread:push('x', t)");
   BOOST_TEST(mentions(deep, "deeper than"), deep);
   auto fn = attempt("thread:push('x', { f = print })");
   BOOST_TEST(mentions(fn, "no JSON form"), fn);
@@ -196,8 +198,8 @@ BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
 
 BOOST_AUTO_TEST_CASE(thread_api_misuse_is_a_clear_error) {
   BOOST_TEST(mentions(attempt("thread:await('maybe')"), "kind must be \"human\" or \"approval\""));
-  BOOST_TEST(mentions(attempt("thread:execute({ intent = 'x' }, print)"),
-                      "not an event of this thread"));
+  BOOST_TEST(
+      mentions(attempt("thread:execute({ intent = 'x' }, print)"), "not an event of this thread"));
   auto after_await = attempt("thread:await('human'); thread:push('x', 1)");
   BOOST_TEST(mentions(after_await, "thread is waiting"), after_await);
   BOOST_TEST(mentions(attempt("thread.push('x', 1)"), "call it as a method"));

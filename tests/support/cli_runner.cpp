@@ -28,8 +28,10 @@ CliResult run_cli(const std::vector<std::string>& args, const std::string& cwd,
     close(err_pipe[0]);
     if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(127);
     for (const auto& [name, value] : env) {
-      if (value.empty()) unsetenv(name.c_str());
-      else setenv(name.c_str(), value.c_str(), 1);
+      if (value.empty())
+        unsetenv(name.c_str());
+      else
+        setenv(name.c_str(), value.c_str(), 1);
     }
     std::vector<char*> argv{binary.data()};
     std::vector<std::string> copies(args);
