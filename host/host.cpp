@@ -5,6 +5,7 @@
 
 #include "agent_runtime.hpp"
 #include "event_loop.hpp"
+#include "llm/provider_factory.hpp"
 #include "llm/replay_provider.hpp"
 #include "luagent/luagent.hpp"
 #include "store/store.hpp"
@@ -113,7 +114,6 @@ struct Host::Impl {
 
     std::string provider_name = pick(config.provider, "LUAGENT_PROVIDER", file_config, "provider");
     std::string model = pick(config.model, "LUAGENT_MODEL", file_config, "model");
-    (void)model;
     auto cassette =
         path_setting(config.cassette, "LUAGENT_CASSETTE", file_config, "cassette", config_dir);
     auto script = path_setting(config.script, "LUAGENT_SCRIPT", file_config, "script", config_dir);
@@ -131,9 +131,12 @@ struct Host::Impl {
                     "the script provider needs a Lua model file (script = ... in "
                     "luagent.config.lua or LUAGENT_SCRIPT)");
       provider = runtime->make_script_provider(script);
+    } else if (llm::is_http_provider(provider_name)) {
+      provider = llm::make_http_provider(
+          provider_name, llm::http_provider_config(provider_name, file_config, model), loop);
     } else if (!provider_name.empty()) {
-      throw Error(ErrorCode::config,
-                  "unknown provider '" + provider_name + "' (available: replay, script)");
+      throw Error(ErrorCode::config, "unknown provider '" + provider_name +
+                                         "' (available: openai, anthropic, replay, script)");
     }
     if (provider && !record.empty())
       provider = std::make_unique<llm::RecordingProvider>(std::move(provider), record);

@@ -43,6 +43,9 @@ struct ToolCall {
   std::string name;
   nlohmann::json arguments = nlohmann::json::object();  // parsed (leniently) from the wire
   std::string raw_arguments;                            // as the model sent them
+  /// The reply ended (max_tokens) before the arguments were complete: raw_arguments is a
+  /// prefix and `arguments` is whatever could be recovered from it (null if nothing).
+  bool truncated = false;
 };
 
 /// Token counts normalised across providers.

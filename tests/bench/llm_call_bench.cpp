@@ -1,0 +1,260 @@
+// Client-side cost of a whole LLM call through the OpenAI provider (request rendering,
+// RetryingClient, HttpTransport on the EventLoop, reply decoding, trace) against a bare
+// libcurl multi + nlohmann loop doing the same POSTs. 2,000 calls at concurrency 1 and 50 per
+// row, a fixed completion from the wire server in a forked child, each client variant in its
+// own forked child so getrusage and ru_maxrss measure that client alone. Then the memory one
+// in-flight call costs: RSS with 1,000 calls waiting on a slow server, minus RSS before.
+#include <curl/curl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "event_loop.hpp"
+#include "llm/openai_provider.hpp"
+#include "support/wire_server.hpp"
+
+namespace {
+
+constexpr int kCalls = 2000;
+constexpr int kWarmupCalls = 50;
+constexpr int kInFlight = 1000;
+
+struct Figures {
+  double cpu_us_per_call = 0;
+  long peak_rss_kib = 0;
+  int failures = 0;
+};
+
+nlohmann::json prompt(int index) {
+  return nlohmann::json::array(
+      {{{"role", "system"}, {"content", "You are a terse assistant."}},
+       {{"role", "user"}, {"content", "Say hello, call number " + std::to_string(index)}}});
+}
+
+double micros(const timeval& t) {
+  return t.tv_sec * 1e6 + t.tv_usec;
+}
+
+long current_rss_kib() {
+  std::ifstream statm("/proc/self/statm");
+  long pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+// --- the bare loop: what any C++ client must at least do ---
+
+struct BareSlot {
+  CURL* easy = nullptr;
+  std::string body;
+  std::string reply;
+};
+
+std::size_t bare_write(char* data, std::size_t size, std::size_t count, void* user) {
+  static_cast<BareSlot*>(user)->reply.append(data, size * count);
+  return size * count;
+}
+
+int run_bare(const std::string& base_url, int calls, int concurrency) {
+  const std::string url = base_url + "/chat/completions";
+  CURLM* multi = curl_multi_init();
+  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+  headers = curl_slist_append(headers, "Authorization: Bearer sk-bench");
+  headers = curl_slist_append(headers, "Expect:");
+  std::vector<BareSlot> slots(static_cast<std::size_t>(concurrency));
+  int started = 0, finished = 0, failures = 0;
+  auto launch = [&](BareSlot& slot) {
+    if (!slot.easy) {
+      slot.easy = curl_easy_init();
+      curl_easy_setopt(slot.easy, CURLOPT_URL, url.c_str());
+      curl_easy_setopt(slot.easy, CURLOPT_HTTPHEADER, headers);
+      curl_easy_setopt(slot.easy, CURLOPT_WRITEFUNCTION, &bare_write);
+      curl_easy_setopt(slot.easy, CURLOPT_WRITEDATA, &slot);
+      curl_easy_setopt(slot.easy, CURLOPT_PRIVATE, &slot);
+      curl_easy_setopt(slot.easy, CURLOPT_NOSIGNAL, 1L);
+    }
+    slot.body = nlohmann::json{{"model", "gpt-4o-mini"}, {"messages", prompt(started++)}}.dump();
+    slot.reply.clear();
+    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDS, slot.body.data());
+    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                     static_cast<curl_off_t>(slot.body.size()));
+    curl_multi_add_handle(multi, slot.easy);
+  };
+  for (auto& slot : slots)
+    if (started < calls) launch(slot);
+  while (finished < calls) {
+    curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
+    int running = 0;
+    curl_multi_perform(multi, &running);
+    int queued = 0;
+    while (CURLMsg* message = curl_multi_info_read(multi, &queued)) {
+      if (message->msg != CURLMSG_DONE) continue;
+      BareSlot* slot = nullptr;
+      curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&slot));
+      long status = 0;
+      curl_easy_getinfo(message->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+      curl_multi_remove_handle(multi, message->easy_handle);
+      auto reply = nlohmann::json::parse(slot->reply, nullptr, false);
+      bool good = message->data.result == CURLE_OK && status == 200 && !reply.is_discarded() &&
+                  reply["choices"][0]["message"]["content"].is_string();
+      if (!good) ++failures;
+      ++finished;
+      if (started < calls) launch(*slot);
+    }
+  }
+  for (auto& slot : slots) curl_easy_cleanup(slot.easy);
+  curl_slist_free_all(headers);
+  curl_multi_cleanup(multi);
+  return failures;
+}
+
+// --- the provider path ---
+
+luagent::llm::HttpProviderSettings bench_settings(const std::string& base_url) {
+  luagent::llm::HttpProviderSettings settings;
+  settings.base_url = base_url;
+  settings.api_key = "sk-bench";
+  settings.default_model = "gpt-4o-mini";
+  settings.prices["gpt-4o"] = {2.5, 10.0, 1.25};
+  return settings;
+}
+
+int run_provider(const std::string& base_url, int calls, int concurrency) {
+  luagent::EventLoop loop;
+  luagent::llm::OpenAiProvider provider(loop, bench_settings(base_url));
+  int started = 0, finished = 0, failures = 0;
+  std::function<void()> launch = [&] {
+    luagent::llm::Request request;
+    request.messages = prompt(started++);
+    provider.start(std::move(request), {}, [&](luagent::llm::Outcome outcome) {
+      if (!outcome.ok() || outcome.reply().text.empty()) ++failures;
+      ++finished;
+      if (started < calls) launch();
+    });
+  };
+  for (int i = 0; i < concurrency && started < calls; ++i) launch();
+  while (finished < calls) loop.turn(std::chrono::milliseconds(1000));
+  return failures;
+}
+
+Figures measure(bool bare, const std::string& base_url, int concurrency) {
+  int channel[2];
+  if (pipe(channel) != 0) std::exit(1);
+  pid_t child = fork();
+  if (child == 0) {
+    close(channel[0]);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    auto run = bare ? &run_bare : &run_provider;
+    run(base_url, kWarmupCalls, concurrency);
+    rusage before{}, after{};
+    getrusage(RUSAGE_SELF, &before);
+    Figures figures;
+    figures.failures = run(base_url, kCalls, concurrency);
+    getrusage(RUSAGE_SELF, &after);
+    figures.cpu_us_per_call = (micros(after.ru_utime) - micros(before.ru_utime) +
+                               micros(after.ru_stime) - micros(before.ru_stime)) /
+                              kCalls;
+    figures.peak_rss_kib = after.ru_maxrss;
+    if (write(channel[1], &figures, sizeof figures) != sizeof figures) _exit(1);
+    _exit(0);
+  }
+  close(channel[1]);
+  Figures figures;
+  if (read(channel[0], &figures, sizeof figures) != sizeof figures) figures.failures = -1;
+  close(channel[0]);
+  waitpid(child, nullptr, 0);
+  return figures;
+}
+
+// RSS growth per call while kInFlight calls wait on a server that answers after 3 s.
+double kib_per_in_flight_call(const std::string& slow_base_url) {
+  int channel[2];
+  if (pipe(channel) != 0) std::exit(1);
+  pid_t child = fork();
+  if (child == 0) {
+    close(channel[0]);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    luagent::EventLoop loop;
+    luagent::llm::OpenAiProvider provider(loop, bench_settings(slow_base_url));
+    run_provider(slow_base_url, 1, 1);  // libraries loaded, allocator warmed
+    long before = current_rss_kib();
+    int finished = 0;
+    for (int i = 0; i < kInFlight; ++i) {
+      luagent::llm::Request request;
+      request.messages = prompt(i);
+      provider.start(std::move(request), {}, [&](luagent::llm::Outcome) { ++finished; });
+    }
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+    while (std::chrono::steady_clock::now() < until) loop.turn(std::chrono::milliseconds(50));
+    double per_call = static_cast<double>(current_rss_kib() - before) / kInFlight;
+    if (provider.in_flight() != static_cast<std::size_t>(kInFlight)) per_call = -1;
+    if (write(channel[1], &per_call, sizeof per_call) != sizeof per_call) _exit(1);
+    _exit(0);
+  }
+  close(channel[1]);
+  double per_call = -1;
+  if (read(channel[0], &per_call, sizeof per_call) != sizeof per_call) per_call = -1;
+  close(channel[0]);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  return per_call;
+}
+
+}  // namespace
+
+int main() {
+  int port_channel[2];
+  int stop_channel[2];
+  if (pipe(port_channel) != 0 || pipe(stop_channel) != 0) return 1;
+  pid_t server = fork();
+  if (server == 0) {
+    close(port_channel[0]);
+    close(stop_channel[1]);
+    luagent::test::WireServer fast;
+    fast.set_fixed_response(luagent::test::load_fixture_response("openai-chat", "text_nonstream"));
+    luagent::test::WireServer slow;
+    auto delayed = luagent::test::load_fixture_response("openai-chat", "text_nonstream");
+    delayed.latency = std::chrono::milliseconds(3000);
+    slow.set_fixed_response(delayed);
+    std::uint16_t ports[2] = {fast.port(), slow.port()};
+    if (write(port_channel[1], ports, sizeof ports) != sizeof ports) _exit(1);
+    char byte;
+    while (read(stop_channel[0], &byte, 1) > 0) {
+    }
+    _exit(0);
+  }
+  close(port_channel[1]);
+  close(stop_channel[0]);
+  std::uint16_t ports[2] = {0, 0};
+  if (read(port_channel[0], ports, sizeof ports) != sizeof ports) return 1;
+  auto base = [](std::uint16_t port) { return "http://127.0.0.1:" + std::to_string(port) + "/v1"; };
+
+  std::printf("llm_call_bench: %d calls per row (+%d warm-up), client CPU only\n", kCalls,
+              kWarmupCalls);
+  std::printf("%-28s %5s %12s %10s %5s\n", "client", "conc", "cpu_us/call", "peak_MiB", "fail");
+  for (int concurrency : {1, 50}) {
+    Figures bare = measure(true, base(ports[0]), concurrency);
+    Figures ours = measure(false, base(ports[0]), concurrency);
+    std::printf("%-28s %5d %12.1f %10.1f %5d\n", "bare curl multi+nlohmann", concurrency,
+                bare.cpu_us_per_call, bare.peak_rss_kib / 1024.0, bare.failures);
+    std::printf("%-28s %5d %12.1f %10.1f %5d\n", "OpenAiProvider", concurrency,
+                ours.cpu_us_per_call, ours.peak_rss_kib / 1024.0, ours.failures);
+    std::printf("%-28s %5d %12.2f\n", "ratio provider/bare", concurrency,
+                ours.cpu_us_per_call / bare.cpu_us_per_call);
+  }
+  std::printf("memory per in-flight call (%d waiting): %.1f KiB\n", kInFlight,
+              kib_per_in_flight_call(base(ports[1])));
+  close(stop_channel[1]);
+  waitpid(server, nullptr, 0);
+  return 0;
+}
