@@ -1,9 +1,12 @@
-// luagent.llm: llm.json(prompt, schema, opts), llm.text(prompt, opts), llm.one_of(intents).
+// luagent.llm: llm.json(prompt, schema, opts), llm.text(prompt, opts),
+// llm.chat(messages, opts), llm.one_of(intents).
 // A call suspends only the calling coroutine; the runtime resumes it when the
-// provider's reply arrives, and the continuation parses and validates it.
+// provider's reply arrives, and the continuation parses, validates and records it.
+#include <memory>
 #include <string>
 
 #include "llm/json_schema.hpp"
+#include "llm/lenient_json.hpp"
 #include "llm/structured_output.hpp"
 #include "lua_guard.hpp"
 #include "lua_json_convert.hpp"
@@ -12,6 +15,8 @@
 
 namespace luagent::lua {
 namespace {
+
+enum class CallKind { json, text, chat };
 
 // prompt: a string (one user message) or an array of { role =, content = }.
 nlohmann::json messages_from(lua_State* L, int index, const char* function) {
@@ -30,19 +35,37 @@ nlohmann::json messages_from(lua_State* L, int index, const char* function) {
     throw Error(ErrorCode::usage, std::string(function) + ": the message list is empty");
   for (const auto& message : messages) {
     if (!message.is_object() || !message.contains("role") || !message["role"].is_string() ||
-        !message.contains("content"))
+        !(message.contains("content") || message.contains("tool_calls")))
       throw Error(ErrorCode::usage,
                   std::string(function) + ": every message needs a string role and a content");
   }
   return messages;
 }
 
-void read_options(lua_State* L, int index, llm::Request& request, const char* function) {
-  if (lua_isnoneornil(L, index)) return;
+// Reads opts into the request; returns true when opts.stream is a function (left on the
+// stack top for the caller to take).
+bool read_options(lua_State* L, int index, llm::Request& request, CallKind kind,
+                  const char* function) {
+  if (lua_isnoneornil(L, index)) return false;
   arg_table(L, index, function, "opts");
-  nlohmann::json opts = to_json(L, index, "opts");
-  if (!opts.is_object()) return;
-  for (const auto& [key, value] : opts.items()) {
+  bool has_stream = false;
+  lua_getfield(L, index, "stream");
+  if (lua_type(L, -1) == LUA_TFUNCTION) {
+    has_stream = true;
+    request.stream = true;
+  } else if (!lua_isnil(L, -1)) {
+    throw Error(ErrorCode::usage, std::string(function) + ": opts.stream must be a function");
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  while (lua_next(L, index)) {
+    std::string key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+    if (key == "stream") {
+      lua_pop(L, 1);
+      continue;
+    }
+    nlohmann::json value = to_json(L, -1, ("opts." + key).c_str());
+    lua_pop(L, 1);
     if (key == "model" && value.is_string())
       request.model = value;
     else if (key == "temperature" && value.is_number())
@@ -51,61 +74,142 @@ void read_options(lua_State* L, int index, llm::Request& request, const char* fu
       request.max_tokens = value.get<int>();
     else if (key == "timeout" && value.is_number())
       request.total_timeout_ms = static_cast<int>(value.get<double>() * 1000);
-    else
+    else if (kind == CallKind::chat && key == "tools" && value.is_object()) {
+      for (const auto& [name, spec] : value.items()) {
+        if (!spec.is_object())
+          throw Error(ErrorCode::usage, std::string(function) + ": opts.tools." + name +
+                                            " must be { description =, parameters = }");
+        llm::ToolSpec tool;
+        tool.name = name;
+        tool.description = spec.value("description", "");
+        tool.parameters = llm::expand_schema(spec.value("parameters", nlohmann::json::object()));
+        request.tools.push_back(std::move(tool));
+      }
+    } else if (kind == CallKind::chat && key == "tool_choice" && value.is_string()) {
+      request.tool_choice = value;
+    } else {
       throw Error(ErrorCode::usage, std::string(function) + ": unknown or mistyped option '" + key +
-                                        "' (model, temperature, max_tokens, timeout)");
+                                        "' (model, temperature, max_tokens, timeout, stream" +
+                                        (kind == CallKind::chat ? ", tools, tool_choice)" : ")"));
+    }
   }
+  if (has_stream) lua_getfield(L, index, "stream");
+  return has_stream;
 }
 
-// Takes the outcome the runtime stored, or raises its error in the agent.
-llm::Reply take_reply(lua_State* L) {
-  Run& run = LuaRuntime::from(L).require_run("llm");
+// Calls the agent's stream callback with (delta[, partial object]); its errors are
+// logged, never raised into the host's loop.
+llm::ChunkCallback stream_forwarder(LuaRuntime& runtime, std::uint64_t run_id, CallKind kind) {
+  auto text = std::make_shared<std::string>();
+  return [&runtime, run_id, kind, text](const llm::StreamChunk& chunk) {
+    if (chunk.text_delta.empty()) return;
+    Run* run = runtime.find_run(run_id);
+    if (!run || run->stream_ref == LUA_NOREF) return;
+    lua_State* L = runtime.state();
+    int top = lua_gettop(L);
+    int nargs = 1;
+    {
+      HostCallScope scope(L);
+      lua_rawgeti(L, LUA_REGISTRYINDEX, run->stream_ref);
+      lua_pushlstring(L, chunk.text_delta.data(), chunk.text_delta.size());
+      if (kind == CallKind::json) {
+        *text += chunk.text_delta;
+        try {
+          push_json(L, llm::parse_lenient_json(*text).value);
+        } catch (const Error&) {
+          lua_pushnil(L);  // nothing recoverable yet
+        }
+        nargs = 2;
+      }
+    }
+    if (lua_pcall(L, nargs, 0, 0) != LUA_OK)
+      runtime.log("warn", std::string("stream callback failed: ") + error_from_lua(L, -1).what());
+    lua_settop(L, top);
+  };
+}
+
+int start_call(lua_State* L, CallKind kind, const char* function, int opts_index,
+               llm::Request request, Body continuation) {
+  LuaRuntime& runtime = LuaRuntime::from(L);
+  Run& run = runtime.require_run(function);
+  bool streaming = read_options(L, opts_index, request, kind, function);
+  llm::ChunkCallback on_chunk;
+  if (streaming) {
+    luaL_unref(L, LUA_REGISTRYINDEX, run.stream_ref);
+    run.stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);  // pops the function
+    on_chunk = stream_forwarder(runtime, run.id, kind);
+  }
+  lua_settop(L, opts_index);
+  runtime.start_llm_call(run, std::move(request), std::move(on_chunk));
+  yield_for_host(L, continuation);
+  return kYield;
+}
+
+// Takes the outcome the runtime stored. Failed calls are recorded and raised.
+llm::Outcome take_outcome(lua_State* L, Run*& run_out) {
+  LuaRuntime& runtime = LuaRuntime::from(L);
+  Run& run = runtime.require_run("llm");
+  run_out = &run;
+  luaL_unref(L, LUA_REGISTRYINDEX, run.stream_ref);
+  run.stream_ref = LUA_NOREF;
   if (!run.outcome) throw Error(ErrorCode::internal, "an LLM call resumed without an outcome");
   llm::Outcome outcome = std::move(*run.outcome);
   run.outcome.reset();
-  if (!outcome.ok()) throw outcome.error();
-  return outcome.reply();
+  if (!outcome.ok()) {
+    runtime.record_call(run, outcome);
+    throw outcome.error();
+  }
+  return outcome;
 }
 
 int llm_json_continue(lua_State* L) {
-  llm::Reply reply = take_reply(L);
-  // The schema travels on the stack, as argument #2 of the original call.
+  Run* run = nullptr;
+  llm::Outcome outcome = take_outcome(L, run);
+  LuaRuntime& runtime = LuaRuntime::from(L);
+  const llm::Reply& reply = outcome.reply();
+  // The expanded schema travels on the stack, as argument #2 of the original call.
   nlohmann::json schema;
-  if (lua_type(L, 2) == LUA_TTABLE) schema = llm::expand_schema(to_json(L, 2, "schema"));
-  if (!reply.refusal.empty())
+  if (lua_type(L, 2) == LUA_TTABLE) schema = to_json(L, 2, "schema");
+  if (!reply.refusal.empty()) {
+    runtime.record_call(*run, outcome, {{"refusal", reply.refusal}});
     throw Error(ErrorCode::refused, "the model refused: " + reply.refusal);
+  }
   llm::StructuredResult parsed;
   try {
     parsed = llm::parse_structured_output(reply.text, schema);
   } catch (const Error& e) {
+    runtime.record_call(*run, outcome, {{"invalid_output", e.message()}});
     std::string raw = reply.text.size() > 400 ? reply.text.substr(0, 400) + "..." : reply.text;
     throw Error(e.code(), e.message() + " (model replied: " + raw + ")");
   }
-  for (const auto& repair : parsed.repairs)
-    LuaRuntime::from(L).log("debug", "llm.json repaired: " + repair);
+  // Every repair is kept with the raw text, so a surprising value can be traced.
+  runtime.record_call(*run, outcome,
+                      parsed.repairs.empty() ? nlohmann::json::object()
+                                             : nlohmann::json{{"repairs", parsed.repairs}});
   HostCallScope scope(L);
   push_json(L, parsed.value);
   return 1;
 }
 
 int llm_json(lua_State* L) {
-  LuaRuntime& runtime = LuaRuntime::from(L);
-  Run& run = runtime.require_run("llm.json");
   llm::Request request;
   request.messages = messages_from(L, 1, "llm.json");
   if (!lua_isnoneornil(L, 2)) {
     arg_table(L, 2, "llm.json", "schema");
     request.response_schema = llm::expand_schema(to_json(L, 2, "schema"));
+    // Keep the expanded form for the continuation instead of expanding twice.
+    HostCallScope scope(L);
+    push_json(L, request.response_schema);
+    lua_replace(L, 2);
   }
-  read_options(L, 3, request, "llm.json");
-  lua_settop(L, 3);
-  runtime.start_llm_call(run, std::move(request));
-  yield_for_host(L, llm_json_continue);
-  return kYield;
+  return start_call(L, CallKind::json, "llm.json", 3, std::move(request), llm_json_continue);
 }
 
 int llm_text_continue(lua_State* L) {
-  llm::Reply reply = take_reply(L);
+  Run* run = nullptr;
+  llm::Outcome outcome = take_outcome(L, run);
+  LuaRuntime::from(L).record_call(*run, outcome);
+  const llm::Reply& reply = outcome.reply();
   if (!reply.refusal.empty())
     throw Error(ErrorCode::refused, "the model refused: " + reply.refusal);
   HostCallScope scope(L);
@@ -114,14 +218,38 @@ int llm_text_continue(lua_State* L) {
 }
 
 int llm_text(lua_State* L) {
-  LuaRuntime& runtime = LuaRuntime::from(L);
-  Run& run = runtime.require_run("llm.text");
   llm::Request request;
   request.messages = messages_from(L, 1, "llm.text");
-  read_options(L, 2, request, "llm.text");
-  runtime.start_llm_call(run, std::move(request));
-  yield_for_host(L, llm_text_continue);
-  return kYield;
+  return start_call(L, CallKind::text, "llm.text", 2, std::move(request), llm_text_continue);
+}
+
+int llm_chat_continue(lua_State* L) {
+  Run* run = nullptr;
+  llm::Outcome outcome = take_outcome(L, run);
+  LuaRuntime::from(L).record_call(*run, outcome);
+  const llm::Reply& reply = outcome.reply();
+  nlohmann::json result = {{"text", reply.text},
+                           {"finish_reason", reply.finish_reason},
+                           {"model", reply.model},
+                           {"usage",
+                            {{"input_tokens", reply.usage.input_tokens},
+                             {"output_tokens", reply.usage.output_tokens},
+                             {"cached_tokens", reply.usage.cached_tokens},
+                             {"reasoning_tokens", reply.usage.reasoning_tokens}}}};
+  if (!reply.refusal.empty()) result["refusal"] = reply.refusal;
+  nlohmann::json calls = nlohmann::json::array();
+  for (const auto& call : reply.tool_calls)
+    calls.push_back({{"id", call.id}, {"name", call.name}, {"arguments", call.arguments}});
+  result["tool_calls"] = std::move(calls);
+  HostCallScope scope(L);
+  push_json(L, result);
+  return 1;
+}
+
+int llm_chat(lua_State* L) {
+  llm::Request request;
+  request.messages = messages_from(L, 1, "llm.chat");
+  return start_call(L, CallKind::chat, "llm.chat", 2, std::move(request), llm_chat_continue);
 }
 
 int llm_one_of(lua_State* L) {
@@ -137,6 +265,7 @@ int llm_one_of(lua_State* L) {
 int luaopen_luagent_llm(lua_State* L) {
   const luaL_Reg functions[] = {{"json", lua_entry<llm_json>},
                                 {"text", lua_entry<llm_text>},
+                                {"chat", lua_entry<llm_chat>},
                                 {"one_of", lua_entry<llm_one_of>},
                                 {nullptr, nullptr}};
   luaL_newlib(L, functions);

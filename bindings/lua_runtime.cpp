@@ -107,25 +107,41 @@ std::string sha256_hex(const std::string& data, std::size_t hex_chars = 64) {
   return hex.substr(0, hex_chars);
 }
 
-// The content hash of an agent: every .lua and .prompt file in its folder, by name.
-std::string agent_version(const std::filesystem::path& dir) {
-  std::vector<std::filesystem::path> files;
-  for (auto it = std::filesystem::recursive_directory_iterator(
-           dir, std::filesystem::directory_options::follow_directory_symlink);
-       it != std::filesystem::recursive_directory_iterator(); ++it) {
+// Files that make up an agent version: its code and its prompts.
+bool is_agent_source(const std::filesystem::path& path) {
+  static const char* const kExtensions[] = {".lua", ".prompt", ".txt", ".md", ".jinja", ".tmpl"};
+  auto extension = path.extension().string();
+  for (const char* known : kExtensions)
+    if (extension == known) return path.filename() != "luagent.config.lua";
+  return false;
+}
+
+constexpr std::size_t kMaxAgentBytes = 64 * 1024 * 1024;
+
+// Reads every source file of the agent folder; the version is the hash of them all.
+std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir, std::string& version) {
+  auto snapshot = std::make_shared<AgentFiles>();
+  std::size_t total = 0;
+  std::error_code ec;
+  auto options = std::filesystem::directory_options::follow_directory_symlink |
+                 std::filesystem::directory_options::skip_permission_denied;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, options, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
     if (it.depth() > 8) it.disable_recursion_pending();
-    auto extension = it->path().extension();
-    if (it->is_regular_file() && (extension == ".lua" || extension == ".prompt"))
-      files.push_back(it->path());
+    if (!it->is_regular_file(ec) || !is_agent_source(it->path())) continue;
+    std::string relative = std::filesystem::relative(it->path(), dir).generic_string();
+    std::string text = read_file(it->path(), kMaxSourceBytes);
+    total += text.size();
+    if (total > kMaxAgentBytes)
+      throw Error(ErrorCode::limit, "the agent's files add up to more than " +
+                                        std::to_string(kMaxAgentBytes >> 20) + " MiB");
+    std::string hash = sha256_hex(text, 16);
+    snapshot->files.emplace(relative, AgentFiles::File{std::move(text), std::move(hash)});
   }
-  std::sort(files.begin(), files.end());
   std::string all;
-  for (const auto& file : files) {
-    all += std::filesystem::relative(file, dir).string();
-    all += '\0';
-    all += sha256_hex(read_file(file, kMaxSourceBytes));
-  }
-  return sha256_hex(all, 12);
+  for (const auto& [name, file] : snapshot->files) all += name + '\0' + file.hash + '\n';
+  version = sha256_hex(all, 12);
+  return snapshot;
 }
 
 // Splits Lua's "chunk:line: message" into an Error of `code`.
@@ -535,12 +551,13 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   auto script = dir / "agent.lua";
   if (!std::filesystem::exists(script))
     throw Error(ErrorCode::not_found, "no agent.lua in " + requested.string());
-  AgentInfo info{dir.filename().string(), dir, agent_version(dir)};
+  AgentInfo info{dir.filename().string(), dir, {}};
+  auto files = snapshot_agent(dir, info.version);
   auto found = agents_.find(dir);
   if (found != agents_.end() && found->second.info.version == info.version)
     return found->second.info;
 
-  std::string source = read_file(script, kMaxSourceBytes);
+  const std::string& source = files->files.at("agent.lua").text;
   std::string chunkname = "@" + info.name + "/agent.lua";
   lua_State* L = L_;
   if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK) {
@@ -548,7 +565,7 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
     lua_pop(L, 1);
     throw error;
   }
-  LoadedAgent loaded{info, {}};
+  LoadedAgent loaded{info, files, {}};
   lua_dump(
       L,
       [](lua_State*, const void* p, size_t size, void* ud) -> int {
@@ -561,13 +578,16 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   // Run the chunk once now, so an error at load time is reported before any thread
   // depends on it, with the previous version (if any) still loaded.
   auto previous_loading = loading_dir_;
+  auto previous_files = loading_files_;
   loading_dir_ = dir;
+  loading_files_ = files;
   lua_pushcfunction(L, pcall_traceback);
   luaL_loadbufferx(L, loaded.bytecode.data(), loaded.bytecode.size(), chunkname.c_str(), "b");
   push_run_environment();
   lua_setupvalue(L, -2, 1);
   int status = lua_pcall(L, 0, 1, -2);
   loading_dir_ = previous_loading;
+  loading_files_ = previous_files;
   if (status != LUA_OK) {
     Error error = error_from_lua(L, -1);
     lua_pop(L, 2);
@@ -593,6 +613,7 @@ void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks 
   auto run = std::make_unique<Run>();
   run->id = next_run_id_++;
   run->agent = loaded.info;
+  run->files = loaded.files;
   run->thread = std::move(thread);
   run->callbacks = std::move(callbacks);
   run->step_start_version = run->thread.version();
@@ -691,6 +712,7 @@ void LuaRuntime::finish(Run& run, const std::optional<Error>& error) {
   luaL_unref(L_, LUA_REGISTRYINDEX, owned->coroutine_ref);
   luaL_unref(L_, LUA_REGISTRYINDEX, owned->env_ref);
   luaL_unref(L_, LUA_REGISTRYINDEX, owned->calls_ref);
+  luaL_unref(L_, LUA_REGISTRYINDEX, owned->stream_ref);
   if (owned->callbacks.on_finished) owned->callbacks.on_finished(owned->thread, error);
 }
 
@@ -705,7 +727,7 @@ std::vector<Event> LuaRuntime::append(Run& run, std::vector<Event> events) {
   return result.events;
 }
 
-void LuaRuntime::start_llm_call(Run& run, llm::Request request) {
+void LuaRuntime::start_llm_call(Run& run, llm::Request request, llm::ChunkCallback on_chunk) {
   if (!services_.provider)
     throw Error(ErrorCode::config,
                 "no LLM provider is configured (set LUAGENT_PROVIDER or "
@@ -713,45 +735,69 @@ void LuaRuntime::start_llm_call(Run& run, llm::Request request) {
   if (run.pending_call) throw Error(ErrorCode::internal, "a run has two LLM calls in flight");
   std::uint64_t run_id = run.id;
   run.call_started_version = run.thread.version();
-  run.pending_call =
-      services_.provider->start(std::move(request), nullptr, [this, run_id](llm::Outcome outcome) {
-        auto found = runs_.find(run_id);
-        if (found == runs_.end()) return;  // the run was cancelled meanwhile
-        Run& run = *found->second;
-        run.pending_call = 0;
-        // Provenance: what was asked, of which model, at what cost.
-        nlohmann::json trace = {{"provider", outcome.trace.provider},
-                                {"model", outcome.trace.model},
-                                {"request_bytes", outcome.trace.request_bytes},
-                                {"latency_ms", outcome.trace.latency_ms},
-                                {"attempts", outcome.trace.attempts},
-                                {"input_tokens", outcome.trace.usage.input_tokens},
-                                {"output_tokens", outcome.trace.usage.output_tokens},
-                                {"cost_usd", outcome.trace.cost_usd},
-                                {"request", outcome.trace.request_body},
-                                {"ok", outcome.ok()}};
-        if (!outcome.ok())
-          trace["error"] = outcome.error().what();
-        else
-          trace["response"] = outcome.reply().text;
-        try {
-          services_.store->record_call(run.thread.id, run.call_started_version, trace);
-        } catch (const Error& e) {
-          log("warn", std::string("could not record an LLM call's trace: ") + e.what());
-        }
-        run.outcome = std::move(outcome);
-        resume(run, 0);
-      });
+  run.pending_call = services_.provider->start(std::move(request), std::move(on_chunk),
+                                               [this, run_id](llm::Outcome outcome) {
+                                                 auto found = runs_.find(run_id);
+                                                 if (found == runs_.end())
+                                                   return;  // the run was cancelled meanwhile
+                                                 Run& run = *found->second;
+                                                 run.pending_call = 0;
+                                                 run.outcome = std::move(outcome);
+                                                 resume(run, 0);
+                                               });
+}
+
+void LuaRuntime::record_call(Run& run, const llm::Outcome& outcome, nlohmann::json extra) {
+  // Provenance: what was asked, of which model, what came back, at what cost.
+  const auto& trace = outcome.trace;
+  nlohmann::json record = {{"provider", trace.provider},
+                           {"model", trace.model},
+                           {"request_bytes", trace.request_bytes},
+                           {"latency_ms", trace.latency_ms},
+                           {"attempts", trace.attempts},
+                           {"input_tokens", trace.usage.input_tokens},
+                           {"output_tokens", trace.usage.output_tokens},
+                           {"cached_tokens", trace.usage.cached_tokens},
+                           {"reasoning_tokens", trace.usage.reasoning_tokens},
+                           {"cost_usd", trace.cost_usd},
+                           {"finish_reason", trace.finish_reason},
+                           {"request", trace.request_body},
+                           {"ok", outcome.ok()}};
+  if (!outcome.ok())
+    record["error"] = outcome.error().what();
+  else
+    record["response"] = outcome.reply().text;
+  for (auto& [key, value] : extra.items()) record[key] = std::move(value);
+  try {
+    services_.store->record_call(run.thread.id, run.call_started_version, record);
+  } catch (const Error& e) {
+    log("warn", std::string("could not record an LLM call's trace: ") + e.what());
+  }
 }
 
 std::string LuaRuntime::read_agent_file(std::string_view relative, std::string* version) {
   std::filesystem::path dir = current_ ? current_->agent.dir : loading_dir_;
+  const AgentFiles* files = current_ ? current_->files.get() : loading_files_.get();
   if (dir.empty())
     throw Error(ErrorCode::usage, "files can only be read while an agent loads or runs");
   std::filesystem::path rel(relative);
   if (rel.is_absolute() || relative.empty())
     throw Error(ErrorCode::forbidden,
                 "'" + std::string(relative) + "' must be a path inside the agent's folder");
+  std::string normal = rel.lexically_normal().generic_string();
+  if (normal == ".." || normal.rfind("../", 0) == 0)
+    throw Error(ErrorCode::forbidden,
+                "'" + std::string(relative) + "' is outside the agent's folder");
+  // The version's own copy first: what this step started with.
+  if (files) {
+    if (auto found = files->files.find(normal); found != files->files.end()) {
+      if (version) *version = found->second.hash;
+      return found->second.text;
+    }
+  }
+  if (is_agent_source(rel))
+    throw Error(ErrorCode::not_found,
+                "no file '" + std::string(relative) + "' in the agent's folder " + dir.string());
   std::error_code ec;
   auto full = std::filesystem::weakly_canonical(dir / rel, ec);
   auto base = std::filesystem::weakly_canonical(dir, ec);

@@ -17,10 +17,21 @@
 
 namespace luagent::lua {
 
+/// The text files of one agent version, read once when it loads: every step of that
+/// version reads its prompts from here, so a save on disk never changes a step in flight.
+struct AgentFiles {
+  struct File {
+    std::string text;
+    std::string hash;
+  };
+  std::map<std::string, File> files;  // by path relative to the agent folder
+};
+
 /// One agent step in flight: a coroutine running the agent function on a thread.
 struct Run {
   std::uint64_t id = 0;
   AgentInfo agent;
+  std::shared_ptr<const AgentFiles> files;
   Thread thread;
   RunCallbacks callbacks;
   lua_State* coroutine = nullptr;
@@ -33,6 +44,7 @@ struct Run {
   std::optional<llm::Outcome> outcome;
   llm::CallId pending_call = 0;
   std::int64_t call_started_version = 0;
+  int stream_ref = LUA_NOREF;  // the Lua stream callback of the call in flight
   // Per-step CPU accounting for the limit hook.
   std::int64_t cpu_used_ns = 0;
   std::int64_t slice_started_ns = 0;
@@ -59,11 +71,19 @@ class LuaRuntime final : public AgentRuntime {
   /// The run whose coroutine is executing now; nullptr outside agent code.
   Run* current_run() const { return current_; }
   Run& require_run(const char* function) const;
+  /// The run with `id`, or nullptr once it has ended.
+  Run* find_run(std::uint64_t id) const {
+    auto found = runs_.find(id);
+    return found == runs_.end() ? nullptr : found->second.get();
+  }
 
   /// Appends events to the run's thread (compare-and-swap) and reports them.
   std::vector<Event> append(Run& run, std::vector<Event> events);
-  /// Starts an LLM call for the current run; the run resumes when it completes.
-  void start_llm_call(Run& run, llm::Request request);
+  /// Starts an LLM call for the current run; the run resumes when it completes, with the
+  /// outcome in run.outcome. `on_chunk` sees streamed pieces.
+  void start_llm_call(Run& run, llm::Request request, llm::ChunkCallback on_chunk = nullptr);
+  /// Stores a finished call's trace (plus `extra`: repairs, validation error) in the thread.
+  void record_call(Run& run, const llm::Outcome& outcome, nlohmann::json extra = {});
   /// Reads a file of the current agent's folder (or, outside a run, of the agent
   /// being loaded). Returns its text; refuses paths that leave the folder.
   std::string read_agent_file(std::string_view relative, std::string* version = nullptr);
@@ -72,6 +92,7 @@ class LuaRuntime final : public AgentRuntime {
  private:
   struct LoadedAgent {
     AgentInfo info;
+    std::shared_ptr<const AgentFiles> files;
     std::string bytecode;  // agent.lua compiled once; instantiated per run
   };
 
@@ -93,6 +114,7 @@ class LuaRuntime final : public AgentRuntime {
   std::uint64_t next_run_id_ = 1;
   Run* current_ = nullptr;
   std::filesystem::path loading_dir_;  // the agent folder while its chunk loads
+  std::shared_ptr<const AgentFiles> loading_files_;
   std::size_t memory_limit_ = 0;
   std::size_t memory_used_ = 0;
   int host_depth_ = 0;  // >0 while C++ bodies run: the allocator does not fail there
