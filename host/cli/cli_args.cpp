@@ -1,0 +1,60 @@
+#include <algorithm>
+
+#include "cli/cli.hpp"
+
+namespace luagent::cli {
+
+// Options that take a value; everything else starting with -- is a switch.
+// New commands add their options here.
+const std::vector<std::string> kValueOptions = {"--store",  "--provider", "--cassette", "--model",
+                                                "--config", "--agents",   "--reject",   "--say",
+                                                "--key",    "--format",   "--status",   "--agent"};
+const std::vector<std::string> kSwitches = {"--json", "--approve", "--help"};
+
+Args parse_args(int argc, char** argv) {
+  Args args;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h") arg = "--help";
+    if (arg.rfind("--", 0) == 0 && arg.size() > 2) {
+      std::string value;
+      bool has_value = false;
+      if (auto eq = arg.find('='); eq != std::string::npos) {
+        value = arg.substr(eq + 1);
+        arg = arg.substr(0, eq);
+        has_value = true;
+      }
+      if (std::find(kValueOptions.begin(), kValueOptions.end(), arg) != kValueOptions.end()) {
+        if (!has_value) {
+          if (i + 1 >= argc) throw Error(ErrorCode::usage, arg + " needs a value");
+          value = argv[++i];
+        }
+        args.options[arg] = value;
+      } else if (std::find(kSwitches.begin(), kSwitches.end(), arg) != kSwitches.end()) {
+        if (has_value) throw Error(ErrorCode::usage, arg + " takes no value");
+        if (arg == "--json")
+          args.json = true;
+        else
+          args.options[arg] = "1";
+      } else {
+        throw Error(ErrorCode::usage, "unknown option " + arg + " (see luagent --help)");
+      }
+    } else if (args.command.empty()) {
+      args.command = arg;
+    } else {
+      args.positional.push_back(arg);
+    }
+  }
+  return args;
+}
+
+std::string option(const Args& args, const std::string& name, const std::string& fallback) {
+  auto found = args.options.find(name);
+  return found == args.options.end() ? fallback : found->second;
+}
+
+bool has(const Args& args, const std::string& name) {
+  return args.options.count(name) > 0;
+}
+
+}  // namespace luagent::cli

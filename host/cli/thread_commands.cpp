@@ -1,0 +1,165 @@
+// The thread verbs of the CLI: run, resume, show, threads.
+#include <unistd.h>
+
+#include <iostream>
+#include <iterator>
+#include <optional>
+
+#include "cli/cli.hpp"
+
+namespace luagent::cli {
+
+namespace {
+
+std::filesystem::path find_config(const Args& args, const std::filesystem::path& agent_dir) {
+  if (has(args, "--config")) return option(args, "--config");
+  if (std::filesystem::exists("luagent.config.lua")) return "luagent.config.lua";
+  if (!agent_dir.empty() && std::filesystem::exists(agent_dir / "luagent.config.lua"))
+    return agent_dir / "luagent.config.lua";
+  return {};
+}
+
+}  // namespace
+
+luagent::HostConfig host_config(const Args& args, const std::filesystem::path& agent_dir) {
+  luagent::HostConfig config;
+  config.store = option(args, "--store");
+  config.provider = option(args, "--provider");
+  config.model = option(args, "--model");
+  config.cassette = option(args, "--cassette");
+  config.agents_dir = option(args, "--agents", ".");
+  config.config_file = find_config(args, agent_dir);
+  return config;
+}
+
+// The folder an AGENT argument names, for finding its luagent.config.lua.
+std::filesystem::path agent_dir_of(const Args& args, const std::string& agent) {
+  std::filesystem::path path(agent);
+  if (std::filesystem::is_directory(path)) return path;
+  auto under = std::filesystem::path(option(args, "--agents", ".")) / agent;
+  if (std::filesystem::is_directory(under)) return under;
+  return {};
+}
+
+std::filesystem::path agent_dir_of_thread(const Args& args, const std::string& thread_id) {
+  luagent::HostConfig probe;
+  probe.store = option(args, "--store");
+  probe.config_file = find_config(args, {});
+  luagent::Host reader(probe);
+  return reader.get(thread_id).agent_path;
+}
+
+void attach_printer(luagent::Host& host, const Args& args, const Style& style) {
+  host.on_event([&args, style](const Thread& thread, const Event& event) {
+    if (args.json)
+      print_event_json(thread.id, event);
+    else
+      print_event(style, event);
+    std::cout.flush();
+  });
+}
+
+int command_run(const Args& args) {
+  if (args.positional.empty())
+    throw Error(ErrorCode::usage, "run needs an AGENT (see luagent --help)");
+  if (args.positional.size() > 2)
+    throw Error(ErrorCode::usage, "run takes AGENT and one MESSAGE; quote the message");
+  std::string message;
+  if (args.positional.size() == 2) {
+    message = args.positional[1];
+  } else if (!isatty(STDIN_FILENO)) {
+    message.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    while (!message.empty() && (message.back() == '\n' || message.back() == '\r'))
+      message.pop_back();
+  }
+  if (message.empty()) throw Error(ErrorCode::usage, "run needs a MESSAGE (argument or stdin)");
+  const std::string& agent = args.positional[0];
+  Style style = make_style(args.json);
+  luagent::Host host(host_config(args, agent_dir_of(args, agent)));
+  attach_printer(host, args, style);
+  std::string id = host.launch(agent, Event::user(message));
+  host.run_until_idle();
+  return report_outcome(args, style, host.get(id));
+}
+
+int command_resume(const Args& args) {
+  if (args.positional.size() != 1)
+    throw Error(ErrorCode::usage, "resume needs exactly one THREAD id");
+  int answers = has(args, "--approve") + has(args, "--reject") + has(args, "--say");
+  if (answers != 1)
+    throw Error(ErrorCode::usage,
+                "resume needs exactly one of --approve, --reject TEXT, --say TEXT");
+  std::string key = option(args, "--key");
+  luagent::Resume resume = has(args, "--approve") ? luagent::Resume::approve(key)
+                           : has(args, "--reject")
+                               ? luagent::Resume::reject(option(args, "--reject"), key)
+                               : luagent::Resume::say(option(args, "--say"), key);
+  const std::string& id = args.positional[0];
+  std::filesystem::path agent_dir = agent_dir_of_thread(args, id);
+  Style style = make_style(args.json);
+  luagent::Host host(host_config(args, agent_dir));
+  attach_printer(host, args, style);
+  host.resume(id, std::move(resume));
+  host.run_until_idle();
+  return report_outcome(args, style, host.get(id));
+}
+
+int command_show(const Args& args) {
+  if (args.positional.size() != 1)
+    throw Error(ErrorCode::usage, "show needs exactly one THREAD id");
+  std::string format = option(args, "--format", args.json ? "json" : "text");
+  if (format != "text" && format != "json" && format != "llm")
+    throw Error(ErrorCode::usage, "--format must be text, json or llm, not '" + format + "'");
+  luagent::HostConfig config;
+  config.store = option(args, "--store");
+  luagent::Host host(config);
+  Thread thread = host.get(args.positional[0]);
+  if (format == "json") {
+    nlohmann::json json = luagent::to_json(thread);
+    json["llm_calls"] = host.calls(thread.id);
+    std::cout << json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else if (format == "llm") {
+    std::cout << host.render_context(thread) << "\n";
+  } else {
+    Style style = make_style(false);
+    std::cout << style.bold("thread " + thread.id) << "  agent " << thread.agent << "  "
+              << luagent::status_name(thread.status()) << "  created "
+              << luagent::format_utc(thread.created_ms) << "\n";
+    for (const Event& event : thread.events) print_event(style, event);
+  }
+  return kExitDone;
+}
+
+int command_threads(const Args& args) {
+  if (!args.positional.empty()) throw Error(ErrorCode::usage, "threads takes no arguments");
+  std::optional<Status> status;
+  if (has(args, "--status")) {
+    status = luagent::status_from_name(option(args, "--status"));
+    if (!status)
+      throw Error(ErrorCode::usage,
+                  "--status must be one of running, awaiting_human, "
+                  "awaiting_approval, done, failed, cancelled");
+  }
+  luagent::HostConfig config;
+  config.store = option(args, "--store");
+  luagent::Host host(config);
+  for (const auto& summary : host.list(status, option(args, "--agent"))) {
+    if (args.json) {
+      std::cout << nlohmann::json({{"id", summary.id},
+                                   {"agent", summary.agent},
+                                   {"status", luagent::status_name(summary.status)},
+                                   {"events", summary.version},
+                                   {"created", luagent::format_utc(summary.created_ms)},
+                                   {"updated", luagent::format_utc(summary.updated_ms)}})
+                       .dump()
+                << "\n";
+    } else {
+      std::cout << summary.id << "  " << summary.agent << "  "
+                << luagent::status_name(summary.status) << "  " << summary.version << " events  "
+                << luagent::format_utc(summary.updated_ms) << "\n";
+    }
+  }
+  return kExitDone;
+}
+
+}  // namespace luagent::cli
