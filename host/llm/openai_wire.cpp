@@ -378,7 +378,6 @@ void OpenAiStreamDecoder::apply_tool_call_delta(const json& delta) {
                 "stream opened more than " + std::to_string(kMaxToolCalls) + " tool calls");
   }
   PartialCall& call = calls_[index];
-  last_call_index_ = index;
   if (const std::string id = string_field(delta, "id"); !id.empty()) call.id = id;
   const auto function = delta.find("function");
   if (function == delta.end() || !function->is_object()) return;

@@ -77,7 +77,6 @@ class OpenAiStreamDecoder {
   std::unique_ptr<SseParser> sse_;
   Reply reply_;
   std::map<std::int64_t, PartialCall> calls_;  // keyed by tool_calls[].index
-  std::int64_t last_call_index_ = -1;
   bool saw_usage_ = false;
   nlohmann::json timings_;
   std::string finish_reason_;
