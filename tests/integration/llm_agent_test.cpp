@@ -1,0 +1,200 @@
+// An agent calling a real OpenAI-compatible HTTP server on 127.0.0.1 through the
+// Host: llm.json with lenient repair and a stream callback, llm.text, llm.chat with
+// tools, a provider error caught in Lua — and the API key nowhere in the store or logs.
+#define BOOST_TEST_MODULE llm_agent
+#include <boost/test/unit_test.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "luagent/luagent.hpp"
+#include "support/test_paths.hpp"
+#include "support/wire_server.hpp"
+
+using namespace luagent;
+
+namespace {
+
+constexpr const char* kSecret = "sk-test-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+
+std::string completion(const std::string& content) {
+  nlohmann::json body = {
+      {"id", "chatcmpl-1"},
+      {"object", "chat.completion"},
+      {"model", "gpt-test"},
+      {"choices",
+       {{{"index", 0},
+         {"message", {{"role", "assistant"}, {"content", content}}},
+         {"finish_reason", "stop"}}}},
+      {"usage", {{"prompt_tokens", 11}, {"completion_tokens", 7}, {"total_tokens", 18}}}};
+  return body.dump();
+}
+
+std::string tool_call_completion() {
+  nlohmann::json call = {{"id", "call_1"},
+                         {"type", "function"},
+                         {"function", {{"name", "add"}, {"arguments", "{\"a\": 2, \"b\": 5}"}}}};
+  nlohmann::json body = {
+      {"id", "chatcmpl-2"},
+      {"model", "gpt-test"},
+      {"choices",
+       {{{"index", 0},
+         {"message", {{"role", "assistant"}, {"content", nullptr}, {"tool_calls", {call}}}},
+         {"finish_reason", "tool_calls"}}}},
+      {"usage", {{"prompt_tokens", 5}, {"completion_tokens", 3}}}};
+  return body.dump();
+}
+
+// An SSE stream delivering `content` in three pieces, then usage and [DONE].
+std::string stream_of(const std::string& content) {
+  std::string body;
+  std::size_t third = content.size() / 3;
+  for (std::size_t start = 0; start < content.size(); start += third) {
+    nlohmann::json chunk = {
+        {"id", "c"},
+        {"choices", {{{"index", 0}, {"delta", {{"content", content.substr(start, third)}}}}}}};
+    body += "data: " + chunk.dump() + "\n\n";
+  }
+  nlohmann::json finish = {
+      {"id", "c"},
+      {"choices",
+       {{{"index", 0}, {"delta", nlohmann::json::object()}, {"finish_reason", "stop"}}}}};
+  body += "data: " + finish.dump() + "\n\n";
+  body +=
+      "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":"
+      "6}}\n\n";
+  body += "data: [DONE]\n\n";
+  return body;
+}
+
+struct Environment {
+  Environment(const std::string& base_url) {
+    setenv("OPENAI_BASE_URL", base_url.c_str(), 1);
+    setenv("OPENAI_API_KEY", kSecret, 1);
+    unsetenv("LUAGENT_PROVIDER");
+    unsetenv("LUAGENT_STREAM");
+  }
+  ~Environment() {
+    unsetenv("OPENAI_BASE_URL");
+    unsetenv("OPENAI_API_KEY");
+  }
+};
+
+std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(agent_calls_a_real_http_provider) {
+  test::WireServer server;
+  server.set_handler([](const test::RecordedRequest& request) {
+    test::ScriptedResponse response;
+    response.headers = {{"Content-Type", "application/json"}};
+    auto body = nlohmann::json::parse(request.body);
+    std::string last = body["messages"].back()["content"].is_string()
+                           ? body["messages"].back()["content"].get<std::string>()
+                           : "";
+    if (body.value("stream", false)) {
+      response.headers = {{"Content-Type", "text/event-stream"}};
+      response.body = stream_of("{\"intent\": \"add\", \"a\": \"2\", \"b\": 5}");
+    } else if (body.contains("tools")) {
+      response.body = tool_call_completion();
+    } else if (last.find("json please") != std::string::npos) {
+      // Prose, a fence and a trailing comma: the lenient parser's job.
+      response.body = completion(
+          "Sure! Here it is:\n```json\n{\"intent\": \"add\", \"a\": 1, "
+          "\"b\": 2,}\n```");
+    } else if (last.find("fail please") != std::string::npos) {
+      response.status = 401;
+      response.reason = "Unauthorized";
+      response.body = std::string(R"({"error":{"message":"Incorrect API key provided: )") +
+                      kSecret + R"(","type":"invalid_request_error","code":"invalid_api_key"}})";
+    } else {
+      response.body = completion("hello from the model");
+    }
+    return response;
+  });
+  Environment environment(server.url("/v1"));
+
+  test::TempDir dir;
+  auto agent = dir / "agent";
+  std::filesystem::create_directories(agent);
+  std::ofstream(agent / "agent.lua") << R"lua(
+local llm = require "luagent.llm"
+local intents = { add = { a = "number", b = "number" }, done_for_now = { message = "string" } }
+return function(thread)
+  local step = llm.json("json please", llm.one_of(intents))
+  thread:push(step.intent, step)
+  local pieces, last_partial = 0, nil
+  local streamed = llm.json("stream please", llm.one_of(intents), {
+    stream = function(delta, partial) pieces = pieces + 1; last_partial = partial end,
+  })
+  thread:push("streamed", { a = streamed.a, pieces = pieces, partial_intent = last_partial and last_partial.intent })
+  thread:push("text", llm.text("say hello"))
+  local chat = llm.chat({ { role = "user", content = "add 2 and 5" } }, {
+    tools = { add = { description = "adds", parameters = { a = "number", b = "number" } } },
+  })
+  thread:push("chat", { name = chat.tool_calls[1].name, a = chat.tool_calls[1].arguments.a,
+                        finish = chat.finish_reason })
+  local ok, err = pcall(llm.text, "fail please")
+  thread:push("caught", { ok = ok, code = err.code, message = err.message })
+end
+)lua";
+  std::vector<std::string> log;
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "threads.db").string();
+  config.provider = "openai";
+  config.model = "gpt-test";
+  config.log = [&log](std::string_view level, std::string_view line) {
+    log.push_back(std::string(level) + " " + std::string(line));
+  };
+  std::string id;
+  std::vector<nlohmann::json> calls;
+  {
+    Host host(config);
+    id = host.launch(agent.string(), Event::user("go"));
+    host.run_until_idle();
+    Thread thread = host.get(id);
+    std::string failure =
+        thread.events.back().type == "failed" ? thread.events.back().data.dump() : "";
+    BOOST_TEST_REQUIRE(thread.status() == Status::done, failure);
+    auto find = [&](const std::string& type) {
+      for (const auto& e : thread.events)
+        if (e.type == type) return e.data;
+      BOOST_FAIL("no event " + type);
+      return nlohmann::json();
+    };
+    BOOST_TEST(find("add")["a"] == 1);
+    BOOST_TEST(find("streamed")["a"] == 2);  // "2" coerced to a number
+    BOOST_TEST(find("streamed")["pieces"].get<int>() >= 3);
+    BOOST_TEST(find("streamed")["partial_intent"] == "add");
+    BOOST_TEST(find("text") == "hello from the model");
+    BOOST_TEST(find("chat")["name"] == "add");
+    BOOST_TEST(find("chat")["a"] == 2);
+    BOOST_TEST(find("chat")["finish"] == "tool_calls");
+    BOOST_TEST(find("caught")["ok"] == false);
+    BOOST_TEST(find("caught")["code"] == "auth");
+    calls = host.calls(id);
+  }
+  BOOST_REQUIRE(calls.size() == 5u);
+  BOOST_TEST(calls[0]["provider"] == "openai");
+  BOOST_TEST(calls[0]["input_tokens"] == 11);
+  BOOST_TEST(calls[0]["repairs"].size() >= 1u);  // the fence and trailing comma, with the raw text
+  BOOST_TEST(calls[0]["response"].get<std::string>().find("```json") != std::string::npos);
+  BOOST_TEST(calls[1]["output_tokens"] == 6);
+  BOOST_TEST(calls[4]["ok"] == false);
+
+  // The key went to the server, and nowhere else.
+  BOOST_TEST(server.requests().front().header("Authorization") == std::string("Bearer ") + kSecret);
+  for (const char* file : {"threads.db", "threads.db-wal"}) {
+    if (!std::filesystem::exists(dir / file)) continue;
+    BOOST_TEST(slurp(dir / file).find(kSecret) == std::string::npos, file);
+  }
+  for (const auto& line : log) BOOST_TEST(line.find(kSecret) == std::string::npos, line);
+  for (const auto& call : calls) BOOST_TEST(call.dump().find(kSecret) == std::string::npos);
+}
