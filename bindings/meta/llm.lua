@@ -8,6 +8,30 @@ local llm = {}
 ---@field temperature? number
 ---@field max_tokens? integer
 ---@field timeout? number seconds
+---@field stream? fun(delta: string, partial: table|nil) called as text arrives; for llm.json `partial` is the object parsed so far
+
+---@class luagent.llm.ChatOptions: luagent.llm.Options
+---@field tools? table<string, { description: string, parameters: table }> native tool calling; parameters in short form or JSON Schema
+---@field tool_choice? "auto"|"required"|"none"|string
+
+---@class luagent.llm.ToolCall
+---@field id string
+---@field name string
+---@field arguments table
+
+---@class luagent.llm.Usage
+---@field input_tokens integer
+---@field output_tokens integer
+---@field cached_tokens integer
+---@field reasoning_tokens integer
+
+---@class luagent.llm.ChatReply
+---@field text string
+---@field tool_calls luagent.llm.ToolCall[]
+---@field finish_reason string "stop", "length", "tool_calls", ...
+---@field model string
+---@field usage luagent.llm.Usage
+---@field refusal? string
 
 ---@class luagent.llm.Message
 ---@field role "system"|"user"|"assistant"|"tool"
@@ -26,6 +50,12 @@ function llm.json(prompt, schema, opts) end
 ---@param opts? luagent.llm.Options
 ---@return string
 function llm.text(prompt, opts) end
+
+---A chat turn with native tool calling.
+---@param messages luagent.llm.Message[] { role =, content = } (assistant turns may carry tool_calls; tool turns tool_call_id)
+---@param opts? luagent.llm.ChatOptions
+---@return luagent.llm.ChatReply
+function llm.chat(messages, opts) end
 
 ---A schema for "one of these intents": each reply is { intent = NAME, ...fields }.
 ---@param intents table<string, table> intent name -> short-form fields
