@@ -29,6 +29,14 @@ std::string summarize(const Event& event) {
     if (data.contains("payload")) text += " " + summarize(Event{0, "", data["payload"], 0, {}, {}});
     return text;
   }
+  // Tool events point at their call by event id; show the result first.
+  if (data.contains("call") && (event.type == "tool_response" || event.type == "tool_started" ||
+                                event.type == "outcome_unknown")) {
+    std::string call = "(call " + scalar_text(data["call"]) + ")";
+    if (data.contains("error")) return "error: " + scalar_text(data["error"]) + "  " + call;
+    if (data.contains("result")) return scalar_text(data["result"]) + "  " + call;
+    return call;
+  }
   std::string text;
   for (const auto& [key, value] : data.items()) {
     if (key == "intent") continue;
