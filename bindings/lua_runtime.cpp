@@ -20,6 +20,7 @@ namespace {
 char kRuntimeKey;
 char kBaseEnvKey;
 char kModuleCacheKey;  // name -> shared module value (stdlib and built-in modules)
+char kEnvLoadedKey;    // weak: environment -> its module cache
 char kRunnerKey;       // the prelude's run_agent(chunk, thread)
 
 constexpr std::size_t kMaxSourceBytes = 16 * 1024 * 1024;
@@ -214,9 +215,106 @@ HostCallScope::~HostCallScope() {
   --runtime_.host_depth_;
 }
 
+namespace {
+
+int readonly_newindex(lua_State* L) {
+  return run_guarded(L, [](lua_State* L) -> int {
+    const char* key = lua_tostring(L, 2);
+    throw Error(ErrorCode::forbidden, std::string("cannot change the shared library table (key '") +
+                                          (key ? key : "?") + "')");
+  });
+}
+
+// Pushes a read-only view of the table at `index`: reads and pairs() see the table,
+// writes raise. Views are created per run so even rawset stays within one run.
+void push_readonly_view(lua_State* L, int index) {
+  index = lua_absindex(L, index);
+  lua_createtable(L, 0, 0);
+  lua_createtable(L, 0, 4);
+  lua_pushvalue(L, index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, readonly_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushvalue(L, index);
+  lua_pushcclosure(
+      L,
+      [](lua_State* L) -> int {
+        lua_pushcfunction(L, [](lua_State* L) -> int {
+          lua_settop(L, 2);
+          if (lua_next(L, 1)) return 2;
+          lua_pushnil(L);
+          return 1;
+        });
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_pushnil(L);
+        return 3;
+      },
+      1);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushliteral(L, "readonly");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------
 // require: luagent.* from built-in modules and stdlib/, everything else from the
 // agent's own folder. Never a path outside those roots.
+
+namespace {
+
+// Pushes the module cache of the environment at `env`: each run (and each agent while it
+// loads) has its own, kept in a weak registry table so no name in the environment
+// reaches it.
+void push_env_loaded(lua_State* L, int env) {
+  env = lua_absindex(L, env);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kEnvLoadedKey) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 0);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &kEnvLoadedKey);
+  }
+  lua_pushvalue(L, env);
+  if (lua_rawget(L, -2) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushvalue(L, env);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_remove(L, -2);
+}
+
+// Compiles `source` as module `name` with `_ENV` = the table at `env`, runs it, and
+// leaves its value (true when it returns nothing).
+void run_module_chunk(lua_State* L, const std::string& source, const std::string& chunkname,
+                      int env, const std::string& name) {
+  env = lua_absindex(L, env);
+  if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK)
+    throw located_error(ErrorCode::syntax, lua_tostring(L, -1));
+  lua_pushvalue(L, env);
+  lua_setupvalue(L, -2, 1);
+  lua_pushcfunction(L, pcall_traceback);
+  lua_insert(L, -2);
+  lua_pushstring(L, name.c_str());
+  if (lua_pcall(L, 1, 1, -3) != LUA_OK) {
+    Error error = error_from_lua(L, -1);
+    throw Error(error.code(), "loading " + name + ": " + error.message(), error.source(),
+                error.line());
+  }
+  lua_remove(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+  }
+}
+
+}  // namespace
 
 int lua_require(lua_State* L) {
   return run_guarded(L, [](lua_State* L) -> int {
@@ -234,22 +332,22 @@ int lua_require(lua_State* L) {
                                             "' is not a module name (letters, digits, _ - and "
                                             "dots; no paths)");
     HostCallScope scope(L);
-    // Per-run cache first, so a module is one value within a run.
-    Run* run = runtime.current_run();
-    int cache_index;
-    if (run) {
+    // The requiring environment: the run's, the loading agent's, or the base.
+    if (Run* run = runtime.current_run())
       lua_rawgeti(L, LUA_REGISTRYINDEX, run->env_ref);
-      lua_getfield(L, -1, "\0loaded");  // never reachable by name from Lua
-      lua_remove(L, -2);
-    } else {
-      lua_rawgetp(L, LUA_REGISTRYINDEX, &kModuleCacheKey);
-    }
-    cache_index = lua_gettop(L);
-    if (lua_getfield(L, cache_index, name.c_str()) != LUA_TNIL) return 1;
+    else if (runtime.loading_env_ref_ != LUA_NOREF)
+      lua_rawgeti(L, LUA_REGISTRYINDEX, runtime.loading_env_ref_);
+    else
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
+    int env = lua_gettop(L);
+    push_env_loaded(L, env);
+    int cache = lua_gettop(L);
+    if (lua_getfield(L, cache, name.c_str()) != LUA_TNIL) return 1;
     lua_pop(L, 1);
 
-    bool shared = name.rfind("luagent.", 0) == 0;
-    if (shared) {
+    if (name.rfind("luagent.", 0) == 0) {
+      // Host modules are loaded once per state and shared; each environment sees a
+      // read-only view, so one run cannot change them under another.
       lua_rawgetp(L, LUA_REGISTRYINDEX, &kModuleCacheKey);
       if (lua_getfield(L, -1, name.c_str()) == LUA_TNIL) {
         lua_pop(L, 1);
@@ -260,58 +358,27 @@ int lua_require(lua_State* L) {
           if (!std::filesystem::exists(path))
             throw Error(ErrorCode::not_found,
                         "require: no module '" + name + "' (looked in " + path.string() + ")");
-          std::string source = read_file(path, kMaxSourceBytes);
-          std::string chunkname = "@stdlib/luagent/" + relative + ".lua";
-          if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK)
-            throw located_error(ErrorCode::syntax, lua_tostring(L, -1));
           lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
-          lua_setupvalue(L, -2, 1);
-          lua_pushstring(L, name.c_str());
-          lua_pushcfunction(L, pcall_traceback);
-          lua_insert(L, -3);
-          if (lua_pcall(L, 1, 1, -3) != LUA_OK) {
-            Error error = error_from_lua(L, -1);
-            throw Error(error.code(), "loading " + name + ": " + error.message(), error.source(),
-                        error.line());
-          }
+          run_module_chunk(L, read_file(path, kMaxSourceBytes),
+                           "@stdlib/luagent/" + relative + ".lua", -1, name);
           lua_remove(L, -2);
-          if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            lua_pushboolean(L, 1);
-          }
         }
         lua_pushvalue(L, -1);
         lua_setfield(L, -3, name.c_str());
       }
       lua_remove(L, -2);
+      if (lua_type(L, -1) == LUA_TTABLE) {
+        push_readonly_view(L, -1);
+        lua_remove(L, -2);
+      }
     } else {
       std::string relative = name;
       std::replace(relative.begin(), relative.end(), '.', '/');
-      std::string source = runtime.read_agent_file(relative + ".lua");
-      std::string chunkname = "@" + relative + ".lua";
-      if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK)
-        throw located_error(ErrorCode::syntax, lua_tostring(L, -1));
-      if (run)
-        lua_rawgeti(L, LUA_REGISTRYINDEX, run->env_ref);
-      else
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
-      lua_setupvalue(L, -2, 1);
-      lua_pushstring(L, name.c_str());
-      lua_pushcfunction(L, pcall_traceback);
-      lua_insert(L, -3);
-      if (lua_pcall(L, 1, 1, -3) != LUA_OK) {
-        Error error = error_from_lua(L, -1);
-        throw Error(error.code(), "loading " + name + ": " + error.message(), error.source(),
-                    error.line());
-      }
-      lua_remove(L, -2);
-      if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_pushboolean(L, 1);
-      }
+      run_module_chunk(L, runtime.read_agent_file(relative + ".lua"), "@" + relative + ".lua", env,
+                       name);
     }
     lua_pushvalue(L, -1);
-    lua_setfield(L, cache_index, name.c_str());
+    lua_setfield(L, cache, name.c_str());
     return 1;
   });
 }
@@ -366,45 +433,6 @@ int sandboxed_print(lua_State* L) {
     LuaRuntime::from(L).log("print", line);
     return 0;
   });
-}
-
-int readonly_newindex(lua_State* L) {
-  return run_guarded(L, [](lua_State* L) -> int {
-    const char* key = lua_tostring(L, 2);
-    throw Error(ErrorCode::forbidden, std::string("cannot change the shared library table (key '") +
-                                          (key ? key : "?") + "')");
-  });
-}
-
-// Pushes a read-only view of the table at `index`: reads and pairs() see the table,
-// writes raise. Views are created per run so even rawset stays within one run.
-void push_readonly_view(lua_State* L, int index) {
-  index = lua_absindex(L, index);
-  lua_createtable(L, 0, 0);
-  lua_createtable(L, 0, 4);
-  lua_pushvalue(L, index);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, readonly_newindex);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushvalue(L, index);
-  lua_pushcclosure(
-      L,
-      [](lua_State* L) -> int {
-        lua_pushcfunction(L, [](lua_State* L) -> int {
-          lua_settop(L, 2);
-          if (lua_next(L, 1)) return 2;
-          lua_pushnil(L);
-          return 1;
-        });
-        lua_pushvalue(L, lua_upvalueindex(1));
-        lua_pushnil(L);
-        return 3;
-      },
-      1);
-  lua_setfield(L, -2, "__pairs");
-  lua_pushliteral(L, "readonly");
-  lua_setfield(L, -2, "__metatable");
-  lua_setmetatable(L, -2);
 }
 
 }  // namespace
@@ -533,8 +561,6 @@ void LuaRuntime::push_run_environment() {
   }
   lua_pushvalue(L, env);
   lua_setfield(L, env, "_G");
-  lua_newtable(L);
-  lua_setfield(L, env, "\0loaded");
   lua_createtable(L, 0, 2);
   lua_pushvalue(L, base);
   lua_setfield(L, -2, "__index");
@@ -584,8 +610,13 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   lua_pushcfunction(L, pcall_traceback);
   luaL_loadbufferx(L, loaded.bytecode.data(), loaded.bytecode.size(), chunkname.c_str(), "b");
   push_run_environment();
+  int previous_env = loading_env_ref_;
+  lua_pushvalue(L, -1);
+  loading_env_ref_ = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_setupvalue(L, -2, 1);
   int status = lua_pcall(L, 0, 1, -2);
+  luaL_unref(L, LUA_REGISTRYINDEX, loading_env_ref_);
+  loading_env_ref_ = previous_env;
   loading_dir_ = previous_loading;
   loading_files_ = previous_files;
   if (status != LUA_OK) {
@@ -837,8 +868,6 @@ nlohmann::json LuaRuntime::load_config(const std::filesystem::path& file) {
     if (lua_type(L, -1) == LUA_TTABLE) {
       config = to_json(L, -1, "config");
     } else {
-      lua_pushnil(L);  // the globals it set, without the hidden module cache
-      lua_setfield(L, -4, "\0loaded");
       lua_pushnil(L);
       lua_setfield(L, -4, "_G");
       for (const char* name : kSafeLibraries) {

@@ -115,6 +115,7 @@ class LuaRuntime final : public AgentRuntime {
   Run* current_ = nullptr;
   std::filesystem::path loading_dir_;  // the agent folder while its chunk loads
   std::shared_ptr<const AgentFiles> loading_files_;
+  int loading_env_ref_ = LUA_NOREF;  // the environment of the agent chunk while it loads
   std::size_t memory_limit_ = 0;
   std::size_t memory_used_ = 0;
   int host_depth_ = 0;  // >0 while C++ bodies run: the allocator does not fail there

@@ -241,3 +241,29 @@ BOOST_AUTO_TEST_CASE(stdlib_lua_tests_pass_inside_the_sandbox) {
   }
   BOOST_TEST(files >= 2);
 }
+
+BOOST_AUTO_TEST_CASE(shared_modules_are_read_only_to_agents) {
+  auto failure = attempt("require('luagent.json').encode = function() return 'pwned' end");
+  BOOST_TEST(mentions(failure, "cannot change the shared library table"), failure);
+}
+
+BOOST_AUTO_TEST_CASE(agent_modules_with_one_name_stay_per_agent) {
+  // Two agents each with their own tools.lua: loading one must not hand it to the other.
+  test::TempDir dir;
+  for (const char* name : {"first", "second"}) {
+    auto folder = dir / name;
+    std::filesystem::create_directories(folder);
+    std::ofstream(folder / "tools.lua") << "return { name = '" << name << "' }";
+    std::ofstream(folder / "agent.lua")
+        << "local tools = require 'tools'\n"
+           "return function(thread) thread:push('tools', { name = tools.name }) end\n";
+  }
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  Host host(config);
+  auto a = host.launch((dir / "first").string(), Event::user("a"));
+  auto b = host.launch((dir / "second").string(), Event::user("b"));
+  host.run_until_idle();
+  BOOST_TEST(host.get(a).events[1].data["name"] == "first");
+  BOOST_TEST(host.get(b).events[1].data["name"] == "second");
+}
