@@ -7,8 +7,9 @@ namespace luagent::cli {
 // Options that take a value; everything else starting with -- is a switch.
 // New commands add their options here.
 const std::vector<std::string> kValueOptions = {
-    "--store", "--provider", "--cassette", "--model", "--config", "--agents",  "--reject", "--say",
-    "--key",   "--format",   "--status",   "--agent", "--thread", "--threads", "--saves"};
+    "--store",  "--provider", "--cassette", "--model",  "--config", "--agents",
+    "--reject", "--say",      "--key",      "--format", "--status", "--agent",
+    "--thread", "--threads",  "--saves",    "--timeout"};
 const std::vector<std::string> kSwitches = {"--json", "--approve", "--help"};
 
 Args parse_args(int argc, char** argv) {

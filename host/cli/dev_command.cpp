@@ -113,6 +113,17 @@ int command_dev(const Args& args) {
     }
   }
 
+  // --timeout SECONDS: stop then even without saves, so a script can never hang on dev.
+  auto deadline = std::chrono::steady_clock::time_point::max();
+  if (has(args, "--timeout")) {
+    try {
+      deadline = std::chrono::steady_clock::now() +
+                 std::chrono::seconds(std::stoi(option(args, "--timeout")));
+    } catch (const std::exception&) {
+      throw Error(ErrorCode::usage, "--timeout needs a number of seconds");
+    }
+  }
+
   Style style = make_style(args.json);
   HostConfig config = host_config(args, agent_dir);
   config.watch = true;
@@ -179,7 +190,7 @@ int command_dev(const Args& args) {
 
   host.agent_version(agent_dir.string());  // the first load: errors here are exit 2
   show(nullptr);
-  while (saves_left != 0) {
+  while (saves_left != 0 && std::chrono::steady_clock::now() < deadline) {
     host.pump(std::chrono::milliseconds(100));
     while (!reports.empty()) {
       ReloadReport report = reports.front();

@@ -30,6 +30,7 @@ commands:
                                       print a thread
   threads [--status S] [--agent A]    list threads
   dev AGENT [--thread T | MESSAGE]    watch; on every save re-run the next decision, show diffs
+      [--saves N] [--timeout S]       (stop after N saves / S seconds)
   replay AGENT --threads SELECTOR     re-decide stored threads (ids,... | status:S | agent:A |
                                       last:N) under the current scripts; report what changed
   eval CASES                          prompt tests from a Lua case file; exit 1 on a failure

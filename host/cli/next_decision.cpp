@@ -90,7 +90,7 @@ std::vector<Decision> ScratchHost::run() {
 }
 
 std::string describe(const Decision& decision) {
-  if (!decision.ok && decision.type.empty()) return "(error) " + decision.error;
+  if (!decision.ok) return "(no decision)";
   std::string text = decision.type;
   if (decision.data.is_object()) {
     for (const auto& [key, value] : decision.data.items()) {
