@@ -10,6 +10,7 @@
 #include <sstream>
 #include <vector>
 
+#include "agent_source_check.hpp"
 #include "lua_guard.hpp"
 #include "lua_json_convert.hpp"
 #include "lua_modules.hpp"
@@ -129,16 +130,24 @@ std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir, std
   for (auto it = std::filesystem::recursive_directory_iterator(dir, options, ec);
        !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
     if (it.depth() > 8) it.disable_recursion_pending();
-    if (!it->is_regular_file(ec) || !is_agent_source(it->path())) continue;
+    std::error_code entry_ec;  // a dangling link is skipped, not an error
+    if (!it->is_regular_file(entry_ec) || !is_agent_source(it->path())) continue;
     std::string relative = std::filesystem::relative(it->path(), dir).generic_string();
     std::string text = read_file(it->path(), kMaxSourceBytes);
     total += text.size();
     if (total > kMaxAgentBytes)
       throw Error(ErrorCode::limit, "the agent's files add up to more than " +
                                         std::to_string(kMaxAgentBytes >> 20) + " MiB");
+    check_agent_text(relative, text);
     std::string hash = sha256_hex(text, 16);
     snapshot->files.emplace(relative, AgentFiles::File{std::move(text), std::move(hash)});
   }
+  if (ec)
+    throw Error(ErrorCode::not_found,
+                "cannot read the agent folder " + dir.string() + ": " + ec.message());
+  std::map<std::string, std::string_view> texts;
+  for (const auto& [name, file] : snapshot->files) texts.emplace(name, file.text);
+  check_prompt_includes(texts);
   std::string all;
   for (const auto& [name, file] : snapshot->files) all += name + '\0' + file.hash + '\n';
   version = sha256_hex(all, 12);
@@ -163,7 +172,23 @@ Error located_error(ErrorCode code, const std::string& lua_message) {
 }
 
 int pcall_traceback(lua_State* L) {
-  if (lua_type(L, 1) == LUA_TTABLE) return 1;  // structured errors pass unchanged
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    // A host function's error has no position: point at the Lua line that called it.
+    if (lua_getfield(L, 1, "line") == LUA_TNIL) {
+      lua_Debug ar;
+      for (int level = 1; lua_getstack(L, level, &ar); ++level) {
+        lua_getinfo(L, "Sl", &ar);
+        if (ar.currentline <= 0) continue;
+        lua_pushstring(L, ar.short_src);
+        lua_setfield(L, 1, "source");
+        lua_pushinteger(L, ar.currentline);
+        lua_setfield(L, 1, "line");
+        break;
+      }
+    }
+    lua_pop(L, 1);
+    return 1;  // structured errors pass on
+  }
   const char* message = lua_tostring(L, 1);
   if (!message) message = "(error object is not a string)";
   lua_pushstring(L, message);
@@ -633,6 +658,26 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   return info;
 }
 
+void LuaRuntime::reload_stdlib() {
+  // Compile every module first: one with a syntax error keeps the old cache serving.
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(stdlib_dir_, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->path().extension() != ".lua" || !it->is_regular_file(ec)) continue;
+    std::string source = read_file(it->path(), kMaxSourceBytes);
+    std::string chunkname =
+        "@stdlib/" + std::filesystem::relative(it->path(), stdlib_dir_).generic_string();
+    if (luaL_loadbufferx(L_, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK) {
+      Error error = located_error(ErrorCode::syntax, lua_tostring(L_, -1));
+      lua_pop(L_, 1);
+      throw error;
+    }
+    lua_pop(L_, 1);
+  }
+  lua_newtable(L_);
+  lua_rawsetp(L_, LUA_REGISTRYINDEX, &kModuleCacheKey);
+}
+
 const LuaRuntime::LoadedAgent& LuaRuntime::loaded_agent(const AgentInfo& agent) {
   auto found = agents_.find(agent.dir);
   if (found == agents_.end() || found->second.info.version != agent.version) load_agent(agent.dir);
@@ -764,6 +809,11 @@ void LuaRuntime::start_llm_call(Run& run, llm::Request request, llm::ChunkCallba
                 "no LLM provider is configured (set LUAGENT_PROVIDER or "
                 "provider = ... in luagent.config.lua)");
   if (run.pending_call) throw Error(ErrorCode::internal, "a run has two LLM calls in flight");
+  if (services_.limits.llm_calls_per_step > 0 &&
+      ++run.llm_calls > services_.limits.llm_calls_per_step)
+    throw Error(ErrorCode::limit, "the step reached its limit of " +
+                                      std::to_string(services_.limits.llm_calls_per_step) +
+                                      " LLM call(s) (llm_calls_per_step)");
   std::uint64_t run_id = run.id;
   run.call_started_version = run.thread.version();
   run.pending_call = services_.provider->start(std::move(request), std::move(on_chunk),

@@ -49,6 +49,7 @@ struct Run {
   std::int64_t cpu_used_ns = 0;
   std::int64_t slice_started_ns = 0;
   bool killed = false;
+  int llm_calls = 0;  // started in this step (limits.llm_calls_per_step)
 };
 
 class LuaRuntime final : public AgentRuntime {
@@ -64,6 +65,8 @@ class LuaRuntime final : public AgentRuntime {
   std::string render_context(const Thread& thread) override;
   nlohmann::json load_config(const std::filesystem::path& file) override;
   std::unique_ptr<llm::Provider> make_script_provider(const std::filesystem::path& file) override;
+  std::filesystem::path stdlib_dir() const override { return stdlib_dir_; }
+  void reload_stdlib() override;
 
   static LuaRuntime& from(lua_State* L);
   lua_State* state() const { return L_; }
@@ -88,6 +91,8 @@ class LuaRuntime final : public AgentRuntime {
   /// being loaded). Returns its text; refuses paths that leave the folder.
   std::string read_agent_file(std::string_view relative, std::string* version = nullptr);
   void log(std::string_view level, std::string_view message) const;
+  /// Pushes a fresh restricted environment (what a run gets) for host-side Lua files.
+  void push_sandbox_environment() { push_run_environment(); }
 
  private:
   struct LoadedAgent {

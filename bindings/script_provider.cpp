@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "llm/replay_provider.hpp"
 #include "lua_guard.hpp"
 #include "lua_json_convert.hpp"
 #include "lua_runtime.hpp"
@@ -49,6 +50,8 @@ class ScriptProvider final : public llm::Provider {
     outcome.trace.provider = "script";
     outcome.trace.model = request.model.empty() ? name_ : request.model;
     outcome.trace.attempts = 1;
+    outcome.trace.request_body = llm::cassette_key(request);  // the rendered prompt
+    outcome.trace.request_bytes = static_cast<std::int64_t>(outcome.trace.request_body.size());
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, function_ref_);
     {

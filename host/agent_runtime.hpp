@@ -30,6 +30,7 @@ struct AgentInfo {
 struct RuntimeLimits {
   int step_cpu_ms = 5000;
   std::size_t memory_mb = 256;
+  int llm_calls_per_step = 0;  // 0: no limit; dev, replay and eval take one decision
 };
 
 struct RunCallbacks {
@@ -69,6 +70,11 @@ class AgentRuntime {
   /// A provider whose model is a Lua function (the `script` provider, for tests).
   virtual std::unique_ptr<llm::Provider> make_script_provider(
       const std::filesystem::path& file) = 0;
+  /// Where `luagent.*` Lua modules are read from.
+  virtual std::filesystem::path stdlib_dir() const = 0;
+  /// Drops the cached stdlib modules so new runs read them again; steps in flight keep
+  /// the modules they hold. Throws (and keeps the cache) if a module has a syntax error.
+  virtual void reload_stdlib() = 0;
 };
 
 std::unique_ptr<AgentRuntime> make_lua_runtime(RuntimeServices services);

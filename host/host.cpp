@@ -2,9 +2,12 @@
 // implements the verbs (launch, resume, get, list) on top of them.
 #include <cstdlib>
 #include <iostream>
+#include <map>
 
 #include "agent_runtime.hpp"
 #include "event_loop.hpp"
+#include "file_watcher.hpp"
+#include "llm/delayed_provider.hpp"
 #include "llm/provider_factory.hpp"
 #include "llm/replay_provider.hpp"
 #include "luagent/luagent.hpp"
@@ -102,7 +105,8 @@ struct Host::Impl {
     }
     if (config.step_cpu_ms > 0) limits.step_cpu_ms = config.step_cpu_ms;
     if (config.memory_mb > 0) limits.memory_mb = config.memory_mb;
-    if (limits.step_cpu_ms != 5000 || limits.memory_mb != 256) {
+    limits.llm_calls_per_step = config.llm_calls_per_step;
+    if (limits.step_cpu_ms != 5000 || limits.memory_mb != 256 || limits.llm_calls_per_step) {
       services.limits = limits;
       runtime = make_lua_runtime(services);  // limits are fixed when the state is made
     }
@@ -131,6 +135,9 @@ struct Host::Impl {
                     "the script provider needs a Lua model file (script = ... in "
                     "luagent.config.lua or LUAGENT_SCRIPT)");
       provider = runtime->make_script_provider(script);
+      if (config.replay_latency.count() > 0)
+        provider = std::make_unique<llm::DelayedProvider>(std::move(provider), loop,
+                                                          config.replay_latency);
     } else if (llm::is_http_provider(provider_name)) {
       provider = llm::make_http_provider(
           provider_name, llm::http_provider_config(provider_name, file_config, model), loop);
@@ -141,6 +148,7 @@ struct Host::Impl {
     if (provider && !record.empty())
       provider = std::make_unique<llm::RecordingProvider>(std::move(provider), record);
     runtime->set_provider(provider.get());
+    if (config.watch) start_watching();
   }
 
   std::filesystem::path resolve_agent(const std::string& agent) const {
@@ -164,6 +172,99 @@ struct Host::Impl {
     };
     runtime->start_step(agent, std::move(thread), std::move(callbacks));
   }
+
+  // ---- hot reload (HostConfig::watch) ----------------------------------------------
+
+  struct WatchedAgent {
+    AgentInfo info;       // the version serving; empty version: never loaded yet
+    bool failed = false;  // the last reload failed (a fix is reported even if unchanged)
+  };
+  std::map<std::filesystem::path, WatchedAgent> watched;  // by canonical folder
+  std::filesystem::path stdlib_root;
+  std::function<void(const ReloadReport&)> on_reload;
+  std::unique_ptr<FileWatcher> watcher;  // last: stopped before the loop and runtime go
+
+  void start_watching() {
+    WatchOptions options;
+    std::string mode = config.watch_mode.empty() ? env_or("LUAGENT_WATCH") : config.watch_mode;
+    options.mode = watch_mode_from_name(mode);
+    options.poll_interval = config.watch_poll_interval;
+    // The watcher's thread only posts; every reload runs here, on the loop's thread.
+    watcher =
+        std::make_unique<FileWatcher>(options, [this](std::vector<std::filesystem::path> roots) {
+          loop.post([this, roots = std::move(roots)] { reload(roots); });
+        });
+    std::error_code ec;
+    stdlib_root = std::filesystem::weakly_canonical(runtime->stdlib_dir(), ec);
+    watcher->add_root(stdlib_root);
+  }
+
+  // The agent in `dir`: without a watcher, loaded from disk every time; with one, the
+  // version serving now (no re-read), watched from its first load on.
+  AgentInfo load(const std::filesystem::path& dir) {
+    if (!watcher) return runtime->load_agent(dir);
+    std::error_code ec;
+    auto key = std::filesystem::weakly_canonical(dir, ec);
+    auto found = watched.find(key);
+    if (found != watched.end() && !found->second.info.version.empty()) return found->second.info;
+    if (found == watched.end()) {
+      watched[key] = {};
+      watcher->add_root(key);  // before reading: a save during the load is not missed
+    }
+    AgentInfo info = runtime->load_agent(key);
+    watched[key] = {info, false};
+    return info;
+  }
+
+  void reload(const std::vector<std::filesystem::path>& roots) {
+    for (const auto& root : roots) {
+      ReloadReport report;
+      report.dir = root;
+      if (root == stdlib_root) {
+        report.agent = "stdlib";
+        try {
+          runtime->reload_stdlib();
+          report.ok = true;
+          config.log("info", "reloaded stdlib " + root.string());
+        } catch (const Error& e) {
+          report.error = e;
+          config.log("error", std::string("reloading stdlib failed; the loaded modules keep "
+                                          "serving: ") +
+                                  e.what());
+        }
+        if (on_reload) on_reload(report);
+        continue;
+      }
+      auto found = watched.find(root);
+      if (found == watched.end()) continue;
+      WatchedAgent& agent = found->second;
+      report.agent = root.filename().string();
+      report.previous_version = agent.info.version;
+      try {
+        if (!std::filesystem::is_directory(root))
+          throw Error(ErrorCode::not_found, "the agent folder " + root.string() + " is gone");
+        AgentInfo info = runtime->load_agent(root);
+        if (info.version == agent.info.version && !agent.failed) continue;  // touched only
+        agent.info = info;
+        agent.failed = false;
+        report.ok = true;
+        report.version = info.version;
+        config.log("info", "reloaded agent " + report.agent + ": version " +
+                               (report.previous_version.empty() ? "-" : report.previous_version) +
+                               " -> " + info.version);
+      } catch (const Error& e) {
+        agent.failed = true;
+        report.version = agent.info.version;
+        report.error = e;
+        config.log("error", "reloading agent " + report.agent + " failed; " +
+                                (agent.info.version.empty()
+                                     ? std::string("nothing serves it yet")
+                                     : "version " + agent.info.version + " keeps serving") +
+                                ": " + e.what());
+      }
+      if (on_reload) on_reload(report);
+    }
+  }
 };
 
 Host::Host(HostConfig config) : impl_(std::make_unique<Impl>()) {
@@ -176,7 +277,7 @@ void Host::on_event(std::function<void(const Thread&, const Event&)> callback) {
 }
 
 std::string Host::launch(const std::string& agent, Event first) {
-  AgentInfo info = impl_->runtime->load_agent(impl_->resolve_agent(agent));
+  AgentInfo info = impl_->load(impl_->resolve_agent(agent));
   Thread thread;
   thread.id = new_thread_id();
   thread.agent = info.name;
@@ -208,7 +309,7 @@ void Host::resume(const std::string& thread_id, Resume resume) {
   std::filesystem::path agent_dir = thread.agent_path.empty()
                                         ? impl_->resolve_agent(thread.agent)
                                         : std::filesystem::path(thread.agent_path);
-  AgentInfo info = impl_->runtime->load_agent(agent_dir);
+  AgentInfo info = impl_->load(agent_dir);
   auto appended = impl_->store->append(thread.id, thread.version(), {std::move(resume.event)});
   if (appended.replayed) return;  // the same answer was given before; nothing runs again
   for (Event& event : appended.events) {
@@ -216,6 +317,26 @@ void Host::resume(const std::string& thread_id, Resume resume) {
     if (impl_->on_event) impl_->on_event(thread, event);
   }
   impl_->start(info, std::move(thread));
+}
+
+void Host::on_reload(std::function<void(const ReloadReport&)> callback) {
+  impl_->on_reload = std::move(callback);
+}
+
+std::string Host::agent_version(const std::string& agent) {
+  return impl_->load(impl_->resolve_agent(agent)).version;
+}
+
+void Host::continue_thread(const std::string& thread_id) {
+  Thread thread = impl_->store->load(thread_id);
+  if (thread.status() != Status::running)
+    throw Error(ErrorCode::conflict, "thread " + thread_id + " is " +
+                                         std::string(status_name(thread.status())) +
+                                         ", not running: resume it with an answer instead");
+  std::filesystem::path agent_dir = thread.agent_path.empty()
+                                        ? impl_->resolve_agent(thread.agent)
+                                        : std::filesystem::path(thread.agent_path);
+  impl_->start(impl_->load(agent_dir), std::move(thread));
 }
 
 Thread Host::get(const std::string& thread_id) {

@@ -46,13 +46,22 @@ return function(request)
   local text = request.messages[#request.messages].content
   local events = events_of(text)
   local plan, results, fixes = {}, {}, {}
+  local asked -- the word the last request_more_information asked about
   for _, e in ipairs(events) do
     if e.tag == "user_input" then plan = plan_of(e.body) end
     if e.tag == "tool_response" then results[#results + 1] = tonumber(e.body) end
+    if e.tag == "request_more_information" then asked = e.body:match("instead of ([^%s?]+)") end
     if e.tag == "human_response" then
       local new, old = e.body:match("use (%S+) instead of (%S+)")
-      if new then fixes[old] = new end
+      if new then
+        fixes[old] = new
+      elseif asked and e.body:match("%d+") then -- "lets try 12 instead"
+        fixes[asked] = e.body:match("%d+")
+      end
     end
+  end
+  if #plan == 0 then -- a greeting, or nothing to calculate
+    return '{"intent": "request_more_information", "message": "Hello! What calculation should I do?"}'
   end
   local step = plan[#results + 1]
   if not step then

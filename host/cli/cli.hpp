@@ -68,5 +68,8 @@ int command_run(const Args& args);
 int command_resume(const Args& args);
 int command_show(const Args& args);
 int command_threads(const Args& args);
+int command_dev(const Args& args);
+int command_replay(const Args& args);
+int command_eval(const Args& args);
 
 }  // namespace luagent::cli

@@ -6,9 +6,10 @@ namespace luagent::cli {
 
 // Options that take a value; everything else starting with -- is a switch.
 // New commands add their options here.
-const std::vector<std::string> kValueOptions = {"--store",  "--provider", "--cassette", "--model",
-                                                "--config", "--agents",   "--reject",   "--say",
-                                                "--key",    "--format",   "--status",   "--agent"};
+const std::vector<std::string> kValueOptions = {
+    "--store",  "--provider", "--cassette", "--model",  "--config", "--agents",
+    "--reject", "--say",      "--key",      "--format", "--status", "--agent",
+    "--thread", "--threads",  "--saves",    "--timeout"};
 const std::vector<std::string> kSwitches = {"--json", "--approve", "--help"};
 
 Args parse_args(int argc, char** argv) {

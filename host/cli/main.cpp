@@ -15,10 +15,9 @@ struct Command {
 
 // Add a command here and its options in cli_args.cpp.
 constexpr Command kCommands[] = {
-    {"run", command_run},
-    {"resume", command_resume},
-    {"show", command_show},
-    {"threads", command_threads},
+    {"run", command_run},         {"resume", command_resume}, {"show", command_show},
+    {"threads", command_threads}, {"dev", command_dev},       {"replay", command_replay},
+    {"eval", command_eval},
 };
 
 constexpr const char* kUsage = R"(usage: luagent <command> [options]
@@ -30,6 +29,11 @@ commands:
   show THREAD [--format text|json|llm]
                                       print a thread
   threads [--status S] [--agent A]    list threads
+  dev AGENT [--thread T | MESSAGE]    watch; on every save re-run the next decision, show diffs
+      [--saves N] [--timeout S]       (stop after N saves / S seconds)
+  replay AGENT --threads SELECTOR     re-decide stored threads (ids,... | status:S | agent:A |
+                                      last:N) under the current scripts; report what changed
+  eval CASES                          prompt tests from a Lua case file; exit 1 on a failure
 
 options:
   --json            one JSON object per line

@@ -75,6 +75,7 @@ CallId ReplayProvider::start(Request request, ChunkCallback on_chunk, DoneCallba
   outcome.trace.provider = "replay";
   outcome.trace.model = request.model.empty() ? "replay" : request.model;
   outcome.trace.request_bytes = static_cast<std::int64_t>(key.size());
+  outcome.trace.request_body = key;  // the rendered prompt, for the trace
   outcome.trace.attempts = 1;
   outcome.trace.latency_ms = static_cast<double>(latency_.count());
   auto found = recorded_.find(key);

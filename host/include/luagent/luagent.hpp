@@ -30,9 +30,29 @@ struct HostConfig {
   std::filesystem::path record;    // when set, every LLM call is appended to this cassette
   int step_cpu_ms = 0;             // 0: default (5000)
   std::size_t memory_mb = 0;       // 0: default (256)
-  std::chrono::milliseconds replay_latency{0};
+  std::chrono::milliseconds replay_latency{0};  // delays every replay and script call
   /// Log lines from agents (print, luagent.log) and the host; default: stderr.
   std::function<void(std::string_view level, std::string_view message)> log;
+  /// Watch loaded agents' folders and stdlib/: a changed agent is reloaded while the host
+  /// runs; new steps use it, steps in flight finish on their version. Off: every launch and
+  /// resume reads the agent's folder again.
+  bool watch = false;
+  /// "inotify", "poll" (network filesystems) or empty: inotify where available. Env LUAGENT_WATCH.
+  std::string watch_mode;
+  std::chrono::milliseconds watch_poll_interval{100};
+  /// A step fails once it starts more LLM calls than this (0: no limit); the dev, replay and
+  /// eval commands use 1 to take exactly one decision.
+  int llm_calls_per_step = 0;
+};
+
+/// What a reload of a watched agent (or of stdlib/) did; see Host::on_reload.
+struct ReloadReport {
+  std::string agent;  // the agent's name, or "stdlib"
+  std::filesystem::path dir;
+  bool ok = false;               // false: `error` says why, and previous_version keeps serving
+  std::string version;           // the version serving now
+  std::string previous_version;  // empty on the first load
+  std::optional<Error> error;    // with the file and line where known
 };
 
 /// How a resume answers a waiting thread.
@@ -72,6 +92,15 @@ class Host {
 
   /// Called for every event as soon as it is stored.
   void on_event(std::function<void(const Thread&, const Event&)> callback);
+
+  /// Called after each reload of a watched agent or of stdlib/, successful or not (watch).
+  void on_reload(std::function<void(const ReloadReport&)> callback);
+  /// Loads `agent` (when watched: the version serving now) and returns its content hash.
+  /// Throws the load error (syntax, not_found, ...) with file:line.
+  std::string agent_version(const std::string& agent);
+  /// Starts the next step of a stored thread that is running with no step in flight: a
+  /// thread copied into this host's store, or one a crashed process left running.
+  void continue_thread(const std::string& thread_id);
 
  private:
   struct Impl;
