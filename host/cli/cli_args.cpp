@@ -8,7 +8,9 @@ namespace luagent::cli {
 // New commands add their options here.
 const std::vector<std::string> kValueOptions = {"--store",  "--provider", "--cassette", "--model",
                                                 "--config", "--agents",   "--reject",   "--say",
-                                                "--key",    "--format",   "--status",   "--agent"};
+                                                "--key",    "--format",   "--status",   "--agent",
+                                                // lifecycle_commands.cpp
+                                                "--event", "--at", "--reason", "--by"};
 const std::vector<std::string> kSwitches = {"--json", "--approve", "--help"};
 
 Args parse_args(int argc, char** argv) {

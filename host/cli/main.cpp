@@ -19,21 +19,26 @@ constexpr Command kCommands[] = {
     {"resume", command_resume},
     {"show", command_show},
     {"threads", command_threads},
+    {"fork", command_fork},
+    {"cancel", command_cancel},
 };
 
 constexpr const char* kUsage = R"(usage: luagent <command> [options]
 
 commands:
   run AGENT [MESSAGE]                 start a thread; run until it waits or ends
-  resume THREAD (--approve | --reject TEXT | --say TEXT) [--key K]
-                                      answer a waiting thread and run on
-  show THREAD [--format text|json|llm]
+  resume THREAD (--approve | --reject TEXT | --say TEXT | --event JSON) [--key K] [--by WHO]
+                                      answer a waiting thread and run on; with no
+                                      answer, continue a thread a crash interrupted
+  show THREAD [--format text|json|llm|md]
                                       print a thread
   threads [--status S] [--agent A]    list threads
+  fork THREAD --at N                  a new thread with events 1..N of THREAD
+  cancel THREAD [--reason TEXT]       end a running or waiting thread
 
 options:
   --json            one JSON object per line
-  --store URI       sqlite:PATH (default sqlite:.luagent/threads.db)
+  --store URI       sqlite:PATH or fs:DIR (default sqlite:.luagent/threads.db)
   --provider NAME   openai | anthropic | replay | script
   --cassette FILE   the replay provider's recorded calls
   --model NAME      model name passed to the provider

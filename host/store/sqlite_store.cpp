@@ -10,14 +10,16 @@
 #include <filesystem>
 #include <thread>
 
+#include "failpoint.hpp"
 #include "luagent/error.hpp"
 
 namespace luagent {
 namespace {
 
 // Row format of this build. Bump it when the stored shape changes, and teach
-// read_thread_row to read every older one.
-constexpr int kSchemaVersion = 1;
+// read_event to read every older one. Schema 0 rows (before data was always JSON) may
+// hold a bare string as an event's data.
+constexpr int kSchemaVersion = kStoreSchemaVersion;
 // How long a writer waits for another process's transaction before giving up.
 constexpr int kBusyTimeoutMs = 30000;
 
@@ -116,12 +118,13 @@ void exec(sqlite3* db, const char* sql) {
   }
 }
 
-Event read_event(Statement& rows, std::string_view thread_id) {
+Event read_event(Statement& rows, std::string_view thread_id, std::int64_t schema = kSchemaVersion) {
   Event event;
   event.id = rows.int64(0);
   event.type = rows.text(1);
   std::string data = rows.text(2);
   event.data = nlohmann::json::parse(data, nullptr, /*allow_exceptions=*/false);
+  if (event.data.is_discarded() && schema == 0) event.data = data;
   if (event.data.is_discarded())
     throw Error(ErrorCode::corrupt, "thread " + std::string(thread_id) + ": event " +
                                         std::to_string(event.id) + " holds data that is not JSON");
@@ -138,7 +141,9 @@ auto in_write_transaction(sqlite3* db, Statement& begin, Statement& commit, Stat
   begin.reset().step();
   try {
     auto result = body();
+    failpoint("before_commit");
     commit.reset().step();  // the event is durable only once this returns
+    failpoint("after_commit");
     return result;
   } catch (...) {
     if (!sqlite3_get_autocommit(db)) rollback.reset().step();
@@ -279,7 +284,7 @@ Thread SqliteStore::load(std::string_view id) {
                                                  std::to_string(schema) + ")");
     s.select_events.reset().bind(1, id);
     while (s.select_events.step()) {
-      Event event = read_event(s.select_events, id);
+      Event event = read_event(s.select_events, id, schema);
       if (event.id != thread.version() + 1)
         throw Error(ErrorCode::corrupt, "thread " + std::string(id) + ": event " +
                                             std::to_string(thread.version() + 1) + " is missing");
@@ -314,7 +319,7 @@ std::vector<ThreadSummary> SqliteStore::list(const ListFilter& filter) {
       summary.updated_ms = rows.int64(6);
       summary.status = derive_status(&last);
     }
-    if (filter.status && summary.status != *filter.status) continue;
+    if (!matches(filter, summary)) continue;
     result.push_back(std::move(summary));
     if (filter.limit && result.size() >= filter.limit) break;
   }
@@ -348,8 +353,14 @@ AppendResult SqliteStore::append(std::string_view id, std::int64_t expected_vers
     }
     s.select_thread.reset().bind(1, id);
     bool exists = s.select_thread.step();
+    std::int64_t schema = exists ? s.select_thread.int64(5) : 0;
     s.select_thread.reset();
     if (!exists) throw Error(ErrorCode::not_found, "no thread " + std::string(id) + " in " + uri_);
+    // Never mix rows of this build into a thread a newer build owns.
+    if (schema > kSchemaVersion)
+      throw Error(ErrorCode::schema_version, "thread " + std::string(id) +
+                                                 " was written by a newer luagent (schema " +
+                                                 std::to_string(schema) + ")");
     s.select_version.reset().bind(1, id).step();
     std::int64_t version = s.select_version.int64(0);
     s.select_version.reset();
@@ -384,22 +395,6 @@ std::vector<nlohmann::json> SqliteStore::calls(std::string_view thread_id) {
   }
   rows.reset();
   return result;
-}
-
-std::unique_ptr<Store> open_store(std::string_view uri) {
-  auto colon = uri.find(':');
-  if (colon == std::string_view::npos || colon == 0)
-    throw Error(ErrorCode::config, "store URI '" + std::string(uri) +
-                                       "' has no scheme: use sqlite:PATH (e.g. " +
-                                       std::string(kDefaultStoreUri) + ")");
-  std::string_view scheme = uri.substr(0, colon);
-  std::string_view rest = uri.substr(colon + 1);
-  if (scheme == "sqlite") {
-    if (rest.empty()) throw Error(ErrorCode::config, "store URI 'sqlite:' needs a file path");
-    return std::make_unique<SqliteStore>(std::string(uri), std::filesystem::path(rest));
-  }
-  throw Error(ErrorCode::config, "unknown store scheme '" + std::string(scheme) + "' in '" +
-                                     std::string(uri) + "': use sqlite:PATH");
 }
 
 }  // namespace luagent
