@@ -35,16 +35,17 @@ int threads_get(lua_State* L) {
 }
 
 int threads_list(lua_State* L) {
-  nlohmann::json options = lua_isnoneornil(L, 1) ? nlohmann::json::object()
-                                                 : to_json(L, 1, "threads.list options");
+  nlohmann::json options =
+      lua_isnoneornil(L, 1) ? nlohmann::json::object() : to_json(L, 1, "threads.list options");
   if (!options.is_object())
     throw Error(ErrorCode::usage, "threads.list: options must be a table {status, agent, limit}");
   ListFilter filter;
   if (auto status = options.find("status"); status != options.end()) {
     auto parsed = status->is_string() ? status_from_name(status->get<std::string>()) : std::nullopt;
     if (!parsed)
-      throw Error(ErrorCode::usage, "threads.list: status must be one of running, awaiting_human, "
-                                    "awaiting_approval, done, failed, cancelled");
+      throw Error(ErrorCode::usage,
+                  "threads.list: status must be one of running, awaiting_human, "
+                  "awaiting_approval, done, failed, cancelled");
     filter.status = parsed;
   }
   if (auto agent = options.find("agent"); agent != options.end()) {

@@ -30,7 +30,8 @@ std::vector<Armed>& armed_points() {
         Armed point;
         auto colon = item.find(':');
         point.name = item.substr(0, colon);
-        if (colon != std::string::npos) point.remaining = std::max(1L, std::atol(item.c_str() + colon + 1));
+        if (colon != std::string::npos)
+          point.remaining = std::max(1L, std::atol(item.c_str() + colon + 1));
         parsed.push_back(point);
       }
       start = end + 1;

@@ -225,8 +225,8 @@ struct Host::Impl {
     for (const Event& stored : thread.events) {
       if (stored.key != answer.key) continue;
       if (stored.type != answer.type || stored.data != answer.data)
-        throw Error(ErrorCode::conflict, "idempotency key '" + answer.key +
-                                             "' was already used for a different event");
+        throw Error(ErrorCode::conflict,
+                    "idempotency key '" + answer.key + "' was already used for a different event");
       ResumeResult result;
       result.replayed = true;
       result.events.assign(thread.events.begin() + (stored.id - 1), thread.events.end());
@@ -263,7 +263,8 @@ std::string Host::launch(const std::string& agent, Event first) {
 
 ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   Thread thread = impl_->store->load(thread_id);
-  if (resume.event.type.empty() && resume.event.key.empty()) return impl_->recover(std::move(thread));
+  if (resume.event.type.empty() && resume.event.key.empty())
+    return impl_->recover(std::move(thread));
   check_outside_event(resume.event);
   // A key seen before wins over the status: a duplicate webhook after the thread moved on
   // gets the first outcome.

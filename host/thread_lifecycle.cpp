@@ -49,9 +49,9 @@ Event cancel_thread(Store& store, std::string_view id, const std::string& reason
 
 void check_outside_event(const Event& event) {
   static const std::set<std::string_view> kHostTypes = {
-      event_type::await,     event_type::tool_started, event_type::tool_response,
-      event_type::outcome_unknown, event_type::done,   event_type::failed,
-      event_type::cancelled, event_type::error};
+      event_type::await,           event_type::tool_started, event_type::tool_response,
+      event_type::outcome_unknown, event_type::done,         event_type::failed,
+      event_type::cancelled,       event_type::error};
   if (event.type.empty()) throw Error(ErrorCode::usage, "the event needs a non-empty \"type\"");
   if (kHostTypes.count(event.type))
     throw Error(ErrorCode::usage, "'" + event.type +

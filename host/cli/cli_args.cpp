@@ -6,9 +6,9 @@ namespace luagent::cli {
 
 // Options that take a value; everything else starting with -- is a switch.
 // New commands add their options here.
-const std::vector<std::string> kValueOptions = {"--store",  "--provider", "--cassette", "--model",
-                                                "--config", "--agents",   "--reject",   "--say",
-                                                "--key",    "--format",   "--status",   "--agent",
+const std::vector<std::string> kValueOptions = {"--store", "--provider", "--cassette", "--model",
+                                                "--config", "--agents", "--reject", "--say",
+                                                "--key", "--format", "--status", "--agent",
                                                 // lifecycle_commands.cpp
                                                 "--event", "--at", "--reason", "--by"};
 const std::vector<std::string> kSwitches = {"--json", "--approve", "--help"};

@@ -87,8 +87,7 @@ Resume resume_from_args(const Args& args) {
   }
   if (has(args, "--by")) {
     // Who answered, for the record (show --format md lists approvals with it).
-    if (!resume.event.data.is_object())
-      resume.event.data = {{"text", resume.event.data}};
+    if (!resume.event.data.is_object()) resume.event.data = {{"text", resume.event.data}};
     resume.event.data["by"] = option(args, "--by");
   }
   return resume;
@@ -123,8 +122,8 @@ int command_fork(const Args& args) {
                      .dump()
               << "\n";
   } else {
-    std::cout << "forked " << fork.parent_id << " at event " << at << " into thread " << id
-              << " (" << luagent::status_name(fork.status()) << ")\n";
+    std::cout << "forked " << fork.parent_id << " at event " << at << " into thread " << id << " ("
+              << luagent::status_name(fork.status()) << ")\n";
   }
   return kExitDone;
 }
@@ -188,9 +187,8 @@ void print_markdown(Host& host, const Thread& thread) {
     if (!from_outside || answer.type == event_type::outcome_unknown ||
         answer.type == event_type::cancelled)
       continue;
-    const Event* await = i > 0 && thread.events[i - 1].type == event_type::await
-                             ? &thread.events[i - 1]
-                             : nullptr;
+    const Event* await =
+        i > 0 && thread.events[i - 1].type == event_type::await ? &thread.events[i - 1] : nullptr;
     std::string who = answer.data.is_object() && answer.data.contains("by")
                           ? brief(answer.data["by"])
                           : "unattributed";

@@ -15,12 +15,8 @@ struct Command {
 
 // Add a command here and its options in cli_args.cpp.
 constexpr Command kCommands[] = {
-    {"run", command_run},
-    {"resume", command_resume},
-    {"show", command_show},
-    {"threads", command_threads},
-    {"fork", command_fork},
-    {"cancel", command_cancel},
+    {"run", command_run},         {"resume", command_resume}, {"show", command_show},
+    {"threads", command_threads}, {"fork", command_fork},     {"cancel", command_cancel},
 };
 
 constexpr const char* kUsage = R"(usage: luagent <command> [options]

@@ -32,7 +32,8 @@ void check_id(std::string_view id) {
   for (char c : id)
     ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                 c == '_' || c == '-');
-  if (!ok) throw Error(ErrorCode::not_found, "no thread '" + std::string(id) + "' (not a thread id)");
+  if (!ok)
+    throw Error(ErrorCode::not_found, "no thread '" + std::string(id) + "' (not a thread id)");
 }
 
 // Holds flock(LOCK_EX) on a thread's lock file for its lifetime.

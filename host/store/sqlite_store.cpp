@@ -118,7 +118,8 @@ void exec(sqlite3* db, const char* sql) {
   }
 }
 
-Event read_event(Statement& rows, std::string_view thread_id, std::int64_t schema = kSchemaVersion) {
+Event read_event(Statement& rows, std::string_view thread_id,
+                 std::int64_t schema = kSchemaVersion) {
   Event event;
   event.id = rows.int64(0);
   event.type = rows.text(1);

@@ -94,8 +94,10 @@ void bench(const std::string& scheme) {
                               : "fs:" + (dir / name).string();
   };
   std::printf("\n== %s ==\n", scheme.c_str());
-  std::printf("durable appends/s, 1 writer:        %8.0f\n", appends_per_second(uri("one"), 1, 300));
-  std::printf("durable appends/s, 8 threads:       %8.0f\n", appends_per_second(uri("eight"), 8, 100));
+  std::printf("durable appends/s, 1 writer:        %8.0f\n",
+              appends_per_second(uri("one"), 1, 300));
+  std::printf("durable appends/s, 8 threads:       %8.0f\n",
+              appends_per_second(uri("eight"), 8, 100));
 
   // A 200-event thread.
   auto store = open_store(uri("big"));
@@ -119,8 +121,10 @@ void bench(const std::string& scheme) {
   std::printf("load + durable append (resume): %.0f us\n", load_append);
   if (scheme == "sqlite") {
     auto db = dir / "big.db";
-    auto rows = sqlite_bytes(db, "SELECT SUM(length(thread_id) + 4 + length(type) + length(data) + "
-                                 "8 + COALESCE(length(version),0) + COALESCE(length(key),0)) FROM events");
+    auto rows =
+        sqlite_bytes(db,
+                     "SELECT SUM(length(thread_id) + 4 + length(type) + length(data) + "
+                     "8 + COALESCE(length(version),0) + COALESCE(length(key),0)) FROM events");
     std::printf("bytes per event (row payload): %.0f\n", rows / 201.0);
   } else {
     std::printf("bytes per event (file): %.0f\n",
@@ -145,22 +149,28 @@ void bench(const std::string& scheme) {
   }
   if (scheme == "sqlite") {
     auto db = dir / "calc.db";
-    auto events = sqlite_bytes(db, "SELECT SUM(length(thread_id) + 4 + length(type) + length(data) + 8 + "
-                                   "COALESCE(length(version),0) + COALESCE(length(key),0)) FROM events");
-    auto header = sqlite_bytes(db, "SELECT SUM(length(id) + length(agent) + length(agent_path) + 16) FROM threads");
-    auto traces = sqlite_bytes(db, "SELECT SUM(length(trace) + length(thread_id) + 8) FROM llm_calls");
-    std::printf("calculator thread (scenario A): %lld bytes without traces, %lld with traces "
-                "(row payload; page overhead extra)\n",
-                static_cast<long long>(events + header), static_cast<long long>(events + header + traces));
+    auto events =
+        sqlite_bytes(db,
+                     "SELECT SUM(length(thread_id) + 4 + length(type) + length(data) + 8 + "
+                     "COALESCE(length(version),0) + COALESCE(length(key),0)) FROM events");
+    auto header = sqlite_bytes(
+        db, "SELECT SUM(length(id) + length(agent) + length(agent_path) + 16) FROM threads");
+    auto traces =
+        sqlite_bytes(db, "SELECT SUM(length(trace) + length(thread_id) + 8) FROM llm_calls");
+    std::printf(
+        "calculator thread (scenario A): %lld bytes without traces, %lld with traces "
+        "(row payload; page overhead extra)\n",
+        static_cast<long long>(events + header), static_cast<long long>(events + header + traces));
   } else {
     auto folder = dir / "calc";
     auto json = fs::file_size(folder / (id + ".json"));
     auto txt = fs::file_size(folder / (id + ".txt"));
     auto traces = fs::file_size(folder / (id + ".calls.jsonl"));
-    std::printf("calculator thread (scenario A): %ju bytes <id>.json, %ju bytes <id>.txt, %ju "
-                "bytes traces (total %ju)\n",
-                static_cast<std::uintmax_t>(json), static_cast<std::uintmax_t>(txt),
-                static_cast<std::uintmax_t>(traces), folder_bytes(folder));
+    std::printf(
+        "calculator thread (scenario A): %ju bytes <id>.json, %ju bytes <id>.txt, %ju "
+        "bytes traces (total %ju)\n",
+        static_cast<std::uintmax_t>(json), static_cast<std::uintmax_t>(txt),
+        static_cast<std::uintmax_t>(traces), folder_bytes(folder));
   }
 }
 

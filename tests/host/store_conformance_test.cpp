@@ -19,7 +19,8 @@
 using namespace luagent;
 namespace bdata = boost::unit_test::data;
 
-namespace {
+// Named (not anonymous): Boost's data-driven cases capture it in lambdas with linkage.
+namespace conformance {
 
 const char* const kSchemes[] = {"sqlite", "fs"};
 
@@ -45,9 +46,7 @@ struct StoreUnderTest {
     sqlite3_close(db);
     BOOST_REQUIRE_MESSAGE(rc == SQLITE_OK, message);
   }
-  std::filesystem::path fs_file(const std::string& id) {
-    return dir / "threads" / (id + ".json");
-  }
+  std::filesystem::path fs_file(const std::string& id) { return dir / "threads" / (id + ".json"); }
   void write_file(const std::string& id, const std::string& text) {
     std::ofstream(fs_file(id), std::ios::binary | std::ios::trunc) << text;
   }
@@ -61,10 +60,11 @@ struct StoreUnderTest {
           "INSERT INTO events(thread_id, seq, type, data, at_ms) VALUES ('" +
           id + "', 1, 'user_input', 'hello from v0', 1000)");
     } else {
-      write_file(id, R"({"id":")" + id +
-                         R"(","agent":"old","status":"running","created":"1970-01-01T00:00:01.000Z",)"
-                         R"("events":[{"id":1,"type":"user_input","data":"hello from v0",)"
-                         R"("at":"1970-01-01T00:00:01.000Z"}]})");
+      write_file(id,
+                 R"({"id":")" + id +
+                     R"(","agent":"old","status":"running","created":"1970-01-01T00:00:01.000Z",)"
+                     R"("events":[{"id":1,"type":"user_input","data":"hello from v0",)"
+                     R"("at":"1970-01-01T00:00:01.000Z"}]})");
     }
     return id;
   }
@@ -91,6 +91,13 @@ struct StoreUnderTest {
     }
   }
 };
+
+}  // namespace conformance
+
+using conformance::kSchemes;
+using conformance::StoreUnderTest;
+
+namespace {
 
 Thread new_thread(const std::string& first_message) {
   Thread thread;

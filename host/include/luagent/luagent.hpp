@@ -59,10 +59,10 @@ struct ResumeResult {
 /// Which threads Host::list returns.
 struct ThreadQuery {
   std::optional<Status> status;
-  std::string agent;                  // empty: every agent
-  std::int64_t updated_since_ms = 0;  // last event at or after (0: no bound)
+  std::string agent;                   // empty: every agent
+  std::int64_t updated_since_ms = 0;   // last event at or after (0: no bound)
   std::int64_t updated_before_ms = 0;  // last event before (0: no bound)
-  std::size_t limit = 0;              // 0: all; newest first
+  std::size_t limit = 0;               // 0: all; newest first
 };
 
 class Host {
