@@ -6,11 +6,11 @@ namespace luagent::cli {
 
 // Options that take a value; everything else starting with -- is a switch.
 // New commands add their options here.
-const std::vector<std::string> kValueOptions = {"--store", "--provider", "--cassette", "--model",
-                                                "--config", "--agents", "--reject", "--say",
-                                                "--key", "--format", "--status", "--agent",
-                                                // lifecycle_commands.cpp
-                                                "--event", "--at", "--reason", "--by"};
+const std::vector<std::string> kValueOptions = {
+    "--store", "--provider", "--cassette", "--model", "--config", "--agents", "--reject", "--say",
+    "--key", "--format", "--status", "--agent",
+    // lifecycle_commands.cpp
+    "--event", "--at", "--reason", "--by", "--since", "--before"};
 const std::vector<std::string> kSwitches = {"--json", "--approve", "--help"};
 
 Args parse_args(int argc, char** argv) {

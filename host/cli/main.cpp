@@ -28,7 +28,9 @@ commands:
                                       answer, continue a thread a crash interrupted
   show THREAD [--format text|json|llm|md]
                                       print a thread
-  threads [--status S] [--agent A]    list threads
+  threads [--status S] [--agent A] [--since T] [--before T]
+                                      list threads (T: 2026-11-21T20:00:00.000Z,
+                                      compared with the time of the last event)
   fork THREAD --at N                  a new thread with events 1..N of THREAD
   cancel THREAD [--reason TEXT]       end a running or waiting thread
 

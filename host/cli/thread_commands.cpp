@@ -138,7 +138,12 @@ int command_threads(const Args& args) {
   luagent::HostConfig config;
   config.store = option(args, "--store");
   luagent::Host host(config);
-  for (const auto& summary : host.list(status, option(args, "--agent"))) {
+  luagent::ThreadQuery query;
+  query.status = status;
+  query.agent = option(args, "--agent");
+  if (has(args, "--since")) query.updated_since_ms = luagent::parse_utc(option(args, "--since"));
+  if (has(args, "--before")) query.updated_before_ms = luagent::parse_utc(option(args, "--before"));
+  for (const auto& summary : host.list(query)) {
     if (args.json) {
       std::cout << nlohmann::json({{"id", summary.id},
                                    {"agent", summary.agent},

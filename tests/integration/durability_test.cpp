@@ -558,6 +558,7 @@ BOOST_AUTO_TEST_CASE(bad_input_is_a_clear_error_and_touches_nothing) {
       {{"resume", finished, "--approve"}, "not awaiting approval"},
       {{"cancel", "th_nosuchthread"}, "no thread th_nosuchthread"},
       {{"show", waiting, "--format", "pdf"}, "--format must be"},
+      {{"threads", "--since", "yesterday"}, "is not of the form"},
   };
   for (const auto& c : cases) {
     auto result = cli(c.args);
@@ -568,6 +569,11 @@ BOOST_AUTO_TEST_CASE(bad_input_is_a_clear_error_and_touches_nothing) {
   BOOST_TEST(scheme.exit_code == 2);
   BOOST_TEST(scheme.err.find("unknown store scheme 'postgres'") != std::string::npos, scheme.err);
   BOOST_TEST(snapshot() == before);
+  auto recent =
+      cli({"threads", "--json", "--since", luagent::format_utc(luagent::now_ms() - 600000)});
+  BOOST_TEST(json_lines(recent.out).size() == 2u, recent.out);
+  auto none = cli({"threads", "--json", "--before", "2000-01-01T00:00:00.000Z"});
+  BOOST_TEST(json_lines(none.out).empty(), none.out);
 
   // A corrupted thread: an error for it, and only for it.
   sqlite3* handle = nullptr;
@@ -610,4 +616,57 @@ BOOST_AUTO_TEST_CASE(fs_store_runs_the_calculator_and_keeps_a_readable_thread) {
   BOOST_TEST(text.find("done_for_now") != std::string::npos, text);
   auto shown = cli({"show", id, "--format", "json"});
   BOOST_TEST(nlohmann::json::parse(shown.out)["llm_calls"].size() == 4u);
+}
+
+// luagent.threads from agent code: get, list, fork, cancel, and their errors.
+BOOST_AUTO_TEST_CASE(lua_threads_module_get_list_fork_cancel) {
+  TempDir dir;
+  fs::create_directories(dir / "ops");
+  std::ofstream(dir / "ops/agent.lua") << R"lua(
+local threads = require "luagent.threads"
+return function(thread)
+  local verb, id, n = thread:last("user_input").data:match("^(%a+) (%S+) ?(%d*)$")
+  if verb == "get" then
+    local t = threads.get(id)
+    thread:push("got", { status = t.status, events = #t.events, agent = t.agent })
+  elseif verb == "list" then
+    thread:push("listed", #threads.list { status = id })
+  elseif verb == "fork" then
+    local fork = threads.fork(id, tonumber(n))
+    thread:push("forked", { id = fork, status = threads.get(fork).status })
+  elseif verb == "cancel" then
+    thread:push("cancelled_other", threads.cancel(id, "by an agent").type)
+  elseif verb == "self" then
+    threads.cancel(thread.id)
+  end
+  return thread
+end
+)lua";
+  const std::string store = "sqlite:" + (dir / "threads.db").string();
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.end(), {"--store", store, "--json"});
+    return run_cli(args, dir.path().string(), clean_env());
+  };
+  auto waiting_run = cli({"run", calculator(), kScenarioA});
+  std::string waiting = json_lines(waiting_run.out).back()["thread_id"];
+  auto pushed = [&](const std::string& message) {
+    auto result = cli({"run", (dir / "ops").string(), message});
+    auto lines = json_lines(result.out);
+    for (auto it = lines.rbegin(); it != lines.rend(); ++it)
+      if (it->contains("event") && (*it)["event"]["type"] != "done") return (*it)["event"];
+    return nlohmann::json();
+  };
+  auto got = pushed("get " + waiting);
+  BOOST_TEST(got["data"]["status"] == "awaiting_approval");
+  BOOST_TEST(got["data"]["events"] == 6);
+  auto forked = pushed("fork " + waiting + " 6");
+  BOOST_TEST(forked["data"]["status"] == "awaiting_approval");
+  BOOST_TEST(pushed("list awaiting_approval")["data"] == 2);
+  BOOST_TEST(pushed("cancel " + waiting)["data"] == "cancelled");
+  auto again = pushed("cancel " + waiting);
+  BOOST_TEST(again["type"] == "failed");
+  BOOST_TEST(again["data"]["code"] == "conflict");
+  auto missing = pushed("fork " + waiting + " 99");
+  BOOST_TEST(missing["data"]["code"] == "not_found");
+  BOOST_TEST(pushed("self x")["data"]["code"] == "usage");
 }
