@@ -215,6 +215,7 @@ Thread FsStore::read_thread(std::string_view id) const {
 }
 
 void FsStore::write_thread(const Thread& thread) {
+  failpoint("before_commit");
   write_atomically(file(thread.id, ".json"), fs_record(thread).dump(), /*durable=*/true);
   failpoint("after_commit");
 }
