@@ -12,7 +12,9 @@
 
 ---The answer a paused thread was resumed with.
 ---@class luagent.Answer
----@field type string "approval" or "human_response" (or the resume event's type)
+---@field type string "approval" or "human_response" (or the resume event's type); "retry"
+---when the step recovers an idempotent tool call a crash interrupted
+---@field by? string who answered, when the resume said (`luagent resume --by WHO`)
 ---@field approved? boolean approvals: true to run the call, false to reject it
 ---@field comment? string rejections: the human's feedback
 ---@field text? string human responses: what the human said
