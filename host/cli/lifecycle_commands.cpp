@@ -87,7 +87,10 @@ Resume resume_from_args(const Args& args) {
   }
   if (has(args, "--by")) {
     // Who answered, for the record (show --format md lists approvals with it).
-    if (!resume.event.data.is_object()) resume.event.data = {{"text", resume.event.data}};
+    // Only into object data: wrapping a text answer would change what the model reads.
+    if (!resume.event.data.is_object())
+      throw Error(ErrorCode::usage,
+                  "--by goes with --approve, --reject or an --event whose data is an object");
     resume.event.data["by"] = option(args, "--by");
   }
   return resume;
