@@ -212,10 +212,27 @@ BOOST_DATA_TEST_CASE(call_traces_round_trip, bdata::make(kSchemes), scheme) {
   s.store->create(thread);
   s.store->record_call(thread.id, 1, {{"provider", "replay"}, {"input_tokens", 10}});
   s.store->record_call(thread.id, 3, {{"provider", "replay"}, {"input_tokens", 20}});
+  // A long prompt sent twice (a retry, a fork) comes back whole both times.
+  std::string prompt(2000, 'p');
+  s.store->record_call(thread.id, 4, {{"provider", "openai"}, {"request", prompt}});
+  s.store->record_call(thread.id, 5, {{"provider", "openai"}, {"request", prompt}});
   auto calls = s.store->calls(thread.id);
-  BOOST_TEST_REQUIRE(calls.size() == 2u);
+  BOOST_TEST_REQUIRE(calls.size() == 4u);
   BOOST_TEST(calls[0]["event"] == 1);
   BOOST_TEST(calls[1]["input_tokens"] == 20);
+  BOOST_TEST(calls[2]["request"] == prompt);
+  BOOST_TEST(calls[3]["request"] == prompt);
+  BOOST_TEST(calls[3]["event"] == 5);
+  if (scheme == "sqlite") {  // stored once, by content hash
+    sqlite3* db = nullptr;
+    sqlite3_open((s.dir / "threads.db").c_str(), &db);
+    sqlite3_stmt* count = nullptr;
+    sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM llm_requests", -1, &count, nullptr);
+    BOOST_TEST(sqlite3_step(count) == SQLITE_ROW);
+    BOOST_TEST(sqlite3_column_int(count, 0) == 1);
+    sqlite3_finalize(count);
+    sqlite3_close(db);
+  }
 }
 
 BOOST_DATA_TEST_CASE(unknown_threads_are_not_found, bdata::make(kSchemes), scheme) {
