@@ -767,7 +767,7 @@ void LuaRuntime::resume(Run& run, int nargs) {
 
 void LuaRuntime::fail_run(Run& run, const Error& error) {
   std::optional<Error> outcome;
-  if (error.code() == ErrorCode::conflict) {
+  if (run.lost_thread) {
     outcome = error;  // another writer owns the thread now; record nothing
   } else {
     nlohmann::json data = {{"code", error_code_name(error.code())}, {"message", error.message()}};
@@ -795,7 +795,15 @@ void LuaRuntime::finish(Run& run, const std::optional<Error>& error) {
 std::vector<Event> LuaRuntime::append(Run& run, std::vector<Event> events) {
   for (Event& event : events)
     if (event.version.empty()) event.version = run.agent.version;
-  auto result = services_.store->append(run.thread.id, run.thread.version(), std::move(events));
+  AppendResult result;
+  try {
+    result = services_.store->append(run.thread.id, run.thread.version(), std::move(events));
+  } catch (const Error& error) {
+    // Only this run's own lost compare-and-swap means the thread moved on without it; a
+    // conflict the agent caused elsewhere (luagent.threads) fails the step like any error.
+    if (error.code() == ErrorCode::conflict) run.lost_thread = true;
+    throw;
+  }
   for (const Event& event : result.events) {
     run.thread.events.push_back(event);
     if (run.callbacks.on_event) run.callbacks.on_event(run.thread, event);

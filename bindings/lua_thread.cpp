@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "failpoint.hpp"
 #include "lua_guard.hpp"
 #include "lua_json_convert.hpp"
 #include "lua_modules.hpp"
@@ -164,6 +165,24 @@ int thread_resumed(lua_State* L) {
   Run& run = checked_run(L, "thread:resumed");
   const auto& events = run.thread.events;
   std::int64_t n = run.step_start_version;
+  if (n >= 1) {
+    // A step recovering from a crash inside an idempotent tool: the call was approved to
+    // run and may run again, so hand it back as if just approved.
+    const Event& last = events[static_cast<std::size_t>(n - 1)];
+    std::int64_t call = last.data.is_object() ? last.data.value("call", std::int64_t{0}) : 0;
+    if (last.type == event_type::tool_started && last.data.value("idempotent", false) &&
+        call >= 1 && call <= n) {
+      HostCallScope scope(L);
+      push_json(L, events[static_cast<std::size_t>(call - 1)].data);
+      remember_call(L, run, -1, call);
+      lua_createtable(L, 0, 2);
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "approved");
+      lua_pushliteral(L, "retry");
+      lua_setfield(L, -2, "type");
+      return 2;
+    }
+  }
   if (n < 2) return 0;
   const Event& answer = events[static_cast<std::size_t>(n - 1)];
   const Event& await = events[static_cast<std::size_t>(n - 2)];
@@ -188,17 +207,18 @@ int thread_resumed(lua_State* L) {
   return 2;
 }
 
-// thread:_tool_begin(call) -> "recorded", result, error | "unknown" | "run", call_id
+// thread:_tool_begin(call, idempotent) -> "recorded", result, error | "unknown" | "run", call_id
 // The exactly-once half of thread:execute that must be atomic with the store.
 int thread_tool_begin(lua_State* L) {
   Run& run = checked_run(L, "thread:execute");
   refuse_after_await(run, "thread:execute");
+  bool idempotent = lua_toboolean(L, 3);
   std::int64_t call = recall_call(L, run, 2);
   if (!call)
     throw Error(ErrorCode::usage,
                 "thread:execute: the call is not an event of this thread; push it first "
                 "(thread:push(step.intent, step)) or pass the call thread:resumed() returned");
-  const Event* started = nullptr;
+  int attempts = 0;
   for (const Event& event : run.thread.events) {
     if (!event.data.is_object() || event.data.value("call", std::int64_t{0}) != call) continue;
     if (event.type == event_type::tool_response) {
@@ -212,16 +232,21 @@ int thread_tool_begin(lua_State* L) {
       lua_pushliteral(L, "unknown");
       return 1;
     }
-    if (event.type == event_type::tool_started) started = &event;
+    if (event.type == event_type::tool_started) ++attempts;
   }
   LuaRuntime& runtime = LuaRuntime::from(L);
-  if (started) {
+  if (attempts > 0 && !idempotent) {
     // Started in an earlier step that never recorded a result: a crash. Do not guess.
     runtime.append(run, {Event::make(std::string(event_type::outcome_unknown), {{"call", call}})});
     lua_pushliteral(L, "unknown");
     return 1;
   }
-  runtime.append(run, {Event::make(std::string(event_type::tool_started), {{"call", call}})});
+  // An idempotent tool is simply run again; each attempt is on record.
+  nlohmann::json started = {{"call", call}};
+  if (idempotent) started["idempotent"] = true;
+  if (attempts > 0) started["attempt"] = attempts + 1;
+  runtime.append(run, {Event::make(std::string(event_type::tool_started), std::move(started))});
+  failpoint("after_tool_start");
   lua_pushliteral(L, "run");
   lua_pushinteger(L, call);
   return 2;
@@ -230,6 +255,7 @@ int thread_tool_begin(lua_State* L) {
 // thread:_tool_end(call_id, ok, result_or_error) -> result | nil, error
 int thread_tool_end(lua_State* L) {
   Run& run = checked_run(L, "thread:execute");
+  failpoint("after_tool_run");
   std::int64_t call = arg_integer(L, 2, "thread:execute", "call id");
   bool ok = lua_toboolean(L, 3);
   nlohmann::json data = {{"call", call}};
@@ -262,11 +288,14 @@ int thread_tool_end(lua_State* L) {
 // The Lua half of thread:execute, so that a tool may itself call the LLM (yield).
 constexpr const char* kExecuteSource = R"lua(
 local begin, finish = ...
-return function(thread, call, fn)
+return function(thread, call, fn, options)
   if type(fn) ~= "function" then
     error({ code = "usage", message = "thread:execute: argument #2 (fn) must be a function, got " .. type(fn) }, 2)
   end
-  local state, a, b = begin(thread, call)
+  if options ~= nil and type(options) ~= "table" then
+    error({ code = "usage", message = "thread:execute: argument #3 (options) must be a table, got " .. type(options) }, 2)
+  end
+  local state, a, b = begin(thread, call, options ~= nil and options.idempotent == true)
   if state == "recorded" then
     if b ~= nil then return nil, b end
     return a

@@ -12,6 +12,7 @@
 #include "llm/replay_provider.hpp"
 #include "luagent/luagent.hpp"
 #include "store/store.hpp"
+#include "thread_lifecycle.hpp"
 
 namespace luagent {
 namespace {
@@ -67,6 +68,16 @@ Resume Resume::say(std::string text, std::string key) {
   Resume resume{Event::make(std::string(event_type::human_response), std::move(text))};
   resume.event.key = std::move(key);
   return resume;
+}
+
+Resume Resume::with_event(std::string type, nlohmann::json data, std::string key) {
+  Resume resume{Event::make(std::move(type), std::move(data))};
+  resume.event.key = std::move(key);
+  return resume;
+}
+
+Resume Resume::recover() {
+  return Resume{Event{}};
 }
 
 struct Host::Impl {
@@ -169,6 +180,7 @@ struct Host::Impl {
     };
     callbacks.on_finished = [this](const Thread& t, const std::optional<Error>& error) {
       if (error) config.log("error", "thread " + t.id + ": " + error->what());
+      write_rendering(t);
     };
     runtime->start_step(agent, std::move(thread), std::move(callbacks));
   }
@@ -265,6 +277,63 @@ struct Host::Impl {
       if (on_reload) on_reload(report);
     }
   }
+
+  AgentInfo agent_of(const Thread& thread) {
+    return load(thread.agent_path.empty() ? resolve_agent(thread.agent)
+                                          : std::filesystem::path(thread.agent_path));
+  }
+
+  // The fs store keeps the thread as its context formatter renders it, for reading.
+  // Called when no Lua step is executing (the formatter runs on the main Lua state).
+  void write_rendering(const Thread& thread) {
+    if (!store->wants_rendering()) return;
+    try {
+      store->write_rendering(thread, runtime->render_context(thread));
+    } catch (const Error& e) {
+      config.log("warn", "thread " + thread.id + ": cannot write its rendering: " + e.what());
+    }
+  }
+
+  void report(Thread& thread, const std::vector<Event>& events) {
+    for (const Event& event : events) {
+      thread.events.push_back(event);
+      if (on_event) on_event(thread, event);
+    }
+  }
+
+  // Continues a thread whose step was interrupted: settles its unfinished tool calls,
+  // then runs the agent again from the thread as stored.
+  ResumeResult recover(Thread thread) {
+    if (thread.status() != Status::running)
+      throw Error(ErrorCode::conflict,
+                  "thread " + thread.id + " was not interrupted (it is " +
+                      std::string(status_name(thread.status())) +
+                      "); answer it with --approve, --reject, --say or --event");
+    AgentInfo info = agent_of(thread);
+    ResumeResult result;
+    if (auto outcomes = unfinished_call_outcomes(thread); !outcomes.empty()) {
+      result.events = store->append(thread.id, thread.version(), std::move(outcomes)).events;
+      report(thread, result.events);
+    }
+    start(info, std::move(thread));
+    return result;
+  }
+
+  // The first outcome of an idempotency key already in the thread, if any.
+  static std::optional<ResumeResult> replay_of_key(const Thread& thread, const Event& answer) {
+    if (answer.key.empty()) return std::nullopt;
+    for (const Event& stored : thread.events) {
+      if (stored.key != answer.key) continue;
+      if (stored.type != answer.type || stored.data != answer.data)
+        throw Error(ErrorCode::conflict,
+                    "idempotency key '" + answer.key + "' was already used for a different event");
+      ResumeResult result;
+      result.replayed = true;
+      result.events.assign(thread.events.begin() + (stored.id - 1), thread.events.end());
+      return result;
+    }
+    return std::nullopt;
+  }
 };
 
 Host::Host(HostConfig config) : impl_(std::make_unique<Impl>()) {
@@ -292,8 +361,14 @@ std::string Host::launch(const std::string& agent, Event first) {
   return id;
 }
 
-void Host::resume(const std::string& thread_id, Resume resume) {
+ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   Thread thread = impl_->store->load(thread_id);
+  if (resume.event.type.empty() && resume.event.key.empty())
+    return impl_->recover(std::move(thread));
+  check_outside_event(resume.event);
+  // A key seen before wins over the status: a duplicate webhook after the thread moved on
+  // gets the first outcome.
+  if (auto replay = Impl::replay_of_key(thread, resume.event)) return *replay;
   Status status = thread.status();
   const std::string& type = resume.event.type;
   auto refuse = [&](const std::string& wanted) {
@@ -306,17 +381,35 @@ void Host::resume(const std::string& thread_id, Resume resume) {
     refuse("awaiting a human response");
   if (status != Status::awaiting_approval && status != Status::awaiting_human)
     refuse("waiting for an answer");
-  std::filesystem::path agent_dir = thread.agent_path.empty()
-                                        ? impl_->resolve_agent(thread.agent)
-                                        : std::filesystem::path(thread.agent_path);
-  AgentInfo info = impl_->load(agent_dir);
+  AgentInfo info = impl_->agent_of(thread);
   auto appended = impl_->store->append(thread.id, thread.version(), {std::move(resume.event)});
-  if (appended.replayed) return;  // the same answer was given before; nothing runs again
-  for (Event& event : appended.events) {
-    thread.events.push_back(event);
-    if (impl_->on_event) impl_->on_event(thread, event);
-  }
+  ResumeResult result{appended.replayed, appended.events};
+  if (appended.replayed) return result;  // the same answer was given before; nothing runs again
+  impl_->report(thread, appended.events);
   impl_->start(info, std::move(thread));
+  return result;
+}
+
+std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
+  Thread fork = fork_thread(*impl_->store, thread_id, at_event);
+  impl_->write_rendering(fork);
+  return fork.id;
+}
+
+Event Host::cancel(const std::string& thread_id, const std::string& reason) {
+  Event cancelled = cancel_thread(*impl_->store, thread_id, reason);
+  if (impl_->store->wants_rendering()) impl_->write_rendering(impl_->store->load(thread_id));
+  return cancelled;
+}
+
+std::vector<ThreadSummary> Host::list(const ThreadQuery& query) {
+  ListFilter filter;
+  filter.status = query.status;
+  filter.agent = query.agent;
+  filter.updated_since_ms = query.updated_since_ms;
+  filter.updated_before_ms = query.updated_before_ms;
+  filter.limit = query.limit;
+  return impl_->store->list(filter);
 }
 
 void Host::on_reload(std::function<void(const ReloadReport&)> callback) {
@@ -328,15 +421,8 @@ std::string Host::agent_version(const std::string& agent) {
 }
 
 void Host::continue_thread(const std::string& thread_id) {
-  Thread thread = impl_->store->load(thread_id);
-  if (thread.status() != Status::running)
-    throw Error(ErrorCode::conflict, "thread " + thread_id + " is " +
-                                         std::string(status_name(thread.status())) +
-                                         ", not running: resume it with an answer instead");
-  std::filesystem::path agent_dir = thread.agent_path.empty()
-                                        ? impl_->resolve_agent(thread.agent)
-                                        : std::filesystem::path(thread.agent_path);
-  impl_->start(impl_->load(agent_dir), std::move(thread));
+  // The same path as a resume without an answer: settle unfinished calls, run on.
+  impl_->recover(impl_->store->load(thread_id));
 }
 
 Thread Host::get(const std::string& thread_id) {

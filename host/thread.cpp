@@ -22,7 +22,8 @@ constexpr std::array<std::pair<Status, std::string_view>, 6> kStatusNames{{
     {Status::cancelled, "cancelled"},
 }};
 
-// Parses the exact form format_utc writes; anything else is a usage error.
+}  // namespace
+
 std::int64_t parse_utc(const std::string& text) {
   int year, month, day, hour, minute, second, millis = 0;
   char tail = 0;
@@ -30,7 +31,7 @@ std::int64_t parse_utc(const std::string& text) {
                            &hour, &minute, &second, &millis, &tail);
   if (fields != 8 || tail != 'Z')
     throw Error(ErrorCode::usage,
-                "event time '" + text + "' is not of the form YYYY-MM-DDTHH:MM:SS.mmmZ");
+                "time '" + text + "' is not of the form YYYY-MM-DDTHH:MM:SS.mmmZ");
   std::tm tm{};
   tm.tm_year = year - 1900;
   tm.tm_mon = month - 1;
@@ -40,8 +41,6 @@ std::int64_t parse_utc(const std::string& text) {
   tm.tm_sec = second;
   return static_cast<std::int64_t>(timegm(&tm)) * 1000 + millis;
 }
-
-}  // namespace
 
 Event Event::make(std::string type, nlohmann::json data) {
   Event event;

@@ -12,7 +12,9 @@
 
 ---The answer a paused thread was resumed with.
 ---@class luagent.Answer
----@field type string "approval" or "human_response" (or the resume event's type)
+---@field type string "approval" or "human_response" (or the resume event's type); "retry"
+---when the step recovers an idempotent tool call a crash interrupted
+---@field by? string who answered, when the resume said (`luagent resume --by WHO`)
 ---@field approved? boolean approvals: true to run the call, false to reject it
 ---@field comment? string rejections: the human's feedback
 ---@field text? string human responses: what the human said
@@ -46,7 +48,9 @@ function Thread:push(type, data) end
 ---@return luagent.Thread
 function Thread:await(kind, payload) end
 
----If this step resumes a pause: the awaited payload and the human's answer.
+---If this step resumes a pause: the awaited payload and the human's answer. A step that
+---recovers from a crash inside an idempotent tool gets that call back with
+---`{ type = "retry", approved = true }`, so the usual `if answer.approved` runs it again.
 ---@return any|nil call
 ---@return luagent.Answer|nil answer
 function Thread:resumed() end
@@ -54,14 +58,16 @@ function Thread:resumed() end
 ---Runs `fn(call)` exactly once for a pushed call and records its result as a
 ---tool_response. Called again for the same call it returns the recorded result without
 ---running `fn`; for a call that started but never finished (a crash) it records
----outcome_unknown and returns nil, "outcome_unknown". A tool error is recorded and
----returned as nil, message.
+---outcome_unknown and returns nil, "outcome_unknown" — unless the tool is declared
+---idempotent (`{ idempotent = true }`): then it simply runs again. A tool error is
+---recorded and returned as nil, message.
 ---@generic R
 ---@param call table a table passed to thread:push, or the call thread:resumed returned
 ---@param fn fun(call: table): R
+---@param options? { idempotent?: boolean } idempotent: safe to run again after a crash
 ---@return R|nil result
 ---@return string|nil error
-function Thread:execute(call, fn) end
+function Thread:execute(call, fn, options) end
 
 ---The thread's status, derived from its events.
 ---@return luagent.Status

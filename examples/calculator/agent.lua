@@ -26,11 +26,15 @@ local tools = {
   end,
 }
 
+-- The tools are pure arithmetic: after a crash mid-call they may simply run again
+-- (a tool with side effects leaves this out and gets outcome_unknown instead).
+local PURE = { idempotent = true }
+
 return function(thread) -- factor 12: thread in, thread out
   -- Resumed after a pause? The call that waited, and what the human said.
   local call, answer = thread:resumed()
   if call and answer.approved then
-    thread:execute(call, tools[call.intent]) -- exactly once, even if re-run
+    thread:execute(call, tools[call.intent], PURE) -- exactly once, even if re-run
   elseif call and answer.approved == false then
     thread:push("human_response", "user denied the operation with feedback: " .. (answer.comment or ""))
   end
@@ -40,7 +44,7 @@ return function(thread) -- factor 12: thread in, thread out
     if step.intent == "divide" then
       return thread:await("approval", step) -- pause between selection and execution
     elseif tools[step.intent] then
-      thread:execute(step, tools[step.intent]) -- records tool_response
+      thread:execute(step, tools[step.intent], PURE) -- records tool_response
     elseif step.intent == "done_for_now" then
       return thread -- the final answer; the thread is done
     else

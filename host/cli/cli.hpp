@@ -71,5 +71,16 @@ int command_threads(const Args& args);
 int command_dev(const Args& args);
 int command_replay(const Args& args);
 int command_eval(const Args& args);
+// lifecycle_commands.cpp
+int command_fork(const Args& args);
+int command_cancel(const Args& args);
+/// The answer a `resume` command gives (--approve/--reject/--say/--event, --key, --by);
+/// Resume::recover() when none is given.
+Resume resume_from_args(const Args& args);
+/// Prints what a resume returned when its key had been used before (the first outcome).
+void print_replayed(const Args& args, const Style& style, const std::string& thread_id,
+                    const ResumeResult& result);
+/// `show --format md`: the thread as markdown (events, LLM calls, approvals).
+void print_markdown(Host& host, const Thread& thread);
 
 }  // namespace luagent::cli

@@ -9,7 +9,10 @@ namespace luagent::cli {
 const std::vector<std::string> kValueOptions = {
     "--store",  "--provider", "--cassette", "--model",  "--config", "--agents",
     "--reject", "--say",      "--key",      "--format", "--status", "--agent",
-    "--thread", "--threads",  "--saves",    "--timeout"};
+    // dev / replay / eval
+    "--thread", "--threads",  "--saves",    "--timeout",
+    // lifecycle_commands.cpp
+    "--event", "--at", "--reason", "--by", "--since", "--before"};
 const std::vector<std::string> kSwitches = {"--json", "--approve", "--help"};
 
 Args parse_args(int argc, char** argv) {

@@ -16,19 +16,24 @@ struct Command {
 // Add a command here and its options in cli_args.cpp.
 constexpr Command kCommands[] = {
     {"run", command_run},         {"resume", command_resume}, {"show", command_show},
-    {"threads", command_threads}, {"dev", command_dev},       {"replay", command_replay},
-    {"eval", command_eval},
+    {"threads", command_threads}, {"fork", command_fork},     {"cancel", command_cancel},
+    {"dev", command_dev},         {"replay", command_replay}, {"eval", command_eval},
 };
 
 constexpr const char* kUsage = R"(usage: luagent <command> [options]
 
 commands:
   run AGENT [MESSAGE]                 start a thread; run until it waits or ends
-  resume THREAD (--approve | --reject TEXT | --say TEXT) [--key K]
-                                      answer a waiting thread and run on
-  show THREAD [--format text|json|llm]
+  resume THREAD (--approve | --reject TEXT | --say TEXT | --event JSON) [--key K] [--by WHO]
+                                      answer a waiting thread and run on; with no
+                                      answer, continue a thread a crash interrupted
+  show THREAD [--format text|json|llm|md]
                                       print a thread
-  threads [--status S] [--agent A]    list threads
+  threads [--status S] [--agent A] [--since T] [--before T]
+                                      list threads (T: 2026-11-21T20:00:00.000Z,
+                                      compared with the time of the last event)
+  fork THREAD --at N                  a new thread with events 1..N of THREAD
+  cancel THREAD [--reason TEXT]       end a running or waiting thread
   dev AGENT [--thread T | MESSAGE]    watch; on every save re-run the next decision, show diffs
       [--saves N] [--timeout S]       (stop after N saves / S seconds)
   replay AGENT --threads SELECTOR     re-decide stored threads (ids,... | status:S | agent:A |
@@ -37,7 +42,7 @@ commands:
 
 options:
   --json            one JSON object per line
-  --store URI       sqlite:PATH (default sqlite:.luagent/threads.db)
+  --store URI       sqlite:PATH or fs:DIR (default sqlite:.luagent/threads.db)
   --provider NAME   openai | anthropic | replay | script
   --cassette FILE   the replay provider's recorded calls
   --model NAME      model name passed to the provider

@@ -85,21 +85,14 @@ int command_run(const Args& args) {
 int command_resume(const Args& args) {
   if (args.positional.size() != 1)
     throw Error(ErrorCode::usage, "resume needs exactly one THREAD id");
-  int answers = has(args, "--approve") + has(args, "--reject") + has(args, "--say");
-  if (answers != 1)
-    throw Error(ErrorCode::usage,
-                "resume needs exactly one of --approve, --reject TEXT, --say TEXT");
-  std::string key = option(args, "--key");
-  luagent::Resume resume = has(args, "--approve") ? luagent::Resume::approve(key)
-                           : has(args, "--reject")
-                               ? luagent::Resume::reject(option(args, "--reject"), key)
-                               : luagent::Resume::say(option(args, "--say"), key);
+  luagent::Resume resume = resume_from_args(args);
   const std::string& id = args.positional[0];
   std::filesystem::path agent_dir = agent_dir_of_thread(args, id);
   Style style = make_style(args.json);
   luagent::Host host(host_config(args, agent_dir));
   attach_printer(host, args, style);
-  host.resume(id, std::move(resume));
+  auto resumed = host.resume(id, std::move(resume));
+  if (resumed.replayed) print_replayed(args, style, id, resumed);
   host.run_until_idle();
   return report_outcome(args, style, host.get(id));
 }
@@ -108,8 +101,8 @@ int command_show(const Args& args) {
   if (args.positional.size() != 1)
     throw Error(ErrorCode::usage, "show needs exactly one THREAD id");
   std::string format = option(args, "--format", args.json ? "json" : "text");
-  if (format != "text" && format != "json" && format != "llm")
-    throw Error(ErrorCode::usage, "--format must be text, json or llm, not '" + format + "'");
+  if (format != "text" && format != "json" && format != "llm" && format != "md")
+    throw Error(ErrorCode::usage, "--format must be text, json, llm or md, not '" + format + "'");
   luagent::HostConfig config;
   config.store = option(args, "--store");
   luagent::Host host(config);
@@ -118,6 +111,8 @@ int command_show(const Args& args) {
     nlohmann::json json = luagent::to_json(thread);
     json["llm_calls"] = host.calls(thread.id);
     std::cout << json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else if (format == "md") {
+    print_markdown(host, thread);
   } else if (format == "llm") {
     std::cout << host.render_context(thread) << "\n";
   } else {
@@ -143,7 +138,12 @@ int command_threads(const Args& args) {
   luagent::HostConfig config;
   config.store = option(args, "--store");
   luagent::Host host(config);
-  for (const auto& summary : host.list(status, option(args, "--agent"))) {
+  luagent::ThreadQuery query;
+  query.status = status;
+  query.agent = option(args, "--agent");
+  if (has(args, "--since")) query.updated_since_ms = luagent::parse_utc(option(args, "--since"));
+  if (has(args, "--before")) query.updated_before_ms = luagent::parse_utc(option(args, "--before"));
+  for (const auto& summary : host.list(query)) {
     if (args.json) {
       std::cout << nlohmann::json({{"id", summary.id},
                                    {"agent", summary.agent},

@@ -4,20 +4,26 @@
 // handler, so concurrent processes see a clean conflict, never "database is locked".
 #include "store/sqlite_store.hpp"
 
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include <chrono>
 #include <filesystem>
 #include <thread>
 
+#include "failpoint.hpp"
 #include "luagent/error.hpp"
 
 namespace luagent {
 namespace {
 
 // Row format of this build. Bump it when the stored shape changes, and teach
-// read_thread_row to read every older one.
-constexpr int kSchemaVersion = 1;
+// read_event to read every older one. Schema 0 rows (before data was always JSON) may
+// hold a bare string as an event's data.
+constexpr int kSchemaVersion = kStoreSchemaVersion;
+// Request bodies at least this long are stored once per content hash (llm_requests):
+// retries, replays and forks send the same prompt again.
+constexpr std::size_t kSharedRequestBytes = 256;
 // How long a writer waits for another process's transaction before giving up.
 constexpr int kBusyTimeoutMs = 30000;
 
@@ -99,13 +105,29 @@ struct SqliteStore::Statements {
              "WHERE (?1 = '' OR t.agent = ?1) ORDER BY t.created_ms DESC, t.id"),
         insert_call(db, "INSERT INTO llm_calls(thread_id, event_id, trace) VALUES (?1, ?2, ?3)"),
         select_calls(db,
-                     "SELECT event_id, trace FROM llm_calls WHERE thread_id = ?1 ORDER BY rowid") {}
+                     "SELECT event_id, trace FROM llm_calls WHERE thread_id = ?1 ORDER BY rowid"),
+        insert_request(db, "INSERT OR IGNORE INTO llm_requests(hash, body) VALUES (?1, ?2)"),
+        select_request(db, "SELECT body FROM llm_requests WHERE hash = ?1") {}
 
   Statement begin, commit, rollback, insert_thread, select_thread, select_events, select_version,
-      select_by_key, select_from, insert_event, list, insert_call, select_calls;
+      select_by_key, select_from, insert_event, list, insert_call, select_calls, insert_request,
+      select_request;
 };
 
 namespace {
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < length; ++i) {
+    hex += kHex[digest[i] >> 4];
+    hex += kHex[digest[i] & 15];
+  }
+  return hex;
+}
 
 void exec(sqlite3* db, const char* sql) {
   char* message = nullptr;
@@ -116,12 +138,14 @@ void exec(sqlite3* db, const char* sql) {
   }
 }
 
-Event read_event(Statement& rows, std::string_view thread_id) {
+Event read_event(Statement& rows, std::string_view thread_id,
+                 std::int64_t schema = kSchemaVersion) {
   Event event;
   event.id = rows.int64(0);
   event.type = rows.text(1);
   std::string data = rows.text(2);
   event.data = nlohmann::json::parse(data, nullptr, /*allow_exceptions=*/false);
+  if (event.data.is_discarded() && schema == 0) event.data = data;
   if (event.data.is_discarded())
     throw Error(ErrorCode::corrupt, "thread " + std::string(thread_id) + ": event " +
                                         std::to_string(event.id) + " holds data that is not JSON");
@@ -138,7 +162,9 @@ auto in_write_transaction(sqlite3* db, Statement& begin, Statement& commit, Stat
   begin.reset().step();
   try {
     auto result = body();
+    failpoint("before_commit");
     commit.reset().step();  // the event is durable only once this returns
+    failpoint("after_commit");
     return result;
   } catch (...) {
     if (!sqlite3_get_autocommit(db)) rollback.reset().step();
@@ -197,7 +223,9 @@ void SqliteStore::migrate() {
          "CREATE TABLE IF NOT EXISTS llm_calls("
          "  thread_id TEXT NOT NULL REFERENCES threads(id), event_id INTEGER NOT NULL,"
          "  trace TEXT NOT NULL);"
-         "CREATE INDEX IF NOT EXISTS llm_calls_by_thread ON llm_calls(thread_id);");
+         "CREATE INDEX IF NOT EXISTS llm_calls_by_thread ON llm_calls(thread_id);"
+         "CREATE TABLE IF NOT EXISTS llm_requests("
+         "  hash TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;");
     Statement version(db_, "SELECT MAX(version) FROM luagent_schema");
     version.step();
     if (version.is_null(0)) {
@@ -279,7 +307,7 @@ Thread SqliteStore::load(std::string_view id) {
                                                  std::to_string(schema) + ")");
     s.select_events.reset().bind(1, id);
     while (s.select_events.step()) {
-      Event event = read_event(s.select_events, id);
+      Event event = read_event(s.select_events, id, schema);
       if (event.id != thread.version() + 1)
         throw Error(ErrorCode::corrupt, "thread " + std::string(id) + ": event " +
                                             std::to_string(thread.version() + 1) + " is missing");
@@ -314,7 +342,7 @@ std::vector<ThreadSummary> SqliteStore::list(const ListFilter& filter) {
       summary.updated_ms = rows.int64(6);
       summary.status = derive_status(&last);
     }
-    if (filter.status && summary.status != *filter.status) continue;
+    if (!matches(filter, summary)) continue;
     result.push_back(std::move(summary));
     if (filter.limit && result.size() >= filter.limit) break;
   }
@@ -348,8 +376,14 @@ AppendResult SqliteStore::append(std::string_view id, std::int64_t expected_vers
     }
     s.select_thread.reset().bind(1, id);
     bool exists = s.select_thread.step();
+    std::int64_t schema = exists ? s.select_thread.int64(5) : 0;
     s.select_thread.reset();
     if (!exists) throw Error(ErrorCode::not_found, "no thread " + std::string(id) + " in " + uri_);
+    // Never mix rows of this build into a thread a newer build owns.
+    if (schema > kSchemaVersion)
+      throw Error(ErrorCode::schema_version, "thread " + std::string(id) +
+                                                 " was written by a newer luagent (schema " +
+                                                 std::to_string(schema) + ")");
     s.select_version.reset().bind(1, id).step();
     std::int64_t version = s.select_version.int64(0);
     s.select_version.reset();
@@ -368,7 +402,19 @@ void SqliteStore::record_call(std::string_view thread_id, std::int64_t event_id,
                               const nlohmann::json& trace) {
   auto& s = *statements_;
   in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
-    s.insert_call.reset().bind(1, thread_id).bind(2, event_id).bind(3, trace.dump()).step();
+    auto request = trace.find("request");
+    if (request != trace.end() && request->is_string() &&
+        request->get_ref<const std::string&>().size() >= kSharedRequestBytes) {
+      const auto& body = request->get_ref<const std::string&>();
+      std::string hash = sha256_hex(body);
+      s.insert_request.reset().bind(1, hash).bind(2, body).step();
+      nlohmann::json stored = trace;
+      stored.erase("request");
+      stored["request_sha256"] = hash;
+      s.insert_call.reset().bind(1, thread_id).bind(2, event_id).bind(3, stored.dump()).step();
+    } else {
+      s.insert_call.reset().bind(1, thread_id).bind(2, event_id).bind(3, trace.dump()).step();
+    }
     return 0;
   });
 }
@@ -380,26 +426,15 @@ std::vector<nlohmann::json> SqliteStore::calls(std::string_view thread_id) {
     auto trace = nlohmann::json::parse(rows.text(1), nullptr, false);
     if (trace.is_discarded()) continue;  // a damaged trace must not hide the thread
     trace["event"] = rows.int64(0);
+    if (auto hash = trace.find("request_sha256"); hash != trace.end() && hash->is_string()) {
+      auto& lookup = statements_->select_request.reset().bind(1, hash->get<std::string>());
+      if (lookup.step()) trace["request"] = lookup.text(0);
+      lookup.reset();
+    }
     result.push_back(std::move(trace));
   }
   rows.reset();
   return result;
-}
-
-std::unique_ptr<Store> open_store(std::string_view uri) {
-  auto colon = uri.find(':');
-  if (colon == std::string_view::npos || colon == 0)
-    throw Error(ErrorCode::config, "store URI '" + std::string(uri) +
-                                       "' has no scheme: use sqlite:PATH (e.g. " +
-                                       std::string(kDefaultStoreUri) + ")");
-  std::string_view scheme = uri.substr(0, colon);
-  std::string_view rest = uri.substr(colon + 1);
-  if (scheme == "sqlite") {
-    if (rest.empty()) throw Error(ErrorCode::config, "store URI 'sqlite:' needs a file path");
-    return std::make_unique<SqliteStore>(std::string(uri), std::filesystem::path(rest));
-  }
-  throw Error(ErrorCode::config, "unknown store scheme '" + std::string(scheme) + "' in '" +
-                                     std::string(uri) + "': use sqlite:PATH");
 }
 
 }  // namespace luagent

@@ -20,7 +20,17 @@ struct ListFilter {
   std::optional<Status> status;
   std::string agent;      // empty: every agent
   std::size_t limit = 0;  // 0: no limit; newest first
+  /// Only threads whose last event is at or after / before this time (0: no bound).
+  std::int64_t updated_since_ms = 0;
+  std::int64_t updated_before_ms = 0;
 };
+
+/// True when `summary` passes the filter's status, agent and time bounds.
+bool matches(const ListFilter& filter, const ThreadSummary& summary);
+
+/// The record format this build writes. Every store keeps it per thread, reads every
+/// older one, and refuses a newer one for that thread only (schema_version).
+inline constexpr int kStoreSchemaVersion = 1;
 
 struct AppendResult {
   std::vector<Event> events;  // as stored, with ids
@@ -50,9 +60,14 @@ class Store {
   virtual std::vector<nlohmann::json> calls(std::string_view thread_id) = 0;
   /// The URI the store was opened with, for messages.
   virtual std::string uri() const = 0;
+  /// True for stores that keep a human-readable rendering beside each thread (fs:).
+  virtual bool wants_rendering() const { return false; }
+  /// Replaces the thread's readable rendering (what its context formatter shows the
+  /// model). Not part of the durability promise: it is derived from the events.
+  virtual void write_rendering(const Thread& /*thread*/, std::string_view /*text*/) {}
 };
 
-/// Opens "sqlite:PATH" (creating PATH and its folder if needed). Unknown schemes and
+/// Opens "sqlite:PATH" or "fs:DIR" (creating them if needed). Unknown schemes and
 /// unusable paths throw Error(config) naming the problem.
 std::unique_ptr<Store> open_store(std::string_view uri);
 

@@ -61,6 +61,28 @@ struct Resume {
   static Resume approve(std::string key = {});
   static Resume reject(std::string comment, std::string key = {});
   static Resume say(std::string text, std::string key = {});
+  /// Any typed event (`type` must not be one the host writes itself, e.g. tool_started).
+  static Resume with_event(std::string type, nlohmann::json data, std::string key = {});
+  /// No answer: continue a thread whose step was interrupted (a crash). Started tool calls
+  /// without a result get outcome_unknown (idempotent ones are retried by the agent).
+  static Resume recover();
+};
+
+/// What a resume did.
+struct ResumeResult {
+  /// True when the idempotency key had been used for the same event before: nothing was
+  /// written or run, and `events` holds the first outcome (the answer and what followed).
+  bool replayed = false;
+  std::vector<Event> events;
+};
+
+/// Which threads Host::list returns.
+struct ThreadQuery {
+  std::optional<Status> status;
+  std::string agent;                   // empty: every agent
+  std::int64_t updated_since_ms = 0;   // last event at or after (0: no bound)
+  std::int64_t updated_before_ms = 0;  // last event before (0: no bound)
+  std::size_t limit = 0;               // 0: all; newest first
 };
 
 class Host {
@@ -73,9 +95,19 @@ class Host {
   /// Starts a thread of `agent` (a name under agents_dir, or a folder) with `first`;
   /// returns its id. The step runs in pump()/run_until_idle().
   std::string launch(const std::string& agent, Event first);
-  /// Appends the answer to a waiting thread and starts the next step. Throws conflict
-  /// when the thread is not waiting for this kind of answer.
-  void resume(const std::string& thread_id, Resume resume);
+  /// Appends the answer to a waiting thread and starts the next step. An idempotency key
+  /// seen before wins over everything: the same event returns the first outcome (replayed),
+  /// a different one is a conflict. Otherwise throws conflict when the thread is not
+  /// waiting for this kind of answer (or lost a race to another resume), usage for an
+  /// event the host writes itself.
+  ResumeResult resume(const std::string& thread_id, Resume resume);
+  /// A new thread with events 1..at_event of `thread_id` and the parent link; returns its
+  /// id. Nothing runs: resume the fork as the parent would be. Throws not_found.
+  std::string fork(const std::string& thread_id, std::int64_t at_event);
+  /// Appends `cancelled` to a running or waiting thread; a step still running elsewhere
+  /// loses its next compare-and-swap. Throws conflict for a thread that has ended.
+  Event cancel(const std::string& thread_id, const std::string& reason = {});
+  std::vector<ThreadSummary> list(const ThreadQuery& query);
   Thread get(const std::string& thread_id);
   std::vector<ThreadSummary> list(std::optional<Status> status = std::nullopt,
                                   const std::string& agent = {});

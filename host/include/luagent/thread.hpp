@@ -88,6 +88,8 @@ std::string new_thread_id();
 std::int64_t now_ms();
 /// "2026-11-21T20:00:00.123Z"
 std::string format_utc(std::int64_t unix_ms);
+/// Parses exactly the form format_utc writes; throws Error(usage) for anything else.
+std::int64_t parse_utc(const std::string& text);
 
 // JSON round trip. An event is {"id","type","data","at"} plus "version"/"key" when set.
 nlohmann::json to_json(const Event& event);

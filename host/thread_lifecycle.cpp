@@ -1,0 +1,85 @@
+#include "thread_lifecycle.hpp"
+
+#include <map>
+#include <set>
+
+#include "luagent/error.hpp"
+
+namespace luagent {
+
+Thread fork_thread(Store& store, std::string_view id, std::int64_t at_event) {
+  Thread parent = store.load(id);
+  if (at_event < 1 || at_event > parent.version())
+    throw Error(ErrorCode::not_found, "thread " + parent.id + " has no event " +
+                                          std::to_string(at_event) + " (it has events 1.." +
+                                          std::to_string(parent.version()) + ")");
+  Thread fork;
+  fork.id = new_thread_id();
+  fork.agent = parent.agent;
+  fork.agent_path = parent.agent_path;
+  fork.parent_id = parent.id;
+  fork.parent_event = at_event;
+  fork.created_ms = now_ms();
+  fork.events.assign(parent.events.begin(), parent.events.begin() + at_event);
+  for (Event& event : fork.events) event.key.clear();
+  store.create(fork);
+  return fork;
+}
+
+Event cancel_thread(Store& store, std::string_view id, const std::string& reason) {
+  // A step in another process may append meanwhile; cancel wins after a few tries.
+  for (int attempt = 0;; ++attempt) {
+    Thread thread = store.load(id);
+    Status status = thread.status();
+    if (status == Status::done || status == Status::failed || status == Status::cancelled)
+      throw Error(ErrorCode::conflict, "thread " + thread.id + " has already ended (it is " +
+                                           std::string(status_name(status)) +
+                                           "); only a running or waiting thread can be cancelled");
+    nlohmann::json data = nlohmann::json::object();
+    if (!reason.empty()) data["reason"] = reason;
+    try {
+      auto stored = store.append(
+          id, thread.version(), {Event::make(std::string(event_type::cancelled), std::move(data))});
+      return stored.events.front();
+    } catch (const Error& error) {
+      if (error.code() != ErrorCode::conflict || attempt >= 20) throw;
+    }
+  }
+}
+
+void check_outside_event(const Event& event) {
+  static const std::set<std::string_view> kHostTypes = {
+      event_type::await,           event_type::tool_started, event_type::tool_response,
+      event_type::outcome_unknown, event_type::done,         event_type::failed,
+      event_type::cancelled,       event_type::error};
+  if (event.type.empty()) throw Error(ErrorCode::usage, "the event needs a non-empty \"type\"");
+  if (kHostTypes.count(event.type))
+    throw Error(ErrorCode::usage, "'" + event.type +
+                                      "' events are written by luagent itself; a resume "
+                                      "cannot supply one (use cancel to cancel a thread)");
+  if (event.type == event_type::approval &&
+      !(event.data.is_object() && event.data.contains("approved") &&
+        event.data["approved"].is_boolean()))
+    throw Error(ErrorCode::usage, "an approval event needs data {\"approved\": true|false}");
+}
+
+std::vector<Event> unfinished_call_outcomes(const Thread& thread) {
+  std::map<std::int64_t, bool> started;  // call -> idempotent
+  std::set<std::int64_t> finished;
+  for (const Event& event : thread.events) {
+    if (!event.data.is_object()) continue;
+    std::int64_t call = event.data.value("call", std::int64_t{0});
+    if (event.type == event_type::tool_started)
+      started[call] = event.data.value("idempotent", false);
+    else if (event.type == event_type::tool_response || event.type == event_type::outcome_unknown)
+      finished.insert(call);
+  }
+  std::vector<Event> outcomes;
+  for (const auto& [call, idempotent] : started)
+    if (!idempotent && !finished.count(call))
+      outcomes.push_back(Event::make(std::string(event_type::outcome_unknown),
+                                     {{"call", call}, {"reason", "interrupted"}}));
+  return outcomes;
+}
+
+}  // namespace luagent

@@ -1,0 +1,32 @@
+// The thread verbs that are pure store operations (fork, cancel, recovery bookkeeping),
+// shared by the Host (C++ API, CLI) and the luagent.threads Lua module.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "luagent/thread.hpp"
+#include "store/store.hpp"
+
+namespace luagent {
+
+/// Stores a new thread holding events 1..at_event of `id` (keys dropped: an answer given
+/// to the parent must not count as given to the fork), with the parent link recorded.
+/// Throws not_found for an unknown thread or an event it does not have.
+Thread fork_thread(Store& store, std::string_view id, std::int64_t at_event);
+
+/// Appends `cancelled {reason}` to a thread that has not ended. Throws conflict (with the
+/// thread's status) for a done, failed or cancelled thread.
+Event cancel_thread(Store& store, std::string_view id, const std::string& reason);
+
+/// Throws usage unless `event` may come from outside the agent: a non-empty type that
+/// is not one of the types the host writes itself (tool_started, done, ...).
+void check_outside_event(const Event& event);
+
+/// outcome_unknown events for the tool calls of an interrupted thread that started and
+/// never finished; calls declared idempotent are left to be retried.
+std::vector<Event> unfinished_call_outcomes(const Thread& thread);
+
+}  // namespace luagent
