@@ -227,8 +227,10 @@ std::string Host::launch(const std::string& agent, Event first) {
   thread.created_ms = now_ms();
   thread.events.push_back(std::move(first));
   impl_->store->create(thread);
-  if (impl_->on_event)
-    for (const Event& event : thread.events) impl_->on_event(thread, event);
+  for (const Event& event : thread.events) {
+    impl_->note_update(Update::Kind::event, thread, &event);
+    if (impl_->on_event) impl_->on_event(thread, event);
+  }
   std::string id = thread.id;
   impl_->start(info, std::move(thread));
   return id;
@@ -257,6 +259,7 @@ void Host::resume(const std::string& thread_id, Resume resume) {
   if (appended.replayed) return;  // the same answer was given before; nothing runs again
   for (Event& event : appended.events) {
     thread.events.push_back(event);
+    impl_->note_update(Update::Kind::event, thread, &event);
     if (impl_->on_event) impl_->on_event(thread, event);
   }
   impl_->start(info, std::move(thread));
