@@ -13,6 +13,7 @@ int luaopen_luagent_log(lua_State* L);
 int luaopen_luagent_llm(lua_State* L);
 int luaopen_luagent_source(lua_State* L);
 int luaopen_luagent_threads(lua_State* L);
+int luaopen_luagent_host(lua_State* L);
 
 /// Pushes the module `name` if it is built in (C++), leaving it on the stack; false if not.
 bool open_builtin_module(lua_State* L, std::string_view name);

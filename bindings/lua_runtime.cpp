@@ -23,6 +23,22 @@ char kBaseEnvKey;
 char kModuleCacheKey;  // name -> shared module value (stdlib and built-in modules)
 char kEnvLoadedKey;    // weak: environment -> its module cache
 char kRunnerKey;       // the prelude's run_agent(chunk, thread)
+char kSliceKey;        // the value a time-sliced coroutine passes up to the host
+
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+bool is_slice_sentinel(lua_State* L, int index) {
+  return lua_type(L, index) == LUA_TLIGHTUSERDATA && lua_touserdata(L, index) == &kSliceKey;
+}
+
+int took_hook_yield(lua_State* L) {
+  lua_State* co = lua_tothread(L, 1);
+  lua_pushboolean(L, co && LuaRuntime::from(L).take_hook_yield(co));
+  return 1;
+}
 
 constexpr std::size_t kMaxSourceBytes = 16 * 1024 * 1024;
 
@@ -39,13 +55,22 @@ constexpr const char* kSafeLibraries[] = {"string", "table", "math", "utf8", "co
 // resume: the wrappers pass the sentinel upward and resume the inner coroutine
 // with what the host answered.
 constexpr const char* kPrelude = R"lua(
-local sentinel, raw = ...
+local sentinel, raw, slice, took_hook_yield = ...
 local resume, yield, create, status = raw.resume, raw.yield, raw.create, raw.status
+local isyieldable = raw.isyieldable
 local select, error = select, error
 
+-- A time slice that ran out inside `co` (the hook paused it, or a coroutine inside it
+-- passed the pause up) goes up the same way, then `co` simply continues.
 local function forward(co, ok, first, ...)
-  if ok and first == sentinel and status(co) == "suspended" then
-    return forward(co, resume(co, yield(sentinel, ...)))
+  if ok and status(co) == "suspended" then
+    if first == sentinel then
+      return forward(co, resume(co, yield(sentinel, ...)))
+    end
+    if first == slice or (first == nil and select("#", ...) == 0 and took_hook_yield(co)) then
+      if isyieldable() then yield(slice) end
+      return forward(co, resume(co))
+    end
   end
   return ok, first, ...
 end
@@ -222,7 +247,16 @@ void count_hook(lua_State* L, lua_Debug*) {
   if (!run) return;
   if (!run->killed) {
     std::int64_t used = run->cpu_used_ns + (thread_cpu_ns() - run->slice_started_ns);
-    if (used <= static_cast<std::int64_t>(runtime.services_.limits.step_cpu_ms) * 1000000) return;
+    if (used <= static_cast<std::int64_t>(runtime.services_.limits.step_cpu_ms) * 1000000) {
+      // The pump's budget ran out: pause this coroutine (a hook may yield with no values
+      // where Lua allows it); the prelude's forward or resume() sees the pause.
+      if (runtime.slice_deadline_ns_ != 0 && !runtime.hook_yielded_ && lua_isyieldable(L) &&
+          steady_ns() >= runtime.slice_deadline_ns_) {
+        runtime.hook_yielded_ = L;
+        lua_yield(L, 0);
+      }
+      return;
+    }
     run->killed = true;
     // From now on every instruction raises, so a pcall cannot swallow the kill.
     lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
@@ -561,7 +595,9 @@ void LuaRuntime::build_base_environment() {
   lua_setupvalue(L, -2, 1);
   push_host_yield_sentinel(L);
   lua_getglobal(L, "coroutine");
-  if (lua_pcall(L, 2, 2, 0) != LUA_OK)
+  lua_pushlightuserdata(L, &kSliceKey);
+  lua_pushcfunction(L, lua_entry<took_hook_yield>);
+  if (lua_pcall(L, 4, 2, 0) != LUA_OK)
     throw Error(ErrorCode::internal, std::string("prelude: ") + lua_tostring(L, -1));
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kRunnerKey);
   lua_setfield(L, base, "coroutine");
@@ -715,9 +751,55 @@ void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks 
   push_thread_object(co, run->id);
   lua_sethook(co, count_hook, LUA_MASKCOUNT, 10000);
 
-  Run& ref = *run;
+  ready_.push_back({run->id, 2});  // runs in run_ready(), inside the caller's budget
   runs_.emplace(run->id, std::move(run));
-  resume(ref, 2);
+}
+
+bool LuaRuntime::take_hook_yield(lua_State* co) {
+  if (hook_yielded_ != co) return false;
+  hook_yielded_ = nullptr;
+  return true;
+}
+
+std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
+  std::size_t resumed = 0;
+  slice_deadline_ns_ =
+      deadline ? std::max<std::int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                               deadline->time_since_epoch())
+                                               .count())
+               : 0;
+  while (!ready_.empty() && (!deadline || Clock::now() < *deadline)) {
+    auto [id, nargs] = ready_.front();
+    ready_.pop_front();
+    Run* run = find_run(id);
+    if (!run) continue;  // cancelled while it waited
+    ++resumed;
+    resume(*run, nargs);
+  }
+  slice_deadline_ns_ = 0;
+  return resumed;
+}
+
+bool LuaRuntime::cancel_run(const std::string& thread_id, const std::string& reason) {
+  Run* run = nullptr;
+  for (auto& [id, candidate] : runs_)
+    if (candidate->thread.id == thread_id) run = candidate.get();
+  if (!run) return false;
+  if (current_ == run)
+    throw Error(ErrorCode::conflict,
+                "thread " + thread_id + " cannot cancel itself from inside its own step");
+  if (run->pending_call && services_.provider) services_.provider->cancel(run->pending_call);
+  std::optional<Error> error;
+  try {
+    nlohmann::json data = nlohmann::json::object();
+    if (!reason.empty()) data["reason"] = reason;
+    append(*run, {Event::make(std::string(event_type::cancelled), std::move(data))});
+  } catch (const Error& e) {
+    error = e;
+  }
+  finish(*run, error);
+  if (error) throw *error;
+  return true;
 }
 
 void LuaRuntime::resume(Run& run, int nargs) {
@@ -729,10 +811,19 @@ void LuaRuntime::resume(Run& run, int nargs) {
   run.cpu_used_ns += thread_cpu_ns() - run.slice_started_ns;
   current_ = previous;
 
+  bool hook_paused = hook_yielded_ == run.coroutine;
+  hook_yielded_ = nullptr;
   if (status == LUA_YIELD) {
     bool host_yield = results >= 1 && is_host_yield_sentinel(run.coroutine, -results);
+    bool sliced = (results == 0 && hook_paused) ||
+                  (results >= 1 && is_slice_sentinel(run.coroutine, -results));
     lua_pop(run.coroutine, results);
-    if (host_yield && run.pending_call) return;  // resumed when the call completes
+    if (sliced) {
+      schedule(run);  // the time slice ran out; continue at the next run_ready()
+      return;
+    }
+    if (host_yield && (run.pending_call || run.waiting_host))
+      return;  // resumed when the call completes
     fail_run(run, Error(ErrorCode::runtime,
                         "the agent yielded outside a coroutine of its own (coroutine.yield at "
                         "the top level of a step)"));
@@ -823,6 +914,14 @@ void LuaRuntime::start_llm_call(Run& run, llm::Request request, llm::ChunkCallba
                                       std::to_string(services_.limits.llm_calls_per_step) +
                                       " LLM call(s) (llm_calls_per_step)");
   std::uint64_t run_id = run.id;
+  if (run.callbacks.on_chunk && request.stream) {  // streamed text also reaches Host::updates()
+    on_chunk = [this, run_id, inner = std::move(on_chunk)](const llm::StreamChunk& chunk) {
+      if (inner) inner(chunk);
+      Run* found = find_run(run_id);
+      if (found && !chunk.text_delta.empty())
+        found->callbacks.on_chunk(found->thread, chunk.text_delta);
+    };
+  }
   run.call_started_version = run.thread.version();
   run.pending_call = services_.provider->start(std::move(request), std::move(on_chunk),
                                                [this, run_id](llm::Outcome outcome) {
@@ -832,7 +931,7 @@ void LuaRuntime::start_llm_call(Run& run, llm::Request request, llm::ChunkCallba
                                                  Run& run = *found->second;
                                                  run.pending_call = 0;
                                                  run.outcome = std::move(outcome);
-                                                 resume(run, 0);
+                                                 schedule(run);
                                                });
 }
 

@@ -6,6 +6,7 @@
 #include <lua.hpp>
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -51,6 +52,11 @@ struct Run {
   std::int64_t slice_started_ns = 0;
   bool killed = false;
   int llm_calls = 0;  // started in this step (limits.llm_calls_per_step)
+  // Set while the run waits for an asynchronous host tool (luagent.host); the answer
+  // lands in host_result or host_error and the run is scheduled.
+  bool waiting_host = false;
+  std::optional<nlohmann::json> host_result;
+  std::optional<std::string> host_error;
 };
 
 class LuaRuntime final : public AgentRuntime {
@@ -61,6 +67,13 @@ class LuaRuntime final : public AgentRuntime {
   AgentInfo load_agent(const std::filesystem::path& dir) override;
   void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) override;
   std::size_t runs_in_flight() const override { return runs_.size(); }
+  std::size_t run_ready(std::optional<Clock::time_point> deadline) override;
+  bool has_ready() const override { return !ready_.empty(); }
+  bool cancel_run(const std::string& thread_id, const std::string& reason) override;
+  /// Queues `run` to continue (with no values) at the next run_ready().
+  void schedule(Run& run) { ready_.push_back({run.id, 0}); }
+  /// True (and forgotten) when `co` was paused by the time-slice hook.
+  bool take_hook_yield(lua_State* co);
   void set_provider(llm::Provider* provider) override { services_.provider = provider; }
   void set_store(Store* store) override { services_.store = store; }
   std::string render_context(const Thread& thread) override;
@@ -119,6 +132,11 @@ class LuaRuntime final : public AgentRuntime {
   std::unordered_map<std::uint64_t, std::unique_ptr<Run>> runs_;
   std::uint64_t next_run_id_ = 1;
   Run* current_ = nullptr;
+  // Scheduling: runs to resume (id, number of arguments on their stack), the wall-clock
+  // end of the current slice (0: no slicing), and the coroutine the hook paused last.
+  std::deque<std::pair<std::uint64_t, int>> ready_;
+  std::int64_t slice_deadline_ns_ = 0;
+  lua_State* hook_yielded_ = nullptr;
   std::filesystem::path loading_dir_;  // the agent folder while its chunk loads
   std::shared_ptr<const AgentFiles> loading_files_;
   int loading_env_ref_ = LUA_NOREF;  // the environment of the agent chunk while it loads

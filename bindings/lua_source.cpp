@@ -32,11 +32,10 @@ bool open_builtin_module(lua_State* L, std::string_view name) {
     std::string_view name;
     lua_CFunction open;
   };
-  static constexpr Builtin kBuiltins[] = {{"luagent.json", luaopen_luagent_json},
-                                          {"luagent.log", luaopen_luagent_log},
-                                          {"luagent.llm", luaopen_luagent_llm},
-                                          {"luagent.source", luaopen_luagent_source},
-                                          {"luagent.threads", luaopen_luagent_threads}};
+  static constexpr Builtin kBuiltins[] = {
+      {"luagent.json", luaopen_luagent_json},       {"luagent.log", luaopen_luagent_log},
+      {"luagent.llm", luaopen_luagent_llm},         {"luagent.source", luaopen_luagent_source},
+      {"luagent.threads", luaopen_luagent_threads}, {"luagent.host", luaopen_luagent_host}};
   for (const Builtin& builtin : kBuiltins) {
     if (builtin.name == name) {
       lua_pushcfunction(L, builtin.open);

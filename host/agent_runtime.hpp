@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "event_loop.hpp"
+#include "host_tools.hpp"
 #include "llm/provider.hpp"
 #include "luagent/error.hpp"
 #include "luagent/thread.hpp"
@@ -39,6 +40,8 @@ struct RunCallbacks {
   /// Once, when the step ends: paused, done or failed (the events say which). An Error
   /// here means the step could not record its outcome (a lost compare-and-swap).
   std::function<void(const Thread& thread, const std::optional<Error>& error)> on_finished;
+  /// Streamed text of an LLM call made with streaming on (optional).
+  std::function<void(const Thread& thread, std::string_view text)> on_chunk;
 };
 
 using LogSink = std::function<void(std::string_view level, std::string_view message)>;
@@ -50,6 +53,7 @@ struct RuntimeServices {
   RuntimeLimits limits;
   LogSink log;
   std::filesystem::path stdlib_dir;  // empty: the built-in search
+  const HostTools* tools = nullptr;  // C++ functions agents reach through luagent.host
 };
 
 class AgentRuntime {
@@ -61,6 +65,14 @@ class AgentRuntime {
   /// event loop, `callbacks.on_finished` reports the end.
   virtual void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) = 0;
   virtual std::size_t runs_in_flight() const = 0;
+  /// Runs ready work (new steps, replies that arrived, runs paused by a time slice) until
+  /// none is ready or `deadline` passes; agent Lua code is time-sliced at the deadline and
+  /// continued by a later call. Returns the number of resumptions.
+  virtual std::size_t run_ready(std::optional<Clock::time_point> deadline) = 0;
+  /// True when run_ready() has work now.
+  virtual bool has_ready() const = 0;
+  /// Ends the step in flight on `thread_id` with a `cancelled` event; false when none is.
+  virtual bool cancel_run(const std::string& thread_id, const std::string& reason) = 0;
   virtual void set_provider(llm::Provider* provider) = 0;
   virtual void set_store(Store* store) = 0;
   /// The thread as luagent.context.xml renders it (what the model would see).

@@ -1,8 +1,10 @@
 // Host: wires the store, the provider and the agent runtime together and
 // implements the verbs (launch, resume, get, list) on top of them.
+#include <atomic>
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <thread>
 
 #include "agent_runtime.hpp"
 #include "event_loop.hpp"
@@ -87,6 +89,20 @@ struct Host::Impl {
   std::unique_ptr<AgentRuntime> runtime;
   std::unique_ptr<llm::Provider> provider;
   std::function<void(const Thread&, const Event&)> on_event;
+  // Embedding: tools, updates, the owning thread and run()'s stop flag.
+  HostTools tools;
+  std::vector<Update> pending_updates;
+  std::thread::id owner = std::this_thread::get_id();
+  bool driving = false;  // inside pump()/run(): a callback must not drive the loop again
+  std::atomic<bool> stop_requested{false};
+
+  ~Impl() {
+    if (tools.gate) tools.gate->close();
+  }
+
+  void check_thread(const char* verb) const;
+  void note_update(Update::Kind kind, const Thread& thread, const Event* event,
+                   std::string text = {});
 
   void open(HostConfig host_config) {
     config = std::move(host_config);
@@ -99,6 +115,9 @@ struct Host::Impl {
     RuntimeServices services;
     services.loop = &loop;
     services.log = config.log;
+    services.stdlib_dir = config.stdlib_dir;
+    tools.gate = std::make_shared<LoopGate>(&loop);
+    services.tools = &tools;
     runtime = make_lua_runtime(services);
 
     nlohmann::json file_config = nlohmann::json::object();
@@ -176,11 +195,16 @@ struct Host::Impl {
   void start(const AgentInfo& agent, Thread thread) {
     RunCallbacks callbacks;
     callbacks.on_event = [this](const Thread& t, const Event& e) {
+      note_update(Update::Kind::event, t, &e);
       if (on_event) on_event(t, e);
     };
     callbacks.on_finished = [this](const Thread& t, const std::optional<Error>& error) {
       if (error) config.log("error", "thread " + t.id + ": " + error->what());
       write_rendering(t);
+      note_finished(t, error);
+    };
+    callbacks.on_chunk = [this](const Thread& t, std::string_view text) {
+      note_update(Update::Kind::chunk, t, nullptr, std::string(text));
     };
     runtime->start_step(agent, std::move(thread), std::move(callbacks));
   }
@@ -297,6 +321,7 @@ struct Host::Impl {
   void report(Thread& thread, const std::vector<Event>& events) {
     for (const Event& event : events) {
       thread.events.push_back(event);
+      note_update(Update::Kind::event, thread, &thread.events.back());
       if (on_event) on_event(thread, event);
     }
   }
@@ -334,6 +359,24 @@ struct Host::Impl {
     }
     return std::nullopt;
   }
+
+  void note_finished(const Thread& thread, const std::optional<Error>& error) {
+    const Event* last = thread.events.empty() ? nullptr : &thread.events.back();
+    switch (thread.status()) {
+      case Status::awaiting_human:
+      case Status::awaiting_approval:
+        note_update(Update::Kind::paused, thread, last);
+        break;
+      case Status::done:
+        note_update(Update::Kind::done, thread, last);
+        break;
+      case Status::cancelled:
+        note_update(Update::Kind::cancelled, thread, last);
+        break;
+      default:
+        note_update(Update::Kind::failed, thread, last, error ? error->what() : "");
+    }
+  }
 };
 
 Host::Host(HostConfig config) : impl_(std::make_unique<Impl>()) {
@@ -346,6 +389,7 @@ void Host::on_event(std::function<void(const Thread&, const Event&)> callback) {
 }
 
 std::string Host::launch(const std::string& agent, Event first) {
+  impl_->check_thread("launch");
   AgentInfo info = impl_->load(impl_->resolve_agent(agent));
   Thread thread;
   thread.id = new_thread_id();
@@ -354,14 +398,17 @@ std::string Host::launch(const std::string& agent, Event first) {
   thread.created_ms = now_ms();
   thread.events.push_back(std::move(first));
   impl_->store->create(thread);
-  if (impl_->on_event)
-    for (const Event& event : thread.events) impl_->on_event(thread, event);
+  for (const Event& event : thread.events) {
+    impl_->note_update(Update::Kind::event, thread, &event);
+    if (impl_->on_event) impl_->on_event(thread, event);
+  }
   std::string id = thread.id;
   impl_->start(info, std::move(thread));
   return id;
 }
 
 ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
+  impl_->check_thread("resume");
   Thread thread = impl_->store->load(thread_id);
   if (resume.event.type.empty() && resume.event.key.empty())
     return impl_->recover(std::move(thread));
@@ -397,8 +444,19 @@ std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
 }
 
 Event Host::cancel(const std::string& thread_id, const std::string& reason) {
+  impl_->check_thread("cancel");
+  // A step of this host in flight stops first (its on_finished reports the end).
+  if (impl_->runtime->cancel_run(thread_id, reason)) {
+    Thread thread = impl_->store->load(thread_id);
+    impl_->write_rendering(thread);
+    return thread.events.back();
+  }
   Event cancelled = cancel_thread(*impl_->store, thread_id, reason);
-  if (impl_->store->wants_rendering()) impl_->write_rendering(impl_->store->load(thread_id));
+  Thread thread = impl_->store->load(thread_id);
+  impl_->note_update(Update::Kind::event, thread, &cancelled);
+  if (impl_->on_event) impl_->on_event(thread, cancelled);
+  impl_->note_finished(thread, std::nullopt);
+  impl_->write_rendering(thread);
   return cancelled;
 }
 
@@ -444,17 +502,106 @@ std::vector<nlohmann::json> Host::calls(const std::string& thread_id) {
   return impl_->store->calls(thread_id);
 }
 
-std::size_t Host::pump(std::chrono::milliseconds budget) {
+std::size_t Host::pump(std::chrono::microseconds budget) {
+  impl_->check_thread("pump");
+  impl_->driving = true;
+  struct Release {
+    bool& flag;
+    ~Release() { flag = false; }
+  } release{impl_->driving};
   auto deadline = Clock::now() + budget;
+  // Never waits: take what the I/O has delivered, run what is ready, repeat while either
+  // makes progress and the budget lasts.
   do {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    impl_->loop.turn(std::max(left, std::chrono::milliseconds(0)));
-  } while (impl_->runtime->runs_in_flight() > 0 && Clock::now() < deadline);
+    int completions = impl_->loop.turn(std::chrono::milliseconds(0));
+    std::size_t resumed = impl_->runtime->run_ready(deadline);
+    if (completions == 0 && resumed == 0 && !impl_->runtime->has_ready()) break;
+  } while (Clock::now() < deadline);
   return impl_->runtime->runs_in_flight();
 }
 
 void Host::run_until_idle() {
-  while (impl_->runtime->runs_in_flight() > 0) impl_->loop.turn(std::chrono::milliseconds(100));
+  impl_->check_thread("run_until_idle");
+  impl_->driving = true;
+  struct Release {
+    bool& flag;
+    ~Release() { flag = false; }
+  } release{impl_->driving};
+  while (impl_->runtime->runs_in_flight() > 0) {
+    impl_->runtime->run_ready(std::nullopt);
+    if (impl_->runtime->runs_in_flight() == 0) break;
+    impl_->loop.turn(impl_->runtime->has_ready() ? std::chrono::milliseconds(0)
+                                                 : std::chrono::milliseconds(100));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Embedding: threads, updates, run(), post(), host tools (host_tools.hpp).
+
+void Host::Impl::check_thread(const char* verb) const {
+  if (std::this_thread::get_id() != owner)
+    throw Error(ErrorCode::usage,
+                std::string("Host::") + verb +
+                    " called from another thread; a Host belongs to the thread that created it "
+                    "(use Host::post to hand work to it)");
+  if (driving && (std::string_view(verb) == "pump" || std::string_view(verb) == "run" ||
+                  std::string_view(verb) == "run_until_idle"))
+    throw Error(ErrorCode::usage, std::string("Host::") + verb +
+                                      " called from inside a callback of the host's own loop");
+}
+
+void Host::Impl::note_update(Update::Kind kind, const Thread& thread, const Event* event,
+                             std::string text) {
+  if (!config.collect_updates) return;
+  Update update;
+  update.kind = kind;
+  update.thread_id = thread.id;
+  if (event) update.event = *event;
+  update.text = std::move(text);
+  pending_updates.push_back(std::move(update));
+}
+
+std::vector<Update> Host::updates() {
+  impl_->check_thread("updates");
+  std::vector<Update> taken;
+  taken.swap(impl_->pending_updates);
+  return taken;
+}
+
+void Host::run() {
+  impl_->check_thread("run");
+  impl_->driving = true;
+  struct Release {
+    bool& flag;
+    ~Release() { flag = false; }
+  } release{impl_->driving};
+  while (!impl_->stop_requested.exchange(false)) {
+    impl_->runtime->run_ready(std::nullopt);
+    impl_->loop.turn(impl_->runtime->has_ready() ? std::chrono::milliseconds(0)
+                                                 : std::chrono::milliseconds(100));
+  }
+}
+
+void Host::stop() {
+  impl_->stop_requested = true;
+  impl_->loop.post([] {});  // wakes a run() waiting for I/O
+}
+
+void Host::post(std::function<void()> task) {
+  if (!task) throw Error(ErrorCode::usage, "Host::post needs a task");
+  impl_->loop.post(std::move(task));
+}
+
+void Host::tool(const std::string& name, nlohmann::json schema, ToolFunction function) {
+  impl_->check_thread("tool");
+  if (!function) throw Error(ErrorCode::usage, "host tool '" + name + "' has no function");
+  impl_->tools.add(HostTool{name, std::move(schema), std::move(function), {}});
+}
+
+void Host::async_tool(const std::string& name, nlohmann::json schema, AsyncToolFunction function) {
+  impl_->check_thread("async_tool");
+  if (!function) throw Error(ErrorCode::usage, "host tool '" + name + "' has no function");
+  impl_->tools.add(HostTool{name, std::move(schema), {}, std::move(function)});
 }
 
 }  // namespace luagent

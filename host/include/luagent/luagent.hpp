@@ -1,5 +1,10 @@
 // The embedding API: an opaque Host that owns the store, the LLM provider and the
-// agent runtime. One owning thread calls it; it never exposes Lua.
+// agent runtime. It never exposes Lua.
+//
+// Threads: a Host belongs to the thread that constructed it. Every member function must
+// be called on that thread, except post(), stop() and ToolReply's ok()/fail(), which any
+// thread may call. A call from another thread throws Error(usage) and changes nothing;
+// so does pump()/run()/run_until_idle() called from inside a tool or event callback.
 #pragma once
 
 #include <chrono>
@@ -11,6 +16,7 @@
 #include <vector>
 
 #include "luagent/error.hpp"
+#include "luagent/host_tool.hpp"
 #include "luagent/thread.hpp"
 
 namespace luagent {
@@ -43,6 +49,15 @@ struct HostConfig {
   /// A step fails once it starts more LLM calls than this (0: no limit); the dev, replay and
   /// eval commands use 1 to take exactly one decision.
   int llm_calls_per_step = 0;
+  /// Where the Lua stdlib (luagent/*.lua) lives. Empty: LUAGENT_STDLIB, then next to the
+  /// executable, then the build tree. An installed package fills it in for consumers.
+#ifdef LUAGENT_INSTALLED_STDLIB
+  std::filesystem::path stdlib_dir = LUAGENT_INSTALLED_STDLIB;
+#else
+  std::filesystem::path stdlib_dir;
+#endif
+  /// Collect updates() (set false when nobody reads them, so they never pile up).
+  bool collect_updates = true;
 };
 
 /// What a reload of a watched agent (or of stdlib/) did; see Host::on_reload.
@@ -53,6 +68,24 @@ struct ReloadReport {
   std::string version;           // the version serving now
   std::string previous_version;  // empty on the first load
   std::optional<Error> error;    // with the file and line where known
+};
+
+using ThreadId = std::string;
+
+/// Something that changed, as updates() reports it.
+struct Update {
+  enum class Kind {
+    event,      // an event was stored (`event`)
+    paused,     // the step ended waiting for a human or an approval (`event` is the await)
+    done,       // the thread finished
+    failed,     // the step failed (`event` is the failed event; `text` a message)
+    cancelled,  // cancel() ended it
+    chunk,      // streamed model text (`text`)
+  };
+  Kind kind = Kind::event;
+  ThreadId thread_id;
+  Event event;
+  std::string text;
 };
 
 /// How a resume answers a waiting thread.
@@ -104,8 +137,9 @@ class Host {
   /// A new thread with events 1..at_event of `thread_id` and the parent link; returns its
   /// id. Nothing runs: resume the fork as the parent would be. Throws not_found.
   std::string fork(const std::string& thread_id, std::int64_t at_event);
-  /// Appends `cancelled` to a running or waiting thread; a step still running elsewhere
-  /// loses its next compare-and-swap. Throws conflict for a thread that has ended.
+  /// Ends a running or waiting thread: its step in flight in this host (if any) stops and
+  /// `cancelled` is appended; a step running in another process loses its next
+  /// compare-and-swap. Throws not_found for an unknown thread, conflict when it has ended.
   Event cancel(const std::string& thread_id, const std::string& reason = {});
   std::vector<ThreadSummary> list(const ThreadQuery& query);
   Thread get(const std::string& thread_id);
@@ -117,8 +151,10 @@ class Host {
   /// The recorded LLM calls of a thread (provider, model, tokens, latency, request).
   std::vector<nlohmann::json> calls(const std::string& thread_id);
 
-  /// Runs ready work for at most `budget`; returns the number of steps still in flight.
-  std::size_t pump(std::chrono::milliseconds budget);
+  /// Runs ready work (replies that arrived, new steps, time-sliced Lua) for at most
+  /// `budget` and never waits for I/O: long Lua work is paused at the deadline and
+  /// continued by the next pump. Returns the number of steps still in flight.
+  std::size_t pump(std::chrono::microseconds budget);
   /// Runs until no step is in flight.
   void run_until_idle();
 
@@ -133,6 +169,22 @@ class Host {
   /// Starts the next step of a stored thread that is running with no step in flight: a
   /// thread copied into this host's store, or one a crashed process left running.
   void continue_thread(const std::string& thread_id);
+  /// What changed since the last call (events, pauses, ends, streamed text), in order.
+  std::vector<Update> updates();
+  /// Serves until stop(): waits for I/O and runs every step as work arrives.
+  void run();
+  /// Makes run() return. Thread-safe.
+  void stop();
+  /// Runs `task` on the host's thread during the next pump()/run(). Thread-safe.
+  void post(std::function<void()> task);
+
+  /// Registers a synchronous C++ tool that agents call with
+  /// require("luagent.host").call(name, args). `schema` describes the arguments (JSON
+  /// Schema or the intents shorthand; null for none). Throws conflict if `name` exists.
+  void tool(const std::string& name, nlohmann::json schema, ToolFunction function);
+  /// Registers an asynchronous C++ tool: it receives a ToolReply to answer later, from
+  /// any thread; only the calling agent waits.
+  void async_tool(const std::string& name, nlohmann::json schema, AsyncToolFunction function);
 
  private:
   struct Impl;

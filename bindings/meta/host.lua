@@ -1,0 +1,24 @@
+---@meta luagent.host
+-- C++ tools the embedding program registered (Host::tool, Host::async_tool).
+
+---@class luagent.host
+local host = {}
+
+---Calls the host tool `name` with `args`; returns its result. An asynchronous tool
+---suspends only this coroutine until the program answers. Raises an error table
+---{ code, message } for an unknown tool or when the tool fails.
+---@param name string
+---@param args? table
+---@return any result
+function host.call(name, args) end
+
+---The tool `name` as a function(args), e.g. thread:execute(call, host.tool("trade")).
+---@param name string
+---@return fun(args: table): any
+function host.tool(name) end
+
+---Every registered tool's argument schema, by name (merge into llm.one_of's intents).
+---@return table<string, table>
+function host.tools() end
+
+return host

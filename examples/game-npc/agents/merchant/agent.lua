@@ -1,0 +1,25 @@
+-- The merchant: looks around, offers a trade to whoever is near, and says so.
+-- Its world tools are C++ functions of the game (main.cpp), reached through luagent.host.
+local llm, context, prompt = require "luagent.llm", require "luagent.context", require "luagent.prompt"
+local host = require "luagent.host"
+local next_step = prompt.file "next_step.prompt"
+
+local intents = {
+  look_around = { radius = "number" },
+  trade = { item = "string", price = "number" },
+  say = { text = "string" },
+}
+
+return function(thread)
+  for _ = 1, 8 do
+    local step = llm.json(next_step:messages { thread = context.xml(thread), role = "merchant" },
+      llm.one_of(intents))
+    thread:push(step.intent, step)
+    if step.intent == "say" then
+      host.call("say", { text = step.text })
+      return thread
+    end
+    thread:execute(step, host.tool(step.intent))
+  end
+  return thread
+end

@@ -1,0 +1,77 @@
+#include "host_tools.hpp"
+
+#include <algorithm>
+
+#include "luagent/error.hpp"
+
+namespace luagent {
+
+bool LoopGate::post(EventLoop::Task task) {
+  std::lock_guard lock(mutex_);
+  if (!loop_) return false;
+  loop_->post(std::move(task));
+  return true;
+}
+
+void LoopGate::close() {
+  std::lock_guard lock(mutex_);
+  loop_ = nullptr;
+}
+
+void HostTools::add(HostTool tool) {
+  bool valid_name =
+      !tool.name.empty() && tool.name.size() <= 64 &&
+      std::all_of(tool.name.begin(), tool.name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+      });
+  if (!valid_name)
+    throw Error(ErrorCode::usage,
+                "host tool name '" + tool.name + "' must be 1-64 letters, digits, '_', '.' or '-'");
+  if (!tool.schema.is_null() && !tool.schema.is_object())
+    throw Error(ErrorCode::usage,
+                "host tool '" + tool.name + "': the schema must be a JSON object (or null)");
+  if (!tool.sync && !tool.async)
+    throw Error(ErrorCode::usage, "host tool '" + tool.name + "' has no function");
+  if (tools_.count(tool.name))
+    throw Error(ErrorCode::conflict, "host tool '" + tool.name + "' is already registered");
+  std::string name = tool.name;
+  tools_.emplace(std::move(name), std::move(tool));
+}
+
+const HostTool* HostTools::find(const std::string& name) const {
+  auto found = tools_.find(name);
+  return found == tools_.end() ? nullptr : &found->second;
+}
+
+std::vector<std::string> HostTools::names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, tool] : tools_) names.push_back(name);
+  return names;
+}
+
+ToolReply::State::~State() {
+  if (!answered && deliver) deliver(std::nullopt, "the tool dropped its reply without answering");
+}
+
+ToolReply::ToolReply(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+void ToolReply::ok(nlohmann::json result) const {
+  std::lock_guard lock(state_->mutex);
+  if (state_->answered) throw Error(ErrorCode::conflict, "this tool call was already answered");
+  state_->answered = true;
+  if (state_->deliver) state_->deliver(std::move(result), {});
+}
+
+void ToolReply::fail(std::string message) const {
+  std::lock_guard lock(state_->mutex);
+  if (state_->answered) throw Error(ErrorCode::conflict, "this tool call was already answered");
+  state_->answered = true;
+  if (state_->deliver) state_->deliver(std::nullopt, std::move(message));
+}
+
+bool ToolReply::answered() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->answered;
+}
+
+}  // namespace luagent

@@ -1,0 +1,62 @@
+// The registry of C++ host tools (Host::tool / Host::async_tool) and the shared state
+// behind a ToolReply. Plain C++: bindings/lua_host.cpp is the Lua side.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "event_loop.hpp"
+#include "luagent/host_tool.hpp"
+
+namespace luagent {
+
+struct HostTool {
+  std::string name;
+  nlohmann::json schema;  // the arguments, as JSON Schema or the intents shorthand
+  ToolFunction sync;      // exactly one of sync / async is set
+  AsyncToolFunction async;
+};
+
+/// Posts to the host's loop from any thread until the host closes it (on destruction),
+/// so a ToolReply that outlives its Host is harmless.
+class LoopGate {
+ public:
+  explicit LoopGate(EventLoop* loop) : loop_(loop) {}
+  /// Queues `task` on the loop; false when the host is gone.
+  bool post(EventLoop::Task task);
+  void close();
+
+ private:
+  std::mutex mutex_;
+  EventLoop* loop_;
+};
+
+class HostTools {
+ public:
+  /// Registers a tool. Throws usage for a bad name or schema, conflict for a duplicate.
+  void add(HostTool tool);
+  const HostTool* find(const std::string& name) const;
+  std::vector<std::string> names() const;
+  const std::map<std::string, HostTool>& all() const { return tools_; }
+  std::shared_ptr<LoopGate> gate;
+
+ private:
+  std::map<std::string, HostTool> tools_;
+};
+
+/// One asynchronous call's answer slot. `deliver` runs once: with the result, or with
+/// an error message (fail(), or the last ToolReply dropped unanswered).
+struct ToolReply::State {
+  std::mutex mutex;
+  bool answered = false;
+  std::function<void(std::optional<nlohmann::json> result, std::string error)> deliver;
+  ~State();
+};
+
+}  // namespace luagent

@@ -1,0 +1,293 @@
+// Peer benchmark (issue 6): N=1000 calculator threads at concurrency 50 against a
+// loopback OpenAI-compatible server with no latency. Each thread pauses before divide,
+// is reloaded from the SQLite store, approved and resumed, and finishes (4 LLM steps).
+// Reports the host process's own CPU (user+sys, getrusage) per LLM step and its peak RSS,
+// and the same for a bare libcurl multi + nlohmann loop posting the same request bodies.
+// The server runs in a forked child; each variant in its own forked child, 3 times.
+// Usage: peer_bench [threads] [concurrency] [repeats]
+#include <curl/curl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "luagent/luagent.hpp"
+#include "support/calculator_wire.hpp"
+#include "support/test_paths.hpp"
+
+using namespace luagent;
+
+namespace {
+
+struct Figures {
+  double cpu_us_per_step = 0;
+  double peak_rss_mib = 0;
+  long steps = 0;
+  int correct = 0;
+};
+
+double cpu_us() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec * 1e6 + usage.ru_utime.tv_usec + usage.ru_stime.tv_sec * 1e6 +
+         usage.ru_stime.tv_usec;
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;
+}
+
+// Serves the calculator model on an ephemeral port in a child; returns (pid, port).
+std::pair<pid_t, int> fork_server() {
+  int fds[2];
+  if (pipe(fds) != 0) std::abort();
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    test::CalculatorModel model(test::source_dir() / "examples/calculator/cassette.jsonl");
+    test::WireServer server;
+    server.set_handler(model.handler());
+    int port = server.port();
+    if (write(fds[1], &port, sizeof port) != sizeof port) _exit(1);
+    close(fds[1]);
+    pause();
+    _exit(0);
+  }
+  close(fds[1]);
+  int port = 0;
+  if (read(fds[0], &port, sizeof port) != sizeof port) std::abort();
+  close(fds[0]);
+  return {pid, port};
+}
+
+// Runs `body` in a forked child and returns the Figures it writes back.
+template <typename Body>
+Figures in_child(Body body) {
+  int fds[2];
+  if (pipe(fds) != 0) std::abort();
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    Figures figures = body();
+    if (write(fds[1], &figures, sizeof figures) != sizeof figures) _exit(1);
+    _exit(0);
+  }
+  close(fds[1]);
+  Figures figures;
+  if (read(fds[0], &figures, sizeof figures) != sizeof figures) figures.correct = -1;
+  close(fds[0]);
+  waitpid(pid, nullptr, 0);
+  return figures;
+}
+
+Figures run_host(const std::string& base_url, int threads, int concurrency) {
+  test::TempDir dir;
+  test::write_calculator_agent(dir / "calculator", base_url);
+  HostConfig config;
+  // PEER_BENCH_STORE_DIR=/dev/shm separates SQLite's fsync cost from the rest.
+  const char* store_dir = std::getenv("PEER_BENCH_STORE_DIR");
+  config.store = "sqlite:" + ((store_dir ? std::filesystem::path(store_dir) : dir.path()) /
+                              ("threads-" + std::to_string(getpid()) + ".db"))
+                                 .string();
+  config.agents_dir = dir.path();
+  config.config_file = dir / "calculator/luagent.config.lua";
+  config.collect_updates = false;
+  Host host(config);
+  int target = 1, launched = 0, ended = 0;
+  std::vector<std::string> ids;
+  auto launch_next = [&] {
+    ids.push_back(host.launch("calculator", Event::user(test::kScenarioA)));
+    ++launched;
+  };
+  host.on_event([&](const Thread& thread, const Event& event) {
+    if (event.type == "await") {
+      std::string id = thread.id;
+      host.post([&host, id] {
+        Thread stored = host.get(id);  // reloaded from the store, as another process would
+        if (stored.status() == Status::awaiting_approval) host.resume(id, Resume::approve());
+      });
+    } else if (event.type == "done" || event.type == "failed") {
+      host.post([&] {
+        ++ended;
+        if (launched < target)
+          launch_next();
+        else if (ended == launched)
+          host.stop();
+      });
+    }
+  });
+  launch_next();  // warm-up: one thread, not measured
+  host.run();
+  target = 1 + threads;
+  double before = cpu_us();
+  for (int i = 0; i < concurrency && launched < target; ++i) launch_next();
+  host.run();
+  double used = cpu_us() - before;
+  Figures figures;
+  for (std::size_t i = 1; i < ids.size(); ++i) {
+    Thread thread = host.get(ids[i]);
+    figures.steps += static_cast<long>(host.calls(ids[i]).size());
+    if (thread.status() == Status::done && thread.events[thread.events.size() - 2].data.dump().find(
+                                               "The result is 18.") != std::string::npos)
+      ++figures.correct;
+  }
+  figures.cpu_us_per_step = used / static_cast<double>(std::max(1L, figures.steps));
+  figures.peak_rss_mib = peak_rss_mib();
+  return figures;
+}
+
+// --- the bare loop: libcurl multi + nlohmann, the same request bodies, no agent ---
+
+struct BareSlot {
+  CURL* easy = nullptr;
+  const std::string* body = nullptr;
+  std::string reply;
+};
+
+std::size_t bare_write(char* data, std::size_t size, std::size_t count, void* user) {
+  static_cast<BareSlot*>(user)->reply.append(data, size * count);
+  return size * count;
+}
+
+Figures run_bare(const std::string& base_url, const std::vector<std::string>& bodies, long steps,
+                 int concurrency) {
+  const std::string url = base_url + "/chat/completions";
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  CURLM* multi = curl_multi_init();
+  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+  headers = curl_slist_append(headers, "Expect:");
+  std::vector<BareSlot> slots(static_cast<std::size_t>(concurrency));
+  long started = 0, finished = 0;
+  Figures figures;
+  auto launch = [&](BareSlot& slot) {
+    if (!slot.easy) {
+      slot.easy = curl_easy_init();
+      curl_easy_setopt(slot.easy, CURLOPT_URL, url.c_str());
+      curl_easy_setopt(slot.easy, CURLOPT_HTTPHEADER, headers);
+      curl_easy_setopt(slot.easy, CURLOPT_WRITEFUNCTION, bare_write);
+      curl_easy_setopt(slot.easy, CURLOPT_WRITEDATA, &slot);
+      curl_easy_setopt(slot.easy, CURLOPT_PRIVATE, &slot);
+      curl_easy_setopt(slot.easy, CURLOPT_NOSIGNAL, 1L);
+    }
+    // Build the request JSON as a client would, then serialise it.
+    nlohmann::json request = nlohmann::json::parse(bodies[started % bodies.size()]);
+    slot.body = nullptr;
+    slot.reply.clear();
+    static thread_local std::vector<std::string> encoded(static_cast<std::size_t>(concurrency));
+    std::string& text = encoded[static_cast<std::size_t>(&slot - slots.data())];
+    text = request.dump();
+    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDS, text.data());
+    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDSIZE, static_cast<long>(text.size()));
+    curl_multi_add_handle(multi, slot.easy);
+    ++started;
+  };
+  double before = cpu_us();
+  for (auto& slot : slots)
+    if (started < steps) launch(slot);
+  while (finished < steps) {
+    int running = 0;
+    curl_multi_perform(multi, &running);
+    int left = 0;
+    while (CURLMsg* message = curl_multi_info_read(multi, &left)) {
+      if (message->msg != CURLMSG_DONE) continue;
+      BareSlot* slot = nullptr;
+      curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, &slot);
+      curl_multi_remove_handle(multi, slot->easy);
+      auto reply = nlohmann::json::parse(slot->reply, nullptr, false);
+      if (!reply.is_discarded() && reply.contains("choices")) {
+        auto content = reply["choices"][0]["message"]["content"].get<std::string>();
+        if (!content.empty()) ++figures.correct;
+      }
+      ++finished;
+      if (started < steps) launch(*slot);
+    }
+    if (finished < steps) curl_multi_poll(multi, nullptr, 0, 100, nullptr);
+  }
+  double used = cpu_us() - before;
+  figures.steps = finished;
+  figures.cpu_us_per_step = used / static_cast<double>(std::max(1L, finished));
+  figures.peak_rss_mib = peak_rss_mib();
+  for (auto& slot : slots) curl_easy_cleanup(slot.easy);
+  curl_multi_cleanup(multi);
+  curl_slist_free_all(headers);
+  return figures;
+}
+
+// The request bodies one calculator thread sends, captured from a recording server.
+std::vector<std::string> capture_bodies() {
+  test::CalculatorModel model(test::source_dir() / "examples/calculator/cassette.jsonl");
+  test::WireServer server;
+  server.set_handler(model.handler());
+  test::TempDir dir;
+  test::write_calculator_agent(dir / "calculator", server.url("/v1"));
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "threads.db").string();
+  config.agents_dir = dir.path();
+  config.config_file = dir / "calculator/luagent.config.lua";
+  Host host(config);
+  auto id = host.launch("calculator", Event::user(test::kScenarioA));
+  host.run_until_idle();
+  host.resume(id, Resume::approve());
+  host.run_until_idle();
+  std::vector<std::string> bodies;
+  for (const auto& request : server.requests()) bodies.push_back(request.body);
+  return bodies;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = argc > 1 ? std::atoi(argv[1]) : 1000;
+  int concurrency = argc > 2 ? std::atoi(argv[2]) : 50;
+  int repeats = argc > 3 ? std::atoi(argv[3]) : 3;
+  std::vector<std::string> bodies = capture_bodies();
+  if (bodies.size() != 4) {
+    std::fprintf(stderr, "expected 4 LLM steps per thread, captured %zu\n", bodies.size());
+    return 1;
+  }
+  auto [server_pid, port] = fork_server();
+  std::string base_url = "http://127.0.0.1:" + std::to_string(port) + "/v1";
+  std::vector<double> host_cpu, host_rss, bare_cpu, bare_rss;
+  bool ok = true;
+  for (int r = 0; r < repeats; ++r) {
+    Figures host = in_child([&] { return run_host(base_url, threads, concurrency); });
+    Figures bare = in_child([&] { return run_bare(base_url, bodies, host.steps, concurrency); });
+    std::printf(
+        "run %d: host %.1f us/step (%ld steps, %d/%d correct, peak RSS %.1f MiB); bare "
+        "%.1f us/step (%ld steps, peak RSS %.1f MiB)\n",
+        r + 1, host.cpu_us_per_step, host.steps, host.correct, threads, host.peak_rss_mib,
+        bare.cpu_us_per_step, bare.steps, bare.peak_rss_mib);
+    ok = ok && host.correct == threads && bare.correct == bare.steps;
+    host_cpu.push_back(host.cpu_us_per_step);
+    host_rss.push_back(host.peak_rss_mib);
+    bare_cpu.push_back(bare.cpu_us_per_step);
+    bare_rss.push_back(bare.peak_rss_mib);
+  }
+  kill(server_pid, SIGTERM);
+  waitpid(server_pid, nullptr, 0);
+  double h = median(host_cpu), b = median(bare_cpu);
+  std::printf(
+      "peer_bench threads=%d concurrency=%d (median of %d): host %.1f us CPU per LLM step, "
+      "peak RSS %.1f MiB; bare libcurl+nlohmann %.1f us per step, peak RSS %.1f MiB; ratio "
+      "%.2fx (targets: <= 100 us, <= 1.35x, <= 40 MiB)\n",
+      threads, concurrency, repeats, h, median(host_rss), b, median(bare_rss), h / b);
+  return ok ? 0 : 1;
+}

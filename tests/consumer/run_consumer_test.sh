@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the build tree into a temp prefix, then builds and runs tests/consumer twice:
+# with CMake (find_package(luagent CONFIG)) and with pkg-config, moving nothing else.
+# Usage: run_consumer_test.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$1 source=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cmake --install "$build" --prefix "$work/prefix" >/dev/null
+for file in include/luagent/luagent.hpp lib/libluagent.a lib/cmake/luagent/luagentConfig.cmake \
+  lib/pkgconfig/luagent.pc share/luagent/stdlib/luagent/prompt.lua share/luagent/meta/llm.lua \
+  share/luagent/meta/host.lua bin/luagent; do
+  [ -e "$work/prefix/$file" ] || { echo "not installed: $file"; exit 1; }
+done
+cmake -S "$source/tests/consumer" -B "$work/cmake-build" -G Ninja \
+  -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+cmake --build "$work/cmake-build" >/dev/null
+"$work/cmake-build/consumer" "$work/run-cmake"
+export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
+# shellcheck disable=SC2046
+c++ -std=c++20 -o "$work/consumer-pc" "$source/tests/consumer/main.cpp" \
+  -DLUAGENT_INSTALLED_STDLIB="\"$(pkg-config --variable=stdlibdir luagent)\"" \
+  $(pkg-config --cflags luagent) $(pkg-config --libs luagent)
+"$work/consumer-pc" "$work/run-pkgconfig"

@@ -1,0 +1,396 @@
+// The C++ embedding API end to end: host tools (sync and async, answered from another
+// thread), time-sliced pump(), cancel, updates(), run()/stop()/post(), and the bad
+// input a program can give it (unknown agent or thread or tool, a duplicate tool, a
+// throwing tool, the wrong thread) — each a clear error, the host usable afterwards.
+#define BOOST_TEST_MODULE embedding_api
+#include <boost/test/unit_test.hpp>
+
+#include <fstream>
+#include <thread>
+
+#include "luagent/luagent.hpp"
+#include "support/test_paths.hpp"
+
+using namespace luagent;
+using namespace std::chrono_literals;
+
+namespace {
+
+using Agents = std::map<std::string, std::string>;
+
+// A temp folder with agents (name -> agent.lua) and a host on a store inside it.
+struct Fixture {
+  test::TempDir dir;
+  std::vector<std::string> log;
+  std::unique_ptr<Host> host;
+
+  explicit Fixture(const Agents& agents) {
+    for (const auto& [name, source] : agents) {
+      std::filesystem::create_directories(dir / name);
+      std::ofstream(dir / name / "agent.lua") << source;
+    }
+    HostConfig config;
+    config.store = "sqlite:" + (dir / "t.db").string();
+    config.agents_dir = dir.path();
+    config.log = [this](std::string_view level, std::string_view message) {
+      log.push_back(std::string(level) + ": " + std::string(message));
+    };
+    host = std::make_unique<Host>(config);
+  }
+
+  // Pumps with a small budget until nothing is in flight (bounded); returns pump calls.
+  int pump_until_idle(std::chrono::microseconds budget = 2ms, int max_calls = 20000) {
+    int calls = 0;
+    while (calls < max_calls) {
+      ++calls;
+      if (host->pump(budget) == 0) break;
+      std::this_thread::sleep_for(100us);
+    }
+    BOOST_REQUIRE_LT(calls, max_calls);
+    return calls;
+  }
+
+  const Event& last(const std::string& id) {
+    thread = host->get(id);
+    return thread.events.back();
+  }
+  Thread thread;
+};
+
+std::string failure_of(const Event& event) {
+  return event.type == "failed" ? event.data.value("message", "")
+                                : "(not failed: " + event.type + ")";
+}
+
+bool mentions(const std::string& text, const std::string& what) {
+  return text.find(what) != std::string::npos;
+}
+
+const char* kCallsAdd = R"(
+local host = require "luagent.host"
+return function(thread)
+  thread:push("sum", host.call("add", { a = 2, b = 3 }))
+end)";
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(sync_host_tool_result_reaches_the_agent) {
+  Fixture f(Agents{{"adder", kCallsAdd}});
+  f.host->tool("add", {{"a", "number"}, {"b", "number"}}, [](const nlohmann::json& args) {
+    return args["a"].get<double>() + args["b"].get<double>();
+  });
+  auto id = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST(thread.status() == Status::done);
+  BOOST_TEST(thread.events[1].type == "sum");
+  BOOST_TEST(thread.events[1].data.get<double>() == 5.0);
+}
+
+BOOST_AUTO_TEST_CASE(host_tool_function_works_with_thread_execute_and_tools_lists_schemas) {
+  Fixture f(Agents{{"trader", R"(
+local host = require "luagent.host"
+return function(thread)
+  local schemas = host.tools()
+  local call = { item = "sword", price = 10, known = schemas.trade.item }
+  thread:push("trade", call)
+  thread:execute(call, host.tool("trade"))
+end)"}});
+  int runs = 0;
+  f.host->tool("trade", {{"item", "string"}, {"price", "number"}}, [&](const nlohmann::json& c) {
+    ++runs;
+    return nlohmann::json{{"sold", c["item"]}, {"gold", c["price"]}};
+  });
+  auto id = f.host->launch("trader", Event::user("go"));
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST(thread.status() == Status::done);
+  BOOST_TEST(runs == 1);
+  BOOST_TEST(thread.events[1].data["known"] == "string");
+  bool found = false;
+  for (const Event& e : thread.events)
+    if (e.type == "tool_response") found = e.data.dump().find("sword") != std::string::npos;
+  BOOST_TEST(found);
+}
+
+BOOST_AUTO_TEST_CASE(async_tool_answered_from_another_thread_suspends_only_its_run) {
+  Fixture f(Agents{{"waiter", R"(
+local host = require "luagent.host"
+return function(thread)
+  thread:push("path", host.call("find_path", { to = "gate" }))
+end)"},
+                   {"quick", "return function(thread) thread:push('hello', 1) end"}});
+  std::vector<ToolReply> replies;
+  f.host->async_tool("find_path", {{"to", "string"}},
+                     [&](const nlohmann::json& args, ToolReply reply) {
+                       BOOST_TEST(args["to"] == "gate");
+                       replies.push_back(reply);
+                     });
+  auto waiting = f.host->launch("waiter", Event::user("go"));
+  auto quick = f.host->launch("quick", Event::user("go"));
+  for (int i = 0; i < 20; ++i) f.host->pump(2ms);
+  BOOST_TEST(f.host->get(quick).status() == Status::done);  // not held up by the other run
+  BOOST_TEST(f.host->get(waiting).status() == Status::running);
+  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  std::thread game_system([reply = replies[0]] { reply.ok({"north", "east"}); });
+  game_system.join();
+  BOOST_CHECK_THROW(replies[0].ok(1), Error);  // answered once only
+  f.pump_until_idle();
+  Thread thread = f.host->get(waiting);
+  BOOST_TEST(thread.status() == Status::done);
+  BOOST_TEST(thread.events[1].data == nlohmann::json({"north", "east"}));
+}
+
+BOOST_AUTO_TEST_CASE(async_tool_failure_and_dropped_reply_are_lua_errors) {
+  Fixture f(Agents{{"careful", R"(
+local host = require "luagent.host"
+return function(thread)
+  local ok, err = pcall(host.call, "flaky", {})
+  thread:push("first", tostring(err))
+  local ok2, err2 = pcall(host.call, "forgetful", {})
+  thread:push("second", tostring(err2))
+end)"}});
+  std::optional<ToolReply> held;
+  f.host->async_tool("flaky", nullptr, [&](const nlohmann::json&, ToolReply reply) {
+    reply.fail("the bridge is out");
+  });
+  f.host->async_tool("forgetful", nullptr, [](const nlohmann::json&, ToolReply) {});
+  auto id = f.host->launch("careful", Event::user("go"));
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_REQUIRE(thread.status() == Status::done);
+  BOOST_TEST(mentions(thread.events[1].data.get<std::string>(), "the bridge is out"));
+  BOOST_TEST(mentions(thread.events[2].data.get<std::string>(), "dropped its reply"));
+}
+
+BOOST_AUTO_TEST_CASE(unknown_tool_is_a_clear_error) {
+  Fixture f(Agents{
+      {"lost", R"(return function(thread) require("luagent.host").call("teleport", {}) end)"}});
+  f.host->tool("walk", nullptr, [](const nlohmann::json&) { return nullptr; });
+  auto id = f.host->launch("lost", Event::user("go"));
+  f.pump_until_idle();
+  auto failure = failure_of(f.last(id));
+  BOOST_TEST(mentions(failure, "no host tool 'teleport'"), failure);
+  BOOST_TEST(mentions(failure, "registered: walk"), failure);
+}
+
+BOOST_AUTO_TEST_CASE(tool_registered_twice_or_badly_throws_and_host_stays_usable) {
+  Fixture f(Agents{{"adder", kCallsAdd}});
+  auto add = [](const nlohmann::json& a) { return a["a"].get<int>() + a["b"].get<int>(); };
+  f.host->tool("add", nullptr, add);
+  try {
+    f.host->tool("add", nullptr, add);
+    BOOST_FAIL("a second 'add' was accepted");
+  } catch (const Error& e) {
+    BOOST_TEST((e.code() == ErrorCode::conflict));
+    BOOST_TEST(mentions(e.what(), "already registered"));
+  }
+  BOOST_CHECK_THROW(f.host->tool("bad name!", nullptr, add), Error);
+  BOOST_CHECK_THROW(f.host->tool("list_schema", nlohmann::json::array(), add), Error);
+  auto id = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).events[1].data.get<int>() == 5);
+}
+
+BOOST_AUTO_TEST_CASE(throwing_tool_fails_only_that_step) {
+  Fixture f(Agents{{"adder", kCallsAdd}});
+  bool explode = true;
+  f.host->tool("add", nullptr, [&](const nlohmann::json& a) -> nlohmann::json {
+    if (explode) throw std::runtime_error("physics engine exploded");
+    return a["a"].get<int>() + a["b"].get<int>();
+  });
+  auto first = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  auto failure = failure_of(f.last(first));
+  BOOST_TEST(mentions(failure, "host tool 'add' failed: physics engine exploded"), failure);
+  explode = false;
+  auto second = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(second).status() == Status::done);
+}
+
+BOOST_AUTO_TEST_CASE(wrong_thread_and_reentrant_pump_are_usage_errors) {
+  Fixture f(Agents{{"adder", kCallsAdd}});
+  std::optional<Error> from_other;
+  std::thread other([&] {
+    try {
+      f.host->pump(2ms);
+    } catch (const Error& e) {
+      from_other = e;
+    }
+  });
+  other.join();
+  BOOST_REQUIRE(from_other.has_value());
+  BOOST_TEST((from_other->code() == ErrorCode::usage));
+  BOOST_TEST(mentions(from_other->what(), "another thread"));
+
+  f.host->tool("add", nullptr, [&](const nlohmann::json&) -> nlohmann::json {
+    f.host->pump(1ms);  // not allowed from inside a step
+    return 0;
+  });
+  auto id = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  auto failure = failure_of(f.last(id));
+  BOOST_TEST(mentions(failure, "from inside a callback"), failure);
+  BOOST_TEST(f.host->pump(1ms) == 0u);  // still usable
+}
+
+BOOST_AUTO_TEST_CASE(unknown_agent_and_unknown_thread_are_not_found) {
+  Fixture f(Agents{{"adder", kCallsAdd}});
+  try {
+    f.host->launch("nobody", Event::user("go"));
+    BOOST_FAIL("launched an unknown agent");
+  } catch (const Error& e) {
+    BOOST_TEST((e.code() == ErrorCode::not_found));
+  }
+  for (auto verb : {0, 1, 2}) {
+    try {
+      if (verb == 0) f.host->resume("th_missing", Resume::approve());
+      if (verb == 1) f.host->cancel("th_missing");
+      if (verb == 2) f.host->get("th_missing");
+      BOOST_FAIL("accepted an unknown thread");
+    } catch (const Error& e) {
+      BOOST_TEST((e.code() == ErrorCode::not_found), e.what());
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(pump_slices_a_tight_loop_and_the_result_is_exact) {
+  Fixture f(Agents{{"busy", R"(
+return function(thread)
+  local x = 0
+  for i = 1, 30000000 do x = x + i % 7 end
+  thread:push("sum", x)
+end)"}});
+  auto id = f.host->launch("busy", Event::user("go"));
+  auto longest = 0us;
+  int calls = 0;
+  while (calls < 100000) {
+    ++calls;
+    auto start = std::chrono::steady_clock::now();
+    std::size_t left = f.host->pump(2ms);
+    longest = std::max(longest, std::chrono::duration_cast<std::chrono::microseconds>(
+                                    std::chrono::steady_clock::now() - start));
+    if (left == 0) break;
+  }
+  BOOST_TEST_MESSAGE("tight loop: " << calls << " pumps, longest " << longest.count() << " us");
+  BOOST_TEST(calls > 5);                // it was sliced, not run in one go
+  BOOST_TEST(longest.count() < 50000);  // gross violations only; timing is reported above
+  long long expected = 0;
+  for (long long i = 1; i <= 30000000; ++i) expected += i % 7;
+  BOOST_TEST(f.host->get(id).events[1].data.get<long long>() == expected);
+}
+
+BOOST_AUTO_TEST_CASE(slices_inside_the_agents_own_coroutines_and_sort_are_transparent) {
+  Fixture f(Agents{{"nested", R"(
+local function heavy(n) local x = 0 for i = 1, n do x = x + i % 3 end return x end
+return function(thread)
+  local gen = coroutine.wrap(function()
+    for k = 1, 3 do
+      local inner = coroutine.wrap(function() coroutine.yield(heavy(2000000)) end)
+      coroutine.yield(inner() + k)
+    end
+  end)
+  local got = {}
+  for k = 1, 3 do got[k] = gen() end
+  local co = coroutine.create(function(a) local b = coroutine.yield(a + heavy(2000000)) return b * 2 end)
+  local ok1, v1 = coroutine.resume(co, 1)
+  local ok2, v2 = coroutine.resume(co, 21)
+  -- a comparator is not yieldable: the slice waits until the sort returns
+  local t = { 5, 3, 9, 1 }
+  table.sort(t, function(a, b) heavy(200000) return a < b end)
+  thread:push("results", { gen = got, first = v1, second = v2, ok = ok1 and ok2,
+                           sorted = table.concat(t, ","),
+                           status = coroutine.status(co) })
+end)"}});
+  auto id = f.host->launch("nested", Event::user("go"));
+  int calls = f.pump_until_idle(1ms);
+  Thread thread = f.host->get(id);
+  BOOST_REQUIRE_MESSAGE(thread.status() == Status::done, failure_of(thread.events.back()));
+  const auto& r = thread.events[1].data;
+  long long h = 0;
+  for (int i = 1; i <= 2000000; ++i) h += i % 3;
+  BOOST_TEST(r["gen"] == nlohmann::json({h + 1, h + 2, h + 3}));
+  BOOST_TEST(r["first"].get<long long>() == 1 + h);
+  BOOST_TEST(r["second"].get<long long>() == 42);
+  BOOST_TEST(r["ok"] == true);
+  BOOST_TEST(r["sorted"] == "1,3,5,9");
+  BOOST_TEST(r["status"] == "dead");
+  BOOST_TEST(calls > 3);
+}
+
+BOOST_AUTO_TEST_CASE(cancel_ends_a_waiting_run_and_refuses_an_ended_thread) {
+  Fixture f(
+      Agents{{"waiter", R"(return function(thread) require("luagent.host").call("slow", {}) end)"},
+             {"adder", kCallsAdd}});
+  std::vector<ToolReply> replies;
+  f.host->async_tool("slow", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
+  auto id = f.host->launch("waiter", Event::user("go"));
+  f.host->pump(2ms);
+  BOOST_TEST(f.host->pump(2ms) == 1u);
+  f.host->cancel(id);
+  BOOST_TEST(f.host->get(id).status() == Status::cancelled);
+  BOOST_TEST(f.host->pump(2ms) == 0u);
+  replies.at(0).ok(1);  // a late answer is harmless
+  f.host->pump(2ms);
+  BOOST_TEST(f.host->get(id).events.size() == 2u);
+  try {
+    f.host->cancel(id);
+    BOOST_FAIL("cancelled twice");
+  } catch (const Error& e) {
+    BOOST_TEST((e.code() == ErrorCode::conflict));
+  }
+  auto done = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  BOOST_CHECK_THROW(f.host->cancel(done), Error);
+}
+
+BOOST_AUTO_TEST_CASE(updates_report_events_pauses_ends_and_failures_in_order) {
+  Fixture f(Agents{{"asker", R"(
+return function(thread)
+  local call, answer = thread:resumed()
+  if call then thread:push("name", answer) return thread end
+  return thread:await("human", { q = "name?" })
+end)"},
+                   {"broken", "return function(thread) error('boom') end"}});
+  auto asker = f.host->launch("asker", Event::user("hi"));
+  auto broken = f.host->launch("broken", Event::user("hi"));
+  f.pump_until_idle();
+  auto updates = f.host->updates();
+  std::map<std::string, std::vector<Update::Kind>> kinds;
+  for (const Update& u : updates) kinds[u.thread_id].push_back(u.kind);
+  BOOST_TEST((kinds[asker].back() == Update::Kind::paused));
+  BOOST_TEST((kinds[broken].back() == Update::Kind::failed));
+  BOOST_TEST(f.host->updates().empty());  // taken once
+  f.host->resume(asker, Resume::say("Ada"));
+  f.pump_until_idle();
+  updates = f.host->updates();
+  BOOST_REQUIRE(!updates.empty());
+  for (const Update& u : updates)
+    BOOST_TEST_MESSAGE(static_cast<int>(u.kind) << " " << u.event.type << " " << u.thread_id);
+  BOOST_TEST((updates.back().kind == Update::Kind::done));
+  BOOST_TEST(updates.back().thread_id == asker);
+}
+
+BOOST_AUTO_TEST_CASE(run_serves_until_stop_and_post_runs_on_the_host_thread) {
+  Fixture f(Agents{{"adder", kCallsAdd}});
+  f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
+  auto owner = std::this_thread::get_id();
+  std::string id;
+  std::thread::id ran_on;
+  std::thread client([&] {
+    f.host->post([&] {
+      ran_on = std::this_thread::get_id();
+      id = f.host->launch("adder", Event::user("go"));  // on the owner thread: allowed
+    });
+    std::this_thread::sleep_for(200ms);
+    f.host->stop();
+  });
+  f.host->run();
+  client.join();
+  BOOST_TEST((ran_on == owner));
+  BOOST_REQUIRE(!id.empty());
+  BOOST_TEST(f.host->get(id).status() == Status::done);
+}

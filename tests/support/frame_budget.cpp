@@ -1,0 +1,118 @@
+#include "support/frame_budget.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "luagent/luagent.hpp"
+#include "support/calculator_wire.hpp"
+#include "support/test_paths.hpp"
+
+namespace luagent::test {
+
+double FrameBudgetFigures::percentile(double p) const {
+  if (pump_us.empty()) return 0;
+  std::vector<double> sorted = pump_us;
+  std::sort(sorted.begin(), sorted.end());
+  auto index = static_cast<std::size_t>(p / 100.0 * static_cast<double>(sorted.size() - 1));
+  return sorted[index];
+}
+
+double FrameBudgetFigures::max() const {
+  return pump_us.empty() ? 0 : *std::max_element(pump_us.begin(), pump_us.end());
+}
+
+std::string FrameBudgetFigures::summary() const {
+  std::ostringstream out;
+  int over_3ms = static_cast<int>(
+      std::count_if(pump_us.begin(), pump_us.end(), [](double us) { return us > 3000; }));
+  out << "threads " << threads << ", finished correctly " << finished_correctly << ", requests "
+      << requests << ", wall " << wall_s << " s; pumps " << pump_us.size() << ": p50 "
+      << percentile(50) << " us, p99 " << percentile(99) << " us, p99.9 " << percentile(99.9)
+      << " us, max " << max() << " us, over 3 ms: " << over_3ms;
+  return out.str();
+}
+
+FrameBudgetFigures run_frame_budget(const std::filesystem::path& work_dir, int agents,
+                                    std::chrono::microseconds budget,
+                                    std::chrono::milliseconds frame, std::chrono::seconds limit) {
+  using Clock = std::chrono::steady_clock;
+  FrameBudgetFigures figures;
+  CalculatorModel model(source_dir() / "examples/calculator/cassette.jsonl");
+  WireServer server;
+  // 50..500 ms, spread over the requests so replies arrive all the time.
+  server.set_handler(model.handler([](std::size_t n) {
+    return std::chrono::milliseconds(50 + static_cast<int>((n * 7919) % 451));
+  }));
+  write_calculator_agent(work_dir / "calculator", server.url("/v1"));
+  // The grinder: the same agent, but multiply spins ~30M Lua instructions first.
+  write_calculator_agent(work_dir / "grinder", server.url("/v1"));
+  {
+    std::ifstream in(work_dir / "grinder/agent.lua");
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string source = text.str();
+    const std::string from = "multiply = function(c) return c.a * c.b end";
+    auto at = source.find(from);
+    if (at == std::string::npos) throw std::runtime_error("calculator agent.lua changed shape");
+    source.replace(at, from.size(),
+                   "multiply = function(c) local x = 0 for i = 1, 30000000 do x = x + i % 3 end "
+                   "return c.a * c.b end");
+    std::ofstream(work_dir / "grinder/agent.lua") << source;
+  }
+
+  HostConfig config;
+  config.store = "sqlite:" + (work_dir / "frames.db").string();
+  config.agents_dir = work_dir;
+  config.config_file = work_dir / "calculator/luagent.config.lua";
+  config.log = [](std::string_view level, std::string_view message) {
+    if (level == "error")
+      std::fprintf(stderr, "[%.*s] %.*s\n", int(level.size()), level.data(), int(message.size()),
+                   message.data());
+  };
+  Host host(config);
+
+  std::vector<std::string> ids;
+  ids.push_back(host.launch("grinder", Event::user(kScenarioA)));
+  for (int i = 1; i < agents; ++i)
+    ids.push_back(host.launch("calculator", Event::user(kScenarioA)));
+  figures.threads = static_cast<int>(ids.size());
+  std::map<std::string, bool> ended;
+
+  auto start = Clock::now();
+  auto next_frame = start;
+  while (ended.size() < ids.size() && Clock::now() - start < limit) {
+    auto before = Clock::now();
+    host.pump(budget);
+    figures.pump_us.push_back(
+        std::chrono::duration<double, std::micro>(Clock::now() - before).count());
+    for (const Update& update : host.updates()) {
+      if (update.kind == Update::Kind::paused) {
+        host.resume(update.thread_id, Resume::approve());  // immediate approval
+      } else if (update.kind == Update::Kind::done || update.kind == Update::Kind::failed) {
+        ended[update.thread_id] = true;
+      }
+    }
+    next_frame += frame;
+    std::this_thread::sleep_until(next_frame);
+  }
+  figures.wall_s = std::chrono::duration<double>(Clock::now() - start).count();
+  figures.requests = server.request_count();
+  for (const std::string& id : ids) {
+    Thread thread = host.get(id);
+    bool correct = thread.status() == Status::done && thread.events.size() >= 2 &&
+                   thread.events[thread.events.size() - 2].data.dump().find("The result is 18.") !=
+                       std::string::npos;
+    if (correct)
+      ++figures.finished_correctly;
+    else if (figures.problems.size() < 5)
+      figures.problems.push_back(id + " ended " + std::string(status_name(thread.status())) + ": " +
+                                 thread.events.back().data.dump());
+  }
+  return figures;
+}
+
+}  // namespace luagent::test
