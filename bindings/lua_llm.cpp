@@ -2,7 +2,9 @@
 // llm.chat(messages, opts), llm.one_of(intents).
 // A call suspends only the calling coroutine; the runtime resumes it when the
 // provider's reply arrives, and the continuation parses, validates and records it.
+#include <map>
 #include <memory>
+#include <new>
 #include <string>
 
 #include "llm/json_schema.hpp"
@@ -17,6 +19,109 @@ namespace luagent::lua {
 namespace {
 
 enum class CallKind { json, text, chat };
+
+// ---------------------------------------------------------------------------
+// Compiled schemas. Expanding a short-form schema and moving it between Lua and JSON
+// costs more than the rest of a step, and agents pass the same schema every step
+// (llm.json(p, llm.one_of(intents))). So a schema is compiled once into a
+// `luagent.schema` userdata: llm.one_of caches by content, llm.json caches a plain
+// table by identity (weakly), and the continuation reads the compiled form from C++.
+
+constexpr const char* kSchemaType = "luagent.schema";
+char kSchemaByTableKey;  // weak-keyed: schema table -> luagent.schema userdata
+
+using CompiledSchema = std::shared_ptr<const nlohmann::json>;
+
+struct SchemaHandle {
+  CompiledSchema schema;
+};
+
+int schema_gc(lua_State* L) {
+  auto* handle = static_cast<SchemaHandle*>(luaL_testudata(L, 1, kSchemaType));
+  if (handle) handle->~SchemaHandle();
+  return 0;
+}
+
+int schema_json(lua_State* L) {
+  auto* handle = static_cast<SchemaHandle*>(luaL_testudata(L, 1, kSchemaType));
+  if (!handle) throw Error(ErrorCode::usage, "schema:json(): call it as a method");
+  HostCallScope scope(L);
+  push_json(L, *handle->schema);
+  return 1;
+}
+
+int schema_tostring(lua_State* L) {
+  auto* handle = static_cast<SchemaHandle*>(luaL_testudata(L, 1, kSchemaType));
+  std::string text = handle ? handle->schema->dump() : std::string("schema");
+  HostCallScope scope(L);
+  lua_pushlstring(L, text.data(), text.size());
+  return 1;
+}
+
+void push_schema(lua_State* L, CompiledSchema schema) {
+  HostCallScope scope(L);
+  auto* handle = static_cast<SchemaHandle*>(lua_newuserdatauv(L, sizeof(SchemaHandle), 0));
+  new (handle) SchemaHandle{std::move(schema)};
+  if (luaL_newmetatable(L, kSchemaType)) {
+    lua_pushcfunction(L, schema_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, lua_entry<schema_tostring>);
+    lua_setfield(L, -2, "__tostring");
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, lua_entry<schema_json>);
+    lua_setfield(L, -2, "json");
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "schema");
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_setmetatable(L, -2);
+}
+
+// Content-keyed cache of llm.one_of results; bounded, since intents come from code.
+CompiledSchema cached_one_of(const nlohmann::json& intents) {
+  static std::map<std::string, CompiledSchema> cache;
+  std::string key = intents.dump();
+  if (auto found = cache.find(key); found != cache.end()) return found->second;
+  if (cache.size() >= 256) cache.clear();
+  auto schema = std::make_shared<const nlohmann::json>(llm::one_of_intents(intents));
+  cache.emplace(std::move(key), schema);
+  return schema;
+}
+
+// The compiled schema of argument `index`: a luagent.schema, or a table compiled (and
+// remembered for that table) now.
+CompiledSchema schema_argument(lua_State* L, int index, const char* function) {
+  index = lua_absindex(L, index);
+  if (auto* handle = static_cast<SchemaHandle*>(luaL_testudata(L, index, kSchemaType)))
+    return handle->schema;
+  arg_table(L, index, function, "schema");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kSchemaByTableKey) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    HostCallScope scope(L);
+    lua_createtable(L, 0, 0);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &kSchemaByTableKey);
+  }
+  lua_pushvalue(L, index);
+  lua_rawget(L, -2);
+  if (auto* handle = static_cast<SchemaHandle*>(luaL_testudata(L, -1, kSchemaType))) {
+    CompiledSchema schema = handle->schema;
+    lua_pop(L, 2);
+    return schema;
+  }
+  lua_pop(L, 1);
+  auto schema =
+      std::make_shared<const nlohmann::json>(llm::expand_schema(to_json(L, index, "schema")));
+  lua_pushvalue(L, index);
+  push_schema(L, schema);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  return schema;
+}
 
 // prompt: a string (one user message) or an array of { role =, content = }.
 nlohmann::json messages_from(lua_State* L, int index, const char* function) {
@@ -167,9 +272,9 @@ int llm_json_continue(lua_State* L) {
   llm::Outcome outcome = take_outcome(L, run);
   LuaRuntime& runtime = LuaRuntime::from(L);
   const llm::Reply& reply = outcome.reply();
-  // The expanded schema travels on the stack, as argument #2 of the original call.
-  nlohmann::json schema;
-  if (lua_type(L, 2) == LUA_TTABLE) schema = to_json(L, 2, "schema");
+  CompiledSchema compiled = std::move(run->pending_schema);
+  static const nlohmann::json kNoSchema;
+  const nlohmann::json& schema = compiled ? *compiled : kNoSchema;
   if (!reply.refusal.empty()) {
     runtime.record_call(*run, outcome, {{"refusal", reply.refusal}});
     throw Error(ErrorCode::refused, "the model refused: " + reply.refusal);
@@ -194,15 +299,14 @@ int llm_json_continue(lua_State* L) {
 int llm_json(lua_State* L) {
   llm::Request request;
   request.messages = messages_from(L, 1, "llm.json");
+  CompiledSchema schema;
   if (!lua_isnoneornil(L, 2)) {
-    arg_table(L, 2, "llm.json", "schema");
-    request.response_schema = llm::expand_schema(to_json(L, 2, "schema"));
-    // Keep the expanded form for the continuation instead of expanding twice.
-    HostCallScope scope(L);
-    push_json(L, request.response_schema);
-    lua_replace(L, 2);
+    schema = schema_argument(L, 2, "llm.json");
+    request.response_schema = *schema;
   }
-  return start_call(L, CallKind::json, "llm.json", 3, std::move(request), llm_json_continue);
+  int results = start_call(L, CallKind::json, "llm.json", 3, std::move(request), llm_json_continue);
+  LuaRuntime::from(L).require_run("llm.json").pending_schema = std::move(schema);
+  return results;
 }
 
 int llm_text_continue(lua_State* L) {
@@ -254,20 +358,22 @@ int llm_chat(lua_State* L) {
 
 int llm_one_of(lua_State* L) {
   arg_table(L, 1, "llm.one_of", "intents");
-  nlohmann::json schema = llm::one_of_intents(to_json(L, 1, "intents"));
-  HostCallScope scope(L);
-  push_json(L, schema);
+  push_schema(L, cached_one_of(to_json(L, 1, "intents")));
+  return 1;
+}
+
+int llm_schema(lua_State* L) {
+  push_schema(L, schema_argument(L, 1, "llm.schema"));
   return 1;
 }
 
 }  // namespace
 
 int luaopen_luagent_llm(lua_State* L) {
-  const luaL_Reg functions[] = {{"json", lua_entry<llm_json>},
-                                {"text", lua_entry<llm_text>},
-                                {"chat", lua_entry<llm_chat>},
-                                {"one_of", lua_entry<llm_one_of>},
-                                {nullptr, nullptr}};
+  const luaL_Reg functions[] = {
+      {"json", lua_entry<llm_json>},     {"text", lua_entry<llm_text>},
+      {"chat", lua_entry<llm_chat>},     {"one_of", lua_entry<llm_one_of>},
+      {"schema", lua_entry<llm_schema>}, {nullptr, nullptr}};
   luaL_newlib(L, functions);
   return 1;
 }

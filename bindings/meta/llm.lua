@@ -40,7 +40,7 @@ local llm = {}
 ---Asks for a JSON reply and returns it as a table, repaired leniently (fences, prose,
 ---trailing commas, ...) and validated against `schema`.
 ---@param prompt string|luagent.llm.Message[]
----@param schema? table short form ({ a = "number" }) or JSON Schema, or llm.one_of(...)
+---@param schema? table|luagent.llm.Schema short form ({ a = "number" }), JSON Schema, or llm.one_of(...)
 ---@param opts? luagent.llm.Options
 ---@return table
 function llm.json(prompt, schema, opts) end
@@ -57,9 +57,22 @@ function llm.text(prompt, opts) end
 ---@return luagent.llm.ChatReply
 function llm.chat(messages, opts) end
 
+---A compiled schema: built once, reused by every call that passes it.
+---@class luagent.llm.Schema
+local Schema = {}
+---The JSON Schema it stands for, as a table.
+---@return table
+function Schema:json() end
+
 ---A schema for "one of these intents": each reply is { intent = NAME, ...fields }.
+---Cached by content, so calling it every step costs little.
 ---@param intents table<string, table> intent name -> short-form fields
----@return table schema
+---@return luagent.llm.Schema
 function llm.one_of(intents) end
+
+---Compiles a short-form or JSON Schema table once (llm.json does this itself, per table).
+---@param schema table
+---@return luagent.llm.Schema
+function llm.schema(schema) end
 
 return llm
