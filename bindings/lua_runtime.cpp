@@ -1,11 +1,13 @@
 #include "lua_runtime.hpp"
 
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -146,9 +148,9 @@ bool is_agent_source(const std::filesystem::path& path) {
 constexpr std::size_t kMaxAgentBytes = 64 * 1024 * 1024;
 
 // Reads every source file of the agent folder; the version is the hash of them all.
-std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir, std::string& version) {
-  auto snapshot = std::make_shared<AgentFiles>();
-  std::size_t total = 0;
+// Calls `visit(path, relative)` for every source file of the agent folder.
+template <typename Visit>
+void for_each_agent_source(const std::filesystem::path& dir, Visit&& visit) {
   std::error_code ec;
   auto options = std::filesystem::directory_options::follow_directory_symlink |
                  std::filesystem::directory_options::skip_permission_denied;
@@ -157,8 +159,42 @@ std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir, std
     if (it.depth() > 8) it.disable_recursion_pending();
     std::error_code entry_ec;  // a dangling link is skipped, not an error
     if (!it->is_regular_file(entry_ec) || !is_agent_source(it->path())) continue;
-    std::string relative = std::filesystem::relative(it->path(), dir).generic_string();
-    std::string text = read_file(it->path(), kMaxSourceBytes);
+    visit(it->path(), it->path().lexically_relative(dir).generic_string());
+  }
+  if (ec)
+    throw Error(ErrorCode::not_found,
+                "cannot read the agent folder " + dir.string() + ": " + ec.message());
+}
+
+// What the agent folder looks like without reading it: names, sizes, change times and
+// inodes of its sources. Equal fingerprints let a launch reuse the loaded version —
+// unless a file changed within the last seconds: file times are coarse (a kernel tick),
+// so two quick same-size saves can look alike ("racy git"); then the caller re-reads.
+std::string fingerprint_agent(const std::filesystem::path& dir, bool& recently_changed) {
+  std::string fingerprint;
+  recently_changed = false;
+  const auto recent = std::time(nullptr) - 2;
+  for_each_agent_source(dir, [&](const std::filesystem::path& path, const std::string& relative) {
+    struct stat info {};
+    if (::stat(path.c_str(), &info) != 0) return;
+    if (info.st_mtim.tv_sec >= recent || info.st_ctim.tv_sec >= recent) recently_changed = true;
+    fingerprint += relative;
+    fingerprint += '\0';
+    for (long long field :
+         {static_cast<long long>(info.st_size), static_cast<long long>(info.st_ino),
+          static_cast<long long>(info.st_mtim.tv_sec), static_cast<long long>(info.st_mtim.tv_nsec),
+          static_cast<long long>(info.st_ctim.tv_nsec)})
+      fingerprint += std::to_string(field) + ',';
+    fingerprint += '\n';
+  });
+  return fingerprint;
+}
+
+std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir, std::string& version) {
+  auto snapshot = std::make_shared<AgentFiles>();
+  std::size_t total = 0;
+  for_each_agent_source(dir, [&](const std::filesystem::path& path, const std::string& relative) {
+    std::string text = read_file(path, kMaxSourceBytes);
     total += text.size();
     if (total > kMaxAgentBytes)
       throw Error(ErrorCode::limit, "the agent's files add up to more than " +
@@ -166,10 +202,7 @@ std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir, std
     check_agent_text(relative, text);
     std::string hash = sha256_hex(text, 16);
     snapshot->files.emplace(relative, AgentFiles::File{std::move(text), std::move(hash)});
-  }
-  if (ec)
-    throw Error(ErrorCode::not_found,
-                "cannot read the agent folder " + dir.string() + ": " + ec.message());
+  });
   std::map<std::string, std::string_view> texts;
   for (const auto& [name, file] : snapshot->files) texts.emplace(name, file.text);
   check_prompt_includes(texts);
@@ -639,10 +672,16 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   if (!std::filesystem::exists(script))
     throw Error(ErrorCode::not_found, "no agent.lua in " + requested.string());
   AgentInfo info{dir.filename().string(), dir, {}};
-  auto files = snapshot_agent(dir, info.version);
+  bool recently_changed = false;
+  std::string fingerprint = fingerprint_agent(dir, recently_changed);
   auto found = agents_.find(dir);
-  if (found != agents_.end() && found->second.info.version == info.version)
+  if (found != agents_.end() && !recently_changed && found->second.fingerprint == fingerprint)
+    return found->second.info;  // nothing on disk changed since it loaded
+  auto files = snapshot_agent(dir, info.version);
+  if (found != agents_.end() && found->second.info.version == info.version) {
+    found->second.fingerprint = fingerprint;  // touched, not changed
     return found->second.info;
+  }
 
   const std::string& source = files->files.at("agent.lua").text;
   std::string chunkname = "@" + info.name + "/agent.lua";
@@ -652,7 +691,7 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
     lua_pop(L, 1);
     throw error;
   }
-  LoadedAgent loaded{info, files, {}};
+  LoadedAgent loaded{info, files, {}, fingerprint};
   lua_dump(
       L,
       [](lua_State*, const void* p, size_t size, void* ud) -> int {

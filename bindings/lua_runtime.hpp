@@ -115,6 +115,7 @@ class LuaRuntime final : public AgentRuntime {
     AgentInfo info;
     std::shared_ptr<const AgentFiles> files;
     std::string bytecode;  // agent.lua compiled once; instantiated per run
+    std::string fingerprint;  // of the folder when it loaded (see fingerprint_agent)
   };
 
   void open_state();
