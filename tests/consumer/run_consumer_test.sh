@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the build tree into a temp prefix, then builds and runs tests/consumer twice:
 # with CMake (find_package(luagent CONFIG)) and with pkg-config, moving nothing else.
-# Usage: run_consumer_test.sh BUILD_DIR SOURCE_DIR
+# Usage: run_consumer_test.sh BUILD_DIR SOURCE_DIR [sanitize|plain]
+# A sanitizer build installs an instrumented library; its consumer is built the same way.
 set -euo pipefail
-build=$1 source=$2
+build=$1 source=$2 mode=${3:-plain}
+sanitize_flags=""
+[ "$mode" = sanitize ] && sanitize_flags="-fsanitize=address,undefined"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cmake --install "$build" --prefix "$work/prefix" >/dev/null
@@ -13,12 +16,13 @@ for file in include/luagent/luagent.hpp lib/libluagent.a lib/cmake/luagent/luage
   [ -e "$work/prefix/$file" ] || { echo "not installed: $file"; exit 1; }
 done
 cmake -S "$source/tests/consumer" -B "$work/cmake-build" -G Ninja \
-  -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+  -DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_CXX_FLAGS="$sanitize_flags" \
+  -DCMAKE_EXE_LINKER_FLAGS="$sanitize_flags" >/dev/null
 cmake --build "$work/cmake-build" >/dev/null
 "$work/cmake-build/consumer" "$work/run-cmake"
 export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
 # shellcheck disable=SC2046
-c++ -std=c++20 -o "$work/consumer-pc" "$source/tests/consumer/main.cpp" \
+c++ -std=c++20 $sanitize_flags -o "$work/consumer-pc" "$source/tests/consumer/main.cpp" \
   -DLUAGENT_INSTALLED_STDLIB="\"$(pkg-config --variable=stdlibdir luagent)\"" \
   $(pkg-config --cflags luagent) $(pkg-config --libs luagent)
 "$work/consumer-pc" "$work/run-pkgconfig"
