@@ -168,16 +168,16 @@ void for_each_agent_source(const std::filesystem::path& dir, Visit&& visit) {
 
 // What the agent folder looks like without reading it: names, sizes, change times and
 // inodes of its sources. Equal fingerprints let a launch reuse the loaded version —
-// unless a file changed within the last seconds: file times are coarse (a kernel tick),
-// so two quick same-size saves can look alike ("racy git"); then the caller re-reads.
-std::string fingerprint_agent(const std::filesystem::path& dir, bool& recently_changed) {
+// unless a file changed in the second the version was read, or later: file times are
+// coarse (a kernel tick), so two quick same-size saves can look alike ("racy git").
+// `newest_change` reports the newest change time seen, in whole seconds.
+std::string fingerprint_agent(const std::filesystem::path& dir, std::time_t& newest_change) {
   std::string fingerprint;
-  recently_changed = false;
-  const auto recent = std::time(nullptr) - 2;
+  newest_change = 0;
   for_each_agent_source(dir, [&](const std::filesystem::path& path, const std::string& relative) {
     struct stat info {};
     if (::stat(path.c_str(), &info) != 0) return;
-    if (info.st_mtim.tv_sec >= recent || info.st_ctim.tv_sec >= recent) recently_changed = true;
+    newest_change = std::max({newest_change, info.st_mtim.tv_sec, info.st_ctim.tv_sec});
     fingerprint += relative;
     fingerprint += '\0';
     for (long long field :
@@ -672,14 +672,17 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   if (!std::filesystem::exists(script))
     throw Error(ErrorCode::not_found, "no agent.lua in " + requested.string());
   AgentInfo info{dir.filename().string(), dir, {}};
-  bool recently_changed = false;
-  std::string fingerprint = fingerprint_agent(dir, recently_changed);
+  std::time_t newest_change = 0;
+  const std::time_t now = std::time(nullptr);
+  std::string fingerprint = fingerprint_agent(dir, newest_change);
   auto found = agents_.find(dir);
-  if (found != agents_.end() && !recently_changed && found->second.fingerprint == fingerprint)
-    return found->second.info;  // nothing on disk changed since it loaded
+  if (found != agents_.end() && found->second.fingerprint == fingerprint &&
+      newest_change < found->second.read_at)
+    return found->second.info;  // nothing on disk changed since it was read
   auto files = snapshot_agent(dir, info.version);
   if (found != agents_.end() && found->second.info.version == info.version) {
     found->second.fingerprint = fingerprint;  // touched, not changed
+    found->second.read_at = now;
     return found->second.info;
   }
 
@@ -691,7 +694,7 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
     lua_pop(L, 1);
     throw error;
   }
-  LoadedAgent loaded{info, files, {}, fingerprint};
+  LoadedAgent loaded{info, files, {}, fingerprint, now};
   lua_dump(
       L,
       [](lua_State*, const void* p, size_t size, void* ud) -> int {

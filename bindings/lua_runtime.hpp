@@ -6,6 +6,7 @@
 #include <lua.hpp>
 
 #include <cstdint>
+#include <ctime>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -114,8 +115,9 @@ class LuaRuntime final : public AgentRuntime {
   struct LoadedAgent {
     AgentInfo info;
     std::shared_ptr<const AgentFiles> files;
-    std::string bytecode;  // agent.lua compiled once; instantiated per run
+    std::string bytecode;     // agent.lua compiled once; instantiated per run
     std::string fingerprint;  // of the folder when it loaded (see fingerprint_agent)
+    std::time_t read_at = 0;  // when the files were read, in whole seconds
   };
 
   void open_state();
