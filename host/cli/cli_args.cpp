@@ -7,10 +7,10 @@ namespace luagent::cli {
 // Options that take a value; everything else starting with -- is a switch.
 // New commands add their options here.
 const std::vector<std::string> kValueOptions = {
-    "--store",  "--provider", "--cassette", "--model",  "--config", "--agents",
-    "--reject", "--say",      "--key",      "--format", "--status", "--agent",
+    "--store", "--provider", "--cassette", "--model", "--config", "--agents", "--reject", "--say",
+    "--key", "--format", "--status", "--agent",
     // dev / replay / eval
-    "--thread", "--threads",  "--saves",    "--timeout",
+    "--thread", "--threads", "--saves", "--timeout",
     // lifecycle_commands.cpp
     "--event", "--at", "--reason", "--by", "--since", "--before"};
 const std::vector<std::string> kSwitches = {"--json", "--approve", "--help"};
