@@ -21,6 +21,7 @@
 
 #include "event_loop.hpp"
 #include "llm/openai_provider.hpp"
+#include "support/bare_curl_loop.hpp"
 #include "support/wire_server.hpp"
 
 namespace {
@@ -54,68 +55,16 @@ long current_rss_kib() {
 
 // --- the bare loop: what any C++ client must at least do ---
 
-struct BareSlot {
-  CURL* easy = nullptr;
-  std::string body;
-  std::string reply;
-};
-
-std::size_t bare_write(char* data, std::size_t size, std::size_t count, void* user) {
-  static_cast<BareSlot*>(user)->reply.append(data, size * count);
-  return size * count;
-}
-
 int run_bare(const std::string& base_url, int calls, int concurrency) {
-  const std::string url = base_url + "/chat/completions";
-  CURLM* multi = curl_multi_init();
-  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-  headers = curl_slist_append(headers, "Authorization: Bearer sk-bench");
-  headers = curl_slist_append(headers, "Expect:");
-  std::vector<BareSlot> slots(static_cast<std::size_t>(concurrency));
-  int started = 0, finished = 0, failures = 0;
-  auto launch = [&](BareSlot& slot) {
-    if (!slot.easy) {
-      slot.easy = curl_easy_init();
-      curl_easy_setopt(slot.easy, CURLOPT_URL, url.c_str());
-      curl_easy_setopt(slot.easy, CURLOPT_HTTPHEADER, headers);
-      curl_easy_setopt(slot.easy, CURLOPT_WRITEFUNCTION, &bare_write);
-      curl_easy_setopt(slot.easy, CURLOPT_WRITEDATA, &slot);
-      curl_easy_setopt(slot.easy, CURLOPT_PRIVATE, &slot);
-      curl_easy_setopt(slot.easy, CURLOPT_NOSIGNAL, 1L);
-    }
-    slot.body = nlohmann::json{{"model", "gpt-4o-mini"}, {"messages", prompt(started++)}}.dump();
-    slot.reply.clear();
-    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDS, slot.body.data());
-    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                     static_cast<curl_off_t>(slot.body.size()));
-    curl_multi_add_handle(multi, slot.easy);
-  };
-  for (auto& slot : slots)
-    if (started < calls) launch(slot);
-  while (finished < calls) {
-    curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
-    int running = 0;
-    curl_multi_perform(multi, &running);
-    int queued = 0;
-    while (CURLMsg* message = curl_multi_info_read(multi, &queued)) {
-      if (message->msg != CURLMSG_DONE) continue;
-      BareSlot* slot = nullptr;
-      curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&slot));
-      long status = 0;
-      curl_easy_getinfo(message->easy_handle, CURLINFO_RESPONSE_CODE, &status);
-      curl_multi_remove_handle(multi, message->easy_handle);
-      auto reply = nlohmann::json::parse(slot->reply, nullptr, false);
-      bool good = message->data.result == CURLE_OK && status == 200 && !reply.is_discarded() &&
-                  reply["choices"][0]["message"]["content"].is_string();
-      if (!good) ++failures;
-      ++finished;
-      if (started < calls) launch(*slot);
-    }
-  }
-  for (auto& slot : slots) curl_easy_cleanup(slot.easy);
-  curl_slist_free_all(headers);
-  curl_multi_cleanup(multi);
-  return failures;
+  auto result = luagent::test::run_bare_curl_loop(
+      base_url + "/chat/completions", calls, concurrency,
+      [](long index) {
+        return nlohmann::json{{"model", "gpt-4o-mini"},
+                              {"messages", prompt(static_cast<int>(index))}};
+      },
+      [](const nlohmann::json& reply) { return luagent::test::has_completion_text(reply); },
+      {"Authorization: Bearer sk-bench"});
+  return static_cast<int>(result.failures);
 }
 
 // --- the provider path ---

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "luagent/luagent.hpp"
+#include "support/bare_curl_loop.hpp"
 #include "support/calculator_wire.hpp"
 #include "support/test_paths.hpp"
 
@@ -151,78 +152,23 @@ Figures run_host(const std::string& base_url, int threads, int concurrency) {
 
 // --- the bare loop: libcurl multi + nlohmann, the same request bodies, no agent ---
 
-struct BareSlot {
-  CURL* easy = nullptr;
-  const std::string* body = nullptr;
-  std::string reply;
-};
-
-std::size_t bare_write(char* data, std::size_t size, std::size_t count, void* user) {
-  static_cast<BareSlot*>(user)->reply.append(data, size * count);
-  return size * count;
-}
-
 Figures run_bare(const std::string& base_url, const std::vector<std::string>& bodies, long steps,
                  int concurrency) {
-  const std::string url = base_url + "/chat/completions";
-  curl_global_init(CURL_GLOBAL_DEFAULT);
-  CURLM* multi = curl_multi_init();
-  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-  headers = curl_slist_append(headers, "Expect:");
-  std::vector<BareSlot> slots(static_cast<std::size_t>(concurrency));
-  long started = 0, finished = 0;
-  Figures figures;
-  auto launch = [&](BareSlot& slot) {
-    if (!slot.easy) {
-      slot.easy = curl_easy_init();
-      curl_easy_setopt(slot.easy, CURLOPT_URL, url.c_str());
-      curl_easy_setopt(slot.easy, CURLOPT_HTTPHEADER, headers);
-      curl_easy_setopt(slot.easy, CURLOPT_WRITEFUNCTION, bare_write);
-      curl_easy_setopt(slot.easy, CURLOPT_WRITEDATA, &slot);
-      curl_easy_setopt(slot.easy, CURLOPT_PRIVATE, &slot);
-      curl_easy_setopt(slot.easy, CURLOPT_NOSIGNAL, 1L);
-    }
-    // Build the request JSON as a client would, then serialise it.
-    nlohmann::json request = nlohmann::json::parse(bodies[started % bodies.size()]);
-    slot.body = nullptr;
-    slot.reply.clear();
-    static thread_local std::vector<std::string> encoded(static_cast<std::size_t>(concurrency));
-    std::string& text = encoded[static_cast<std::size_t>(&slot - slots.data())];
-    text = request.dump();
-    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDS, text.data());
-    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDSIZE, static_cast<long>(text.size()));
-    curl_multi_add_handle(multi, slot.easy);
-    ++started;
-  };
   double before = cpu_us();
-  for (auto& slot : slots)
-    if (started < steps) launch(slot);
-  while (finished < steps) {
-    int running = 0;
-    curl_multi_perform(multi, &running);
-    int left = 0;
-    while (CURLMsg* message = curl_multi_info_read(multi, &left)) {
-      if (message->msg != CURLMSG_DONE) continue;
-      BareSlot* slot = nullptr;
-      curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, &slot);
-      curl_multi_remove_handle(multi, slot->easy);
-      auto reply = nlohmann::json::parse(slot->reply, nullptr, false);
-      if (!reply.is_discarded() && reply.contains("choices")) {
-        auto content = reply["choices"][0]["message"]["content"].get<std::string>();
-        if (!content.empty()) ++figures.correct;
-      }
-      ++finished;
-      if (started < steps) launch(*slot);
-    }
-    if (finished < steps) curl_multi_poll(multi, nullptr, 0, 100, nullptr);
-  }
+  // Each request is built as a client would (JSON, then serialised) from the bodies the
+  // host sent.
+  auto result = test::run_bare_curl_loop(
+      base_url + "/chat/completions", steps, concurrency,
+      [&](long index) {
+        return nlohmann::json::parse(bodies[static_cast<std::size_t>(index) % bodies.size()]);
+      },
+      [](const nlohmann::json& reply) { return test::has_completion_text(reply); });
+  Figures figures;
   double used = cpu_us() - before;
-  figures.steps = finished;
-  figures.cpu_us_per_step = used / static_cast<double>(std::max(1L, finished));
+  figures.steps = result.completed + result.failures;
+  figures.correct = static_cast<int>(result.completed);
+  figures.cpu_us_per_step = used / static_cast<double>(std::max(1L, figures.steps));
   figures.peak_rss_mib = peak_rss_mib();
-  for (auto& slot : slots) curl_easy_cleanup(slot.easy);
-  curl_multi_cleanup(multi);
-  curl_slist_free_all(headers);
   return figures;
 }
 
