@@ -32,8 +32,9 @@ std::int64_t ticks(Clock::time_point at) {
   return at.time_since_epoch().count();
 }
 
-// Starts `luagent run calculator MESSAGE` in `dir`; returns its pid.
-pid_t start_cli(const std::filesystem::path& dir, const std::string& base_url) {
+// Starts the CLI with `args` (after the binary) in `dir`; returns its pid.
+pid_t start_cli(const std::filesystem::path& dir, const std::string& base_url,
+                std::vector<std::string> args) {
   std::string binary = test::cli_path().string();
   pid_t pid = fork();
   if (pid < 0) std::abort();
@@ -45,7 +46,7 @@ pid_t start_cli(const std::filesystem::path& dir, const std::string& base_url) {
     if (chdir(dir.c_str()) != 0) _exit(127);
     setenv("OPENAI_BASE_URL", base_url.c_str(), 1);
     setenv("OPENAI_API_KEY", "cold-start-bench", 1);
-    std::vector<std::string> args{binary, "run", "calculator", test::kScenarioA};
+    args.insert(args.begin(), binary);
     std::vector<char*> argv;
     for (auto& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
@@ -101,7 +102,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i <= runs; ++i) {  // run 0 warms the page cache and creates the store
     first_arrival = 0;
     auto before = Clock::now();
-    pid_t pid = start_cli(dir.path(), server.url("/v1"));
+    pid_t pid = start_cli(dir.path(), server.url("/v1"), {"run", "calculator", test::kScenarioA});
     int code = finish(pid);
     std::int64_t arrived = first_arrival.load();
     // Scenario A pauses before divide: the CLI exits 10 (kExitWaiting, "awaiting approval").
@@ -115,6 +116,15 @@ int main(int argc, char** argv) {
                 static_cast<double>(Clock::period::num) / Clock::period::den * 1e3;
     if (i > 0) millis.push_back(ms);
   }
+  // The floor: fork, exec, dynamic linking and exit of `luagent --help` (no Host at all).
+  std::vector<double> help_millis;
+  for (int i = 0; i < runs; ++i) {
+    auto before = Clock::now();
+    int code = finish(start_cli(dir.path(), server.url("/v1"), {"--help"}));
+    if (code == 0)
+      help_millis.push_back(
+          std::chrono::duration<double, std::milli>(Clock::now() - before).count());
+  }
   if (millis.empty()) {
     std::fprintf(stderr, "cold_start_bench: no run reached the server\n");
     return 1;
@@ -125,5 +135,8 @@ int main(int argc, char** argv) {
       millis.size(), percentile(millis, 0.5), percentile(millis, 0.9),
       *std::max_element(millis.begin(), millis.end()),
       *std::min_element(millis.begin(), millis.end()), failures ? "; some runs FAILED" : "");
+  if (!help_millis.empty())
+    std::printf("floor: `luagent --help` fork to exit, %zu runs: p50 %.2f ms, p90 %.2f ms\n",
+                help_millis.size(), percentile(help_millis, 0.5), percentile(help_millis, 0.9));
   return failures ? 1 : 0;
 }

@@ -6,6 +6,7 @@
 // taken after a warm-up run, before launching). Each repeat runs in its own forked child.
 // The store is SQLite in a temp dir, or in CONCURRENCY_BENCH_STORE_DIR (e.g. /dev/shm).
 // Usage: concurrency_bench [runs=10000] [latency_ms=200] [repeats=1]
+#include <curl/curl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,6 +91,50 @@ Figures run_host(const std::string& base_url, int runs) {
   return figures;
 }
 
+// The server alone: N bare libcurl requests (the first step's body) all in flight at
+// once. Finishing near `latency` shows the server's delay does not serialise connections.
+double bare_round_seconds(const std::string& base_url, int runs, const std::string& body) {
+  test::raise_open_file_limit();
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  CURLM* multi = curl_multi_init();
+  curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+  std::string url = base_url + "/chat/completions";
+  auto discard = +[](char*, std::size_t size, std::size_t count, void*) { return size * count; };
+  std::vector<CURL*> handles;
+  auto start = Clock::now();
+  for (int i = 0; i < runs; ++i) {
+    CURL* easy = curl_easy_init();
+    curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_multi_add_handle(multi, easy);
+    handles.push_back(easy);
+  }
+  int ok = 0, finished = 0, running = 1;
+  while (finished < runs && seconds_since(start) < 60) {
+    curl_multi_perform(multi, &running);
+    int left = 0;
+    while (CURLMsg* message = curl_multi_info_read(multi, &left)) {
+      if (message->msg != CURLMSG_DONE) continue;
+      ++finished;
+      long status = 0;
+      curl_easy_getinfo(message->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+      if (message->data.result == CURLE_OK && status > 0) ++ok;  // any answer: timing only
+    }
+    if (finished < runs) curl_multi_poll(multi, nullptr, 0, 100, nullptr);
+  }
+  double elapsed = seconds_since(start);
+  for (CURL* easy : handles) {
+    curl_multi_remove_handle(multi, easy);
+    curl_easy_cleanup(easy);
+  }
+  curl_multi_cleanup(multi);
+  curl_slist_free_all(headers);
+  return ok == runs ? elapsed : -static_cast<double>(ok);  // negative: only -x answered
+}
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
@@ -106,6 +151,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   test::ForkedCalculatorServer server{std::chrono::milliseconds(latency_ms)};
+  // The first step's request, as the agent sends it: a user message the model answers.
+  std::string body = R"({"model":"calculator-model","messages":[{"role":"user","content":")" +
+                     std::string(test::kScenarioA) + R"("}]})";
+  double bare =
+      test::in_child([&] { return bare_round_seconds(server.base_url(), runs, body); }, -1.0);
+  std::printf(
+      "server check: %d bare libcurl requests in flight at once answered in %.2f s "
+      "(latency %d ms; a negative figure is minus the number answered)\n",
+      runs, bare, latency_ms);
   std::vector<double> wall, cpu, peak, per_run;
   bool ok = true;
   for (int r = 0; r < repeats; ++r) {
