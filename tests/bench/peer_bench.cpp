@@ -6,12 +6,9 @@
 // The server runs in a forked child; each variant in its own forked child, 3 times.
 // Usage: peer_bench [threads] [concurrency] [repeats]
 #include <curl/curl.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
@@ -24,6 +21,7 @@
 
 #include "luagent/luagent.hpp"
 #include "support/bare_curl_loop.hpp"
+#include "support/bench_process.hpp"
 #include "support/calculator_wire.hpp"
 #include "support/test_paths.hpp"
 
@@ -37,62 +35,6 @@ struct Figures {
   long steps = 0;
   int correct = 0;
 };
-
-double cpu_us() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_utime.tv_sec * 1e6 + usage.ru_utime.tv_usec + usage.ru_stime.tv_sec * 1e6 +
-         usage.ru_stime.tv_usec;
-}
-
-double peak_rss_mib() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss / 1024.0;
-}
-
-// Serves the calculator model on an ephemeral port in a child; returns (pid, port).
-std::pair<pid_t, int> fork_server() {
-  int fds[2];
-  if (pipe(fds) != 0) std::abort();
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(fds[0]);
-    test::CalculatorModel model(test::source_dir() / "examples/calculator/cassette.jsonl");
-    test::WireServer server;
-    server.set_handler(model.handler());
-    int port = server.port();
-    if (write(fds[1], &port, sizeof port) != sizeof port) _exit(1);
-    close(fds[1]);
-    pause();
-    _exit(0);
-  }
-  close(fds[1]);
-  int port = 0;
-  if (read(fds[0], &port, sizeof port) != sizeof port) std::abort();
-  close(fds[0]);
-  return {pid, port};
-}
-
-// Runs `body` in a forked child and returns the Figures it writes back.
-template <typename Body>
-Figures in_child(Body body) {
-  int fds[2];
-  if (pipe(fds) != 0) std::abort();
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(fds[0]);
-    Figures figures = body();
-    if (write(fds[1], &figures, sizeof figures) != sizeof figures) _exit(1);
-    _exit(0);
-  }
-  close(fds[1]);
-  Figures figures;
-  if (read(fds[0], &figures, sizeof figures) != sizeof figures) figures.correct = -1;
-  close(fds[0]);
-  waitpid(pid, nullptr, 0);
-  return figures;
-}
 
 Figures run_host(const std::string& base_url, int threads, int concurrency) {
   test::TempDir dir;
@@ -133,20 +75,17 @@ Figures run_host(const std::string& base_url, int threads, int concurrency) {
   launch_next();  // warm-up: one thread, not measured
   host.run();
   target = 1 + threads;
-  double before = cpu_us();
+  double before = test::process_cpu_us();
   for (int i = 0; i < concurrency && launched < target; ++i) launch_next();
   host.run();
-  double used = cpu_us() - before;
+  double used = test::process_cpu_us() - before;
   Figures figures;
   for (std::size_t i = 1; i < ids.size(); ++i) {
-    Thread thread = host.get(ids[i]);
     figures.steps += static_cast<long>(host.calls(ids[i]).size());
-    if (thread.status() == Status::done && thread.events[thread.events.size() - 2].data.dump().find(
-                                               "The result is 18.") != std::string::npos)
-      ++figures.correct;
+    if (test::answered_scenario_a(host.get(ids[i]))) ++figures.correct;
   }
   figures.cpu_us_per_step = used / static_cast<double>(std::max(1L, figures.steps));
-  figures.peak_rss_mib = peak_rss_mib();
+  figures.peak_rss_mib = test::peak_rss_mib();
   return figures;
 }
 
@@ -154,7 +93,7 @@ Figures run_host(const std::string& base_url, int threads, int concurrency) {
 
 Figures run_bare(const std::string& base_url, const std::vector<std::string>& bodies, long steps,
                  int concurrency) {
-  double before = cpu_us();
+  double before = test::process_cpu_us();
   // Each request is built as a client would (JSON, then serialised) from the bodies the
   // host sent.
   auto result = test::run_bare_curl_loop(
@@ -164,11 +103,11 @@ Figures run_bare(const std::string& base_url, const std::vector<std::string>& bo
       },
       [](const nlohmann::json& reply) { return test::has_completion_text(reply); });
   Figures figures;
-  double used = cpu_us() - before;
+  double used = test::process_cpu_us() - before;
   figures.steps = result.completed + result.failures;
   figures.correct = static_cast<int>(result.completed);
   figures.cpu_us_per_step = used / static_cast<double>(std::max(1L, figures.steps));
-  figures.peak_rss_mib = peak_rss_mib();
+  figures.peak_rss_mib = test::peak_rss_mib();
   return figures;
 }
 
@@ -209,13 +148,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "expected 4 LLM steps per thread, captured %zu\n", bodies.size());
     return 1;
   }
-  auto [server_pid, port] = fork_server();
-  std::string base_url = "http://127.0.0.1:" + std::to_string(port) + "/v1";
+  test::ForkedCalculatorServer server;
+  std::string base_url = server.base_url();
   std::vector<double> host_cpu, host_rss, bare_cpu, bare_rss;
   bool ok = true;
   for (int r = 0; r < repeats; ++r) {
-    Figures host = in_child([&] { return run_host(base_url, threads, concurrency); });
-    Figures bare = in_child([&] { return run_bare(base_url, bodies, host.steps, concurrency); });
+    Figures host = test::in_child([&] { return run_host(base_url, threads, concurrency); },
+                                  Figures{0, 0, 0, -1});
+    Figures bare = test::in_child(
+        [&] { return run_bare(base_url, bodies, host.steps, concurrency); }, Figures{0, 0, 0, -1});
     std::printf(
         "run %d: host %.1f us/step (%ld steps, %d/%d correct, peak RSS %.1f MiB); bare "
         "%.1f us/step (%ld steps, peak RSS %.1f MiB)\n",
@@ -227,8 +168,6 @@ int main(int argc, char** argv) {
     bare_cpu.push_back(bare.cpu_us_per_step);
     bare_rss.push_back(bare.peak_rss_mib);
   }
-  kill(server_pid, SIGTERM);
-  waitpid(server_pid, nullptr, 0);
   double h = median(host_cpu), b = median(bare_cpu);
   std::printf(
       "peer_bench threads=%d concurrency=%d (median of %d): host %.1f us CPU per LLM step, "

@@ -78,4 +78,11 @@ void write_calculator_agent(const std::filesystem::path& dir, const std::string&
       << "\"\nmodel = \"calculator-model\"\nmax_retries = 0\n";
 }
 
+bool answered_scenario_a(const Thread& thread) {
+  // The last event is `done`; the one before it carries the agent's final answer.
+  return thread.status() == Status::done && thread.events.size() >= 2 &&
+         thread.events[thread.events.size() - 2].data.dump().find("The result is 18.") !=
+             std::string::npos;
+}
+
 }  // namespace luagent::test

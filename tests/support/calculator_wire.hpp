@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 
+#include "luagent/thread.hpp"
 #include "support/wire_server.hpp"
 
 namespace luagent::test {
@@ -37,5 +38,8 @@ void write_calculator_agent(const std::filesystem::path& dir, const std::string&
 /// The scenario A request: multiply 3 and 4, divide by 2, add 12 (result 18).
 inline constexpr const char* kScenarioA =
     "can you multiply 3 and 4, then divide the result by 2 and then add 12 to that result";
+
+/// Whether `thread` finished scenario A with the right answer ("The result is 18.").
+bool answered_scenario_a(const Thread& thread);
 
 }  // namespace luagent::test

@@ -193,7 +193,8 @@ WireServer::WireServer(std::uint16_t port) {
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   address.sin_port = htons(port);
   if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) < 0) fail("bind");
-  if (::listen(listen_fd_, 1024) < 0) fail("listen");
+  // Benchmarks open thousands of connections at once; the kernel caps this at somaxconn.
+  if (::listen(listen_fd_, 65535) < 0) fail("listen");
   socklen_t length = sizeof address;
   if (::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) < 0)
     fail("getsockname");
