@@ -95,16 +95,9 @@ CompiledSchema schema_argument(lua_State* L, int index, const char* function) {
   if (auto* handle = static_cast<SchemaHandle*>(luaL_testudata(L, index, kSchemaType)))
     return handle->schema;
   arg_table(L, index, function, "schema");
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kSchemaByTableKey) != LUA_TTABLE) {
-    lua_pop(L, 1);
+  {
     HostCallScope scope(L);
-    lua_createtable(L, 0, 0);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &kSchemaByTableKey);
+    push_registry_weak_table(L, &kSchemaByTableKey);
   }
   lua_pushvalue(L, index);
   lua_rawget(L, -2);

@@ -361,16 +361,7 @@ namespace {
 // reaches it.
 void push_env_loaded(lua_State* L, int env) {
   env = lua_absindex(L, env);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kEnvLoadedKey) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 0);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &kEnvLoadedKey);
-  }
+  push_registry_weak_table(L, &kEnvLoadedKey);
   lua_pushvalue(L, env);
   if (lua_rawget(L, -2) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -381,6 +372,26 @@ void push_env_loaded(lua_State* L, int env) {
   }
   lua_remove(L, -2);
 }
+
+}  // namespace
+
+void push_weak_keyed_table(lua_State* L) {
+  lua_createtable(L, 0, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+}
+
+void push_registry_weak_table(lua_State* L, const void* registry_key) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, registry_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  push_weak_keyed_table(L);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, registry_key);
+}
+
+namespace {
 
 // Compiles `source` as module `name` with `_ENV` = the table at `env`, runs it, and
 // leaves its value (true when it returns nothing).
@@ -777,11 +788,7 @@ void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks 
   run->coroutine_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   push_run_environment();
   run->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_createtable(L, 0, 0);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
+  push_weak_keyed_table(L);
   run->calls_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   lua_State* co = run->coroutine;

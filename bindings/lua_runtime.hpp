@@ -169,6 +169,11 @@ class HostCallScope {
   LuaRuntime& runtime_;
 };
 
+/// Pushes a new table with weak keys (entries go when their key is collected).
+void push_weak_keyed_table(lua_State* L);
+/// Pushes the weak-keyed table the registry holds at `registry_key`, made on first use.
+void push_registry_weak_table(lua_State* L, const void* registry_key);
+
 /// Registers luaopen_luagent_<module> functions into package.preload-equivalents.
 void register_builtin_modules(lua_State* L);
 
