@@ -817,14 +817,19 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
                                                deadline->time_since_epoch())
                                                .count())
                : 0;
-  while (!ready_.empty() && (!deadline || Clock::now() < *deadline)) {
-    auto [id, nargs] = ready_.front();
-    ready_.pop_front();
-    Run* run = find_run(id);
-    if (!run) continue;  // cancelled while it waited
-    ++resumed;
-    resume(*run, nargs);
-  }
+  do {
+    while (!ready_.empty() && (!deadline || Clock::now() < *deadline)) {
+      auto [id, nargs] = ready_.front();
+      ready_.pop_front();
+      Run* run = find_run(id);
+      if (!run) continue;  // cancelled while it waited
+      ++resumed;
+      resume(*run, nargs);
+    }
+    // Whatever the runs of this turn appended is committed together, even past the
+    // deadline: a run must not wait a whole frame for its own write.
+    flush_appends();
+  } while (!ready_.empty() && (!deadline || Clock::now() < *deadline));
   slice_deadline_ns_ = 0;
   return resumed;
 }
@@ -871,8 +876,8 @@ void LuaRuntime::resume(Run& run, int nargs) {
       schedule(run);  // the time slice ran out; continue at the next run_ready()
       return;
     }
-    if (host_yield && (run.pending_call || run.waiting_host))
-      return;  // resumed when the call completes
+    if (host_yield && (run.pending_call || run.waiting_host || run.appending))
+      return;  // resumed when the call completes or the commit is done
     fail_run(run, Error(ErrorCode::runtime,
                         "the agent yielded outside a coroutine of its own (coroutine.yield at "
                         "the top level of a step)"));
@@ -930,6 +935,63 @@ void LuaRuntime::finish(Run& run, const std::optional<Error>& error) {
   luaL_unref(L_, LUA_REGISTRYINDEX, owned->calls_ref);
   luaL_unref(L_, LUA_REGISTRYINDEX, owned->stream_ref);
   if (owned->callbacks.on_finished) owned->callbacks.on_finished(owned->thread, error);
+}
+
+int LuaRuntime::append_then(lua_State* L, Run& run, std::vector<Event> events,
+                            int (*then)(lua_State*)) {
+  if (!lua_isyieldable(L) || current_ != &run) {
+    run.appended = append(run, std::move(events));
+    return then(L);
+  }
+  for (Event& event : events)
+    if (event.version.empty()) event.version = run.agent.version;
+  queued_appends_.push_back({run.id, std::move(events)});
+  run.appending = true;
+  yield_for_host(L, then);
+  return kYield;
+}
+
+std::vector<Event> LuaRuntime::take_appended(Run& run) {
+  if (run.append_error) {
+    Error error = std::move(*run.append_error);
+    run.append_error.reset();
+    throw error;
+  }
+  if (!run.appended) throw Error(ErrorCode::internal, "a step continued without its append");
+  std::vector<Event> events = std::move(*run.appended);
+  run.appended.reset();
+  return events;
+}
+
+void LuaRuntime::flush_appends() {
+  if (queued_appends_.empty()) return;
+  std::vector<QueuedAppend> queued;
+  queued.swap(queued_appends_);
+  std::vector<Run*> runs;
+  std::vector<AppendBatchItem> batch;
+  for (QueuedAppend& item : queued) {
+    Run* run = find_run(item.run_id);
+    if (!run) continue;  // cancelled while it waited: its events are dropped unwritten
+    runs.push_back(run);
+    batch.push_back({run->thread.id, run->thread.version(), std::move(item.events)});
+  }
+  auto results = services_.store->append_batch(batch);
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    Run& run = *runs[i];
+    run.appending = false;
+    if (auto* error = std::get_if<Error>(&results[i])) {
+      if (error->code() == ErrorCode::conflict) run.lost_thread = true;
+      run.append_error = *error;
+    } else {
+      auto& stored = std::get<AppendResult>(results[i]).events;
+      for (const Event& event : stored) {
+        run.thread.events.push_back(event);
+        if (run.callbacks.on_event) run.callbacks.on_event(run.thread, event);
+      }
+      run.appended = std::move(stored);
+    }
+    schedule(run);
+  }
 }
 
 std::vector<Event> LuaRuntime::append(Run& run, std::vector<Event> events) {

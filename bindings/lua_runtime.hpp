@@ -55,6 +55,10 @@ struct Run {
   std::int64_t slice_started_ns = 0;
   bool killed = false;
   int llm_calls = 0;  // started in this step (limits.llm_calls_per_step)
+  // Group commit: the events this run waits to see committed, then what came of them.
+  bool appending = false;
+  std::optional<std::vector<Event>> appended;
+  std::optional<Error> append_error;
   // Set while the run waits for an asynchronous host tool (luagent.host); the answer
   // lands in host_result or host_error and the run is scheduled.
   bool waiting_host = false;
@@ -97,6 +101,15 @@ class LuaRuntime final : public AgentRuntime {
     return found == runs_.end() ? nullptr : found->second.get();
   }
 
+  /// Appends for a Lua body, then runs `then` (which takes the stored events with
+  /// take_appended). Where the coroutine can yield, the events join the loop turn's group
+  /// commit: one transaction for every run's appends, so N runs pay one fsync, and the
+  /// body continues only once its events are durable. Elsewhere it appends at once.
+  int append_then(lua_State* L, Run& run, std::vector<Event> events, int (*then)(lua_State*));
+  /// The events append_then stored for `run`; throws the error their commit met.
+  std::vector<Event> take_appended(Run& run);
+  /// Commits every queued append in one transaction and schedules their runs.
+  void flush_appends();
   /// Appends events to the run's thread (compare-and-swap) and reports them.
   std::vector<Event> append(Run& run, std::vector<Event> events);
   /// Starts an LLM call for the current run; the run resumes when it completes, with the
@@ -136,6 +149,11 @@ class LuaRuntime final : public AgentRuntime {
   std::map<std::filesystem::path, LoadedAgent> agents_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Run>> runs_;
   std::uint64_t next_run_id_ = 1;
+  struct QueuedAppend {
+    std::uint64_t run_id;
+    std::vector<Event> events;
+  };
+  std::vector<QueuedAppend> queued_appends_;
   Run* current_ = nullptr;
   // Scheduling: runs to resume (id, number of arguments on their stack), the wall-clock
   // end of the current slice (0: no slicing), and the coroutine the hook paused last.

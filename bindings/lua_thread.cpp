@@ -129,16 +129,30 @@ void refuse_after_await(Run& run, const char* function) {
                                       "the step with `return thread:await(...)`");
 }
 
+int thread_push_stored(lua_State* L) {
+  LuaRuntime& runtime = LuaRuntime::from(L);
+  Run& run = runtime.require_run("thread:push");
+  std::vector<Event> stored = runtime.take_appended(run);
+  HostCallScope scope(L);
+  remember_call(L, run, 3, stored.front().id);
+  push_event(L, stored.front());
+  return 1;
+}
+
 int thread_push(lua_State* L) {
   Run& run = checked_run(L, "thread:push");
   refuse_after_await(run, "thread:push");
   std::string type(arg_string(L, 2, "thread:push", "type"));
   if (type.empty()) throw Error(ErrorCode::usage, "thread:push: the event type is empty");
   nlohmann::json data = to_json(L, 3, "thread:push data");
-  auto stored = LuaRuntime::from(L).append(run, {Event::make(std::move(type), std::move(data))});
-  HostCallScope scope(L);
-  remember_call(L, run, 3, stored.front().id);
-  push_event(L, stored.front());
+  return LuaRuntime::from(L).append_then(L, run, {Event::make(std::move(type), std::move(data))},
+                                         thread_push_stored);
+}
+
+int thread_await_stored(lua_State* L) {
+  LuaRuntime& runtime = LuaRuntime::from(L);
+  runtime.take_appended(runtime.require_run("thread:await"));
+  lua_settop(L, 1);
   return 1;
 }
 
@@ -153,10 +167,9 @@ int thread_await(lua_State* L) {
   nlohmann::json payload = to_json(L, 3, "thread:await payload");
   if (!payload.is_null()) data["payload"] = std::move(payload);
   if (std::int64_t call = recall_call(L, run, 3)) data["call"] = call;
-  LuaRuntime::from(L).append(run, {Event::make(std::string(event_type::await), std::move(data))});
-  run.awaiting = true;
-  lua_settop(L, 1);
-  return 1;
+  run.awaiting = true;  // no more pushes, even while the append waits for its commit
+  return LuaRuntime::from(L).append_then(
+      L, run, {Event::make(std::string(event_type::await), std::move(data))}, thread_await_stored);
 }
 
 // The await that this step resumes, and the answer to it: only when the answer is
@@ -209,6 +222,22 @@ int thread_resumed(lua_State* L) {
 
 // thread:_tool_begin(call, idempotent) -> "recorded", result, error | "unknown" | "run", call_id
 // The exactly-once half of thread:execute that must be atomic with the store.
+// After thread:execute's start was stored: "run", call (the tool may run now, its start
+// is durable) or "unknown" (a crash left the call without a result).
+int thread_tool_begin_stored(lua_State* L) {
+  LuaRuntime& runtime = LuaRuntime::from(L);
+  std::vector<Event> stored = runtime.take_appended(runtime.require_run("thread:execute"));
+  const Event& event = stored.front();
+  if (event.type == event_type::outcome_unknown) {
+    lua_pushliteral(L, "unknown");
+    return 1;
+  }
+  failpoint("after_tool_start");
+  lua_pushliteral(L, "run");
+  lua_pushinteger(L, event.data.value("call", std::int64_t{0}));
+  return 2;
+}
+
 int thread_tool_begin(lua_State* L) {
   Run& run = checked_run(L, "thread:execute");
   refuse_after_await(run, "thread:execute");
@@ -237,22 +266,34 @@ int thread_tool_begin(lua_State* L) {
   LuaRuntime& runtime = LuaRuntime::from(L);
   if (attempts > 0 && !idempotent) {
     // Started in an earlier step that never recorded a result: a crash. Do not guess.
-    runtime.append(run, {Event::make(std::string(event_type::outcome_unknown), {{"call", call}})});
-    lua_pushliteral(L, "unknown");
-    return 1;
+    return runtime.append_then(
+        L, run, {Event::make(std::string(event_type::outcome_unknown), {{"call", call}})},
+        thread_tool_begin_stored);
   }
   // An idempotent tool is simply run again; each attempt is on record.
   nlohmann::json started = {{"call", call}};
   if (idempotent) started["idempotent"] = true;
   if (attempts > 0) started["attempt"] = attempts + 1;
-  runtime.append(run, {Event::make(std::string(event_type::tool_started), std::move(started))});
-  failpoint("after_tool_start");
-  lua_pushliteral(L, "run");
-  lua_pushinteger(L, call);
-  return 2;
+  return runtime.append_then(
+      L, run, {Event::make(std::string(event_type::tool_started), std::move(started))},
+      thread_tool_begin_stored);
 }
 
 // thread:_tool_end(call_id, ok, result_or_error) -> result | nil, error
+int thread_tool_end_stored(lua_State* L) {
+  LuaRuntime& runtime = LuaRuntime::from(L);
+  std::vector<Event> stored = runtime.take_appended(runtime.require_run("thread:execute"));
+  const nlohmann::json& recorded = stored.front().data;
+  HostCallScope scope(L);
+  if (recorded.contains("result")) {
+    push_json(L, recorded["result"]);
+    return 1;
+  }
+  lua_pushnil(L);
+  push_json(L, recorded.value("error", nlohmann::json()));
+  return 2;
+}
+
 int thread_tool_end(lua_State* L) {
   Run& run = checked_run(L, "thread:execute");
   failpoint("after_tool_run");
@@ -272,17 +313,9 @@ int thread_tool_end(lua_State* L) {
                                            : error.source() + ":" + std::to_string(error.line()) +
                                                  ": " + error.message();
   }
-  auto stored = LuaRuntime::from(L).append(
-      run, {Event::make(std::string(event_type::tool_response), std::move(data))});
-  HostCallScope scope(L);
-  const nlohmann::json& recorded = stored.front().data;
-  if (ok) {
-    push_json(L, recorded["result"]);
-    return 1;
-  }
-  lua_pushnil(L);
-  push_json(L, recorded["error"]);
-  return 2;
+  return LuaRuntime::from(L).append_then(
+      L, run, {Event::make(std::string(event_type::tool_response), std::move(data))},
+      thread_tool_end_stored);
 }
 
 // The Lua half of thread:execute, so that a tool may itself call the LLM (yield).

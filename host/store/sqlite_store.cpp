@@ -354,48 +354,78 @@ AppendResult SqliteStore::append(std::string_view id, std::int64_t expected_vers
                                  std::vector<Event> events) {
   auto& s = *statements_;
   return in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
-    AppendResult result;
-    // An idempotency key seen before wins over the version check: a duplicate webhook
-    // must get the first outcome, not a conflict.
-    if (!events.empty() && !events.front().key.empty()) {
-      s.select_by_key.reset().bind(1, id).bind(2, events.front().key);
-      if (s.select_by_key.step()) {
-        std::int64_t first = s.select_by_key.int64(0);
-        s.select_by_key.reset();
-        s.select_from.reset().bind(1, id).bind(2, first);
-        while (s.select_from.step()) result.events.push_back(read_event(s.select_from, id));
-        s.select_from.reset();
-        const Event& stored = result.events.front();
-        if (stored.type != events.front().type || stored.data != events.front().data)
-          throw Error(ErrorCode::conflict, "idempotency key '" + events.front().key +
-                                               "' was already used for a different event");
-        result.replayed = true;
-        return result;
-      }
-      s.select_by_key.reset();
-    }
-    s.select_thread.reset().bind(1, id);
-    bool exists = s.select_thread.step();
-    std::int64_t schema = exists ? s.select_thread.int64(5) : 0;
-    s.select_thread.reset();
-    if (!exists) throw Error(ErrorCode::not_found, "no thread " + std::string(id) + " in " + uri_);
-    // Never mix rows of this build into a thread a newer build owns.
-    if (schema > kSchemaVersion)
-      throw Error(ErrorCode::schema_version, "thread " + std::string(id) +
-                                                 " was written by a newer luagent (schema " +
-                                                 std::to_string(schema) + ")");
-    s.select_version.reset().bind(1, id).step();
-    std::int64_t version = s.select_version.int64(0);
-    s.select_version.reset();
-    if (version != expected_version)
-      throw Error(ErrorCode::conflict, "thread " + std::string(id) +
-                                           " changed meanwhile (version " +
-                                           std::to_string(version) + ", expected " +
-                                           std::to_string(expected_version) + ")");
-    insert_events(id, version, events);
-    result.events = std::move(events);
-    return result;
+    return append_in_transaction(id, expected_version, std::move(events));
   });
+}
+
+std::vector<std::variant<AppendResult, Error>> SqliteStore::append_batch(
+    std::vector<AppendBatchItem>& items) {
+  auto& s = *statements_;
+  try {
+    return in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
+      std::vector<std::variant<AppendResult, Error>> results;
+      for (AppendBatchItem& item : items) {
+        try {
+          results.emplace_back(
+              append_in_transaction(item.thread_id, item.expected_version, std::move(item.events)));
+        } catch (const Error& error) {
+          // A thread's own refusal (conflict, unknown thread) stays its own; a failing
+          // database fails the whole commit.
+          if (error.code() == ErrorCode::io || error.code() == ErrorCode::internal) throw;
+          results.emplace_back(error);
+        }
+      }
+      return results;
+    });
+  } catch (const Error& error) {
+    return std::vector<std::variant<AppendResult, Error>>(items.size(), error);
+  }
+}
+
+// append()'s checks and inserts, inside a write transaction the caller holds.
+AppendResult SqliteStore::append_in_transaction(std::string_view id, std::int64_t expected_version,
+                                                std::vector<Event> events) {
+  auto& s = *statements_;
+  AppendResult result;
+  // An idempotency key seen before wins over the version check: a duplicate webhook
+  // must get the first outcome, not a conflict.
+  if (!events.empty() && !events.front().key.empty()) {
+    s.select_by_key.reset().bind(1, id).bind(2, events.front().key);
+    if (s.select_by_key.step()) {
+      std::int64_t first = s.select_by_key.int64(0);
+      s.select_by_key.reset();
+      s.select_from.reset().bind(1, id).bind(2, first);
+      while (s.select_from.step()) result.events.push_back(read_event(s.select_from, id));
+      s.select_from.reset();
+      const Event& stored = result.events.front();
+      if (stored.type != events.front().type || stored.data != events.front().data)
+        throw Error(ErrorCode::conflict, "idempotency key '" + events.front().key +
+                                             "' was already used for a different event");
+      result.replayed = true;
+      return result;
+    }
+    s.select_by_key.reset();
+  }
+  s.select_thread.reset().bind(1, id);
+  bool exists = s.select_thread.step();
+  std::int64_t schema = exists ? s.select_thread.int64(5) : 0;
+  s.select_thread.reset();
+  if (!exists) throw Error(ErrorCode::not_found, "no thread " + std::string(id) + " in " + uri_);
+  // Never mix rows of this build into a thread a newer build owns.
+  if (schema > kSchemaVersion)
+    throw Error(ErrorCode::schema_version, "thread " + std::string(id) +
+                                               " was written by a newer luagent (schema " +
+                                               std::to_string(schema) + ")");
+  s.select_version.reset().bind(1, id).step();
+  std::int64_t version = s.select_version.int64(0);
+  s.select_version.reset();
+  if (version != expected_version)
+    throw Error(ErrorCode::conflict, "thread " + std::string(id) + " changed meanwhile (version " +
+                                         std::to_string(version) + ", expected " +
+                                         std::to_string(expected_version) + ")");
+  insert_events(id, version, events);
+  result.events = std::move(events);
+  return result;
 }
 
 void SqliteStore::record_call(std::string_view thread_id, std::int64_t event_id,

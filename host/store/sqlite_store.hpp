@@ -20,6 +20,9 @@ class SqliteStore final : public Store {
   std::vector<ThreadSummary> list(const ListFilter& filter) override;
   AppendResult append(std::string_view id, std::int64_t expected_version,
                       std::vector<Event> events) override;
+  /// Every item in one transaction: one fsync for the whole batch.
+  std::vector<std::variant<AppendResult, Error>> append_batch(
+      std::vector<AppendBatchItem>& items) override;
   void record_call(std::string_view thread_id, std::int64_t event_id,
                    const nlohmann::json& trace) override;
   std::vector<nlohmann::json> calls(std::string_view thread_id) override;
@@ -28,6 +31,8 @@ class SqliteStore final : public Store {
  private:
   struct Statements;
   void migrate();
+  AppendResult append_in_transaction(std::string_view id, std::int64_t expected_version,
+                                     std::vector<Event> events);
   void insert_events(std::string_view id, std::int64_t version, std::vector<Event>& events);
 
   std::string uri_;

@@ -8,10 +8,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "luagent/error.hpp"
 #include "luagent/thread.hpp"
 
 namespace luagent {
@@ -39,6 +41,13 @@ struct AppendResult {
   bool replayed = false;
 };
 
+/// One thread's share of a group commit (Store::append_batch).
+struct AppendBatchItem {
+  std::string thread_id;
+  std::int64_t expected_version = 0;
+  std::vector<Event> events;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -53,6 +62,11 @@ class Store {
   /// Error(conflict). Durable when it returns.
   virtual AppendResult append(std::string_view id, std::int64_t expected_version,
                               std::vector<Event> events) = 0;
+  /// Appends for several threads at once, each with append()'s checks and its own
+  /// outcome (a conflict on one thread does not fail the others). Stores that can commit
+  /// them together (one transaction, one fsync) override this; durable when it returns.
+  virtual std::vector<std::variant<AppendResult, Error>> append_batch(
+      std::vector<AppendBatchItem>& items);
   /// Records an LLM call's trace (provenance) against the event it led to.
   virtual void record_call(std::string_view thread_id, std::int64_t event_id,
                            const nlohmann::json& trace) = 0;
