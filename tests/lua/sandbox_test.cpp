@@ -267,3 +267,23 @@ BOOST_AUTO_TEST_CASE(agent_modules_with_one_name_stay_per_agent) {
   BOOST_TEST(host.get(a).events[1].data["name"] == "first");
   BOOST_TEST(host.get(b).events[1].data["name"] == "second");
 }
+
+BOOST_AUTO_TEST_CASE(schemas_compile_once_and_show_their_json) {
+  auto run = run_agent(
+      "local llm = require 'luagent.llm'\n"
+      "return function(thread)\n"
+      "  local a = llm.one_of { add = { a = 'number' } }\n"
+      "  local b = llm.one_of { add = { a = 'number' } }\n"
+      "  local s = llm.schema { name = 'string' }\n"
+      "  thread:push('schemas', { same = tostring(a) == tostring(b), one_of = a:json(),\n"
+      "                           record = s:json(), kind = type(s) })\n"
+      "end\n");
+  BOOST_TEST_REQUIRE(run.thread.status() == Status::done, run.failure());
+  const auto& data = run.thread.events[1].data;
+  BOOST_TEST(data["same"] == true);
+  BOOST_TEST(data["kind"] == "userdata");
+  BOOST_TEST(data["one_of"]["oneOf"][0]["properties"]["intent"]["const"] == "add");
+  BOOST_TEST(data["record"]["properties"]["name"]["type"] == "string");
+  auto bad = attempt("require('luagent.llm').schema { a = 'nubmer' }");
+  BOOST_TEST(mentions(bad, "nubmer"), bad);
+}
