@@ -22,6 +22,7 @@
 #include "event_loop.hpp"
 #include "llm/openai_provider.hpp"
 #include "support/bare_curl_loop.hpp"
+#include "support/bench_process.hpp"
 #include "support/wire_server.hpp"
 
 namespace {
@@ -97,103 +98,70 @@ int run_provider(const std::string& base_url, int calls, int concurrency) {
 }
 
 Figures measure(bool bare, const std::string& base_url, int concurrency) {
-  int channel[2];
-  if (pipe(channel) != 0) std::exit(1);
-  pid_t child = fork();
-  if (child == 0) {
-    close(channel[0]);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    auto run = bare ? &run_bare : &run_provider;
-    run(base_url, kWarmupCalls, concurrency);
-    rusage before{}, after{};
-    getrusage(RUSAGE_SELF, &before);
-    Figures figures;
-    figures.failures = run(base_url, kCalls, concurrency);
-    getrusage(RUSAGE_SELF, &after);
-    figures.cpu_us_per_call = (micros(after.ru_utime) - micros(before.ru_utime) +
-                               micros(after.ru_stime) - micros(before.ru_stime)) /
-                              kCalls;
-    figures.peak_rss_kib = after.ru_maxrss;
-    if (write(channel[1], &figures, sizeof figures) != sizeof figures) _exit(1);
-    _exit(0);
-  }
-  close(channel[1]);
-  Figures figures;
-  if (read(channel[0], &figures, sizeof figures) != sizeof figures) figures.failures = -1;
-  close(channel[0]);
-  waitpid(child, nullptr, 0);
-  return figures;
+  Figures failed;
+  failed.failures = -1;
+  return luagent::test::in_child(
+      [&] {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        auto run = bare ? &run_bare : &run_provider;
+        run(base_url, kWarmupCalls, concurrency);
+        rusage before{}, after{};
+        getrusage(RUSAGE_SELF, &before);
+        Figures figures;
+        figures.failures = run(base_url, kCalls, concurrency);
+        getrusage(RUSAGE_SELF, &after);
+        figures.cpu_us_per_call = (micros(after.ru_utime) - micros(before.ru_utime) +
+                                   micros(after.ru_stime) - micros(before.ru_stime)) /
+                                  kCalls;
+        figures.peak_rss_kib = after.ru_maxrss;
+        return figures;
+      },
+      failed);
 }
 
 // RSS growth per call while kInFlight calls wait on a server that answers after 3 s.
 double kib_per_in_flight_call(const std::string& slow_base_url) {
-  int channel[2];
-  if (pipe(channel) != 0) std::exit(1);
-  pid_t child = fork();
-  if (child == 0) {
-    close(channel[0]);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    luagent::EventLoop loop;
-    luagent::llm::OpenAiProvider provider(loop, bench_settings(slow_base_url));
-    run_provider(slow_base_url, 1, 1);  // libraries loaded, allocator warmed
-    long before = current_rss_kib();
-    int finished = 0;
-    for (int i = 0; i < kInFlight; ++i) {
-      luagent::llm::Request request;
-      request.messages = prompt(i);
-      provider.start(std::move(request), {}, [&](luagent::llm::Outcome) { ++finished; });
-    }
-    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
-    while (std::chrono::steady_clock::now() < until) loop.turn(std::chrono::milliseconds(50));
-    double per_call = static_cast<double>(current_rss_kib() - before) / kInFlight;
-    if (provider.in_flight() != static_cast<std::size_t>(kInFlight)) per_call = -1;
-    if (write(channel[1], &per_call, sizeof per_call) != sizeof per_call) _exit(1);
-    _exit(0);
-  }
-  close(channel[1]);
-  double per_call = -1;
-  if (read(channel[0], &per_call, sizeof per_call) != sizeof per_call) per_call = -1;
-  close(channel[0]);
-  kill(child, SIGKILL);
-  waitpid(child, nullptr, 0);
-  return per_call;
+  double failed = -1;
+  return luagent::test::in_child(
+      [&] {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        luagent::EventLoop loop;
+        luagent::llm::OpenAiProvider provider(loop, bench_settings(slow_base_url));
+        run_provider(slow_base_url, 1, 1);  // libraries loaded, allocator warmed
+        long before = current_rss_kib();
+        int finished = 0;
+        for (int i = 0; i < kInFlight; ++i) {
+          luagent::llm::Request request;
+          request.messages = prompt(i);
+          provider.start(std::move(request), {}, [&](luagent::llm::Outcome) { ++finished; });
+        }
+        auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+        while (std::chrono::steady_clock::now() < until) loop.turn(std::chrono::milliseconds(50));
+        double per_call = static_cast<double>(current_rss_kib() - before) / kInFlight;
+        if (provider.in_flight() != static_cast<std::size_t>(kInFlight)) per_call = -1;
+        return per_call;
+      },
+      failed);
 }
 
 }  // namespace
 
 int main() {
-  int port_channel[2];
-  int stop_channel[2];
-  if (pipe(port_channel) != 0 || pipe(stop_channel) != 0) return 1;
-  pid_t server = fork();
-  if (server == 0) {
-    close(port_channel[0]);
-    close(stop_channel[1]);
-    luagent::test::WireServer fast;
-    fast.set_fixed_response(luagent::test::load_fixture_response("openai-chat", "text_nonstream"));
-    luagent::test::WireServer slow;
-    auto delayed = luagent::test::load_fixture_response("openai-chat", "text_nonstream");
+  auto completion = luagent::test::load_fixture_response("openai-chat", "text_nonstream");
+  luagent::test::ForkedWireServer fast(
+      [&](luagent::test::WireServer& wire) { wire.set_fixed_response(completion); });
+  luagent::test::ForkedWireServer slow([&](luagent::test::WireServer& wire) {
+    auto delayed = completion;
     delayed.latency = std::chrono::milliseconds(3000);
-    slow.set_fixed_response(delayed);
-    std::uint16_t ports[2] = {fast.port(), slow.port()};
-    if (write(port_channel[1], ports, sizeof ports) != sizeof ports) _exit(1);
-    char byte;
-    while (read(stop_channel[0], &byte, 1) > 0) {
-    }
-    _exit(0);
-  }
-  close(port_channel[1]);
-  close(stop_channel[0]);
-  std::uint16_t ports[2] = {0, 0};
-  if (read(port_channel[0], ports, sizeof ports) != sizeof ports) return 1;
-  auto base = [](std::uint16_t port) { return "http://127.0.0.1:" + std::to_string(port) + "/v1"; };
+    wire.set_fixed_response(delayed);
+  });
 
   std::printf("llm_call_bench: %d calls per row (+%d warm-up), client CPU only\n", kCalls,
               kWarmupCalls);
   std::printf("%-28s %5s %12s %10s %5s\n", "client", "conc", "cpu_us/call", "peak_MiB", "fail");
   for (int concurrency : {1, 50}) {
-    Figures bare = measure(true, base(ports[0]), concurrency);
-    Figures ours = measure(false, base(ports[0]), concurrency);
+    Figures bare = measure(true, fast.base_url(), concurrency);
+    Figures ours = measure(false, fast.base_url(), concurrency);
     std::printf("%-28s %5d %12.1f %10.1f %5d\n", "bare curl multi+nlohmann", concurrency,
                 bare.cpu_us_per_call, bare.peak_rss_kib / 1024.0, bare.failures);
     std::printf("%-28s %5d %12.1f %10.1f %5d\n", "OpenAiProvider", concurrency,
@@ -202,8 +170,6 @@ int main() {
                 ours.cpu_us_per_call / bare.cpu_us_per_call);
   }
   std::printf("memory per in-flight call (%d waiting): %.1f KiB\n", kInFlight,
-              kib_per_in_flight_call(base(ports[1])));
-  close(stop_channel[1]);
-  waitpid(server, nullptr, 0);
+              kib_per_in_flight_call(slow.base_url()));
   return 0;
 }

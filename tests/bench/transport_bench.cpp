@@ -20,6 +20,7 @@
 #include "event_loop.hpp"
 #include "llm/http_transport.hpp"
 #include "support/bare_curl_loop.hpp"
+#include "support/bench_process.hpp"
 #include "support/wire_server.hpp"
 
 namespace {
@@ -103,63 +104,39 @@ int run_transport(const std::string& url, int calls, int concurrency) {
 
 // Runs one variant in a forked child and returns its figures.
 Figures measure(bool bare, const std::string& url, int concurrency) {
-  int channel[2];
-  if (pipe(channel) != 0) std::exit(1);
-  pid_t child = fork();
-  if (child == 0) {
-    close(channel[0]);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    auto run = bare ? &run_bare : &run_transport;
-    run(url, kWarmupCalls, concurrency);  // connections, allocator pools, page faults
-    rusage before{}, after{};
-    getrusage(RUSAGE_SELF, &before);
-    auto start = std::chrono::steady_clock::now();
-    Figures figures;
-    figures.failures = run(url, kCalls, concurrency);
-    figures.wall_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    getrusage(RUSAGE_SELF, &after);
-    double user = micros(after.ru_utime) - micros(before.ru_utime);
-    double sys = micros(after.ru_stime) - micros(before.ru_stime);
-    figures.user_us_per_call = user / kCalls;
-    figures.sys_us_per_call = sys / kCalls;
-    figures.cpu_us_per_call = (user + sys) / kCalls;
-    figures.peak_rss_kib = after.ru_maxrss;
-    if (write(channel[1], &figures, sizeof figures) != sizeof figures) _exit(1);
-    _exit(0);
-  }
-  close(channel[1]);
-  Figures figures;
-  if (read(channel[0], &figures, sizeof figures) != sizeof figures) figures.failures = -1;
-  close(channel[0]);
-  waitpid(child, nullptr, 0);
-  return figures;
+  Figures failed;
+  failed.failures = -1;
+  return luagent::test::in_child(
+      [&] {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        auto run = bare ? &run_bare : &run_transport;
+        run(url, kWarmupCalls, concurrency);  // connections, allocator pools, page faults
+        rusage before{}, after{};
+        getrusage(RUSAGE_SELF, &before);
+        auto start = std::chrono::steady_clock::now();
+        Figures figures;
+        figures.failures = run(url, kCalls, concurrency);
+        figures.wall_s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        getrusage(RUSAGE_SELF, &after);
+        double user = micros(after.ru_utime) - micros(before.ru_utime);
+        double sys = micros(after.ru_stime) - micros(before.ru_stime);
+        figures.user_us_per_call = user / kCalls;
+        figures.sys_us_per_call = sys / kCalls;
+        figures.cpu_us_per_call = (user + sys) / kCalls;
+        figures.peak_rss_kib = after.ru_maxrss;
+        return figures;
+      },
+      failed);
 }
 
 }  // namespace
 
 int main() {
-  int port_channel[2];
-  int stop_channel[2];
-  if (pipe(port_channel) != 0 || pipe(stop_channel) != 0) return 1;
-  pid_t server = fork();
-  if (server == 0) {
-    close(port_channel[0]);
-    close(stop_channel[1]);
-    luagent::test::WireServer wire;
+  luagent::test::ForkedWireServer server([](luagent::test::WireServer& wire) {
     wire.set_fixed_response(luagent::test::load_fixture_response("openai-chat", "text_nonstream"));
-    std::uint16_t port = wire.port();
-    if (write(port_channel[1], &port, sizeof port) != sizeof port) _exit(1);
-    char byte;
-    while (read(stop_channel[0], &byte, 1) > 0) {
-    }
-    _exit(0);  // EOF: the parent is done
-  }
-  close(port_channel[1]);
-  close(stop_channel[0]);
-  std::uint16_t port = 0;
-  if (read(port_channel[0], &port, sizeof port) != sizeof port) return 1;
-  std::string url = "http://127.0.0.1:" + std::to_string(port) + "/v1/chat/completions";
+  });
+  std::string url = server.base_url() + "/chat/completions";
 
   std::printf(
       "transport_bench: %d POSTs per row (+%d warm-up), fixed completion from a forked "
@@ -176,7 +153,5 @@ int main() {
                   f.sys_us_per_call, f.peak_rss_kib / 1024.0, f.failures);
     }
   }
-  close(stop_channel[1]);
-  waitpid(server, nullptr, 0);
   return 0;
 }

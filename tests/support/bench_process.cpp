@@ -32,7 +32,7 @@ long raise_open_file_limit() {
   return static_cast<long>(limit.rlim_cur);
 }
 
-ForkedCalculatorServer::ForkedCalculatorServer(std::chrono::milliseconds latency) {
+ForkedWireServer::ForkedWireServer(const std::function<void(WireServer&)>& configure) {
   int fds[2];
   if (pipe(fds) != 0) std::abort();
   pid_ = fork();
@@ -40,9 +40,8 @@ ForkedCalculatorServer::ForkedCalculatorServer(std::chrono::milliseconds latency
   if (pid_ == 0) {
     close(fds[0]);
     raise_open_file_limit();
-    CalculatorModel model(source_dir() / "examples/calculator/cassette.jsonl");
     WireServer server;
-    server.set_handler(model.handler([latency](std::size_t) { return latency; }));
+    configure(server);
     int port = server.port();
     if (write(fds[1], &port, sizeof port) != sizeof port) _exit(1);
     close(fds[1]);
@@ -54,13 +53,20 @@ ForkedCalculatorServer::ForkedCalculatorServer(std::chrono::milliseconds latency
   close(fds[0]);
 }
 
-ForkedCalculatorServer::~ForkedCalculatorServer() {
+ForkedWireServer::~ForkedWireServer() {
   kill(pid_, SIGTERM);
   waitpid(pid_, nullptr, 0);
 }
 
-std::string ForkedCalculatorServer::base_url() const {
+std::string ForkedWireServer::base_url() const {
   return "http://127.0.0.1:" + std::to_string(port_) + "/v1";
 }
+
+ForkedCalculatorServer::ForkedCalculatorServer(std::chrono::milliseconds latency)
+    : ForkedWireServer([latency](WireServer& server) {
+        // The model lives as long as the child process, which never returns from here.
+        static CalculatorModel model(source_dir() / "examples/calculator/cassette.jsonl");
+        server.set_handler(model.handler([latency](std::size_t) { return latency; }));
+      }) {}
 
 }  // namespace luagent::test

@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <functional>
+#include <string>
 #include <type_traits>
 
 namespace luagent::test {
@@ -20,16 +22,18 @@ double peak_rss_mib();
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 long raise_open_file_limit();
 
-/// The calculator model (examples/calculator cassette) served over the OpenAI wire by a
-/// forked child on an ephemeral loopback port; every reply waits `latency` first. The
-/// child raises its open-file limit so it can hold thousands of connections.
-class ForkedCalculatorServer {
+class WireServer;
+
+/// A loopback WireServer in a forked child, so its CPU is not the benchmark's. The child
+/// runs `configure` on the server, raises its open-file limit (for thousands of
+/// connections) and serves until the object dies.
+class ForkedWireServer {
  public:
-  explicit ForkedCalculatorServer(std::chrono::milliseconds latency = {});
+  explicit ForkedWireServer(const std::function<void(WireServer&)>& configure);
   /// Stops the child (SIGTERM) and reaps it.
-  ~ForkedCalculatorServer();
-  ForkedCalculatorServer(const ForkedCalculatorServer&) = delete;
-  ForkedCalculatorServer& operator=(const ForkedCalculatorServer&) = delete;
+  ~ForkedWireServer();
+  ForkedWireServer(const ForkedWireServer&) = delete;
+  ForkedWireServer& operator=(const ForkedWireServer&) = delete;
 
   int port() const { return port_; }
   /// "http://127.0.0.1:<port>/v1": the base URL an openai provider is given.
@@ -38,6 +42,13 @@ class ForkedCalculatorServer {
  private:
   pid_t pid_ = -1;
   int port_ = 0;
+};
+
+/// The calculator model (examples/calculator cassette) served over the OpenAI wire; every
+/// reply waits `latency` first.
+class ForkedCalculatorServer : public ForkedWireServer {
+ public:
+  explicit ForkedCalculatorServer(std::chrono::milliseconds latency = {});
 };
 
 /// Runs `body` in a forked child and returns the trivially copyable value it returns;
