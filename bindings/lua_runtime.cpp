@@ -829,12 +829,16 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
     // Whatever the runs of this turn appended is committed together, even past the
     // deadline: a run must not wait a whole frame for its own write.
     flush_appends();
+    finish_committed();
   } while (!ready_.empty() && (!deadline || Clock::now() < *deadline));
   slice_deadline_ns_ = 0;
   return resumed;
 }
 
 bool LuaRuntime::cancel_run(const std::string& thread_id, const std::string& reason) {
+  // A step that has ended but waits for its commit ends now; there is nothing to cancel.
+  flush_appends();
+  finish_committed();
   Run* run = nullptr;
   for (auto& [id, candidate] : runs_)
     if (candidate->thread.id == thread_id) run = candidate.get();
@@ -857,6 +861,12 @@ bool LuaRuntime::cancel_run(const std::string& thread_id, const std::string& rea
 }
 
 void LuaRuntime::resume(Run& run, int nargs) {
+  if (run.commit_error) {  // what it appended behind could not be stored
+    Error error = *run.commit_error;
+    run.commit_error.reset();
+    fail_run(run, error);
+    return;
+  }
   Run* previous = current_;
   current_ = &run;
   run.slice_started_ns = thread_cpu_ns();
@@ -902,12 +912,25 @@ void LuaRuntime::resume(Run& run, int nargs) {
   std::optional<Error> error;
   if (!run.awaiting) {
     try {
-      append(run, {Event::make(std::string(event_type::done), nullptr)});
+      append_behind(run, {Event::make(std::string(event_type::done), nullptr)});
     } catch (const Error& e) {
       error = e;
     }
   }
-  finish(run, error);
+  end_step(run, error);
+}
+
+// The run finishes when the turn's commit has made its last events durable: whoever
+// is told the thread is done or paused can rely on what they read.
+void LuaRuntime::end_step(Run& run, std::optional<Error> error) {
+  bool queued = false;
+  for (const QueuedAppend& item : queued_appends_) queued = queued || item.run_id == run.id;
+  if (!queued) {
+    finish(run, error);
+    return;
+  }
+  run.finishing = true;
+  run.finish_error = std::move(error);
 }
 
 void LuaRuntime::fail_run(Run& run, const Error& error) {
@@ -937,18 +960,34 @@ void LuaRuntime::finish(Run& run, const std::optional<Error>& error) {
   if (owned->callbacks.on_finished) owned->callbacks.on_finished(owned->thread, error);
 }
 
+void LuaRuntime::queue_append(Run& run, std::vector<Event> events, bool behind) {
+  for (Event& event : events)
+    if (event.version.empty()) event.version = run.agent.version;
+  queued_appends_.push_back({run.id, run.thread.version(), std::move(events), behind});
+}
+
 int LuaRuntime::append_then(lua_State* L, Run& run, std::vector<Event> events,
                             int (*then)(lua_State*)) {
   if (!lua_isyieldable(L) || current_ != &run) {
     run.appended = append(run, std::move(events));
     return then(L);
   }
-  for (Event& event : events)
-    if (event.version.empty()) event.version = run.agent.version;
-  queued_appends_.push_back({run.id, std::move(events)});
+  queue_append(run, std::move(events), false);
   run.appending = true;
   yield_for_host(L, then);
   return kYield;
+}
+
+std::vector<Event> LuaRuntime::append_behind(Run& run, std::vector<Event> events) {
+  if (current_ != &run) return append(run, std::move(events));
+  if (run.commit_error) throw *run.commit_error;
+  // The ids the store will give them: the commit checks the version they were made at.
+  std::int64_t id = run.thread.version();
+  for (Event& event : events) event.id = ++id;
+  queue_append(run, events, true);
+  const std::vector<Event>& queued = queued_appends_.back().events;
+  run.thread.events.insert(run.thread.events.end(), queued.begin(), queued.end());
+  return queued;
 }
 
 std::vector<Event> LuaRuntime::take_appended(Run& run) {
@@ -964,37 +1003,92 @@ std::vector<Event> LuaRuntime::take_appended(Run& run) {
 }
 
 void LuaRuntime::flush_appends() {
-  if (queued_appends_.empty()) return;
+  if (queued_appends_.empty() && queued_calls_.empty()) return;
   std::vector<QueuedAppend> queued;
   queued.swap(queued_appends_);
-  std::vector<Run*> runs;
+  std::vector<CallRecord> calls;
+  calls.swap(queued_calls_);
+  // One batch item per run: its events in the order queued, checked against the version
+  // its first one was made at. Only the last can be one the run waits for (it yielded).
+  struct Share {
+    Run* run;
+    std::size_t behind = 0;  // leading events already in run->thread.events
+    bool waits = false;
+  };
+  std::vector<Share> shares;
   std::vector<AppendBatchItem> batch;
+  std::unordered_map<std::uint64_t, std::size_t> index;
   for (QueuedAppend& item : queued) {
     Run* run = find_run(item.run_id);
     if (!run) continue;  // cancelled while it waited: its events are dropped unwritten
-    runs.push_back(run);
-    batch.push_back({run->thread.id, run->thread.version(), std::move(item.events)});
+    auto [found, added] = index.try_emplace(item.run_id, batch.size());
+    if (added) {
+      shares.push_back({run});
+      batch.push_back({run->thread.id, item.expected_version, {}});
+    }
+    Share& share = shares[found->second];
+    auto& events = batch[found->second].events;
+    if (item.behind) share.behind += item.events.size();
+    share.waits = share.waits || !item.behind;
+    events.insert(events.end(), std::make_move_iterator(item.events.begin()),
+                  std::make_move_iterator(item.events.end()));
   }
-  auto results = services_.store->append_batch(batch);
-  for (std::size_t i = 0; i < runs.size(); ++i) {
-    Run& run = *runs[i];
-    run.appending = false;
+  std::vector<std::int64_t> committed_versions;
+  for (const AppendBatchItem& item : batch) committed_versions.push_back(item.expected_version);
+  auto results = services_.store->append_batch(batch, std::move(calls));
+  // Runs are not finished or failed here (flush_appends also runs inside append(), under
+  // a caller that holds the run): they are scheduled, or queued for finish_committed().
+  for (std::size_t i = 0; i < shares.size(); ++i) {
+    Run& run = *shares[i].run;
     if (auto* error = std::get_if<Error>(&results[i])) {
       if (error->code() == ErrorCode::conflict) run.lost_thread = true;
-      run.append_error = *error;
-    } else {
-      auto& stored = std::get<AppendResult>(results[i]).events;
-      for (const Event& event : stored) {
-        run.thread.events.push_back(event);
-        if (run.callbacks.on_event) run.callbacks.on_event(run.thread, event);
+      // What the run appended behind was never acknowledged: forget it.
+      run.thread.events.resize(static_cast<std::size_t>(committed_versions[i]));
+      if (shares[i].waits) {
+        run.appending = false;
+        run.append_error = *error;  // thrown by the continuation's take_appended
+        schedule(run);
+      } else if (run.finishing) {
+        committed_.push_back({run.id, *error});
+      } else {
+        // The run went on (an LLM call, a host tool): stop it; resume() fails it.
+        run.commit_error = *error;
+        if (run.pending_call && services_.provider) services_.provider->cancel(run.pending_call);
+        run.pending_call = 0;
+        schedule(run);
       }
-      run.appended = std::move(stored);
+      continue;
     }
-    schedule(run);
+    auto& stored = std::get<AppendResult>(results[i]).events;
+    std::size_t behind = std::min(shares[i].behind, stored.size());
+    std::size_t first = run.thread.events.size() - behind;
+    run.thread.events.insert(run.thread.events.end(), stored.begin() + behind, stored.end());
+    if (run.callbacks.on_event)  // now durable: tell the host about every one
+      for (std::size_t e = first; e < run.thread.events.size(); ++e)
+        run.callbacks.on_event(run.thread, run.thread.events[e]);
+    if (shares[i].waits) {
+      run.appending = false;
+      run.appended = std::vector<Event>(std::make_move_iterator(stored.begin() + behind),
+                                        std::make_move_iterator(stored.end()));
+      schedule(run);
+    } else if (run.finishing) {
+      committed_.push_back({run.id, run.finish_error});
+    }
   }
 }
 
+void LuaRuntime::finish_committed() {
+  std::vector<std::pair<std::uint64_t, std::optional<Error>>> ended;
+  ended.swap(committed_);
+  for (auto& [id, error] : ended)
+    if (Run* run = find_run(id)) finish(*run, error);
+}
+
 std::vector<Event> LuaRuntime::append(Run& run, std::vector<Event> events) {
+  // What this run (or any) appended behind goes first: this append's compare-and-swap
+  // counts those events.
+  flush_appends();
+  if (run.commit_error) throw *run.commit_error;
   for (Event& event : events)
     if (event.version.empty()) event.version = run.agent.version;
   AppendResult result;
@@ -1067,11 +1161,8 @@ void LuaRuntime::record_call(Run& run, const llm::Outcome& outcome, nlohmann::js
   else
     record["response"] = outcome.reply().text;
   for (auto& [key, value] : extra.items()) record[key] = std::move(value);
-  try {
-    services_.store->record_call(run.thread.id, run.call_started_version, record);
-  } catch (const Error& e) {
-    log("warn", std::string("could not record an LLM call's trace: ") + e.what());
-  }
+  // Written with the turn's group commit, beside the event the reply leads to.
+  queued_calls_.push_back({run.thread.id, run.call_started_version, std::move(record)});
 }
 
 std::string LuaRuntime::read_agent_file(std::string_view relative, std::string* version) {

@@ -56,7 +56,12 @@ struct Run {
   bool killed = false;
   int llm_calls = 0;  // started in this step (limits.llm_calls_per_step)
   // Group commit: the events this run waits to see committed, then what came of them.
+  // Events appended behind (append_behind) are in thread.events already; until the turn
+  // commits them they are the agent's own view, not yet acknowledged to anyone.
   bool appending = false;
+  bool finishing = false;  // the step ended; the run finishes once its events commit
+  std::optional<Error> finish_error;
+  std::optional<Error> commit_error;  // what it appended behind failed to commit
   std::optional<std::vector<Event>> appended;
   std::optional<Error> append_error;
   // Set while the run waits for an asynchronous host tool (luagent.host); the answer
@@ -106,9 +111,16 @@ class LuaRuntime final : public AgentRuntime {
   /// commit: one transaction for every run's appends, so N runs pay one fsync, and the
   /// body continues only once its events are durable. Elsewhere it appends at once.
   int append_then(lua_State* L, Run& run, std::vector<Event> events, int (*then)(lua_State*));
+  /// Appends without waiting: the events (with their ids) join the run's thread now and
+  /// the loop turn's group commit makes them durable. For events nothing outside the
+  /// run may act on before the commit (the run's own record of what the model said, a
+  /// tool's result): the updates and callbacks about them come after the commit, and a
+  /// failed commit fails the run. Outside a run's own coroutine it appends at once.
+  std::vector<Event> append_behind(Run& run, std::vector<Event> events);
   /// The events append_then stored for `run`; throws the error their commit met.
   std::vector<Event> take_appended(Run& run);
-  /// Commits every queued append in one transaction and schedules their runs.
+  /// Commits every queued append (and LLM trace) in one transaction, schedules the runs
+  /// that waited for it and finishes the runs whose step had ended.
   void flush_appends();
   /// Appends events to the run's thread (compare-and-swap) and reports them.
   std::vector<Event> append(Run& run, std::vector<Event> events);
@@ -151,9 +163,17 @@ class LuaRuntime final : public AgentRuntime {
   std::uint64_t next_run_id_ = 1;
   struct QueuedAppend {
     std::uint64_t run_id;
+    std::int64_t expected_version;
     std::vector<Event> events;
+    bool behind;  // append_behind: already in the run's thread; the run did not wait
   };
   std::vector<QueuedAppend> queued_appends_;
+  std::vector<CallRecord> queued_calls_;  // LLM traces, written with the next commit
+  void queue_append(Run& run, std::vector<Event> events, bool behind);
+  void end_step(Run& run, std::optional<Error> error);
+  /// Finishes the runs whose ended step the last commit made durable (or failed).
+  void finish_committed();
+  std::vector<std::pair<std::uint64_t, std::optional<Error>>> committed_;
   Run* current_ = nullptr;
   // Scheduling: runs to resume (id, number of arguments on their stack), the wall-clock
   // end of the current slice (0: no slicing), and the coroutine the hook paused last.

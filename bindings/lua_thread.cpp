@@ -129,30 +129,21 @@ void refuse_after_await(Run& run, const char* function) {
                                       "the step with `return thread:await(...)`");
 }
 
-int thread_push_stored(lua_State* L) {
-  LuaRuntime& runtime = LuaRuntime::from(L);
-  Run& run = runtime.require_run("thread:push");
-  std::vector<Event> stored = runtime.take_appended(run);
-  HostCallScope scope(L);
-  remember_call(L, run, 3, stored.front().id);
-  push_event(L, stored.front());
-  return 1;
-}
-
+// push, await and a tool's result append behind (LuaRuntime::append_behind): the agent
+// goes on at once and the loop turn's group commit makes them durable before anyone
+// outside hears of them. Only a tool's start waits for its commit (exactly once).
 int thread_push(lua_State* L) {
   Run& run = checked_run(L, "thread:push");
   refuse_after_await(run, "thread:push");
   std::string type(arg_string(L, 2, "thread:push", "type"));
   if (type.empty()) throw Error(ErrorCode::usage, "thread:push: the event type is empty");
   nlohmann::json data = to_json(L, 3, "thread:push data");
-  return LuaRuntime::from(L).append_then(L, run, {Event::make(std::move(type), std::move(data))},
-                                         thread_push_stored);
-}
-
-int thread_await_stored(lua_State* L) {
   LuaRuntime& runtime = LuaRuntime::from(L);
-  runtime.take_appended(runtime.require_run("thread:await"));
-  lua_settop(L, 1);
+  std::vector<Event> stored =
+      runtime.append_behind(run, {Event::make(std::move(type), std::move(data))});
+  HostCallScope scope(L);
+  remember_call(L, run, 3, stored.front().id);
+  push_event(L, stored.front());
   return 1;
 }
 
@@ -167,9 +158,11 @@ int thread_await(lua_State* L) {
   nlohmann::json payload = to_json(L, 3, "thread:await payload");
   if (!payload.is_null()) data["payload"] = std::move(payload);
   if (std::int64_t call = recall_call(L, run, 3)) data["call"] = call;
-  run.awaiting = true;  // no more pushes, even while the append waits for its commit
-  return LuaRuntime::from(L).append_then(
-      L, run, {Event::make(std::string(event_type::await), std::move(data))}, thread_await_stored);
+  LuaRuntime::from(L).append_behind(
+      run, {Event::make(std::string(event_type::await), std::move(data))});
+  run.awaiting = true;  // no more pushes: the step must end
+  lua_settop(L, 1);
+  return 1;
 }
 
 // The await that this step resumes, and the answer to it: only when the answer is
@@ -280,20 +273,6 @@ int thread_tool_begin(lua_State* L) {
 }
 
 // thread:_tool_end(call_id, ok, result_or_error) -> result | nil, error
-int thread_tool_end_stored(lua_State* L) {
-  LuaRuntime& runtime = LuaRuntime::from(L);
-  std::vector<Event> stored = runtime.take_appended(runtime.require_run("thread:execute"));
-  const nlohmann::json& recorded = stored.front().data;
-  HostCallScope scope(L);
-  if (recorded.contains("result")) {
-    push_json(L, recorded["result"]);
-    return 1;
-  }
-  lua_pushnil(L);
-  push_json(L, recorded.value("error", nlohmann::json()));
-  return 2;
-}
-
 int thread_tool_end(lua_State* L) {
   Run& run = checked_run(L, "thread:execute");
   failpoint("after_tool_run");
@@ -313,9 +292,17 @@ int thread_tool_end(lua_State* L) {
                                            : error.source() + ":" + std::to_string(error.line()) +
                                                  ": " + error.message();
   }
-  return LuaRuntime::from(L).append_then(
-      L, run, {Event::make(std::string(event_type::tool_response), std::move(data))},
-      thread_tool_end_stored);
+  std::vector<Event> stored = LuaRuntime::from(L).append_behind(
+      run, {Event::make(std::string(event_type::tool_response), std::move(data))});
+  const nlohmann::json& recorded = stored.front().data;
+  HostCallScope scope(L);
+  if (recorded.contains("result")) {
+    push_json(L, recorded["result"]);
+    return 1;
+  }
+  lua_pushnil(L);
+  push_json(L, recorded.value("error", nlohmann::json()));
+  return 2;
 }
 
 // The Lua half of thread:execute, so that a tool may itself call the LLM (yield).

@@ -359,7 +359,7 @@ AppendResult SqliteStore::append(std::string_view id, std::int64_t expected_vers
 }
 
 std::vector<std::variant<AppendResult, Error>> SqliteStore::append_batch(
-    std::vector<AppendBatchItem>& items) {
+    std::vector<AppendBatchItem>& items, std::vector<CallRecord> calls) {
   auto& s = *statements_;
   try {
     return in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
@@ -375,6 +375,8 @@ std::vector<std::variant<AppendResult, Error>> SqliteStore::append_batch(
           results.emplace_back(error);
         }
       }
+      for (CallRecord& call : calls)
+        insert_call(call.thread_id, call.event_id, std::move(call.trace));
       return results;
     });
   } catch (const Error& error) {
@@ -432,21 +434,26 @@ void SqliteStore::record_call(std::string_view thread_id, std::int64_t event_id,
                               const nlohmann::json& trace) {
   auto& s = *statements_;
   in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
-    auto request = trace.find("request");
-    if (request != trace.end() && request->is_string() &&
-        request->get_ref<const std::string&>().size() >= kSharedRequestBytes) {
-      const auto& body = request->get_ref<const std::string&>();
-      std::string hash = sha256_hex(body);
-      s.insert_request.reset().bind(1, hash).bind(2, body).step();
-      nlohmann::json stored = trace;
-      stored.erase("request");
-      stored["request_sha256"] = hash;
-      s.insert_call.reset().bind(1, thread_id).bind(2, event_id).bind(3, stored.dump()).step();
-    } else {
-      s.insert_call.reset().bind(1, thread_id).bind(2, event_id).bind(3, trace.dump()).step();
-    }
+    insert_call(thread_id, event_id, trace);
     return 0;
   });
+}
+
+// Inside a write transaction. A long request body is stored once by its hash: the
+// threads of one agent send the same opening request again and again.
+void SqliteStore::insert_call(std::string_view thread_id, std::int64_t event_id,
+                              nlohmann::json trace) {
+  auto& s = *statements_;
+  auto request = trace.find("request");
+  if (request != trace.end() && request->is_string() &&
+      request->get_ref<const std::string&>().size() >= kSharedRequestBytes) {
+    std::string body = std::move(request->get_ref<std::string&>());
+    trace.erase(request);
+    std::string hash = sha256_hex(body);
+    s.insert_request.reset().bind(1, hash).bind(2, body).step();
+    trace["request_sha256"] = std::move(hash);
+  }
+  s.insert_call.reset().bind(1, thread_id).bind(2, event_id).bind(3, trace.dump()).step();
 }
 
 std::vector<nlohmann::json> SqliteStore::calls(std::string_view thread_id) {

@@ -22,7 +22,7 @@ class SqliteStore final : public Store {
                       std::vector<Event> events) override;
   /// Every item in one transaction: one fsync for the whole batch.
   std::vector<std::variant<AppendResult, Error>> append_batch(
-      std::vector<AppendBatchItem>& items) override;
+      std::vector<AppendBatchItem>& items, std::vector<CallRecord> calls = {}) override;
   void record_call(std::string_view thread_id, std::int64_t event_id,
                    const nlohmann::json& trace) override;
   std::vector<nlohmann::json> calls(std::string_view thread_id) override;
@@ -33,6 +33,7 @@ class SqliteStore final : public Store {
   void migrate();
   AppendResult append_in_transaction(std::string_view id, std::int64_t expected_version,
                                      std::vector<Event> events);
+  void insert_call(std::string_view thread_id, std::int64_t event_id, nlohmann::json trace);
   void insert_events(std::string_view id, std::int64_t version, std::vector<Event>& events);
 
   std::string uri_;

@@ -4,7 +4,7 @@
 namespace luagent {
 
 std::vector<std::variant<AppendResult, Error>> Store::append_batch(
-    std::vector<AppendBatchItem>& items) {
+    std::vector<AppendBatchItem>& items, std::vector<CallRecord> calls) {
   // One append (and one durable write) per item; each keeps its own outcome.
   std::vector<std::variant<AppendResult, Error>> results;
   results.reserve(items.size());
@@ -13,6 +13,13 @@ std::vector<std::variant<AppendResult, Error>> Store::append_batch(
       results.emplace_back(append(item.thread_id, item.expected_version, std::move(item.events)));
     } catch (const Error& error) {
       results.emplace_back(error);
+    }
+  }
+  for (CallRecord& call : calls) {
+    try {
+      record_call(call.thread_id, call.event_id, call.trace);
+    } catch (const Error&) {
+      // A lost trace loses no event; the appends above stand.
     }
   }
   return results;

@@ -41,6 +41,13 @@ struct AppendResult {
   bool replayed = false;
 };
 
+/// An LLM call's trace (provenance) and the event it led to, for Store::append_batch.
+struct CallRecord {
+  std::string thread_id;
+  std::int64_t event_id = 0;
+  nlohmann::json trace;
+};
+
 /// One thread's share of a group commit (Store::append_batch).
 struct AppendBatchItem {
   std::string thread_id;
@@ -65,8 +72,10 @@ class Store {
   /// Appends for several threads at once, each with append()'s checks and its own
   /// outcome (a conflict on one thread does not fail the others). Stores that can commit
   /// them together (one transaction, one fsync) override this; durable when it returns.
+  /// `calls` are traces written with the same commit; a trace that cannot be written
+  /// fails nothing else (traces are not part of the durability promise).
   virtual std::vector<std::variant<AppendResult, Error>> append_batch(
-      std::vector<AppendBatchItem>& items);
+      std::vector<AppendBatchItem>& items, std::vector<CallRecord> calls = {});
   /// Records an LLM call's trace (provenance) against the event it led to.
   virtual void record_call(std::string_view thread_id, std::int64_t event_id,
                            const nlohmann::json& trace) = 0;
