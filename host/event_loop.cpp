@@ -51,7 +51,8 @@ std::vector<EventLoop::Task> EventLoop::take_posted() {
   return tasks;
 }
 
-int EventLoop::turn(std::chrono::milliseconds max_wait) {
+int EventLoop::turn(std::chrono::milliseconds max_wait,
+                    std::optional<Clock::time_point> deliver_until) {
   auto wait = max_wait;
   if (!timers_.empty()) {
     auto until_timer =
@@ -64,6 +65,8 @@ int EventLoop::turn(std::chrono::milliseconds max_wait) {
     has_posted = !posted_.empty();
   }
   if (has_posted) wait = std::chrono::milliseconds(0);
+  for (const IoDriver* driver : drivers_)
+    if (driver->has_queued_completions()) wait = std::chrono::milliseconds(0);
 
   IoDriver* active_driver = nullptr;
   for (IoDriver* driver : drivers_)
@@ -78,7 +81,7 @@ int EventLoop::turn(std::chrono::milliseconds max_wait) {
   }
 
   int ran = 0;
-  for (IoDriver* driver : drivers_) driver->perform();
+  for (IoDriver* driver : drivers_) ran += static_cast<int>(driver->perform(deliver_until));
   for (auto& task : take_posted()) {
     task();
     ++ran;

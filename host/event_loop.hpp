@@ -6,10 +6,12 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 namespace luagent {
@@ -21,10 +23,17 @@ using Clock = std::chrono::steady_clock;
 class IoDriver {
  public:
   virtual ~IoDriver() = default;
-  virtual bool active() const = 0;                            // transfers in flight?
+  /// Transfers in flight, including finished ones whose completion is not yet delivered.
+  virtual bool active() const = 0;
+  /// Completions known but not yet delivered (held back by a deadline): the next turn
+  /// must not block.
+  virtual bool has_queued_completions() const = 0;
   virtual void wait(std::chrono::milliseconds max_wait) = 0;  // block for I/O
-  virtual void perform() = 0;                                 // progress, fire completions
-  virtual void wakeup() = 0;                                  // thread-safe
+  /// Moves I/O forward and delivers completions; returns how many it delivered. With
+  /// `deliver_until`, stops delivering once that instant has passed (after at least one,
+  /// so every call makes progress) and keeps the rest, in order, for the next call.
+  virtual std::size_t perform(std::optional<Clock::time_point> deliver_until) = 0;
+  virtual void wakeup() = 0;  // thread-safe
 };
 
 class EventLoop {
@@ -42,9 +51,12 @@ class EventLoop {
   void remove_driver(IoDriver* driver);
 
   /// One turn: waits at most `max_wait` for work (less if a timer is due), then runs
-  /// posted tasks, due timers and driver completions. Returns the number of tasks run.
-  int turn(std::chrono::milliseconds max_wait);
-  /// True while timers are pending or a driver has transfers in flight.
+  /// driver completions, posted tasks and due timers. Returns the number of those run.
+  /// `deliver_until` bounds the driver completions (see IoDriver::perform); it is how a
+  /// time-budgeted pump keeps a burst of completions from overrunning its frame.
+  int turn(std::chrono::milliseconds max_wait,
+           std::optional<Clock::time_point> deliver_until = std::nullopt);
+  /// True while timers are pending or a driver has transfers (or undelivered completions).
   bool busy() const;
 
  private:

@@ -513,7 +513,7 @@ std::size_t Host::pump(std::chrono::microseconds budget) {
   // Never waits: take what the I/O has delivered, run what is ready, repeat while either
   // makes progress and the budget lasts.
   do {
-    int completions = impl_->loop.turn(std::chrono::milliseconds(0));
+    int completions = impl_->loop.turn(std::chrono::milliseconds(0), deadline);
     std::size_t resumed = impl_->runtime->run_ready(deadline);
     if (completions == 0 && resumed == 0 && !impl_->runtime->has_ready()) break;
   } while (Clock::now() < deadline);

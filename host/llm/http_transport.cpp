@@ -1,8 +1,13 @@
 #include "llm/http_transport.hpp"
 
 #include <curl/curl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <mutex>
 
@@ -12,6 +17,8 @@ namespace {
 constexpr std::size_t kMaxHeaderBytes = 64 * 1024;  // a whole response header block
 constexpr std::size_t kMaxHeaderCount = 200;
 constexpr std::size_t kMaxIdleHandles = 64;  // pooled easy handles kept after use
+// Ready sockets taken per epoll_wait: bounds one pass; the rest stay ready (level-triggered).
+constexpr int kMaxReadyEvents = 256;
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -95,6 +102,7 @@ struct HttpTransport::Transfer {
   bool head_delivered = false;
   bool in_multi = false;
   bool cancel_requested = false;
+  bool completion_queued = false;    // its Completion waits in completions_: nothing more to do
   std::optional<Error> abort_error;  // why a callback stopped the transfer, or a setup failure
   Clock::time_point last_activity;
 
@@ -123,10 +131,31 @@ struct HttpTransport::Transfer {
   }
 };
 
-HttpTransport::HttpTransport() {
+HttpTransport::HttpTransport() : ready_events_(kMaxReadyEvents) {
   init_curl_once();
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0)
+    throw Error(ErrorCode::internal, std::string("epoll_create1 failed: ") + std::strerror(errno));
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  epoll_event wake_event{};
+  wake_event.events = EPOLLIN;
+  wake_event.data.fd = wake_fd_;
+  if (wake_fd_ < 0 || epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &wake_event) != 0) {
+    std::string reason = std::strerror(errno);
+    if (wake_fd_ >= 0) close(wake_fd_);
+    close(epoll_fd_);
+    throw Error(ErrorCode::internal, "cannot set up the transport's wakeup eventfd: " + reason);
+  }
   multi_ = curl_multi_init();
-  if (!multi_) throw Error(ErrorCode::internal, "curl_multi_init failed");
+  if (!multi_) {
+    close(wake_fd_);
+    close(epoll_fd_);
+    throw Error(ErrorCode::internal, "curl_multi_init failed");
+  }
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &HttpTransport::on_socket);
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &HttpTransport::on_timer);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
 }
 
 HttpTransport::~HttpTransport() {
@@ -136,7 +165,44 @@ HttpTransport::~HttpTransport() {
     curl_slist_free_all(transfer->header_list);
   }
   for (CURL* easy : idle_handles_) curl_easy_cleanup(easy);
+  // Closing cached connections calls on_socket, so the epoll fd outlives the multi handle.
   curl_multi_cleanup(multi_);
+  close(wake_fd_);
+  close(epoll_fd_);
+}
+
+// libcurl tells us which sockets to watch for what; we mirror that into the epoll set.
+int HttpTransport::on_socket(CURL* /*easy*/, int socket, int what, void* user, void* socket_data) {
+  auto& self = *static_cast<HttpTransport*>(user);
+  if (what == CURL_POLL_REMOVE) {
+    // Already closed sockets were dropped from the set by the kernel: ENOENT/EBADF is fine.
+    epoll_ctl(self.epoll_fd_, EPOLL_CTL_DEL, socket, nullptr);
+    return 0;
+  }
+  epoll_event event{};
+  event.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+  event.data.fd = socket;
+  // socket_data is our own marker, set once the socket is in the epoll set.
+  int operation = socket_data ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+  int result = epoll_ctl(self.epoll_fd_, operation, socket, &event);
+  if (result != 0 && errno == EEXIST)
+    result = epoll_ctl(self.epoll_fd_, EPOLL_CTL_MOD, socket, &event);
+  if (result != 0 && errno == ENOENT)
+    result = epoll_ctl(self.epoll_fd_, EPOLL_CTL_ADD, socket, &event);
+  if (result != 0) return -1;  // libcurl fails the transfers on this socket
+  if (!socket_data) curl_multi_assign(self.multi_, socket, &self);
+  return 0;
+}
+
+// libcurl keeps one timer for the whole multi handle; it must not be acted on from here.
+int HttpTransport::on_timer(CURLM* /*multi*/, long timeout_ms, void* user) {
+  auto& self = *static_cast<HttpTransport*>(user);
+  if (timeout_ms < 0) {
+    self.curl_timer_due_.reset();
+  } else {
+    self.curl_timer_due_ = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  }
+  return 0;
 }
 
 CURL* HttpTransport::take_easy_handle() {
@@ -220,7 +286,7 @@ TransferId HttpTransport::start(HttpRequest request, HttpHandlers handlers) {
   } catch (const Error& error) {
     // Reported like any failure, at the next perform(), never from inside start().
     t.abort_error = error;
-    to_finish_.push_back(id);
+    queue_completion(t, Ending::stopped);
   }
   return id;
 }
@@ -229,17 +295,35 @@ void HttpTransport::add_to_multi(Transfer& transfer) {
   transfer.last_activity = Clock::now();
   if (curl_multi_add_handle(multi_, transfer.easy) != CURLM_OK) {
     transfer.abort_error = Error(ErrorCode::internal, "curl_multi_add_handle failed");
-    to_finish_.push_back(transfer.id);
+    queue_completion(transfer, Ending::stopped);
     return;
   }
   transfer.in_multi = true;
+  int idle = transfer.request.idle_timeout_ms;
+  if (idle > 0)
+    push_idle_deadline(transfer.last_activity + std::chrono::milliseconds(idle), transfer.id);
+}
+
+void HttpTransport::add_started_in_callbacks() {
+  std::vector<TransferId> adding;
+  adding.swap(to_add_);
+  for (TransferId id : adding) {
+    auto it = transfers_.find(id);
+    if (it != transfers_.end() && !it->second->completion_queued) add_to_multi(*it->second);
+  }
+}
+
+void HttpTransport::queue_completion(Transfer& transfer, Ending ending, int curl_code) {
+  if (transfer.completion_queued) return;  // the first ending stands; see ending_error
+  transfer.completion_queued = true;
+  completions_.push_back(Completion{transfer.id, ending, curl_code});
 }
 
 void HttpTransport::cancel(TransferId id) {
   auto it = transfers_.find(id);
   if (it == transfers_.end() || it->second->cancel_requested) return;
   it->second->cancel_requested = true;
-  to_finish_.push_back(id);
+  queue_completion(*it->second, Ending::stopped);
 }
 
 bool HttpTransport::active() const {
@@ -247,120 +331,180 @@ bool HttpTransport::active() const {
 }
 
 void HttpTransport::wakeup() {
-  curl_multi_wakeup(multi_);
+  std::uint64_t one = 1;
+  // A full counter (EAGAIN) still leaves the eventfd readable, which is all a wakeup needs.
+  [[maybe_unused]] auto written = write(wake_fd_, &one, sizeof one);
 }
 
 void HttpTransport::wait(std::chrono::milliseconds max_wait) {
-  if (!to_add_.empty() || !to_finish_.empty()) return;
-  auto timeout = max_wait;
+  ready_from_wait_ = false;
+  if (!to_add_.empty() || !completions_.empty()) return;
+  auto timeout = std::max(max_wait, std::chrono::milliseconds(0));
   auto now = Clock::now();
-  for (const auto& [id, transfer] : transfers_) {
-    int idle = transfer->request.idle_timeout_ms;
-    if (!transfer->in_multi || idle == 0) continue;
-    auto due = transfer->last_activity + std::chrono::milliseconds(idle);
+  auto bound_by = [&](Clock::time_point due) {
     auto left = std::chrono::ceil<std::chrono::milliseconds>(due - now);
     timeout = std::clamp(left, std::chrono::milliseconds(0), timeout);
-  }
-  curl_multi_poll(multi_, nullptr, 0, static_cast<int>(timeout.count()), nullptr);
+  };
+  if (curl_timer_due_) bound_by(*curl_timer_due_);
+  // The heap top may be stale (its transfer got bytes since): then we wake early once and
+  // perform() pushes the real deadline. Never late.
+  if (!idle_heap_.empty()) bound_by(idle_heap_.front().due);
+  int count = epoll_wait(epoll_fd_, ready_events_.data(), kMaxReadyEvents,
+                         static_cast<int>(timeout.count()));
+  ready_count_ = std::max(count, 0);  // EINTR: nothing ready, perform() polls again anyway
+  ready_from_wait_ = count > 0;
 }
 
-void HttpTransport::perform() {
-  std::vector<TransferId> adding;
-  adding.swap(to_add_);
-  for (TransferId id : adding) {
-    auto it = transfers_.find(id);
-    if (it != transfers_.end() && !it->second->cancel_requested) add_to_multi(*it->second);
+void HttpTransport::drive_curl(Clock::time_point now) {
+  if (!ready_from_wait_) {
+    // Called without a wait (a pump's zero-wait turn): poll without blocking.
+    ready_count_ = std::max(epoll_wait(epoll_fd_, ready_events_.data(), kMaxReadyEvents, 0), 0);
   }
-
+  ready_from_wait_ = false;
   int running = 0;
   in_curl_ = true;
-  curl_multi_perform(multi_, &running);
+  for (int i = 0; i < ready_count_; ++i) {
+    const epoll_event& event = ready_events_[i];
+    if (event.data.fd == wake_fd_) {
+      std::uint64_t count = 0;
+      [[maybe_unused]] auto drained = read(wake_fd_, &count, sizeof count);
+      continue;
+    }
+    int flags = 0;
+    if (event.events & (EPOLLIN | EPOLLHUP)) flags |= CURL_CSELECT_IN;
+    if (event.events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
+    if (event.events & EPOLLERR) flags |= CURL_CSELECT_ERR;
+    // A socket closed while acting on an earlier one is unknown to libcurl: it ignores it.
+    curl_multi_socket_action(multi_, event.data.fd, flags, &running);
+  }
+  ready_count_ = 0;
+  if (curl_timer_due_ && *curl_timer_due_ <= now) {
+    curl_timer_due_.reset();  // on_timer may set a new one from inside the call
+    curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &running);
+  }
   in_curl_ = false;
+}
 
-  // Collect first: on_done handlers may start or cancel transfers, which touches the multi.
-  std::vector<std::pair<TransferId, CURLcode>> completed;
+void HttpTransport::collect_curl_results() {
   int queued = 0;
   while (CURLMsg* message = curl_multi_info_read(multi_, &queued)) {
     if (message->msg != CURLMSG_DONE) continue;
     Transfer* transfer = nullptr;
     curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&transfer));
-    if (transfer) completed.emplace_back(transfer->id, message->data.result);
+    if (transfer) queue_completion(*transfer, Ending::curl_result, message->data.result);
   }
+}
 
+void HttpTransport::push_idle_deadline(Clock::time_point due, TransferId id) {
+  idle_heap_.push_back(IdleDeadline{due, id});
+  std::push_heap(idle_heap_.begin(), idle_heap_.end(),
+                 [](const IdleDeadline& a, const IdleDeadline& b) { return a.due > b.due; });
+}
+
+// Entries of finished transfers linger until they come due; when they outnumber the live
+// transfers, rebuild from those (O(n), paid for by the n pushes since the last rebuild).
+void HttpTransport::compact_idle_deadlines() {
+  if (idle_heap_.size() < 64 || idle_heap_.size() <= 2 * transfers_.size()) return;
+  idle_heap_.clear();
+  for (const auto& [id, transfer] : transfers_) {
+    int idle = transfer->request.idle_timeout_ms;
+    if (transfer->in_multi && idle > 0 && !transfer->completion_queued)
+      idle_heap_.push_back(
+          IdleDeadline{transfer->last_activity + std::chrono::milliseconds(idle), id});
+  }
+  std::make_heap(idle_heap_.begin(), idle_heap_.end(),
+                 [](const IdleDeadline& a, const IdleDeadline& b) { return a.due > b.due; });
+}
+
+// The idle timer is ours, not CURLOPT_LOW_SPEED_*: libcurl's low-speed check has one-second
+// granularity and its progress callback runs only about once a second on a silent
+// connection, while we want millisecond bounds (and short ones in tests). Every received
+// byte stamps last_activity; the heap holds one deadline per transfer, re-checked against
+// last_activity only when it comes due, and wait() never sleeps past the earliest one.
+void HttpTransport::expire_idle_transfers(Clock::time_point now) {
+  auto later = [](const IdleDeadline& a, const IdleDeadline& b) { return a.due > b.due; };
+  while (!idle_heap_.empty() && idle_heap_.front().due <= now) {
+    std::pop_heap(idle_heap_.begin(), idle_heap_.end(), later);
+    TransferId id = idle_heap_.back().id;
+    idle_heap_.pop_back();
+    auto it = transfers_.find(id);
+    if (it == transfers_.end()) continue;
+    Transfer& t = *it->second;
+    if (!t.in_multi || t.completion_queued) continue;
+    auto due = t.last_activity + std::chrono::milliseconds(t.request.idle_timeout_ms);
+    if (due > now) {
+      push_idle_deadline(due, id);
+    } else {
+      queue_completion(t, Ending::idle);
+    }
+  }
+  compact_idle_deadlines();
+}
+
+std::optional<Error> HttpTransport::ending_error(Transfer& t, const Completion& completion) {
+  if (t.cancel_requested) return Error(ErrorCode::cancelled, t.where() + ": cancelled");
+  switch (completion.ending) {
+    case Ending::stopped:
+      if (t.abort_error) return t.abort_error;
+      return Error(ErrorCode::internal, t.where() + ": transfer stopped without cause");
+    case Ending::idle:
+      return Error(ErrorCode::timeout, t.where() + ": no data for " +
+                                           std::to_string(t.request.idle_timeout_ms) +
+                                           " ms (idle timeout)");
+    case Ending::curl_result:
+      break;
+  }
+  auto code = static_cast<CURLcode>(completion.curl_code);
+  if (t.abort_error) return t.abort_error;
+  if (code == CURLE_OK) {
+    // A body-less response (204, HEAD, empty 200) never passed through on_body_bytes.
+    if (!t.head_delivered && !t.deliver_head()) return t.abort_error;
+    return std::nullopt;
+  }
+  if (code == CURLE_OPERATION_TIMEDOUT) {
+    curl_off_t connected_us = 0;
+    curl_easy_getinfo(t.easy, CURLINFO_CONNECT_TIME_T, &connected_us);
+    return connected_us == 0
+               ? Error(ErrorCode::timeout, t.where() + ": no connection within " +
+                                               std::to_string(t.request.connect_timeout_ms) +
+                                               " ms (connect timeout)")
+               : Error(ErrorCode::timeout, t.where() + ": not complete within " +
+                                               std::to_string(t.request.total_timeout_ms) +
+                                               " ms (total timeout)");
+  }
+  if (code == CURLE_URL_MALFORMAT || code == CURLE_UNSUPPORTED_PROTOCOL)
+    return Error(ErrorCode::usage, t.where() + ": " + curl_easy_strerror(code));
+  // curl_easy_strerror is a fixed text per code: it never echoes the URL or headers.
+  return Error(ErrorCode::network, t.where() + ": " + curl_easy_strerror(code));
+}
+
+std::size_t HttpTransport::perform(std::optional<Clock::time_point> deliver_until) {
+  add_started_in_callbacks();
+  drive_curl(Clock::now());
+  add_started_in_callbacks();  // started from on_head/on_body just now
+  collect_curl_results();
+  expire_idle_transfers(Clock::now());
+
+  // Deliver what was decided before this point, oldest first. Completions queued by the
+  // handlers themselves (a cancel() in on_done) wait for the next call: bounded work.
   std::exception_ptr first_failure;
-  auto finish_safely = [&](TransferId id, std::optional<Error> error) {
+  std::size_t deliverable = completions_.size();
+  std::size_t delivered = 0;
+  while (delivered < deliverable) {
+    if (delivered > 0 && deliver_until && Clock::now() >= *deliver_until) break;
+    Completion completion = completions_.front();
+    completions_.pop_front();
+    ++delivered;
+    auto it = transfers_.find(completion.id);
+    if (it == transfers_.end()) continue;
     try {
-      finish(id, std::move(error));
+      finish(completion.id, ending_error(*it->second, completion));
     } catch (...) {
       if (!first_failure) first_failure = std::current_exception();
     }
-  };
-
-  for (auto [id, code] : completed) {
-    auto it = transfers_.find(id);
-    if (it == transfers_.end()) continue;
-    Transfer& t = *it->second;
-    std::optional<Error> error;
-    if (t.cancel_requested) {
-      error = Error(ErrorCode::cancelled, t.where() + ": cancelled");
-    } else if (t.abort_error) {
-      error = t.abort_error;
-    } else if (code == CURLE_OK) {
-      // A body-less response (204, HEAD, empty 200) never passed through on_body_bytes.
-      if (!t.head_delivered && !t.deliver_head()) error = t.abort_error;
-    } else if (code == CURLE_OPERATION_TIMEDOUT) {
-      curl_off_t connected_us = 0;
-      curl_easy_getinfo(t.easy, CURLINFO_CONNECT_TIME_T, &connected_us);
-      error = connected_us == 0
-                  ? Error(ErrorCode::timeout, t.where() + ": no connection within " +
-                                                  std::to_string(t.request.connect_timeout_ms) +
-                                                  " ms (connect timeout)")
-                  : Error(ErrorCode::timeout, t.where() + ": not complete within " +
-                                                  std::to_string(t.request.total_timeout_ms) +
-                                                  " ms (total timeout)");
-    } else if (code == CURLE_URL_MALFORMAT || code == CURLE_UNSUPPORTED_PROTOCOL) {
-      error = Error(ErrorCode::usage, t.where() + ": " + curl_easy_strerror(code));
-    } else {
-      // curl_easy_strerror is a fixed text per code: it never echoes the URL or headers.
-      error = Error(ErrorCode::network, t.where() + ": " + curl_easy_strerror(code));
-    }
-    finish_safely(id, std::move(error));
   }
-
-  std::vector<TransferId> finishing;
-  finishing.swap(to_finish_);
-  for (TransferId id : finishing) {
-    auto it = transfers_.find(id);
-    if (it == transfers_.end()) continue;
-    Transfer& t = *it->second;
-    std::optional<Error> error =
-        t.cancel_requested ? Error(ErrorCode::cancelled, t.where() + ": cancelled") : t.abort_error;
-    if (!error) error = Error(ErrorCode::internal, t.where() + ": transfer stopped without cause");
-    finish_safely(id, std::move(error));
-  }
-
-  // The idle timer is ours, not CURLOPT_LOW_SPEED_*: libcurl's low-speed check has one-second
-  // granularity and its progress callback runs only about once a second on a silent
-  // connection, while we want millisecond bounds (and short ones in tests). Every received
-  // byte stamps last_activity; wait() never sleeps past the earliest idle deadline.
-  std::vector<TransferId> idle_expired;
-  auto now = Clock::now();
-  for (const auto& [id, transfer] : transfers_) {
-    int idle = transfer->request.idle_timeout_ms;
-    if (transfer->in_multi && idle > 0 &&
-        now - transfer->last_activity >= std::chrono::milliseconds(idle))
-      idle_expired.push_back(id);
-  }
-  for (TransferId id : idle_expired) {
-    auto it = transfers_.find(id);
-    if (it == transfers_.end()) continue;
-    const Transfer& t = *it->second;
-    finish_safely(id, Error(ErrorCode::timeout, t.where() + ": no data for " +
-                                                    std::to_string(t.request.idle_timeout_ms) +
-                                                    " ms (idle timeout)"));
-  }
-
   if (first_failure) std::rethrow_exception(first_failure);
+  return delivered;
 }
 
 void HttpTransport::finish(TransferId id, std::optional<Error> error) {

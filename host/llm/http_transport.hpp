@@ -2,11 +2,19 @@
 // an IoDriver: no thread per request, every callback runs on the loop thread inside
 // perform(). It moves bytes only; what the bytes mean (SSE, JSON, provider errors) is
 // the business of the codecs above it.
+//
+// libcurl is driven through its socket interface (curl_multi_socket_action) on an epoll
+// set the transport owns, and idle deadlines sit in a heap, so one loop pass costs in
+// proportion to the sockets that are ready and the deadlines that are due, not to the
+// number of transfers in flight (thousands, when every agent waits on a model).
 #pragma once
+
+#include <sys/epoll.h>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -73,30 +81,62 @@ class HttpTransport : public IoDriver {
   void cancel(TransferId id);
   /// Transfers started and not yet reported through on_done.
   std::size_t in_flight() const { return transfers_.size(); }
+  /// Completions decided but not yet delivered (perform() ran out of its deadline).
+  std::size_t queued_completions() const { return completions_.size(); }
 
   bool active() const override;
+  bool has_queued_completions() const override { return !completions_.empty(); }
   void wait(std::chrono::milliseconds max_wait) override;
-  void perform() override;
+  std::size_t perform(std::optional<Clock::time_point> deliver_until) override;
   void wakeup() override;
 
  private:
   struct Transfer;
 
+  // Why a transfer ends. The error itself is decided at delivery, so a cancel() that comes
+  // between the decision and the delivery still wins, as it always has.
+  enum class Ending { curl_result, stopped, idle };
+  struct Completion {
+    TransferId id;
+    Ending ending;
+    int curl_code;  // CURLcode, for Ending::curl_result
+  };
+  struct IdleDeadline {
+    Clock::time_point due;
+    TransferId id;
+  };
+
   void add_to_multi(Transfer& transfer);
+  void add_started_in_callbacks();
+  void queue_completion(Transfer& transfer, Ending ending, int curl_code = 0);
+  void drive_curl(Clock::time_point now);
+  void collect_curl_results();
+  void expire_idle_transfers(Clock::time_point now);
+  void push_idle_deadline(Clock::time_point due, TransferId id);
+  void compact_idle_deadlines();
+  std::optional<Error> ending_error(Transfer& transfer, const Completion& completion);
   void finish(TransferId id, std::optional<Error> error);
-  void expire_idle_transfers();
   CURL* take_easy_handle();
   void recycle_easy_handle(CURL* easy);
   static std::size_t on_header_line(char* data, std::size_t size, std::size_t count, void* user);
   static std::size_t on_body_bytes(char* data, std::size_t size, std::size_t count, void* user);
+  static int on_socket(CURL* easy, int socket, int what, void* user, void* socket_data);
+  static int on_timer(CURLM* multi, long timeout_ms, void* user);
 
   CURLM* multi_ = nullptr;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd in the epoll set: wakeup() from any thread
   TransferId next_id_ = 1;
   std::unordered_map<TransferId, std::unique_ptr<Transfer>> transfers_;
-  std::vector<TransferId> to_add_;     // started while libcurl was on the stack
-  std::vector<TransferId> to_finish_;  // cancelled or failed before reaching libcurl
-  std::vector<CURL*> idle_handles_;    // reset easy handles kept for reuse
-  bool in_curl_ = false;               // inside curl_multi_perform (its callbacks)
+  std::vector<TransferId> to_add_;                   // started while libcurl was on the stack
+  std::deque<Completion> completions_;               // decided, in order, not yet delivered
+  std::vector<IdleDeadline> idle_heap_;              // min-heap on due; entries may be stale (lazy)
+  std::optional<Clock::time_point> curl_timer_due_;  // libcurl's single timer
+  std::vector<epoll_event> ready_events_;            // sized once; filled by epoll_wait
+  int ready_count_ = 0;
+  bool ready_from_wait_ = false;     // wait() polled: perform() uses its events
+  std::vector<CURL*> idle_handles_;  // reset easy handles kept for reuse
+  bool in_curl_ = false;             // inside curl_multi_socket_action (its callbacks)
 };
 
 }  // namespace luagent::llm

@@ -6,9 +6,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "event_loop.hpp"
 #include "llm/http_transport.hpp"
@@ -435,4 +439,173 @@ BOOST_AUTO_TEST_CASE(server_closing_without_a_response_is_a_network_error) {
   BOOST_TEST(outcome->error->code() == ErrorCode::network);
   BOOST_TEST(!outcome->head.has_value());
   BOOST_TEST(server.request_count() >= 1u);
+}
+
+BOOST_AUTO_TEST_CASE(idle_timer_fires_for_one_stalled_transfer_among_hundreds_streaming) {
+  // Every transfer has the same 300 ms idle bound; the streaming ones get a byte every
+  // 100 ms for ~600 ms, so they outlive their first deadline and must be re-armed from
+  // their last byte, while the stalled one must expire on time.
+  WireServer server;
+  ScriptedResponse streaming = text_response("0123456");
+  streaming.split_at = {1, 2, 3, 4, 5, 6};
+  streaming.fragment_delay = 100ms;
+  ScriptedResponse stalled = text_response("never sent");
+  stalled.fault = Fault::stall_after_headers;
+  server.set_handler([=](const luagent::test::RecordedRequest& request) {
+    return request.path == "/stalled" ? stalled : streaming;
+  });
+  Client client;
+  std::vector<std::shared_ptr<Outcome>> outcomes;
+  constexpr int kStreaming = 300;
+  for (int i = 0; i < kStreaming; ++i) {
+    HttpRequest request = post(server, "/stream");
+    request.idle_timeout_ms = 300;
+    outcomes.push_back(client.fetch(request));
+  }
+  HttpRequest request = post(server, "/stalled");
+  request.idle_timeout_ms = 300;
+  auto start = std::chrono::steady_clock::now();
+  auto stalled_outcome = client.fetch(request);
+  client.wait_for(stalled_outcome, 3s);
+  auto took = elapsed_since(start);
+  BOOST_REQUIRE(stalled_outcome->error.has_value());
+  BOOST_TEST(stalled_outcome->error->code() == ErrorCode::timeout);
+  BOOST_TEST(stalled_outcome->error->message().find("idle") != std::string::npos);
+  BOOST_TEST(took.count() >= 300);
+  BOOST_TEST(took.count() < 1000);
+  BOOST_REQUIRE(luagent::test::run_loop_until(
+      client.loop, [&] { return client.transport.in_flight() == 0; }, 10s));
+  int failed = 0;
+  for (const auto& outcome : outcomes) {
+    if (outcome->error || outcome->body != streaming.body) ++failed;
+  }
+  BOOST_TEST(failed == 0, failed << " streaming transfers failed (e.g. a premature idle timeout)");
+}
+
+BOOST_AUTO_TEST_CASE(completions_past_the_deadline_wait_for_the_next_perform_in_order) {
+  WireServer server;
+  server.set_handler([](const luagent::test::RecordedRequest& request) {
+    ScriptedResponse response = text_response("reply to " + request.body);
+    response.latency = 50ms;  // all answered together: many completions in one pass
+    return response;
+  });
+  Client client;
+  constexpr int kTransfers = 40;
+  std::vector<int> finished_order;  // by last body byte: the order libcurl completes them
+  std::vector<int> delivered_order;
+  std::vector<bool> done(kTransfers, false);
+  for (int i = 0; i < kTransfers; ++i) {
+    HttpHandlers handlers;
+    handlers.on_body = [&, i](std::string_view) { finished_order.push_back(i); };
+    handlers.on_done = [&, i](std::optional<luagent::Error> error) {
+      BOOST_TEST(!error.has_value());
+      BOOST_TEST(!done[i], "on_done ran twice");
+      done[i] = true;
+      delivered_order.push_back(i);
+      std::this_thread::sleep_for(2ms);  // a handler with real cost
+    };
+    client.transport.start(post(server, "/c", std::to_string(i)), std::move(handlers));
+  }
+  // Turn with a budget until everything is delivered; a budget of 5 ms must hold back
+  // some of a burst of 40 two-millisecond handlers.
+  bool held_back = false;
+  std::size_t most_in_one_turn = 0;
+  auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (delivered_order.size() < kTransfers && std::chrono::steady_clock::now() < give_up) {
+    std::size_t before = delivered_order.size();
+    client.loop.turn(20ms, std::chrono::steady_clock::now() + 5ms);
+    most_in_one_turn = std::max(most_in_one_turn, delivered_order.size() - before);
+    if (client.transport.queued_completions() > 0) {
+      held_back = true;
+      BOOST_TEST(client.loop.busy());
+      // Queued completions are activity: a long wait must return at once.
+      auto start = std::chrono::steady_clock::now();
+      std::size_t delivered_before = delivered_order.size();
+      client.loop.turn(2s, std::chrono::steady_clock::now() - 1ms);  // deadline passed
+      BOOST_TEST(elapsed_since(start).count() < 500);
+      BOOST_TEST(delivered_order.size() == delivered_before + 1);  // exactly one per perform
+    }
+  }
+  BOOST_REQUIRE(delivered_order.size() == std::size_t{kTransfers});
+  BOOST_TEST(held_back);
+  BOOST_TEST(most_in_one_turn < std::size_t{kTransfers});
+  BOOST_TEST(finished_order == delivered_order);  // nothing lost, nothing reordered
+  BOOST_TEST(client.transport.in_flight() == 0u);
+  BOOST_TEST(!client.loop.busy());
+}
+
+BOOST_AUTO_TEST_CASE(cancellations_are_delivered_one_per_perform_in_call_order_past_deadline) {
+  WireServer server;
+  ScriptedResponse stalled = text_response("never sent");
+  stalled.fault = Fault::stall_after_headers;
+  server.set_handler([=](const luagent::test::RecordedRequest&) { return stalled; });
+  Client client;
+  constexpr int kTransfers = 6;
+  std::vector<luagent::llm::TransferId> ids;
+  std::vector<std::shared_ptr<Outcome>> outcomes;
+  std::vector<luagent::llm::TransferId> delivered;
+  for (int i = 0; i < kTransfers; ++i) {
+    luagent::llm::TransferId id = 0;
+    outcomes.push_back(client.fetch(post(server, "/stall"), &id));
+    ids.push_back(id);
+  }
+  BOOST_REQUIRE(luagent::test::run_loop_until(client.loop, [&] {
+    return std::all_of(outcomes.begin(), outcomes.end(),
+                       [](auto& o) { return o->head.has_value(); });
+  }));
+  std::vector<luagent::llm::TransferId> cancel_order = {ids[3], ids[0], ids[5],
+                                                        ids[1], ids[4], ids[2]};
+  for (auto id : cancel_order) client.transport.cancel(id);
+  BOOST_TEST(client.transport.queued_completions() == std::size_t{kTransfers});
+  std::vector<luagent::llm::TransferId> delivered_order;
+  for (int turn = 0; turn < kTransfers; ++turn) {
+    auto start = std::chrono::steady_clock::now();
+    client.loop.turn(2s, std::chrono::steady_clock::now() - 1ms);
+    BOOST_TEST(elapsed_since(start).count() < 500);  // never blocks with completions queued
+    for (int i = 0; i < kTransfers; ++i)
+      if (outcomes[i]->done && std::find(delivered_order.begin(), delivered_order.end(), ids[i]) ==
+                                   delivered_order.end())
+        delivered_order.push_back(ids[i]);
+    BOOST_TEST(delivered_order.size() == std::size_t(turn + 1));  // exactly one per perform
+  }
+  BOOST_TEST(delivered_order == cancel_order);
+  for (const auto& outcome : outcomes) BOOST_TEST(outcome->error->code() == ErrorCode::cancelled);
+  BOOST_TEST(client.transport.in_flight() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(wakeup_from_another_thread_interrupts_wait) {
+  Client client;
+  auto start = std::chrono::steady_clock::now();
+  std::thread waker([&] {
+    std::this_thread::sleep_for(100ms);
+    client.transport.wakeup();
+  });
+  client.transport.wait(5s);
+  auto took = elapsed_since(start);
+  waker.join();
+  BOOST_TEST(took.count() >= 90);
+  BOOST_TEST(took.count() < 2000);
+
+  // Through the loop, with a transfer in flight so the loop waits in the transport.
+  WireServer server;
+  ScriptedResponse stalled = text_response("never sent");
+  stalled.fault = Fault::stall_after_headers;
+  server.enqueue(stalled);
+  HttpRequest request = post(server, "/stall");
+  request.idle_timeout_ms = 0;
+  auto outcome = client.fetch(request);
+  BOOST_REQUIRE(
+      luagent::test::run_loop_until(client.loop, [&] { return outcome->head.has_value(); }));
+  std::atomic<bool> posted_ran{false};
+  start = std::chrono::steady_clock::now();
+  std::thread poster([&] {
+    std::this_thread::sleep_for(100ms);
+    client.loop.post([&] { posted_ran = true; });
+  });
+  while (!posted_ran && elapsed_since(start) < 5s) client.loop.turn(5s);
+  took = elapsed_since(start);
+  poster.join();
+  BOOST_TEST(posted_ran.load());
+  BOOST_TEST(took.count() < 2000);
+  BOOST_TEST(client.transport.in_flight() == 1u);
 }
