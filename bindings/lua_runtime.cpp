@@ -2,6 +2,9 @@
 
 #include <openssl/evp.h>
 #include <sys/stat.h>
+#if LUAGENT_LUA_HEAP_MIMALLOC
+#include <mimalloc.h>
+#endif
 #include <time.h>
 
 #include <algorithm>
@@ -168,16 +171,18 @@ void for_each_agent_source(const std::filesystem::path& dir, Visit&& visit) {
 
 // What the agent folder looks like without reading it: names, sizes, change times and
 // inodes of its sources. Equal fingerprints let a launch reuse the loaded version —
-// unless a file changed in the second the version was read, or later: file times are
-// coarse (a kernel tick), so two quick same-size saves can look alike ("racy git").
-// `newest_change` reports the newest change time seen, in whole seconds.
-std::string fingerprint_agent(const std::filesystem::path& dir, std::time_t& newest_change) {
+// unless a file changed within a kernel tick of when the version was read, or later:
+// file times are coarse (the kernel stamps them from a clock that advances once per
+// tick), so two quick same-size saves can look alike ("racy git").
+// `newest_change` reports the newest change time seen, in nanoseconds.
+std::string fingerprint_agent(const std::filesystem::path& dir, std::int64_t& newest_change) {
   std::string fingerprint;
   newest_change = 0;
   for_each_agent_source(dir, [&](const std::filesystem::path& path, const std::string& relative) {
     struct stat info {};
     if (::stat(path.c_str(), &info) != 0) return;
-    newest_change = std::max({newest_change, info.st_mtim.tv_sec, info.st_ctim.tv_sec});
+    for (const timespec& time : {info.st_mtim, info.st_ctim})
+      newest_change = std::max(newest_change, std::int64_t{time.tv_sec} * 1000000000 + time.tv_nsec);
     fingerprint += relative;
     fingerprint += '\0';
     for (long long field :
@@ -262,15 +267,26 @@ void* limited_alloc(void* ud, void* ptr, size_t old_size, size_t new_size) {
   auto* runtime = static_cast<LuaRuntime*>(ud);
   if (!ptr) old_size = 0;
   if (new_size == 0) {
+#if LUAGENT_LUA_HEAP_MIMALLOC
+    mi_free(ptr);
+#else
     std::free(ptr);
+#endif
     runtime->memory_used_ -= old_size;
     return nullptr;
   }
   if (new_size > old_size && runtime->host_depth_ == 0 && runtime->memory_limit_ &&
       runtime->memory_used_ + (new_size - old_size) > runtime->memory_limit_)
     return nullptr;  // Lua raises "not enough memory" in agent code
+#if LUAGENT_LUA_HEAP_MIMALLOC
+  void* result = mi_heap_realloc(static_cast<mi_heap_t*>(runtime->lua_heap_), ptr, new_size);
+#else
   void* result = std::realloc(ptr, new_size);
-  if (result) runtime->memory_used_ = runtime->memory_used_ - old_size + new_size;
+#endif
+  if (result) {
+    runtime->memory_used_ = runtime->memory_used_ - old_size + new_size;
+    if (new_size > old_size) runtime->allocated_since_gc_ += new_size - old_size;
+  }
   return result;
 }
 
@@ -549,8 +565,12 @@ LuaRuntime::LuaRuntime(RuntimeServices services) : services_(std::move(services)
 }
 
 LuaRuntime::~LuaRuntime() {
+  syncer_.reset();  // what was committed is flushed before the store goes
   runs_.clear();
   if (L_) lua_close(L_);
+#if LUAGENT_LUA_HEAP_MIMALLOC
+  if (lua_heap_) mi_heap_delete(static_cast<mi_heap_t*>(lua_heap_));
+#endif
 }
 
 std::filesystem::path LuaRuntime::find_stdlib() const {
@@ -585,10 +605,20 @@ void LuaRuntime::log(std::string_view level, std::string_view message) const {
 }
 
 void LuaRuntime::open_state() {
+#if LUAGENT_LUA_HEAP_MIMALLOC
+  // A heap of the Lua state's own: size-classed pages free small objects in O(1), where
+  // glibc's consolidation of its fast bins made single GC steps take milliseconds.
+  lua_heap_ = mi_heap_new();
+  if (!lua_heap_) throw Error(ErrorCode::internal, "cannot create the Lua heap");
+#endif
   L_ = lua_newstate(limited_alloc, this);
   if (!L_) throw Error(ErrorCode::internal, "cannot create a Lua state");
   lua_pushlightuserdata(L_, this);
   lua_rawsetp(L_, LUA_REGISTRYINDEX, &kRuntimeKey);
+  // The collector runs when run_ready() says, inside the caller's budget (see
+  // collect_garbage), not wherever an allocation in some agent's step tips it over.
+  lua_gc(L_, LUA_GCINC, 0, 0, 10);  // basic steps of 2^10 bytes' worth of work
+  lua_gc(L_, LUA_GCSTOP);
   // Libraries one by one; io, os, debug and package are never opened.
   luaL_requiref(L_, LUA_GNAME, luaopen_base, 1);
   luaL_requiref(L_, LUA_STRLIBNAME, luaopen_string, 1);
@@ -683,12 +713,16 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   if (!std::filesystem::exists(script))
     throw Error(ErrorCode::not_found, "no agent.lua in " + requested.string());
   AgentInfo info{dir.filename().string(), dir, {}};
-  std::time_t newest_change = 0;
-  const std::time_t now = std::time(nullptr);
+  std::int64_t newest_change = 0;
+  timespec clock{};
+  ::clock_gettime(CLOCK_REALTIME, &clock);
+  const std::int64_t now = std::int64_t{clock.tv_sec} * 1000000000 + clock.tv_nsec;
+  // Longer than any kernel's timestamp tick (a jiffy: 10 ms at HZ=100).
+  constexpr std::int64_t kRacyWindowNs = 50'000'000;
   std::string fingerprint = fingerprint_agent(dir, newest_change);
   auto found = agents_.find(dir);
   if (found != agents_.end() && found->second.fingerprint == fingerprint &&
-      newest_change < found->second.read_at)
+      newest_change < found->second.read_at - kRacyWindowNs)
     return found->second.info;  // nothing on disk changed since it was read
   auto files = snapshot_agent(dir, info.version);
   if (found != agents_.end() && found->second.info.version == info.version) {
@@ -745,6 +779,18 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
     throw Error(ErrorCode::syntax, "agent.lua must return a function(thread)", chunkname.substr(1));
   agents_[dir] = std::move(loaded);
   return info;
+}
+
+void LuaRuntime::set_store(Store* store) {
+  drain_commits();
+  syncer_.reset();
+  services_.store = store;
+  if (!store || !store->defer_batch_sync()) return;
+  EventLoop* loop = services_.loop;
+  // Posting an empty task ends the loop's wait, so the next run_ready() applies the flush.
+  syncer_ = std::make_unique<CommitSyncer>(*store, [loop] {
+    if (loop) loop->post([] {});
+  });
 }
 
 void LuaRuntime::reload_stdlib() {
@@ -812,32 +858,86 @@ bool LuaRuntime::take_hook_yield(lua_State* co) {
 
 std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
   std::size_t resumed = 0;
-  slice_deadline_ns_ =
-      deadline ? std::max<std::int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                               deadline->time_since_epoch())
-                                               .count())
-               : 0;
+  apply_commits();  // runs whose events are durable now go on
+  finish_committed();
+  // The turn's commit runs after the last resume, inside the caller's budget: Lua work
+  // stops early enough to leave it room (its cost is estimated from earlier commits).
+  auto lua_deadline = [&] {
+    auto reserve = std::chrono::nanoseconds(
+        static_cast<std::int64_t>(static_cast<double>(queued_records() + kRecordsPerStep) *
+                                  commit_ns_per_record_));
+    return *deadline - reserve;
+  };
   do {
-    while (!ready_.empty() && (!deadline || Clock::now() < *deadline)) {
+    while (!ready_.empty() && (!deadline || resumed == 0 || Clock::now() < lua_deadline())) {
       auto [id, nargs] = ready_.front();
       ready_.pop_front();
       Run* run = find_run(id);
       if (!run) continue;  // cancelled while it waited
       ++resumed;
+      slice_deadline_ns_ =
+          deadline ? std::max<std::int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                   lua_deadline().time_since_epoch())
+                                                   .count())
+                   : 0;
       resume(*run, nargs);
     }
-    // Whatever the runs of this turn appended is committed together, even past the
-    // deadline: a run must not wait a whole frame for its own write.
+    slice_deadline_ns_ = 0;
+    // Whatever the runs of this turn appended is committed together; the flush to disk
+    // happens on the syncer's thread.
+    std::size_t records = queued_records();
+    auto started = Clock::now();
     flush_appends();
+    if (records > 0) {
+      double ns = std::chrono::duration<double, std::nano>(Clock::now() - started).count();
+      commit_ns_per_record_ = 0.8 * commit_ns_per_record_ + 0.2 * (ns / static_cast<double>(records));
+    }
+    apply_commits();
     finish_committed();
-  } while (!ready_.empty() && (!deadline || Clock::now() < *deadline));
-  slice_deadline_ns_ = 0;
+  } while (!ready_.empty() && (!deadline || Clock::now() < lua_deadline()));
+  collect_garbage(deadline);
   return resumed;
+}
+
+void LuaRuntime::collect_garbage(std::optional<Clock::time_point> deadline) {
+  // Lua's own pacing, driven from here: a basic step (1 KiB of work, see open_state) per
+  // KiB allocated, and a pause after each cycle until the heap has doubled; steps stop at
+  // the deadline. Work put off while budgets were spent is done anyway, a little per
+  // call, once it is far behind (kOverdueGcBytes).
+  constexpr std::size_t kStepBytes = std::size_t{1} << 10;
+  if (memory_used_ < gc_pause_until_) {
+    allocated_since_gc_ = 0;
+    return;
+  }
+  int overdue_steps = 0;
+  while (allocated_since_gc_ >= kStepBytes) {
+    // A step may be the cycle's atomic one, which cannot be split (about 2 ms for a
+    // 10 MiB heap here): start one only with room for the longest seen lately.
+    auto start = Clock::now();
+    if (deadline && start + std::chrono::nanoseconds(gc_step_max_ns_) >= *deadline &&
+        (allocated_since_gc_ < kOverdueGcBytes || ++overdue_steps > 32))
+      break;
+    bool cycle_done = lua_gc(L_, LUA_GCSTEP, 0) != 0;
+    auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+    gc_step_max_ns_ = std::max<std::int64_t>(took, gc_step_max_ns_ - gc_step_max_ns_ / 1024);
+    allocated_since_gc_ -= kStepBytes;
+    if (cycle_done) {
+      gc_pause_until_ = memory_used_ * 2;
+      allocated_since_gc_ = 0;
+      break;
+    }
+  }
+}
+
+std::size_t LuaRuntime::queued_records() const {
+  std::size_t records = queued_calls_.size();
+  for (const QueuedAppend& item : queued_appends_) records += item.events.size();
+  return records;
 }
 
 bool LuaRuntime::cancel_run(const std::string& thread_id, const std::string& reason) {
   // A step that has ended but waits for its commit ends now; there is nothing to cancel.
-  flush_appends();
+  drain_commits();
   finish_committed();
   Run* run = nullptr;
   for (auto& [id, candidate] : runs_)
@@ -912,7 +1012,7 @@ void LuaRuntime::resume(Run& run, int nargs) {
   std::optional<Error> error;
   if (!run.awaiting) {
     try {
-      append_behind(run, {Event::make(std::string(event_type::done), nullptr)});
+      queue_behind(run, {Event::make(std::string(event_type::done), nullptr)});
     } catch (const Error& e) {
       error = e;
     }
@@ -923,9 +1023,7 @@ void LuaRuntime::resume(Run& run, int nargs) {
 // The run finishes when the turn's commit has made its last events durable: whoever
 // is told the thread is done or paused can rely on what they read.
 void LuaRuntime::end_step(Run& run, std::optional<Error> error) {
-  bool queued = false;
-  for (const QueuedAppend& item : queued_appends_) queued = queued || item.run_id == run.id;
-  if (!queued) {
+  if (run.uncommitted_events == 0) {
     finish(run, error);
     return;
   }
@@ -963,6 +1061,7 @@ void LuaRuntime::finish(Run& run, const std::optional<Error>& error) {
 void LuaRuntime::queue_append(Run& run, std::vector<Event> events, bool behind) {
   for (Event& event : events)
     if (event.version.empty()) event.version = run.agent.version;
+  run.uncommitted_events += static_cast<std::int64_t>(events.size());
   queued_appends_.push_back({run.id, run.thread.version(), std::move(events), behind});
 }
 
@@ -980,6 +1079,10 @@ int LuaRuntime::append_then(lua_State* L, Run& run, std::vector<Event> events,
 
 std::vector<Event> LuaRuntime::append_behind(Run& run, std::vector<Event> events) {
   if (current_ != &run) return append(run, std::move(events));
+  return queue_behind(run, std::move(events));
+}
+
+std::vector<Event> LuaRuntime::queue_behind(Run& run, std::vector<Event> events) {
   if (run.commit_error) throw *run.commit_error;
   // The ids the store will give them: the commit checks the version they were made at.
   std::int64_t id = run.thread.version();
@@ -1010,12 +1113,7 @@ void LuaRuntime::flush_appends() {
   calls.swap(queued_calls_);
   // One batch item per run: its events in the order queued, checked against the version
   // its first one was made at. Only the last can be one the run waits for (it yielded).
-  struct Share {
-    Run* run;
-    std::size_t behind = 0;  // leading events already in run->thread.events
-    bool waits = false;
-  };
-  std::vector<Share> shares;
+  PendingCommit pending;
   std::vector<AppendBatchItem> batch;
   std::unordered_map<std::uint64_t, std::size_t> index;
   for (QueuedAppend& item : queued) {
@@ -1023,28 +1121,62 @@ void LuaRuntime::flush_appends() {
     if (!run) continue;  // cancelled while it waited: its events are dropped unwritten
     auto [found, added] = index.try_emplace(item.run_id, batch.size());
     if (added) {
-      shares.push_back({run});
+      pending.shares.push_back({run->id, item.expected_version});
       batch.push_back({run->thread.id, item.expected_version, {}});
     }
-    Share& share = shares[found->second];
+    CommitShare& share = pending.shares[found->second];
     auto& events = batch[found->second].events;
     if (item.behind) share.behind += item.events.size();
     share.waits = share.waits || !item.behind;
     events.insert(events.end(), std::make_move_iterator(item.events.begin()),
                   std::make_move_iterator(item.events.end()));
   }
-  std::vector<std::int64_t> committed_versions;
-  for (const AppendBatchItem& item : batch) committed_versions.push_back(item.expected_version);
-  auto results = services_.store->append_batch(batch, std::move(calls));
-  // Runs are not finished or failed here (flush_appends also runs inside append(), under
-  // a caller that holds the run): they are scheduled, or queued for finish_committed().
-  for (std::size_t i = 0; i < shares.size(); ++i) {
-    Run& run = *shares[i].run;
+  pending.results = services_.store->append_batch(batch, std::move(calls));
+  if (syncer_) {
+    pending.number = syncer_->submit();
+    in_commit_.push_back(std::move(pending));
+    return;
+  }
+  apply_commit(pending);
+}
+
+void LuaRuntime::apply_commits() {
+  if (!syncer_) return;
+  for (auto& [number, error] : syncer_->take_synced()) {
+    // Flushes finish in the order they were asked for.
+    if (in_commit_.empty() || in_commit_.front().number != number)
+      throw Error(ErrorCode::internal, "group commit flushes came back out of order");
+    PendingCommit pending = std::move(in_commit_.front());
+    in_commit_.pop_front();
+    if (error)  // committed but not known to be on disk: not acknowledged
+      for (auto& result : pending.results)
+        if (std::holds_alternative<AppendResult>(result)) result = *error;
+    apply_commit(pending);
+  }
+}
+
+void LuaRuntime::drain_commits() {
+  flush_appends();
+  if (!syncer_) return;
+  syncer_->wait_idle();
+  apply_commits();
+}
+
+// Runs are not finished or failed here (this also runs inside append(), under a caller
+// that holds the run): they are scheduled, or queued for finish_committed().
+void LuaRuntime::apply_commit(const PendingCommit& pending) {
+  auto& results = pending.results;
+  for (std::size_t i = 0; i < pending.shares.size(); ++i) {
+    const CommitShare& share = pending.shares[i];
+    Run* found = find_run(share.run_id);
+    if (!found) continue;  // ended (cancelled) while its events were being written
+    Run& run = *found;
     if (auto* error = std::get_if<Error>(&results[i])) {
       if (error->code() == ErrorCode::conflict) run.lost_thread = true;
-      // What the run appended behind was never acknowledged: forget it.
-      run.thread.events.resize(static_cast<std::size_t>(committed_versions[i]));
-      if (shares[i].waits) {
+      // What the run appended behind was never acknowledged: forget it (and anything
+      // queued after it, which cannot commit either).
+      run.thread.events.resize(static_cast<std::size_t>(share.expected_version));
+      if (share.waits) {
         run.appending = false;
         run.append_error = *error;  // thrown by the continuation's take_appended
         schedule(run);
@@ -1059,19 +1191,24 @@ void LuaRuntime::flush_appends() {
       }
       continue;
     }
-    auto& stored = std::get<AppendResult>(results[i]).events;
-    std::size_t behind = std::min(shares[i].behind, stored.size());
-    std::size_t first = run.thread.events.size() - behind;
-    run.thread.events.insert(run.thread.events.end(), stored.begin() + behind, stored.end());
+    const auto& stored = std::get<AppendResult>(results[i]).events;
+    run.uncommitted_events -= static_cast<std::int64_t>(stored.size());
+    std::size_t behind = std::min(share.behind, stored.size());
+    // Behind events sit in thread.events already, maybe followed by later ones.
+    std::size_t first = static_cast<std::size_t>(share.expected_version);
+    if (share.waits) {
+      run.thread.events.insert(run.thread.events.begin() + static_cast<std::ptrdiff_t>(first + behind),
+                               stored.begin() + static_cast<std::ptrdiff_t>(behind), stored.end());
+    }
     if (run.callbacks.on_event)  // now durable: tell the host about every one
-      for (std::size_t e = first; e < run.thread.events.size(); ++e)
+      for (std::size_t e = first; e < first + stored.size(); ++e)
         run.callbacks.on_event(run.thread, run.thread.events[e]);
-    if (shares[i].waits) {
+    if (share.waits) {
       run.appending = false;
-      run.appended = std::vector<Event>(std::make_move_iterator(stored.begin() + behind),
-                                        std::make_move_iterator(stored.end()));
+      run.appended =
+          std::vector<Event>(stored.begin() + static_cast<std::ptrdiff_t>(behind), stored.end());
       schedule(run);
-    } else if (run.finishing) {
+    } else if (run.finishing && run.uncommitted_events == 0) {
       committed_.push_back({run.id, run.finish_error});
     }
   }
@@ -1087,7 +1224,7 @@ void LuaRuntime::finish_committed() {
 std::vector<Event> LuaRuntime::append(Run& run, std::vector<Event> events) {
   // What this run (or any) appended behind goes first: this append's compare-and-swap
   // counts those events.
-  flush_appends();
+  drain_commits();
   if (run.commit_error) throw *run.commit_error;
   for (Event& event : events)
     if (event.version.empty()) event.version = run.agent.version;

@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "agent_runtime.hpp"
+#include "commit_syncer.hpp"
 
 namespace luagent::lua {
 
@@ -60,6 +61,7 @@ struct Run {
   // commits them they are the agent's own view, not yet acknowledged to anyone.
   bool appending = false;
   bool finishing = false;  // the step ended; the run finishes once its events commit
+  std::int64_t uncommitted_events = 0;  // queued or being written
   std::optional<Error> finish_error;
   std::optional<Error> commit_error;  // what it appended behind failed to commit
   std::optional<std::vector<Event>> appended;
@@ -80,14 +82,16 @@ class LuaRuntime final : public AgentRuntime {
   void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) override;
   std::size_t runs_in_flight() const override { return runs_.size(); }
   std::size_t run_ready(std::optional<Clock::time_point> deadline) override;
-  bool has_ready() const override { return !ready_.empty(); }
+  bool has_ready() const override {
+    return !ready_.empty() || (syncer_ && syncer_->has_synced());
+  }
   bool cancel_run(const std::string& thread_id, const std::string& reason) override;
   /// Queues `run` to continue (with no values) at the next run_ready().
   void schedule(Run& run) { ready_.push_back({run.id, 0}); }
   /// True (and forgotten) when `co` was paused by the time-slice hook.
   bool take_hook_yield(lua_State* co);
   void set_provider(llm::Provider* provider) override { services_.provider = provider; }
-  void set_store(Store* store) override { services_.store = store; }
+  void set_store(Store* store) override;
   std::string render_context(const Thread& thread) override;
   nlohmann::json load_config(const std::filesystem::path& file) override;
   std::unique_ptr<llm::Provider> make_script_provider(const std::filesystem::path& file) override;
@@ -119,9 +123,16 @@ class LuaRuntime final : public AgentRuntime {
   std::vector<Event> append_behind(Run& run, std::vector<Event> events);
   /// The events append_then stored for `run`; throws the error their commit met.
   std::vector<Event> take_appended(Run& run);
-  /// Commits every queued append (and LLM trace) in one transaction, schedules the runs
-  /// that waited for it and finishes the runs whose step had ended.
+  /// Commits every queued append (and LLM trace) in one transaction. Where the store can
+  /// flush later, the flush happens on the syncer's thread and apply_commits() takes the
+  /// results once it is done; otherwise they are applied at once.
   void flush_appends();
+  /// Takes the durable commits: reports their events, schedules the runs that waited for
+  /// them and queues the ended steps for finish_committed().
+  void apply_commits();
+  /// Flushes, then waits for every commit in flight and applies it (a synchronous
+  /// append's compare-and-swap must count the events before it).
+  void drain_commits();
   /// Appends events to the run's thread (compare-and-swap) and reports them.
   std::vector<Event> append(Run& run, std::vector<Event> events);
   /// Starts an LLM call for the current run; the run resumes when it completes, with the
@@ -142,7 +153,7 @@ class LuaRuntime final : public AgentRuntime {
     std::shared_ptr<const AgentFiles> files;
     std::string bytecode;     // agent.lua compiled once; instantiated per run
     std::string fingerprint;  // of the folder when it loaded (see fingerprint_agent)
-    std::time_t read_at = 0;  // when the files were read, in whole seconds
+    std::int64_t read_at = 0;  // when the files were read (CLOCK_REALTIME, nanoseconds)
   };
 
   void open_state();
@@ -170,7 +181,29 @@ class LuaRuntime final : public AgentRuntime {
   std::vector<QueuedAppend> queued_appends_;
   std::vector<CallRecord> queued_calls_;  // LLM traces, written with the next commit
   void queue_append(Run& run, std::vector<Event> events, bool behind);
+  std::vector<Event> queue_behind(Run& run, std::vector<Event> events);  // append_behind's work
+  // A run's part of a group commit: where its events start and how they were appended.
+  struct CommitShare {
+    std::uint64_t run_id;
+    std::int64_t expected_version;
+    std::size_t behind = 0;  // leading events already in the run's thread.events
+    bool waits = false;      // ends with append_then events the run is suspended on
+  };
+  struct PendingCommit {
+    std::uint64_t number = 0;  // the syncer's flush number
+    std::vector<CommitShare> shares;
+    std::vector<std::variant<AppendResult, Error>> results;
+  };
+  void apply_commit(const PendingCommit& pending);
+  std::unique_ptr<CommitSyncer> syncer_;  // null: commits are durable when they return
+  std::deque<PendingCommit> in_commit_;   // committed, waiting for their flush, oldest first
   void end_step(Run& run, std::optional<Error> error);
+  /// Events and traces waiting for the next commit.
+  std::size_t queued_records() const;
+  // What a commit costs per record, measured (a moving average), and how many records
+  // a step adds, roughly: run_ready() keeps that much of its budget for the commit.
+  double commit_ns_per_record_ = 20000;
+  static constexpr std::size_t kRecordsPerStep = 3;
   /// Finishes the runs whose ended step the last commit made durable (or failed).
   void finish_committed();
   std::vector<std::pair<std::uint64_t, std::optional<Error>>> committed_;
@@ -185,6 +218,13 @@ class LuaRuntime final : public AgentRuntime {
   int loading_env_ref_ = LUA_NOREF;  // the environment of the agent chunk while it loads
   std::size_t memory_limit_ = 0;
   std::size_t memory_used_ = 0;
+  void* lua_heap_ = nullptr;
+  // Bytes the Lua state allocated since collect_garbage() last caught up.
+  std::size_t allocated_since_gc_ = 0;
+  std::size_t gc_pause_until_ = 0;  // no collection until memory_used_ reaches this
+  std::int64_t gc_step_max_ns_ = 0;  // the longest step lately (decays slowly)
+  static constexpr std::size_t kOverdueGcBytes = std::size_t{32} << 20;
+  void collect_garbage(std::optional<Clock::time_point> deadline);  // the Lua state's mimalloc heap (mi_heap_t), when built with it
   int host_depth_ = 0;  // >0 while C++ bodies run: the allocator does not fail there
 
   friend void* limited_alloc(void*, void*, size_t, size_t);

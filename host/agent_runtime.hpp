@@ -74,6 +74,8 @@ class AgentRuntime {
   /// Ends the step in flight on `thread_id` with a `cancelled` event; false when none is.
   virtual bool cancel_run(const std::string& thread_id, const std::string& reason) = 0;
   virtual void set_provider(llm::Provider* provider) = 0;
+  /// The store runs append to. Where it can flush later (Store::defer_batch_sync), group
+  /// commits are flushed on a thread of their own: the loop never waits for the disk.
   virtual void set_store(Store* store) = 0;
   /// The thread as luagent.context.xml renders it (what the model would see).
   virtual std::string render_context(const Thread& thread) = 0;

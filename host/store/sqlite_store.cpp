@@ -4,10 +4,14 @@
 // handler, so concurrent processes see a clean conflict, never "database is locked".
 #include "store/sqlite_store.hpp"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -24,6 +28,8 @@ constexpr int kSchemaVersion = kStoreSchemaVersion;
 // Request bodies at least this long are stored once per content hash (llm_requests):
 // retries, replays and forks send the same prompt again.
 constexpr std::size_t kSharedRequestBytes = 256;
+// SQLite's own automatic checkpoint threshold, in log pages.
+constexpr int kCheckpointPages = 1000;
 // How long a writer waits for another process's transaction before giving up.
 constexpr int kBusyTimeoutMs = 30000;
 
@@ -175,7 +181,7 @@ auto in_write_transaction(sqlite3* db, Statement& begin, Statement& commit, Stat
 }  // namespace
 
 SqliteStore::SqliteStore(std::string uri, const std::filesystem::path& path)
-    : uri_(std::move(uri)) {
+    : uri_(std::move(uri)), path_(path) {
   std::error_code ec;
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
   if (sqlite3_open_v2(path.c_str(), &db_,
@@ -201,6 +207,8 @@ SqliteStore::SqliteStore(std::string uri, const std::filesystem::path& path)
 }
 
 SqliteStore::~SqliteStore() {
+  if (checkpoint_db_) sqlite3_close(checkpoint_db_);
+  if (wal_fd_ >= 0) ::close(wal_fd_);
   statements_.reset();
   if (db_) sqlite3_close(db_);
 }
@@ -263,6 +271,7 @@ void SqliteStore::create(Thread& thread) {
     insert_events(thread.id, 0, thread.events);
     return 0;
   });
+  sync_if_deferred();
 }
 
 void SqliteStore::insert_events(std::string_view id, std::int64_t version,
@@ -353,9 +362,11 @@ std::vector<ThreadSummary> SqliteStore::list(const ListFilter& filter) {
 AppendResult SqliteStore::append(std::string_view id, std::int64_t expected_version,
                                  std::vector<Event> events) {
   auto& s = *statements_;
-  return in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
+  AppendResult result = in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
     return append_in_transaction(id, expected_version, std::move(events));
   });
+  sync_if_deferred();
+  return result;
 }
 
 std::vector<std::variant<AppendResult, Error>> SqliteStore::append_batch(
@@ -437,6 +448,58 @@ void SqliteStore::record_call(std::string_view thread_id, std::int64_t event_id,
     insert_call(thread_id, event_id, trace);
     return 0;
   });
+  sync_if_deferred();
+}
+
+bool SqliteStore::defer_batch_sync() {
+  if (!defer_sync_) {
+    // Commits write the log without flushing it; sync_committed() flushes. Checkpoints
+    // (which flush too) move to sync_committed() as well, off the committing thread.
+    exec(db_, "PRAGMA synchronous=NORMAL");
+    sqlite3_wal_hook(
+        db_,
+        [](void* self, sqlite3*, const char*, int pages) {
+          static_cast<SqliteStore*>(self)->wal_pages_.store(pages, std::memory_order_relaxed);
+          return SQLITE_OK;
+        },
+        this);  // replaces the automatic checkpoint
+    defer_sync_ = true;
+  }
+  return true;
+}
+
+void SqliteStore::sync_if_deferred() {
+  if (defer_sync_) sync_committed();
+}
+
+void SqliteStore::sync_committed() {
+  std::lock_guard lock(sync_mutex_);
+  if (wal_fd_ < 0) {
+    // fdatasync flushes the file, whichever descriptor asks: our own one will do. The
+    // log exists as long as a connection (ours) is open.
+    wal_fd_ = ::open((path_.string() + "-wal").c_str(), O_RDONLY | O_CLOEXEC);
+    if (wal_fd_ < 0) {
+      if (errno == ENOENT) return;  // nothing committed to a log yet
+      throw Error(ErrorCode::io, "cannot open " + path_.string() + "-wal: " + std::strerror(errno));
+    }
+  }
+  if (::fdatasync(wal_fd_) != 0)
+    throw Error(ErrorCode::io, "cannot flush " + path_.string() + "-wal: " + std::strerror(errno));
+  if (wal_pages_.load(std::memory_order_relaxed) < kCheckpointPages) return;
+  // A passive checkpoint on a connection of this thread's own: it never blocks the
+  // committing thread, and the log starts over once it is done.
+  if (!checkpoint_db_) {
+    if (sqlite3_open_v2(path_.c_str(), &checkpoint_db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
+      sqlite3_close(checkpoint_db_);
+      checkpoint_db_ = nullptr;
+      return;  // the log grows until the next try; nothing is lost
+    }
+    sqlite3_busy_timeout(checkpoint_db_, kBusyTimeoutMs);
+  }
+  if (sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
+                                nullptr) == SQLITE_OK)
+    wal_pages_.store(0, std::memory_order_relaxed);
 }
 
 // Inside a write transaction. A long request body is stored once by its hash: the

@@ -1,7 +1,9 @@
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 
 #include "store/store.hpp"
 
@@ -9,7 +11,8 @@ struct sqlite3;
 
 namespace luagent {
 
-/// The SQLite store (sqlite:PATH). One connection, used from one thread.
+/// The SQLite store (sqlite:PATH). One connection, used from one thread; only
+/// sync_committed() may run on another.
 class SqliteStore final : public Store {
  public:
   SqliteStore(std::string uri, const std::filesystem::path& path);
@@ -26,6 +29,9 @@ class SqliteStore final : public Store {
   void record_call(std::string_view thread_id, std::int64_t event_id,
                    const nlohmann::json& trace) override;
   std::vector<nlohmann::json> calls(std::string_view thread_id) override;
+  bool defer_batch_sync() override;
+  /// Flushes the write-ahead log (and checkpoints it when it has grown); thread-safe.
+  void sync_committed() override;
   std::string uri() const override { return uri_; }
 
  private:
@@ -36,9 +42,19 @@ class SqliteStore final : public Store {
   void insert_call(std::string_view thread_id, std::int64_t event_id, nlohmann::json trace);
   void insert_events(std::string_view id, std::int64_t version, std::vector<Event>& events);
 
+  void sync_if_deferred();  // the writes that are not group commits stay durable
+
   std::string uri_;
+  std::filesystem::path path_;
   sqlite3* db_ = nullptr;
   std::unique_ptr<Statements> statements_;
+  // Deferred flushing (defer_batch_sync): the log's descriptor and a checkpointing
+  // connection, both used under sync_mutex_ from whichever thread flushes.
+  bool defer_sync_ = false;
+  std::mutex sync_mutex_;
+  int wal_fd_ = -1;
+  sqlite3* checkpoint_db_ = nullptr;
+  std::atomic<int> wal_pages_{0};
 };
 
 }  // namespace luagent

@@ -76,6 +76,13 @@ class Store {
   /// fails nothing else (traces are not part of the durability promise).
   virtual std::vector<std::variant<AppendResult, Error>> append_batch(
       std::vector<AppendBatchItem>& items, std::vector<CallRecord> calls = {});
+  /// Asks append_batch() to return once its events are committed (visible to readers)
+  /// but before they are flushed to disk; sync_committed() then makes them durable, on
+  /// any thread. True when the store can split the two (SQLite's write-ahead log); every
+  /// other write stays durable when it returns. Stores that cannot say false.
+  virtual bool defer_batch_sync() { return false; }
+  /// Makes every commit so far durable. Thread-safe with the store's own use.
+  virtual void sync_committed() {}
   /// Records an LLM call's trace (provenance) against the event it led to.
   virtual void record_call(std::string_view thread_id, std::int64_t event_id,
                            const nlohmann::json& trace) = 0;

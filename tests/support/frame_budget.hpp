@@ -13,7 +13,10 @@
 namespace luagent::test {
 
 struct FrameBudgetFigures {
-  std::vector<double> pump_us;  // every pump call, in order
+  std::vector<double> pump_us;  // every pump call, in order (wall clock)
+  /// The CPU time the calling thread spent in each pump call: on a shared machine a pump
+  /// can take long on the wall clock because the thread was not running at all.
+  std::vector<double> pump_cpu_us;
   int threads = 0;
   int finished_correctly = 0;  // done with "The result is 18."
   std::vector<std::string> problems;
