@@ -35,8 +35,10 @@ function Thread:events() end
 ---@return luagent.Event|nil
 function Thread:last(type) end
 
----Appends an event; it is durable when push returns. Pushing a table makes it a call
----that thread:execute and thread:await can refer to.
+---Appends an event and returns it (with its id) at once; the loop turn's group commit
+---makes it durable before anyone outside the run hears of it, and a failed commit fails
+---the step. Pushing a table makes it a call that thread:execute and thread:await can
+---refer to.
 ---@param type string
 ---@param data any JSON-compatible value
 ---@return luagent.Event
