@@ -297,6 +297,10 @@ void count_hook(lua_State* L, lua_Debug*) {
   if (!run->killed) {
     std::int64_t used = run->cpu_used_ns + (thread_cpu_ns() - run->slice_started_ns);
     if (used <= static_cast<std::int64_t>(runtime.services_.limits.step_cpu_ms) * 1000000) {
+      // The collector runs between steps (collect_garbage); a step that makes garbage by
+      // the megabyte collects it as it goes, in its own time.
+      if (runtime.allocated_since_gc_ >= LuaRuntime::kInStepGcBytes)
+        runtime.collect_garbage(std::nullopt);
       // The pump's budget ran out: pause this coroutine (a hook may yield with no values
       // where Lua allows it); the prelude's forward or resume() sees the pause.
       if (runtime.slice_deadline_ns_ != 0 && !runtime.hook_yielded_ && lua_isyieldable(L) &&
@@ -1000,6 +1004,9 @@ void LuaRuntime::resume(Run& run, int nargs) {
                                           std::to_string(services_.limits.memory_mb) +
                                           " MiB of Lua memory (limits.memory_mb)");
     if (lua_type(run.coroutine, -1) == LUA_TSTRING) {
+      // Unprotected, on the main state: the traceback must not meet the memory limit the
+      // agent may just have hit.
+      HostCallScope scope(L_);
       luaL_traceback(L_, run.coroutine, lua_tostring(run.coroutine, -1), 0);
       log("debug", lua_tostring(L_, -1));
       lua_pop(L_, 1);

@@ -224,6 +224,7 @@ class LuaRuntime final : public AgentRuntime {
   std::size_t gc_pause_until_ = 0;  // no collection until memory_used_ reaches this
   std::int64_t gc_step_max_ns_ = 0;  // the longest step lately (decays slowly)
   static constexpr std::size_t kOverdueGcBytes = std::size_t{32} << 20;
+  static constexpr std::size_t kInStepGcBytes = std::size_t{4} << 20;
   void collect_garbage(std::optional<Clock::time_point> deadline);  // the Lua state's mimalloc heap (mi_heap_t), when built with it
   int host_depth_ = 0;  // >0 while C++ bodies run: the allocator does not fail there
 

@@ -4,6 +4,8 @@
 #define BOOST_TEST_MODULE sandbox
 #include <boost/test/unit_test.hpp>
 
+#include <sys/resource.h>
+
 #include <fstream>
 
 #include "luagent/luagent.hpp"
@@ -181,6 +183,32 @@ BOOST_AUTO_TEST_CASE(memory_limit_is_an_error_event) {
   auto again = host.launch(folder.string(), Event::user("again"));
   host.run_until_idle();
   BOOST_TEST(host.get(again).status() == Status::failed);
+}
+
+// The host paces the collector between steps; a step that makes much garbage collects it
+// as it goes (from the count hook), so the heap stays far below the memory limit.
+BOOST_AUTO_TEST_CASE(a_step_making_much_garbage_collects_it_as_it_goes) {
+  test::TempDir dir;
+  auto folder = dir / "agent";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "agent.lua")
+      << "return function(thread)\n  local n = 0\n  for i = 1, 200000 do\n"
+         "    local s = ('x'):rep(1000) .. i\n    n = n + #s\n  end\n"
+         "  thread:push('made', n)\nend\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  Host host(config);  // the default limit, 256 MiB, is above the 200 MB this step makes
+  auto peak_rss_kib = [] {
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss;
+  };
+  long before = peak_rss_kib();
+  auto id = host.launch(folder.string(), Event::user("churn"));
+  host.run_until_idle();
+  Thread thread = host.get(id);
+  BOOST_TEST(thread.status() == Status::done, thread.events.back().data.dump());
+  BOOST_TEST(peak_rss_kib() - before < 64 * 1024, "peak RSS grew by " << (peak_rss_kib() - before) << " KiB");
 }
 
 BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
