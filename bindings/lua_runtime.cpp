@@ -182,7 +182,8 @@ std::string fingerprint_agent(const std::filesystem::path& dir, std::int64_t& ne
     struct stat info {};
     if (::stat(path.c_str(), &info) != 0) return;
     for (const timespec& time : {info.st_mtim, info.st_ctim})
-      newest_change = std::max(newest_change, std::int64_t{time.tv_sec} * 1000000000 + time.tv_nsec);
+      newest_change =
+          std::max(newest_change, std::int64_t{time.tv_sec} * 1000000000 + time.tv_nsec);
     fingerprint += relative;
     fingerprint += '\0';
     for (long long field :
@@ -867,9 +868,8 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
   // The turn's commit runs after the last resume, inside the caller's budget: Lua work
   // stops early enough to leave it room (its cost is estimated from earlier commits).
   auto lua_deadline = [&] {
-    auto reserve = std::chrono::nanoseconds(
-        static_cast<std::int64_t>(static_cast<double>(queued_records() + kRecordsPerStep) *
-                                  commit_ns_per_record_));
+    auto reserve = std::chrono::nanoseconds(static_cast<std::int64_t>(
+        static_cast<double>(queued_records() + kRecordsPerStep) * commit_ns_per_record_));
     return *deadline - reserve;
   };
   do {
@@ -894,7 +894,8 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
     flush_appends();
     if (records > 0) {
       double ns = std::chrono::duration<double, std::nano>(Clock::now() - started).count();
-      commit_ns_per_record_ = 0.8 * commit_ns_per_record_ + 0.2 * (ns / static_cast<double>(records));
+      commit_ns_per_record_ =
+          0.8 * commit_ns_per_record_ + 0.2 * (ns / static_cast<double>(records));
     }
     apply_commits();
     finish_committed();
@@ -1204,8 +1205,9 @@ void LuaRuntime::apply_commit(const PendingCommit& pending) {
     // Behind events sit in thread.events already, maybe followed by later ones.
     std::size_t first = static_cast<std::size_t>(share.expected_version);
     if (share.waits) {
-      run.thread.events.insert(run.thread.events.begin() + static_cast<std::ptrdiff_t>(first + behind),
-                               stored.begin() + static_cast<std::ptrdiff_t>(behind), stored.end());
+      run.thread.events.insert(
+          run.thread.events.begin() + static_cast<std::ptrdiff_t>(first + behind),
+          stored.begin() + static_cast<std::ptrdiff_t>(behind), stored.end());
     }
     if (run.callbacks.on_event)  // now durable: tell the host about every one
       for (std::size_t e = first; e < first + stored.size(); ++e)

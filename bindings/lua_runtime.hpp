@@ -60,7 +60,7 @@ struct Run {
   // Events appended behind (append_behind) are in thread.events already; until the turn
   // commits them they are the agent's own view, not yet acknowledged to anyone.
   bool appending = false;
-  bool finishing = false;  // the step ended; the run finishes once its events commit
+  bool finishing = false;               // the step ended; the run finishes once its events commit
   std::int64_t uncommitted_events = 0;  // queued or being written
   std::optional<Error> finish_error;
   std::optional<Error> commit_error;  // what it appended behind failed to commit
@@ -82,9 +82,7 @@ class LuaRuntime final : public AgentRuntime {
   void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) override;
   std::size_t runs_in_flight() const override { return runs_.size(); }
   std::size_t run_ready(std::optional<Clock::time_point> deadline) override;
-  bool has_ready() const override {
-    return !ready_.empty() || (syncer_ && syncer_->has_synced());
-  }
+  bool has_ready() const override { return !ready_.empty() || (syncer_ && syncer_->has_synced()); }
   bool cancel_run(const std::string& thread_id, const std::string& reason) override;
   /// Queues `run` to continue (with no values) at the next run_ready().
   void schedule(Run& run) { ready_.push_back({run.id, 0}); }
@@ -151,8 +149,8 @@ class LuaRuntime final : public AgentRuntime {
   struct LoadedAgent {
     AgentInfo info;
     std::shared_ptr<const AgentFiles> files;
-    std::string bytecode;     // agent.lua compiled once; instantiated per run
-    std::string fingerprint;  // of the folder when it loaded (see fingerprint_agent)
+    std::string bytecode;      // agent.lua compiled once; instantiated per run
+    std::string fingerprint;   // of the folder when it loaded (see fingerprint_agent)
     std::int64_t read_at = 0;  // when the files were read (CLOCK_REALTIME, nanoseconds)
   };
 
@@ -221,11 +219,13 @@ class LuaRuntime final : public AgentRuntime {
   void* lua_heap_ = nullptr;
   // Bytes the Lua state allocated since collect_garbage() last caught up.
   std::size_t allocated_since_gc_ = 0;
-  std::size_t gc_pause_until_ = 0;  // no collection until memory_used_ reaches this
+  std::size_t gc_pause_until_ = 0;   // no collection until memory_used_ reaches this
   std::int64_t gc_step_max_ns_ = 0;  // the longest step lately (decays slowly)
   static constexpr std::size_t kOverdueGcBytes = std::size_t{32} << 20;
   static constexpr std::size_t kInStepGcBytes = std::size_t{4} << 20;
-  void collect_garbage(std::optional<Clock::time_point> deadline);  // the Lua state's mimalloc heap (mi_heap_t), when built with it
+  void collect_garbage(
+      std::optional<Clock::time_point>
+          deadline);    // the Lua state's mimalloc heap (mi_heap_t), when built with it
   int host_depth_ = 0;  // >0 while C++ bodies run: the allocator does not fail there
 
   friend void* limited_alloc(void*, void*, size_t, size_t);

@@ -158,8 +158,8 @@ int thread_await(lua_State* L) {
   nlohmann::json payload = to_json(L, 3, "thread:await payload");
   if (!payload.is_null()) data["payload"] = std::move(payload);
   if (std::int64_t call = recall_call(L, run, 3)) data["call"] = call;
-  LuaRuntime::from(L).append_behind(
-      run, {Event::make(std::string(event_type::await), std::move(data))});
+  LuaRuntime::from(L).append_behind(run,
+                                    {Event::make(std::string(event_type::await), std::move(data))});
   run.awaiting = true;  // no more pushes: the step must end
   lua_settop(L, 1);
   return 1;

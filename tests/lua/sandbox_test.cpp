@@ -208,7 +208,8 @@ BOOST_AUTO_TEST_CASE(a_step_making_much_garbage_collects_it_as_it_goes) {
   host.run_until_idle();
   Thread thread = host.get(id);
   BOOST_TEST(thread.status() == Status::done, thread.events.back().data.dump());
-  BOOST_TEST(peak_rss_kib() - before < 64 * 1024, "peak RSS grew by " << (peak_rss_kib() - before) << " KiB");
+  BOOST_TEST(peak_rss_kib() - before < 64 * 1024,
+             "peak RSS grew by " << (peak_rss_kib() - before) << " KiB");
 }
 
 BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {

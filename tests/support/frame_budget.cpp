@@ -39,16 +39,16 @@ std::string FrameBudgetFigures::summary() const {
   std::ostringstream out;
   int over_3ms = static_cast<int>(
       std::count_if(pump_us.begin(), pump_us.end(), [](double us) { return us > 3000; }));
-  int cpu_over_3ms = static_cast<int>(std::count_if(
-      pump_cpu_us.begin(), pump_cpu_us.end(), [](double us) { return us > 3000; }));
+  int cpu_over_3ms = static_cast<int>(
+      std::count_if(pump_cpu_us.begin(), pump_cpu_us.end(), [](double us) { return us > 3000; }));
   double cpu_max =
       pump_cpu_us.empty() ? 0 : *std::max_element(pump_cpu_us.begin(), pump_cpu_us.end());
   out << "threads " << threads << ", finished correctly " << finished_correctly << ", requests "
       << requests << ", wall " << wall_s << " s; pumps " << pump_us.size() << ": p50 "
       << percentile(50) << " us, p99 " << percentile(99) << " us, p99.9 " << percentile(99.9)
       << " us, max " << max() << " us, over 3 ms: " << over_3ms
-      << "; on-CPU time of the pumping thread: max " << cpu_max << " us, over 3 ms: "
-      << cpu_over_3ms;
+      << "; on-CPU time of the pumping thread: max " << cpu_max
+      << " us, over 3 ms: " << cpu_over_3ms;
   return out.str();
 }
 
