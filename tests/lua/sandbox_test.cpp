@@ -208,8 +208,12 @@ BOOST_AUTO_TEST_CASE(a_step_making_much_garbage_collects_it_as_it_goes) {
   host.run_until_idle();
   Thread thread = host.get(id);
   BOOST_TEST(thread.status() == Status::done, thread.events.back().data.dump());
-  BOOST_TEST(peak_rss_kib() - before < 64 * 1024,
-             "peak RSS grew by " << (peak_rss_kib() - before) << " KiB");
+  long grown_kib = peak_rss_kib() - before;
+#if defined(__SANITIZE_ADDRESS__)
+  (void)grown_kib;  // ASan's quarantine keeps freed memory resident: RSS says nothing here
+#else
+  BOOST_TEST(grown_kib < 64 * 1024, "peak RSS grew by " << grown_kib << " KiB");
+#endif
 }
 
 BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
