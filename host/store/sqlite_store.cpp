@@ -496,6 +496,14 @@ void SqliteStore::sync_committed() {
       return;  // the log grows until the next try; nothing is lost
     }
     sqlite3_busy_timeout(checkpoint_db_, kBusyTimeoutMs);
+    // A connection opens the log on its first read; until then it checkpoints nothing
+    // (and says so only through -1 counts).
+    if (sqlite3_exec(checkpoint_db_, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr) !=
+        SQLITE_OK) {
+      sqlite3_close(checkpoint_db_);
+      checkpoint_db_ = nullptr;
+      return;
+    }
   }
   if (sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
                                 nullptr) == SQLITE_OK)

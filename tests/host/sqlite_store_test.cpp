@@ -174,3 +174,31 @@ BOOST_AUTO_TEST_CASE(status_is_derived_from_the_last_event) {
   events.push_back(Event::make("failed", {{"code", "runtime"}}));
   BOOST_TEST(derive_status(events) == Status::failed);
 }
+
+// Deferred flushing (the host's group commits): batches commit without fsync,
+// sync_committed() flushes, and the log is checkpointed there, so it stays bounded (SQLite's
+// own automatic checkpoint is off in this mode).
+BOOST_AUTO_TEST_CASE(deferred_sync_flushes_and_keeps_the_log_bounded) {
+  test::TempDir dir;
+  auto path = dir / "threads.db";
+  auto store = open_store("sqlite:" + path.string());
+  BOOST_REQUIRE(store->defer_batch_sync());
+  Thread thread = new_thread("many");
+  store->create(thread);
+  const std::string payload(2000, 'x');  // about half a page per event
+  std::int64_t version = 1;
+  for (int batch = 0; batch < 3000; ++batch) {
+    std::vector<AppendBatchItem> items{{thread.id, version, {Event::make("note", payload)}}};
+    auto results = store->append_batch(items);
+    BOOST_REQUIRE(std::holds_alternative<AppendResult>(results.at(0)));
+    ++version;
+    store->sync_committed();
+  }
+  BOOST_TEST(store->load(thread.id).version() == version);
+  // 3000 commits of a page or more each: 12 MB and up without checkpoints.
+  auto wal_bytes = std::filesystem::file_size(path.string() + "-wal");
+  BOOST_TEST(wal_bytes < std::uintmax_t{8} << 20, "the log is " << wal_bytes << " bytes");
+  // Another connection reads everything that was flushed.
+  auto reader = open_store("sqlite:" + path.string());
+  BOOST_TEST(reader->load(thread.id).version() == version);
+}
