@@ -186,7 +186,7 @@ void crash_test(const std::string& kind, int runs) {
     int kind = static_cast<int>(random() % 5);
     if (kind < 4)
       run_env["LUAGENT_FAILPOINT"] =
-          std::string(kFailpoints[kind]) + ":" + std::to_string(1 + random() % 6);
+          std::string(kFailpoints[kind]) + ":" + std::to_string(1 + random() % 3);
     args.insert(args.end(), common.begin(), common.end());
     fs::path out = dir / ("out" + std::to_string(process) + ".jsonl");
     fs::path err = dir / ("err" + std::to_string(process) + ".log");
