@@ -1189,7 +1189,7 @@ void LuaRuntime::apply_commit(const PendingCommit& pending) {
         run.append_error = *error;  // thrown by the continuation's take_appended
         schedule(run);
       } else if (run.finishing) {
-        committed_.push_back({run.id, *error});
+        ended_runs_.push_back({run.id, *error});
       } else {
         // The run went on (an LLM call, a host tool): stop it; resume() fails it.
         run.commit_error = *error;
@@ -1218,14 +1218,14 @@ void LuaRuntime::apply_commit(const PendingCommit& pending) {
           std::vector<Event>(stored.begin() + static_cast<std::ptrdiff_t>(behind), stored.end());
       schedule(run);
     } else if (run.finishing && run.uncommitted_events == 0) {
-      committed_.push_back({run.id, run.finish_error});
+      ended_runs_.push_back({run.id, run.finish_error});
     }
   }
 }
 
 void LuaRuntime::finish_committed() {
   std::vector<std::pair<std::uint64_t, std::optional<Error>>> ended;
-  ended.swap(committed_);
+  ended.swap(ended_runs_);
   for (auto& [id, error] : ended)
     if (Run* run = find_run(id)) finish(*run, error);
 }

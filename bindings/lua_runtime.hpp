@@ -204,7 +204,7 @@ class LuaRuntime final : public AgentRuntime {
   static constexpr std::size_t kRecordsPerStep = 3;
   /// Finishes the runs whose ended step the last commit made durable (or failed).
   void finish_committed();
-  std::vector<std::pair<std::uint64_t, std::optional<Error>>> committed_;
+  std::vector<std::pair<std::uint64_t, std::optional<Error>>> ended_runs_;  // for finish_committed
   Run* current_ = nullptr;
   // Scheduling: runs to resume (id, number of arguments on their stack), the wall-clock
   // end of the current slice (0: no slicing), and the coroutine the hook paused last.
@@ -216,16 +216,16 @@ class LuaRuntime final : public AgentRuntime {
   int loading_env_ref_ = LUA_NOREF;  // the environment of the agent chunk while it loads
   std::size_t memory_limit_ = 0;
   std::size_t memory_used_ = 0;
-  void* lua_heap_ = nullptr;
-  // Bytes the Lua state allocated since collect_garbage() last caught up.
+  void* lua_heap_ = nullptr;  // the Lua state's mimalloc heap (mi_heap_t), when built with it
+  // The collector is paced here, not by allocations (see collect_garbage): bytes allocated
+  // since it last caught up, the heap size the next cycle waits for, and the longest step
+  // seen lately (it decays slowly).
   std::size_t allocated_since_gc_ = 0;
-  std::size_t gc_pause_until_ = 0;   // no collection until memory_used_ reaches this
-  std::int64_t gc_step_max_ns_ = 0;  // the longest step lately (decays slowly)
+  std::size_t gc_pause_until_ = 0;
+  std::int64_t gc_step_max_ns_ = 0;
   static constexpr std::size_t kOverdueGcBytes = std::size_t{32} << 20;
   static constexpr std::size_t kInStepGcBytes = std::size_t{4} << 20;
-  void collect_garbage(
-      std::optional<Clock::time_point>
-          deadline);    // the Lua state's mimalloc heap (mi_heap_t), when built with it
+  void collect_garbage(std::optional<Clock::time_point> deadline);
   int host_depth_ = 0;  // >0 while C++ bodies run: the allocator does not fail there
 
   friend void* limited_alloc(void*, void*, size_t, size_t);
