@@ -286,7 +286,10 @@ void* limited_alloc(void* ud, void* ptr, size_t old_size, size_t new_size) {
 #endif
   if (result) {
     runtime->memory_used_ = runtime->memory_used_ - old_size + new_size;
-    if (new_size > old_size) runtime->allocated_since_gc_ += new_size - old_size;
+    if (new_size > old_size) {
+      runtime->allocated_since_gc_ += new_size - old_size;
+      runtime->allocated_in_resume_ += new_size - old_size;
+    }
   }
   return result;
 }
@@ -300,8 +303,10 @@ void count_hook(lua_State* L, lua_Debug*) {
     if (used <= static_cast<std::int64_t>(runtime.services_.limits.step_cpu_ms) * 1000000) {
       // The collector runs between steps (collect_garbage); a step that makes garbage by
       // the megabyte collects it as it goes, in its own time.
-      if (runtime.allocated_since_gc_ >= LuaRuntime::kInStepGcBytes)
+      if (runtime.allocated_in_resume_ >= LuaRuntime::kInStepGcBytes) {
+        runtime.allocated_in_resume_ = 0;
         runtime.collect_garbage(std::nullopt);
+      }
       // The pump's budget ran out: pause this coroutine (a hook may yield with no values
       // where Lua allows it); the prelude's forward or resume() sees the pause.
       if (runtime.slice_deadline_ns_ != 0 && !runtime.hook_yielded_ && lua_isyieldable(L) &&
@@ -974,6 +979,7 @@ void LuaRuntime::resume(Run& run, int nargs) {
   }
   Run* previous = current_;
   current_ = &run;
+  allocated_in_resume_ = 0;
   run.slice_started_ns = thread_cpu_ns();
   int results = 0;
   int status = lua_resume(run.coroutine, L_, nargs, &results);

@@ -218,9 +218,11 @@ class LuaRuntime final : public AgentRuntime {
   std::size_t memory_used_ = 0;
   void* lua_heap_ = nullptr;  // the Lua state's mimalloc heap (mi_heap_t), when built with it
   // The collector is paced here, not by allocations (see collect_garbage): bytes allocated
-  // since it last caught up, the heap size the next cycle waits for, and the longest step
-  // seen lately (it decays slowly).
+  // since it last caught up (and within the current resume: a step making garbage by the
+  // megabyte collects from the count hook), the heap size the next cycle waits for, and
+  // the longest step seen lately (it decays slowly).
   std::size_t allocated_since_gc_ = 0;
+  std::size_t allocated_in_resume_ = 0;  // by the run resumed last: its own garbage
   std::size_t gc_pause_until_ = 0;
   std::int64_t gc_step_max_ns_ = 0;
   static constexpr std::size_t kOverdueGcBytes = std::size_t{32} << 20;
