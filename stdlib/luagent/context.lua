@@ -224,6 +224,12 @@ local function xml_body(data)
   return table.concat(lines, "\n")
 end
 
+local function has_indented_line(body)
+  local first = body:byte(1)
+  return first == 32 or first == 9 or body:find("\n ", 1, true) or body:find("\n\t", 1, true)
+    or body:find("\r ", 1, true) or body:find("\r\t", 1, true)
+end
+
 ---Renders one event as the 12-factor template does: "\n<TAG>\nBODY\n</TAG>\n".
 ---@param event table
 ---@param opts? luagent.context.Options
@@ -233,8 +239,10 @@ function context.xml_event(event, opts)
   local tag = tag_of(event)
   local body = truncate(xml_body(context.payload(event)), opts.truncate)
   local text = "\n<" .. tag .. ">\n" .. body .. "\n</" .. tag .. ">\n"
-  if not opts.keep_indent then
-    -- The template strips spaces and tabs at the start of every line (body included).
+  -- The template strips spaces and tabs at the start of every line (body included). Only
+  -- the body's lines can start with them, and the pattern scan costs more than the rest
+  -- of the rendering: plain searches (memchr) rule it out first.
+  if not opts.keep_indent and has_indented_line(body) then
     text = text:gsub("([\n\r])[ \t]+", "%1")
   end
   return text
@@ -422,7 +430,7 @@ function context.messages(thread_or_events, opts)
     elseif type(data) == "table" and type(data.intent) == "string" and data.intent ~= "" then
       msg = { role = "assistant", content = json(data) }
     else
-      local block = context.xml_event(e, opts):match("^%s*(.-)%s*$")
+      local block = require("luagent.prompt").trim(context.xml_event(e, opts))
       msg = { role = "user", content = block }
     end
     messages[#messages + 1] = msg

@@ -78,6 +78,13 @@ t.test("xml strips leading whitespace of every line like the template; keep_inde
     "\n<tool_response>\ndef f():\n    return 1\n</tool_response>\n")
 end)
 
+t.test("xml strips indentation wherever a body line starts: first line, after CR, tabs", function()
+  t.eq(context.xml({ { type = "note", data = "  lead" } }), "\n<note>\nlead\n</note>\n")
+  t.eq(context.xml({ { type = "note", data = "a\r\t\tb\n \tc" } }), "\n<note>\na\rb\nc\n</note>\n")
+  t.eq(context.xml({ { type = "note", data = "a\nb  c\n" } }), "\n<note>\na\nb  c\n\n</note>\n")
+  t.eq(context.xml({ { type = "step", data = { intent = "step", x = "1\n  2" } } }), "\n<step>\nx: 1\n2\n</step>\n")
+end)
+
 t.test("xml uses the type when intent is missing or data is not a table", function()
   t.eq(context.xml({ { type = "note", data = { text = "x" } } }), "\n<note>\ntext: x\n</note>\n")
   t.eq(context.xml({ { type = "flag", data = false } }), "\n<flag>\nfalse\n</flag>\n")

@@ -68,6 +68,14 @@ end)
 
 -- filters ------------------------------------------------------------------
 
+t.test("prompt.trim strips what %s matches at both ends and nothing inside", function()
+  t.eq(prompt.trim(" \t\n\v\f\r x  y \r\n\t "), "x  y")
+  t.eq(prompt.trim("x"), "x")
+  t.eq(prompt.trim(""), "")
+  t.eq(prompt.trim(" \n\t "), "")
+  t.eq(prompt.trim("\0 a\0"), "\0 a\0")
+end)
+
 t.test("upper, lower and trim", function()
   t.eq(render("{{ a | upper }}|{{ a | lower }}|{{ b | trim }}|", { a = "MiXed", b = "  pad \n" }), "MIXED|mixed|pad|")
 end)
