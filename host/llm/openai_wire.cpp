@@ -118,17 +118,44 @@ ToolCall finished_call(std::string id, std::string name, std::string raw, bool c
 
 }  // namespace
 
+// The body is written member by member rather than built as one tree and dumped: the tree
+// would deep-copy the response schema (dozens of nodes for llm.one_of) on every call.
+// Members come in sorted key order, so the text is byte for byte what nlohmann's
+// std::map-ordered dump of the same tree would be.
 std::string openai_request_body(const Request& request, const std::string& default_model) {
   const std::string& model = request.model.empty() ? default_model : request.model;
   if (model.empty())
     throw Error(ErrorCode::usage, "no model given and no default model configured");
   if (!request.messages.is_array()) throw Error(ErrorCode::usage, "messages must be an array");
-  json body = {{"model", model}};
   json messages = json::array();
   for (std::size_t i = 0; i < request.messages.size(); ++i) {
     messages.push_back(openai_message(request.messages[i], i));
   }
-  body["messages"] = std::move(messages);
+  std::string body = "{";
+  auto member = [&body](std::string_view key) -> std::string& {
+    if (body.size() > 1) body += ',';
+    body += '"';
+    body += key;
+    body += "\":";
+    return body;
+  };
+  if (request.max_tokens) member("max_tokens") += json(*request.max_tokens).dump();
+  member("messages") += messages.dump();
+  member("model") += json(model).dump();
+  if (!request.response_schema.is_null()) {
+    // strict:false: strict mode rejects ordinary schemas (optional properties, no
+    // additionalProperties:false); the reply is validated by luagent anyway.
+    member("response_format") += R"({"json_schema":{"name":"output","schema":)";
+    body += request.response_schema.dump();
+    body += R"(,"strict":false},"type":"json_schema"})";
+  }
+  if (request.stream) {
+    member("stream") += "true";
+    member("stream_options") += R"({"include_usage":true})";
+  }
+  if (request.temperature) member("temperature") += json(*request.temperature).dump();
+  if (!request.tool_choice.is_null())
+    member("tool_choice") += openai_tool_choice(request.tool_choice).dump();
   if (!request.tools.empty()) {
     json tools = json::array();
     for (const ToolSpec& tool : request.tools) {
@@ -138,24 +165,10 @@ std::string openai_request_body(const Request& request, const std::string& defau
                          {"description", tool.description},
                          {"parameters", tool.parameters}}}});
     }
-    body["tools"] = std::move(tools);
+    member("tools") += tools.dump();
   }
-  if (!request.tool_choice.is_null()) body["tool_choice"] = openai_tool_choice(request.tool_choice);
-  if (!request.response_schema.is_null()) {
-    // strict:false: strict mode rejects ordinary schemas (optional properties, no
-    // additionalProperties:false); the reply is validated by luagent anyway.
-    body["response_format"] = {
-        {"type", "json_schema"},
-        {"json_schema",
-         {{"name", "output"}, {"schema", request.response_schema}, {"strict", false}}}};
-  }
-  if (request.max_tokens) body["max_tokens"] = *request.max_tokens;
-  if (request.temperature) body["temperature"] = *request.temperature;
-  if (request.stream) {
-    body["stream"] = true;
-    body["stream_options"] = {{"include_usage", true}};
-  }
-  return body.dump();
+  body += '}';
+  return body;
 }
 
 Usage openai_usage(const json& usage, const json& timings) {

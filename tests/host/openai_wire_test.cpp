@@ -626,8 +626,11 @@ BOOST_AUTO_TEST_CASE(every_openai_shaped_request_fixture_is_rendered_with_the_sa
         continue;
       BOOST_TEST_CONTEXT(case_name) {
         const json wire = json::parse(luagent::test::read_wire_fixture(case_name, ".request.json"));
-        const json ours = json::parse(
-            luagent::llm::openai_request_body(neutral_from_openai(wire), "default-model"));
+        const std::string text =
+            luagent::llm::openai_request_body(neutral_from_openai(wire), "default-model");
+        const json ours = json::parse(text);
+        // Written member by member, the body is still exactly the compact, key-sorted dump.
+        BOOST_TEST(ours.dump() == text);
         BOOST_TEST(ours["model"] == wire.value("model", "default-model"));
         BOOST_TEST_REQUIRE(ours["messages"].size() == wire["messages"].size());
         for (std::size_t i = 0; i < wire["messages"].size(); ++i) {
@@ -689,7 +692,9 @@ BOOST_AUTO_TEST_CASE(request_maps_neutral_shapes_onto_the_wire) {
   request.temperature = 0.5;
   request.max_tokens = 100;
   request.stream = true;
-  const json body = json::parse(luagent::llm::openai_request_body(request, "m"));
+  const std::string text = luagent::llm::openai_request_body(request, "m");
+  const json body = json::parse(text);
+  BOOST_TEST(body.dump() == text);
   BOOST_TEST(body["model"] == "m");
   BOOST_TEST(body["messages"][2]["content"].is_null());
   BOOST_TEST(!body["messages"][2].contains("carried_blocks"));
