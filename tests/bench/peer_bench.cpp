@@ -31,6 +31,7 @@ namespace {
 
 struct Figures {
   double cpu_us_per_step = 0;
+  double system_us_per_step = 0;  // the kernel's share of cpu_us_per_step
   double peak_rss_mib = 0;
   long steps = 0;
   int correct = 0;
@@ -76,15 +77,18 @@ Figures run_host(const std::string& base_url, int threads, int concurrency) {
   host.run();
   target = 1 + threads;
   double before = test::process_cpu_us();
+  double system_before = test::process_system_cpu_us();
   for (int i = 0; i < concurrency && launched < target; ++i) launch_next();
   host.run();
   double used = test::process_cpu_us() - before;
+  double system_used = test::process_system_cpu_us() - system_before;
   Figures figures;
   for (std::size_t i = 1; i < ids.size(); ++i) {
     figures.steps += static_cast<long>(host.calls(ids[i]).size());
     if (test::answered_scenario_a(host.get(ids[i]))) ++figures.correct;
   }
   figures.cpu_us_per_step = used / static_cast<double>(std::max(1L, figures.steps));
+  figures.system_us_per_step = system_used / static_cast<double>(std::max(1L, figures.steps));
   figures.peak_rss_mib = test::peak_rss_mib();
   return figures;
 }
@@ -94,6 +98,7 @@ Figures run_host(const std::string& base_url, int threads, int concurrency) {
 Figures run_bare(const std::string& base_url, const std::vector<std::string>& bodies, long steps,
                  int concurrency) {
   double before = test::process_cpu_us();
+  double system_before = test::process_system_cpu_us();
   // Each request is built as a client would (JSON, then serialised) from the bodies the
   // host sent.
   auto result = test::run_bare_curl_loop(
@@ -107,6 +112,8 @@ Figures run_bare(const std::string& base_url, const std::vector<std::string>& bo
   figures.steps = result.completed + result.failures;
   figures.correct = static_cast<int>(result.completed);
   figures.cpu_us_per_step = used / static_cast<double>(std::max(1L, figures.steps));
+  figures.system_us_per_step = (test::process_system_cpu_us() - system_before) /
+                               static_cast<double>(std::max(1L, figures.steps));
   figures.peak_rss_mib = test::peak_rss_mib();
   return figures;
 }
@@ -154,14 +161,16 @@ int main(int argc, char** argv) {
   bool ok = true;
   for (int r = 0; r < repeats; ++r) {
     Figures host = test::in_child([&] { return run_host(base_url, threads, concurrency); },
-                                  Figures{0, 0, 0, -1});
-    Figures bare = test::in_child(
-        [&] { return run_bare(base_url, bodies, host.steps, concurrency); }, Figures{0, 0, 0, -1});
+                                  Figures{0, 0, 0, 0, -1});
+    Figures bare =
+        test::in_child([&] { return run_bare(base_url, bodies, host.steps, concurrency); },
+                       Figures{0, 0, 0, 0, -1});
     std::printf(
-        "run %d: host %.1f us/step (%ld steps, %d/%d correct, peak RSS %.1f MiB); bare "
-        "%.1f us/step (%ld steps, peak RSS %.1f MiB)\n",
-        r + 1, host.cpu_us_per_step, host.steps, host.correct, threads, host.peak_rss_mib,
-        bare.cpu_us_per_step, bare.steps, bare.peak_rss_mib);
+        "run %d: host %.1f us/step (kernel %.1f; %ld steps, %d/%d correct, peak RSS %.1f MiB); "
+        "bare %.1f us/step (kernel %.1f; %ld steps, peak RSS %.1f MiB)\n",
+        r + 1, host.cpu_us_per_step, host.system_us_per_step, host.steps, host.correct, threads,
+        host.peak_rss_mib, bare.cpu_us_per_step, bare.system_us_per_step, bare.steps,
+        bare.peak_rss_mib);
     ok = ok && host.correct == threads && bare.correct == bare.steps;
     host_cpu.push_back(host.cpu_us_per_step);
     host_rss.push_back(host.peak_rss_mib);

@@ -17,6 +17,8 @@ namespace luagent::test {
 
 /// This process's user+system CPU time so far, in microseconds (getrusage).
 double process_cpu_us();
+/// The system (kernel) part of process_cpu_us(): syscalls, fsync, page faults.
+double process_system_cpu_us();
 /// This process's peak resident set so far, in MiB (getrusage ru_maxrss).
 double peak_rss_mib();
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
