@@ -829,7 +829,8 @@ const LuaRuntime::LoadedAgent& LuaRuntime::loaded_agent(const AgentInfo& agent) 
   return agents_.at(agent.dir);
 }
 
-void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) {
+void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks,
+                            std::size_t unflushed_events) {
   const LoadedAgent& loaded = loaded_agent(agent);
   auto run = std::make_unique<Run>();
   run->id = next_run_id_++;
@@ -857,7 +858,32 @@ void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks 
   lua_sethook(co, count_hook, LUA_MASKCOUNT, 10000);
 
   ready_.push_back({run->id, 2});  // runs in run_ready(), inside the caller's budget
-  runs_.emplace(run->id, std::move(run));
+  Run& started = *runs_.emplace(run->id, std::move(run)).first->second;
+  report_when_flushed(started, std::min(unflushed_events, started.thread.events.size()));
+}
+
+// The caller's events (a launch's first, a resume's answer) ride on the next flush as if
+// the run had appended them behind: reported once durable, ahead of the step's own, and a
+// failed flush fails the run.
+void LuaRuntime::report_when_flushed(Run& run, std::size_t count) {
+  if (count == 0) return;
+  const std::size_t first = run.thread.events.size() - count;
+  if (!syncer_) {  // no deferred flushing: the commit was durable when it returned
+    if (run.callbacks.on_event)
+      for (std::size_t e = first; e < run.thread.events.size(); ++e)
+        run.callbacks.on_event(run.thread, run.thread.events[e]);
+    return;
+  }
+  PendingCommit pending;
+  pending.shares.push_back({run.id, static_cast<std::int64_t>(first), count, false});
+  AppendResult committed;
+  committed.events.assign(run.thread.events.begin() + static_cast<std::ptrdiff_t>(first),
+                          run.thread.events.end());
+  pending.results.emplace_back(std::move(committed));
+  run.uncommitted_events += static_cast<std::int64_t>(count);
+  // Flushed with the turn's group commit (flush_appends asks for the flush): the launches
+  // and answers of one turn share it.
+  in_commit_.push_back(std::move(pending));
 }
 
 bool LuaRuntime::take_hook_yield(lua_State* co) {
@@ -1120,7 +1146,10 @@ std::vector<Event> LuaRuntime::take_appended(Run& run) {
 }
 
 void LuaRuntime::flush_appends() {
-  if (queued_appends_.empty() && queued_calls_.empty()) return;
+  if (queued_appends_.empty() && queued_calls_.empty()) {
+    request_flush();
+    return;
+  }
   std::vector<QueuedAppend> queued;
   queued.swap(queued_appends_);
   std::vector<CallRecord> calls;
@@ -1147,25 +1176,36 @@ void LuaRuntime::flush_appends() {
   }
   pending.results = services_.store->append_batch(batch, std::move(calls));
   if (syncer_) {
-    pending.number = syncer_->submit();
     in_commit_.push_back(std::move(pending));
+    request_flush();
     return;
   }
   apply_commit(pending);
 }
 
+// Asks the syncer for one flush covering every commit not yet asked for.
+void LuaRuntime::request_flush() {
+  if (!syncer_ || in_commit_.empty() || in_commit_.back().number != 0) return;
+  std::uint64_t number = syncer_->submit();
+  for (auto it = in_commit_.rbegin(); it != in_commit_.rend() && it->number == 0; ++it)
+    it->number = number;
+}
+
 void LuaRuntime::apply_commits() {
   if (!syncer_) return;
   for (auto& [number, error] : syncer_->take_synced()) {
-    // Flushes finish in the order they were asked for.
+    // Flushes finish in the order they were asked for; one covers every commit asked
+    // for with it.
     if (in_commit_.empty() || in_commit_.front().number != number)
       throw Error(ErrorCode::internal, "group commit flushes came back out of order");
-    PendingCommit pending = std::move(in_commit_.front());
-    in_commit_.pop_front();
-    if (error)  // committed but not known to be on disk: not acknowledged
-      for (auto& result : pending.results)
-        if (std::holds_alternative<AppendResult>(result)) result = *error;
-    apply_commit(pending);
+    while (!in_commit_.empty() && in_commit_.front().number == number) {
+      PendingCommit pending = std::move(in_commit_.front());
+      in_commit_.pop_front();
+      if (error)  // committed but not known to be on disk: not acknowledged
+        for (auto& result : pending.results)
+          if (std::holds_alternative<AppendResult>(result)) result = *error;
+      apply_commit(pending);
+    }
   }
 }
 

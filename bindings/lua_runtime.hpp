@@ -79,7 +79,8 @@ class LuaRuntime final : public AgentRuntime {
   ~LuaRuntime() override;
 
   AgentInfo load_agent(const std::filesystem::path& dir) override;
-  void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) override;
+  void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks,
+                  std::size_t unflushed_events = 0) override;
   std::size_t runs_in_flight() const override { return runs_.size(); }
   std::size_t run_ready(std::optional<Clock::time_point> deadline) override;
   bool has_ready() const override { return !ready_.empty() || (syncer_ && syncer_->has_synced()); }
@@ -188,11 +189,13 @@ class LuaRuntime final : public AgentRuntime {
     bool waits = false;      // ends with append_then events the run is suspended on
   };
   struct PendingCommit {
-    std::uint64_t number = 0;  // the syncer's flush number
+    std::uint64_t number = 0;  // the syncer's flush number; 0: not asked for yet
     std::vector<CommitShare> shares;
     std::vector<std::variant<AppendResult, Error>> results;
   };
   void apply_commit(const PendingCommit& pending);
+  void report_when_flushed(Run& run, std::size_t count);
+  void request_flush();
   std::unique_ptr<CommitSyncer> syncer_;  // null: commits are durable when they return
   std::deque<PendingCommit> in_commit_;   // committed, waiting for their flush, oldest first
   void end_step(Run& run, std::optional<Error> error);

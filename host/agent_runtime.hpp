@@ -62,8 +62,12 @@ class AgentRuntime {
   /// Loads the agent in `dir` (agent.lua). Throws not_found, or syntax with file:line.
   virtual AgentInfo load_agent(const std::filesystem::path& dir) = 0;
   /// Runs the agent on `thread` until it pauses, ends or fails; progress happens on the
-  /// event loop, `callbacks.on_finished` reports the end.
-  virtual void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks) = 0;
+  /// event loop, `callbacks.on_finished` reports the end. The last `unflushed_events` of
+  /// `thread` are committed but not yet on disk (Store::create_unflushed/append_unflushed):
+  /// the runtime reports them through `callbacks.on_event` once they are flushed, before
+  /// anything the step appends, and fails the step if that flush fails.
+  virtual void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks,
+                          std::size_t unflushed_events = 0) = 0;
   virtual std::size_t runs_in_flight() const = 0;
   /// Runs ready work (new steps, replies that arrived, runs paused by a time slice) until
   /// none is ready or `deadline` passes; agent Lua code is time-sliced at the deadline and

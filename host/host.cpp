@@ -192,7 +192,9 @@ struct Host::Impl {
                                           "/agent.lua and " + under.string() + "/agent.lua)");
   }
 
-  void start(const AgentInfo& agent, Thread thread) {
+  // `unflushed_events`: the thread's last events are committed but not on disk yet; the
+  // runtime reports them once flushed (HostConfig::launch_waits_for_disk off).
+  void start(const AgentInfo& agent, Thread thread, std::size_t unflushed_events = 0) {
     RunCallbacks callbacks;
     callbacks.on_event = [this](const Thread& t, const Event& e) {
       note_update(Update::Kind::event, t, &e);
@@ -206,7 +208,7 @@ struct Host::Impl {
     callbacks.on_chunk = [this](const Thread& t, std::string_view text) {
       note_update(Update::Kind::chunk, t, nullptr, std::string(text));
     };
-    runtime->start_step(agent, std::move(thread), std::move(callbacks));
+    runtime->start_step(agent, std::move(thread), std::move(callbacks), unflushed_events);
   }
 
   // ---- hot reload (HostConfig::watch) ----------------------------------------------
@@ -397,12 +399,18 @@ std::string Host::launch(const std::string& agent, Event first) {
   thread.agent_path = info.dir.string();
   thread.created_ms = now_ms();
   thread.events.push_back(std::move(first));
+  std::string id = thread.id;
+  if (!impl_->config.launch_waits_for_disk) {
+    impl_->store->create_unflushed(thread);
+    std::size_t unflushed = thread.events.size();
+    impl_->start(info, std::move(thread), unflushed);
+    return id;
+  }
   impl_->store->create(thread);
   for (const Event& event : thread.events) {
     impl_->note_update(Update::Kind::event, thread, &event);
     if (impl_->on_event) impl_->on_event(thread, event);
   }
-  std::string id = thread.id;
   impl_->start(info, std::move(thread));
   return id;
 }
@@ -429,9 +437,18 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   if (status != Status::awaiting_approval && status != Status::awaiting_human)
     refuse("waiting for an answer");
   AgentInfo info = impl_->agent_of(thread);
-  auto appended = impl_->store->append(thread.id, thread.version(), {std::move(resume.event)});
+  const bool wait_for_disk = impl_->config.launch_waits_for_disk;
+  auto appended =
+      wait_for_disk
+          ? impl_->store->append(thread.id, thread.version(), {std::move(resume.event)})
+          : impl_->store->append_unflushed(thread.id, thread.version(), {std::move(resume.event)});
   ResumeResult result{appended.replayed, appended.events};
   if (appended.replayed) return result;  // the same answer was given before; nothing runs again
+  if (!wait_for_disk) {
+    thread.events.insert(thread.events.end(), appended.events.begin(), appended.events.end());
+    impl_->start(info, std::move(thread), appended.events.size());
+    return result;
+  }
   impl_->report(thread, appended.events);
   impl_->start(info, std::move(thread));
   return result;

@@ -254,6 +254,11 @@ void SqliteStore::migrate() {
 }
 
 void SqliteStore::create(Thread& thread) {
+  create_unflushed(thread);
+  sync_if_deferred();
+}
+
+void SqliteStore::create_unflushed(Thread& thread) {
   auto& s = *statements_;
   in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
     s.insert_thread.reset().bind(1, thread.id).bind(2, thread.agent).bind(3, thread.agent_path);
@@ -271,7 +276,6 @@ void SqliteStore::create(Thread& thread) {
     insert_events(thread.id, 0, thread.events);
     return 0;
   });
-  sync_if_deferred();
 }
 
 void SqliteStore::insert_events(std::string_view id, std::int64_t version,
@@ -361,12 +365,17 @@ std::vector<ThreadSummary> SqliteStore::list(const ListFilter& filter) {
 
 AppendResult SqliteStore::append(std::string_view id, std::int64_t expected_version,
                                  std::vector<Event> events) {
-  auto& s = *statements_;
-  AppendResult result = in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
-    return append_in_transaction(id, expected_version, std::move(events));
-  });
+  AppendResult result = append_unflushed(id, expected_version, std::move(events));
   sync_if_deferred();
   return result;
+}
+
+AppendResult SqliteStore::append_unflushed(std::string_view id, std::int64_t expected_version,
+                                           std::vector<Event> events) {
+  auto& s = *statements_;
+  return in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
+    return append_in_transaction(id, expected_version, std::move(events));
+  });
 }
 
 std::vector<std::variant<AppendResult, Error>> SqliteStore::append_batch(

@@ -32,6 +32,9 @@ class SqliteStore final : public Store {
   bool defer_batch_sync() override;
   /// Flushes the write-ahead log (and checkpoints it when it has grown); thread-safe.
   void sync_committed() override;
+  void create_unflushed(Thread& thread) override;
+  AppendResult append_unflushed(std::string_view id, std::int64_t expected_version,
+                                std::vector<Event> events) override;
   std::string uri() const override { return uri_; }
 
  private:

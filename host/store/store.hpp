@@ -83,6 +83,15 @@ class Store {
   virtual bool defer_batch_sync() { return false; }
   /// Makes every commit so far durable. Thread-safe with the store's own use.
   virtual void sync_committed() {}
+  /// create() and append() that, once defer_batch_sync() is on, return when committed
+  /// (visible to readers) but before the flush: the next sync_committed() makes them
+  /// durable. For callers that report the events only after that flush. Stores that
+  /// cannot split the two write durably, as create() and append() do.
+  virtual void create_unflushed(Thread& thread) { create(thread); }
+  virtual AppendResult append_unflushed(std::string_view id, std::int64_t expected_version,
+                                        std::vector<Event> events) {
+    return append(id, expected_version, std::move(events));
+  }
   /// Records an LLM call's trace (provenance) against the event it led to.
   virtual void record_call(std::string_view thread_id, std::int64_t event_id,
                            const nlohmann::json& trace) = 0;

@@ -4,6 +4,8 @@
 // Reports the host process's own CPU (user+sys, getrusage) per LLM step and its peak RSS,
 // and the same for a bare libcurl multi + nlohmann loop posting the same request bodies.
 // The server runs in a forked child; each variant in its own forked child, 3 times.
+// Environment: PEER_BENCH_STORE_DIR (where the SQLite file goes; default a temp dir on
+// disk), PEER_BENCH_LAUNCH_WAITS_FOR_DISK=0 (HostConfig::launch_waits_for_disk off).
 // Usage: peer_bench [threads] [concurrency] [repeats]
 #include <curl/curl.h>
 #include <unistd.h>
@@ -49,6 +51,10 @@ Figures run_host(const std::string& base_url, int threads, int concurrency) {
   config.agents_dir = dir.path();
   config.config_file = dir / "calculator/luagent.config.lua";
   config.collect_updates = false;
+  // PEER_BENCH_LAUNCH_WAITS_FOR_DISK=0: launch and resume return once committed (their
+  // events are flushed with the next group commit) instead of after an fsync each.
+  const char* waits = std::getenv("PEER_BENCH_LAUNCH_WAITS_FOR_DISK");
+  config.launch_waits_for_disk = !(waits && std::string(waits) == "0");
   Host host(config);
   int target = 1, launched = 0, ended = 0;
   std::vector<std::string> ids;

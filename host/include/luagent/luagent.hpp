@@ -58,6 +58,14 @@ struct HostConfig {
 #endif
   /// Collect updates() (set false when nobody reads them, so they never pile up).
   bool collect_updates = true;
+  /// launch() and resume() return once their event is on disk: what they return is an
+  /// acknowledgement (true, the default). false (sqlite stores): they return once it is
+  /// committed, so a caller never waits for the disk (1-20 ms per call here); the event
+  /// reaches the disk with the next group flush, and on_event / updates() report it only
+  /// then, as they do the steps' own events. A crash before that flush loses the launch
+  /// or the answer, which nobody was told was stored. For hosts that start many threads
+  /// from a frame loop or a batch.
+  bool launch_waits_for_disk = true;
 };
 
 /// What a reload of a watched agent (or of stdlib/) did; see Host::on_reload.
