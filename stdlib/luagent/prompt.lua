@@ -155,12 +155,14 @@ end
 function prompt.trim(s)
   local first = string.find(s, "%S")
   if not first then return "" end
-  local last = #s
+  local n = #s
+  local last = n
   local b = string.byte(s, last)
   while b == 32 or (b >= 9 and b <= 13) do
     last = last - 1
     b = string.byte(s, last)
   end
+  if first == 1 and last == n then return s end -- nothing to cut: no copy
   return string.sub(s, first, last)
 end
 
@@ -744,13 +746,13 @@ function Gen:block(nodes)
   for _, node in ipairs(nodes) do
     local t = node.t
     if t == "text" then
-      self:emit("o[#o+1]=" .. lit(node.text))
+      self:emit("n=n+1 o[n]=" .. lit(node.text))
     elseif t == "output" then
-      self:emit("o[#o+1]=H.str(" .. self:expr(node.expr, node.line, true) .. ")")
+      self:emit("n=n+1 o[n]=H.str(" .. self:expr(node.expr, node.line, true) .. ")")
     elseif t == "role" then
-      self:emit(fmt("R.roles[#R.roles+1]={role=%s,at=#o+1}", lit(node.role)))
+      self:emit(fmt("do local r=R.roles r[#r+1]=%s r[#r+1]=n+1 end", lit(node.role)))
     elseif t == "include" then
-      self:emit(fmt("H.include(R,o,NAME,%s,%s,%d)", lit(node.path), self:include_vars(), node.line))
+      self:emit(fmt("H.include(R,o,NAME,%s,%s,%d) n=#o", lit(node.path), self:include_vars(), node.line))
     elseif t == "if" then
       for i, br in ipairs(node.branches) do
         self:emit((i == 1 and "if " or "elseif ") .. "H.truthy(" .. self:expr(br.cond, node.line, false) .. ") then")
@@ -792,7 +794,10 @@ function Gen:block(nodes)
   end
 end
 
--- Compiles template source to a render function fn(vars, out, render_state).
+-- Compiles template source to a render function fn(vars, out, render_state): it appends
+-- the output's pieces to `out` (n counts them, saving a length operator per piece) and
+-- each role marker to render_state.roles as two entries, the role and the index of the
+-- piece it starts at.
 local function compile(source, name, opts)
   if type(source) ~= "string" then
     error(fmt("%s: template source must be a string, got %s", name, type(source)), 0)
@@ -802,6 +807,7 @@ local function compile(source, name, opts)
     strict = opts.strict and true or false, filters = opts.filters }, Gen)
   g:emit("local H,NAME,UF=...")
   g:emit("return function(V,o,R)")
+  g:emit("local n=#o")
   g:block(tree)
   g:emit("end")
   local src = table.concat(g.code, "\n")
@@ -842,7 +848,17 @@ local function read_file(path)
   return text, version
 end
 
+local default_keys = {} -- path -> its cache key under default options, made once
+
 local function cache_key(path, opts)
+  if not opts.strict and not opts.filters then -- every render asks: no concat each time
+    local key = default_keys[path]
+    if not key then
+      key = path .. "\0\0"
+      default_keys[path] = key
+    end
+    return key
+  end
   return path .. "\0" .. (opts.strict and "s" or "") .. "\0" .. (opts.filters and tostring(opts.filters) or "")
 end
 
@@ -881,6 +897,10 @@ prompt._join_path = join_path
 function H.include(R, o, from, rel, vars, line)
   local path = join_path(dirname(from), rel)
   local stack = R.stack
+  if not stack then -- made at the first include: most renders have none
+    stack = { R.name }
+    R.stack = stack
+  end
   for i, p in ipairs(stack) do
     if p == path then
       local cycle = {}
@@ -902,13 +922,18 @@ end
 -- template objects
 ----------------------------------------------------------------------------
 
+local NO_VARS = {} -- the variables of a render given none; templates only read them
+
 function Template:_run(vars)
   if vars ~= nil and type(vars) ~= "table" then
     error(fmt("%s: template variables must be a table, got %s", self.name, type(vars)), 0)
   end
   local fn = self.fn or file_function(self.path, self.opts)
-  local o, R = {}, { roles = {}, stack = { self.name }, opts = self.opts }
-  fn(vars or {}, o, R)
+  -- `{ nil, ... }` is an empty table with room for 8 pieces: growing `{}` to hold 1, 2,
+  -- 3 and 5 pieces would rehash it four times.
+  local o = { nil, nil, nil, nil, nil, nil, nil, nil }
+  local R = { roles = { nil, nil, nil, nil }, name = self.name, opts = self.opts } -- 2 markers
+  fn(vars or NO_VARS, o, R)
   return o, R.roles
 end
 
@@ -919,22 +944,32 @@ function Template:render(vars)
   return (table.concat((self:_run(vars))))
 end
 
+-- Appends to messages the pieces o[from..to] joined and trimmed, as a message of `role`;
+-- blank text makes no message unless `always`.
+local function add_message(messages, role, o, from, to, always)
+  local content
+  if from > to then
+    content = ""
+  elseif from == to then
+    content = prompt.trim(o[from]) -- one piece (often): no copy made by a concat first
+  else
+    content = prompt.trim(table.concat(o, "", from, to))
+  end
+  if always or content ~= "" then messages[#messages + 1] = { role = role, content = content } end
+end
+
 ---Renders the template and splits it at `{{ role "..." }}` markers into chat messages.
 ---Each content is trimmed of surrounding whitespace; text before the first marker
 ---becomes a message of `opts.default_role` ("user") unless it is only whitespace.
 ---@param vars? table
 ---@return luagent.prompt.Message[]
 function Template:messages(vars)
-  local o, roles = self:_run(vars)
-  local messages = {}
-  local function add(role, from, to, always)
-    local content = prompt.trim(table.concat(o, "", from, to))
-    if always or content ~= "" then messages[#messages + 1] = { role = role, content = content } end
-  end
-  add(self.opts.default_role or "user", 1, (roles[1] and roles[1].at or #o + 1) - 1, false)
-  for i, r in ipairs(roles) do
-    local to = (roles[i + 1] and roles[i + 1].at or #o + 1) - 1
-    add(r.role, r.at, to, true)
+  local o, roles = self:_run(vars) -- roles: role, first piece, role, first piece...
+  local messages = { nil, nil, nil } -- room for 3 (see _run)
+  local after = #o + 1
+  add_message(messages, self.opts.default_role or "user", o, 1, (roles[2] or after) - 1, false)
+  for i = 1, #roles, 2 do
+    add_message(messages, roles[i], o, roles[i + 1], (roles[i + 3] or after) - 1, true)
   end
   return messages
 end
