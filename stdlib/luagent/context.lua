@@ -41,6 +41,7 @@ local find, byte = string.find, string.byte
 local math_type, floor, huge = math.type, math.floor, math.huge
 
 local NO_OPTS = {} -- read, never written: the options of a call that passed none
+local NO_HIDDEN = {} -- read, never written: hides nothing
 
 -- Texts of small whole numbers (ids, counts, a calculator's results), each printed once:
 -- printing costs an snprintf. A float key with a whole value is the same key as the integer.
@@ -190,21 +191,6 @@ function context.payload(e)
   return d
 end
 
--- The tag an event is shown under: its data's intent if it has one, else its type.
-local function tag_of(e)
-  local d = e.data
-  if type(d) == "table" then
-    local intent = d.intent
-    if plain_strings[intent] then return intent end
-    -- an absent intent (most events) needs no type() call
-    if intent ~= nil and type(intent) == "string" and intent ~= "" then
-      is_plain(intent) -- remembered for the next event
-      return intent
-    end
-  end
-  return e.type
-end
-
 local function check_opts(opts, where)
   if opts == nil then return NO_OPTS end
   if type(opts) ~= "table" then error(where .. ": options must be a table", 0) end
@@ -253,19 +239,31 @@ local function hidden_set(opts)
   return hidden
 end
 
--- Returns the tag of event e (tag_of) if it is shown, else nil.
+-- Returns the tag event e is shown under: its data's intent if it has one, else its type;
+-- nil if `only` or `hidden` leave it out.
 local function shown_tag(e, only, hidden)
-  local ty, tag = e.type, tag_of(e)
+  local ty = e.type
+  if not only and hidden[ty] then return nil end -- hidden by its type, whatever its tag
+  local tag, d = ty, e.data
+  if type(d) == "table" then
+    local intent = d.intent
+    if plain_strings[intent] then
+      tag = intent
+    elseif intent ~= nil and type(intent) == "string" and intent ~= "" then -- no type() call for most events
+      tag = intent
+      is_plain(intent) -- remembered for the next event
+    end
+  end
   if only then
     if only[ty] or only[tag] then return tag end
-  elseif not (hidden[ty] or hidden[tag]) then
+  elseif not hidden[tag] then
     return tag
   end
   return nil
 end
 
 -- Applies skip/only/last: returns the events the model sees, in order, their tags
--- (tag_of), and their count.
+-- (shown_tag), and their count.
 local function visible(source, opts, where)
   local events = checked_events(source, where)
   local only, hidden = opts.only, hidden_set(opts)
@@ -405,7 +403,7 @@ end
 ---@return string
 function context.xml_event(event, opts)
   opts = opts or NO_OPTS
-  return render_event(event, tag_of(event), opts.truncate, opts.keep_indent)
+  return render_event(event, shown_tag(event, nil, NO_HIDDEN), opts.truncate, opts.keep_indent)
 end
 
 ---Serialises a thread exactly like the 12-factor-agents template's `Thread.serializeForLLM`:

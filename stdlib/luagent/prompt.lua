@@ -177,6 +177,8 @@ function H.str(v)
   return tostring(v)
 end
 
+H.trim = prompt.trim
+
 function H.truthy(v)
   if v == nil or v == false or v == "" then return false end
   if type(v) == "table" and next(v) == nil then return false end
@@ -794,10 +796,80 @@ function Gen:block(nodes)
   end
 end
 
--- Compiles template source to a render function fn(vars, out, render_state): it appends
--- the output's pieces to `out` (n counts them, saving a length operator per piece) and
--- each role marker to render_state.roles as two entries, the role and the index of the
--- piece it starts at.
+local MAX_SEGMENT_PIECES = 100 -- a segment's pieces are one concat: registers are limited
+
+-- The Lua expression of a message's content in a simple template (see Gen:messages): the
+-- trimmed concatenation of `nodes`, text and outputs. Trimming is done here when it can be:
+-- blank text at either end goes, and text with something else at either end is cut now.
+function Gen:segment(nodes)
+  local first, last = 1, #nodes
+  while first <= last and nodes[first].t == "text" and not nodes[first].text:find("%S") do first = first + 1 end
+  while last >= first and nodes[last].t == "text" and not nodes[last].text:find("%S") do last = last - 1 end
+  local all_text = true
+  for i = first, last do all_text = all_text and nodes[i].t == "text" end
+  if all_text then
+    local texts = {}
+    for i = first, last do texts[#texts + 1] = nodes[i].text end
+    return lit(prompt.trim(table.concat(texts)))
+  end
+  local pieces = {}
+  for i = first, last do
+    local node = nodes[i]
+    if node.t == "text" then
+      local text = node.text
+      if i == first then text = text:sub((text:find("%S"))) end
+      if i == last then
+        local cut = #text
+        while text:find("^%s", cut) do cut = cut - 1 end
+        text = text:sub(1, cut)
+      end
+      pieces[#pieces + 1] = lit(text)
+    else
+      pieces[#pieces + 1] = "H.str(" .. self:expr(node.expr, node.line, true) .. ")"
+    end
+  end
+  local code = table.concat(pieces, "..")
+  if nodes[first].t ~= "text" or nodes[last].t ~= "text" then code = "H.trim(" .. code .. ")" end
+  return code
+end
+
+-- For a simple template (text, outputs and role markers only, which is what most chat
+-- prompts are), emits messages(V, default_role): tpl:messages() made directly, each content
+-- one concat, instead of pieces rendered into a table, joined, then trimmed (a copy each).
+-- Returns false for other templates.
+function Gen:messages(tree)
+  local segments = { { nodes = {} } }
+  for _, node in ipairs(tree) do
+    if node.t == "role" then
+      segments[#segments + 1] = { role = node.role, nodes = {} }
+    elseif node.t == "text" or node.t == "output" then
+      local nodes = segments[#segments].nodes
+      if #nodes >= MAX_SEGMENT_PIECES then return false end
+      nodes[#nodes + 1] = node
+    else
+      return false
+    end
+  end
+  self:emit("local function messages(V,D)")
+  self:emit("local m,k={nil,nil,nil,nil},0")
+  for i, segment in ipairs(segments) do
+    local content = self:segment(segment.nodes)
+    if i > 1 then
+      self:emit(fmt("k=k+1 m[k]={role=%s,content=%s}", lit(segment.role), content))
+    elseif content ~= lit("") then -- text before the first marker: a message unless blank
+      self:emit("do local c=" .. content .. " if c~=\"\" then k=k+1 m[k]={role=D,content=c} end end")
+    end
+  end
+  self:emit("return m")
+  self:emit("end")
+  return true
+end
+
+-- Compiles template source to a render function fn(vars, out, render_state), and for a
+-- simple template a messages function (see Gen:messages), else nil. fn appends the
+-- output's pieces to `out` (n counts them, saving a length operator per piece) and each
+-- role marker to render_state.roles as two entries, the role and the index of the piece
+-- it starts at.
 local function compile(source, name, opts)
   if type(source) ~= "string" then
     error(fmt("%s: template source must be a string, got %s", name, type(source)), 0)
@@ -806,10 +878,11 @@ local function compile(source, name, opts)
   local g = setmetatable({ code = {}, counter = 0, scopes = {}, name = name,
     strict = opts.strict and true or false, filters = opts.filters }, Gen)
   g:emit("local H,NAME,UF=...")
-  g:emit("return function(V,o,R)")
+  g:emit("local function render(V,o,R)")
   g:emit("local n=#o")
   g:block(tree)
   g:emit("end")
+  g:emit(g:messages(tree) and "return render,messages" or "return render")
   local src = table.concat(g.code, "\n")
   local chunk, err = load(src, "=" .. name, "t", {})
   if not chunk then error(fmt("%s: internal error compiling template: %s", name, err), 0) end
@@ -862,16 +935,17 @@ local function cache_key(path, opts)
   return path .. "\0" .. (opts.strict and "s" or "") .. "\0" .. (opts.filters and tostring(opts.filters) or "")
 end
 
--- Returns the render function for a file, recompiling only when its version changed.
+-- Returns the render and messages functions for a file (see compile), recompiling only
+-- when its version changed.
 local function file_function(path, opts)
   local text, version = read_file(path)
   local key = cache_key(path, opts)
   local entry = file_cache[key]
-  if entry and version ~= nil and entry.version == version then return entry.fn end
-  if entry and version == nil and entry.text == text then return entry.fn end
-  local fn = compile(text, path, opts)
-  file_cache[key] = { version = version, text = version == nil and text or nil, fn = fn }
-  return fn
+  if entry and version ~= nil and entry.version == version then return entry.fn, entry.messages_fn end
+  if entry and version == nil and entry.text == text then return entry.fn, entry.messages_fn end
+  local fn, messages_fn = compile(text, path, opts)
+  file_cache[key] = { version = version, text = version == nil and text or nil, fn = fn, messages_fn = messages_fn }
+  return fn, messages_fn
 end
 
 local function dirname(path)
@@ -924,11 +998,18 @@ end
 
 local NO_VARS = {} -- the variables of a render given none; templates only read them
 
-function Template:_run(vars)
+-- Checks the variables; returns the render and messages functions (see compile).
+function Template:_functions(vars)
   if vars ~= nil and type(vars) ~= "table" then
     error(fmt("%s: template variables must be a table, got %s", self.name, type(vars)), 0)
   end
-  local fn = self.fn or file_function(self.path, self.opts)
+  if self.fn then return self.fn, self.messages_fn end
+  return file_function(self.path, self.opts)
+end
+
+-- Renders with fn: returns the output's pieces and the role markers (see compile).
+function Template:_run(vars, fn)
+  fn = fn or self:_functions(vars)
   -- `{ nil, ... }` is an empty table with room for 8 pieces: growing `{}` to hold 1, 2,
   -- 3 and 5 pieces would rehash it four times.
   local o = { nil, nil, nil, nil, nil, nil, nil, nil }
@@ -964,7 +1045,9 @@ end
 ---@param vars? table
 ---@return luagent.prompt.Message[]
 function Template:messages(vars)
-  local o, roles = self:_run(vars) -- roles: role, first piece, role, first piece...
+  local fn, messages_fn = self:_functions(vars)
+  if messages_fn then return messages_fn(vars or NO_VARS, self.opts.default_role or "user") end
+  local o, roles = self:_run(vars, fn) -- roles: role, first piece, role, first piece...
   local messages = { nil, nil, nil } -- room for 3 (see _run)
   local after = #o + 1
   add_message(messages, self.opts.default_role or "user", o, 1, (roles[2] or after) - 1, false)
@@ -993,7 +1076,7 @@ function prompt.template(source, opts)
   opts = check_opts(opts, "prompt.template")
   local name = opts.name or "template"
   local self = setmetatable({ name = name, opts = opts }, Template)
-  self.fn = compile(source, name, opts)
+  self.fn, self.messages_fn = compile(source, name, opts)
   return self
 end
 
