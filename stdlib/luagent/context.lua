@@ -32,29 +32,109 @@ local MAX_VALUE_DEPTH = 32 -- nested data deeper than this is written as "..."
 -- shared helpers
 ----------------------------------------------------------------------------
 
+-- context.xml runs on every LLM step, over every event of the thread. Each call of a C
+-- function from Lua (type, tostring, string.find, table.concat...) costs a few hundred
+-- instructions, more than the Lua around it, so the helpers below skip the calls they can.
+local type, tostring, pairs, pcall, error = type, tostring, pairs, pcall, error
+local concat, sort = table.concat, table.sort
+local find, byte = string.find, string.byte
+local math_type, floor, huge = math.type, math.floor, math.huge
+
+local NO_OPTS = {} -- read, never written: the options of a call that passed none
+local NO_HIDDEN = {} -- read, never written: hides nothing
+
+-- Texts of small whole numbers (ids, counts, a calculator's results), each printed once:
+-- printing costs an snprintf. A float key with a whole value is the same key as the integer.
+local small_number_text = {}
+
 local function format_number(n)
-  if math.type(n) == "integer" then return tostring(n) end
-  if n ~= n then return "NaN" end
-  if n == math.huge then return "Infinity" end
-  if n == -math.huge then return "-Infinity" end
-  if n == math.floor(n) and n > -2 ^ 53 and n < 2 ^ 53 then return fmt("%d", n) end
-  for _, p in ipairs { "%.15g", "%.16g", "%.17g" } do
-    local s = fmt(p, n)
-    if tonumber(s) == n then return s end
+  local text = small_number_text[n]
+  if text then return text end
+  -- Whole numbers a double holds exactly print as integer digits; `n | 0` makes the
+  -- integer and `..` prints it as tostring would.
+  if n == n // 1 and n > -2 ^ 53 and n < 2 ^ 53 then
+    text = (n | 0) .. ""
+    if n >= -1000 and n <= 1000 then small_number_text[n] = text end
+    return text
   end
+  if math_type(n) == "integer" then return tostring(n) end
+  if n ~= n then return "NaN" end
+  if n == huge then return "Infinity" end
+  if n == -huge then return "-Infinity" end
+  if n == floor(n) and n > -2 ^ 53 and n < 2 ^ 53 then return fmt("%d", n) end
+  -- the shortest of %.15g, %.16g, %.17g that reads back as n
+  local s = fmt("%.15g", n)
+  if tonumber(s) == n then return s end
+  s = fmt("%.16g", n)
+  if tonumber(s) == n then return s end
   return fmt("%.17g", n)
 end
 
+-- Strings known to be "plain": no line break and no space or tab first. Event types,
+-- intents and field names come back in every event of every step: each is checked once,
+-- and then a table lookup stands for both type() (a key equal to a string is that string)
+-- and the search for indentation (a body made of plain keys and numbers has none). The set
+-- is bounded, so that data with ever new keys cannot grow it without end.
+local plain_strings, plain_count = {}, 0
+local MAX_PLAIN_STRINGS = 1000
+
+-- Whether string s is plain (remembering it if so).
+local function is_plain(s)
+  if plain_strings[s] then return true end
+  if not find(s, "^[^ \t\n\r][^\n\r]*$") then return false end
+  if plain_count < MAX_PLAIN_STRINGS then
+    plain_count = plain_count + 1
+    plain_strings[s] = true
+  end
+  return true
+end
+
+-- Key order for keys of different types: numbers first, then strings, the rest by tostring.
+local function mixed_key_less(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta == "number" end
+  if ta == "number" or ta == "string" then return a < b end
+  return tostring(a) < tostring(b)
+end
+
+---Returns the keys of t in mixed_key_less order, their count, and their type when they
+---are all strings or all numbers (else nil). Such keys sort with `<` alone: the same
+---order, without a Lua comparator calling type() twice per comparison.
 local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys, function(a, b)
-    local ta, tb = type(a), type(b)
-    if ta ~= tb then return ta == "number" end
-    if ta == "number" or ta == "string" then return a < b end
-    return tostring(a) < tostring(b)
-  end)
-  return keys
+  -- `{ nil, nil, nil, nil }` is an empty table with room for 4 entries: growing `{}` to
+  -- hold 1, 2, then 3 entries would rehash it three times.
+  local keys, n, key_type, uniform = { nil, nil, nil, nil }, 0, nil, true
+  for k in pairs(t) do
+    n = n + 1
+    keys[n] = k
+    local tk = "string"
+    if not plain_strings[k] then
+      tk = type(k)
+      if tk == "string" then is_plain(k) end -- remembered for the next event
+    end
+    if tk ~= key_type then
+      if key_type == nil then key_type = tk else uniform = false end
+    end
+  end
+  if uniform and (key_type == "string" or key_type == "number") then
+    -- the usual sizes (an intent and its two arguments) without a table.sort call
+    if n == 2 then
+      if keys[2] < keys[1] then keys[1], keys[2] = keys[2], keys[1] end
+    elseif n == 3 then
+      local a, b, c = keys[1], keys[2], keys[3]
+      if b < a then a, b = b, a end
+      if c < b then
+        b, c = c, b
+        if b < a then a, b = b, a end
+      end
+      keys[1], keys[2], keys[3] = a, b, c
+    elseif n > 3 then
+      sort(keys)
+    end
+    return keys, n, key_type
+  end
+  if n > 1 then sort(keys, mixed_key_less) end
+  return keys, n, nil
 end
 
 -- A table is written as a list when its keys are exactly 1..#t.
@@ -70,12 +150,15 @@ local function json(v)
   return require("luagent.prompt").json(v)
 end
 
--- Returns the array of events of a thread, or of an array of events.
+local function events_field(source) return source.events end
+
+-- Returns the array of events of a thread, or of an array of events (not yet checked).
 local function events_of(source, where)
-  if type(source) ~= "table" and type(source) ~= "userdata" then
-    error(fmt("%s: expected a thread or an array of events, got %s", where, type(source)), 0)
+  local ts = type(source)
+  if ts ~= "table" and ts ~= "userdata" then
+    error(fmt("%s: expected a thread or an array of events, got %s", where, ts), 0)
   end
-  local ok, method = pcall(function() return source.events end)
+  local ok, method = pcall(events_field, source)
   local events
   if ok and type(method) == "function" then
     events = method(source)
@@ -87,16 +170,9 @@ local function events_of(source, where)
   if type(events) ~= "table" then
     error(fmt("%s: thread:events() returned a %s, expected an array", where, type(events)), 0)
   end
-  for i = 1, #events do
-    local e = events[i]
-    if type(e) ~= "table" or type(e.type) ~= "string" then
-      error(fmt("%s: event %d is not a table with a string 'type'", where, i), 0)
-    end
-  end
   return events
 end
 
--- The tag an event is shown under: its data's intent if it has one, else its type.
 --- What a serialiser shows of an event. A tool_response written by thread:execute
 --- holds { call = <event id>, result = ... } (or error = ...); the model sees the
 --- result alone, as in the 12-factor template, and the call link stays in the store.
@@ -115,25 +191,21 @@ function context.payload(e)
   return d
 end
 
-local function tag_of(e)
-  local d = e.data
-  if type(d) == "table" and type(d.intent) == "string" and d.intent ~= "" then return d.intent end
-  return e.type
-end
-
 local function check_opts(opts, where)
-  if opts == nil then return {} end
+  if opts == nil then return NO_OPTS end
   if type(opts) ~= "table" then error(where .. ": options must be a table", 0) end
-  for _, k in ipairs { "last", "truncate" } do
-    local v = opts[k]
-    if v ~= nil and (math.type(v) ~= "integer" or v < 0) then
-      error(fmt("%s: opts.%s must be a non-negative integer", where, k), 0)
-    end
+  local last, truncate = opts.last, opts.truncate
+  if last ~= nil and (math_type(last) ~= "integer" or last < 0) then
+    error(where .. ": opts.last must be a non-negative integer", 0)
   end
-  for _, k in ipairs { "skip", "only" } do
-    if opts[k] ~= nil and type(opts[k]) ~= "table" then
-      error(fmt("%s: opts.%s must be a table of type names", where, k), 0)
-    end
+  if truncate ~= nil and (math_type(truncate) ~= "integer" or truncate < 0) then
+    error(where .. ": opts.truncate must be a non-negative integer", 0)
+  end
+  if opts.skip ~= nil and type(opts.skip) ~= "table" then
+    error(where .. ": opts.skip must be a table of type names", 0)
+  end
+  if opts.only ~= nil and type(opts.only) ~= "table" then
+    error(where .. ": opts.only must be a table of type names", 0)
   end
   if opts.format ~= nil and type(opts.format) ~= "function" then
     error(where .. ": opts.format must be a function", 0)
@@ -141,33 +213,77 @@ local function check_opts(opts, where)
   return opts
 end
 
--- Applies skip/only/last: returns the events the model sees, in order.
-local function visible(source, opts, where)
+-- Returns the events of a source, each checked to be a table with a string type.
+local function checked_events(source, where)
   local events = events_of(source, where)
-  local shown = {}
-  local hidden
-  if not opts.only then
-    hidden = {}
-    for k, v in pairs(context.HIDDEN) do hidden[k] = v end
-    for k, v in pairs(opts.skip or {}) do hidden[k] = v and true or nil end
-  end
   for i = 1, #events do
     local e = events[i]
-    local tag = tag_of(e)
-    local keep
-    if opts.only then
-      keep = opts.only[e.type] or opts.only[tag]
-    else
-      keep = not (hidden[e.type] or hidden[tag])
+    local ty = type(e) == "table" and e.type
+    if not plain_strings[ty] then
+      if type(ty) ~= "string" then
+        error(fmt("%s: event %d is not a table with a string 'type'", where, i), 0)
+      end
+      is_plain(ty) -- remembered for the next event
     end
-    if keep then shown[#shown + 1] = e end
   end
-  if opts.last and #shown > opts.last then
-    local tail = {}
-    for i = #shown - opts.last + 1, #shown do tail[#tail + 1] = shown[i] end
-    shown = tail
+  return events
+end
+
+-- The types and intents opts hides; nil when opts.only chooses instead.
+local function hidden_set(opts)
+  if opts.only then return nil end
+  if not opts.skip then return context.HIDDEN end -- read as it is: no copy per call
+  local hidden = {}
+  for k, v in pairs(context.HIDDEN) do hidden[k] = v end
+  for k, v in pairs(opts.skip) do hidden[k] = v and true or nil end
+  return hidden
+end
+
+-- Returns the tag event e is shown under: its data's intent if it has one, else its type;
+-- nil if `only` or `hidden` leave it out.
+local function shown_tag(e, only, hidden)
+  local ty = e.type
+  if not only and hidden[ty] then return nil end -- hidden by its type, whatever its tag
+  local tag, d = ty, e.data
+  if type(d) == "table" then
+    local intent = d.intent
+    if plain_strings[intent] then
+      tag = intent
+    elseif intent ~= nil and type(intent) == "string" and intent ~= "" then -- no type() call for most events
+      tag = intent
+      is_plain(intent) -- remembered for the next event
+    end
   end
-  return shown
+  if only then
+    if only[ty] or only[tag] then return tag end
+  elseif not hidden[tag] then
+    return tag
+  end
+  return nil
+end
+
+-- Applies skip/only/last: returns the events the model sees, in order, their tags
+-- (shown_tag), and their count.
+local function visible(source, opts, where)
+  local events = checked_events(source, where)
+  local only, hidden = opts.only, hidden_set(opts)
+  local shown, tags, n = {}, {}, 0
+  for i = 1, #events do
+    local e = events[i]
+    local tag = shown_tag(e, only, hidden)
+    if tag then
+      n = n + 1
+      shown[n], tags[n] = e, tag
+    end
+  end
+  local last = opts.last
+  if last and n > last then
+    local from = n - last
+    for i = 1, last do shown[i], tags[i] = shown[from + i], tags[from + i] end
+    for i = n, last + 1, -1 do shown[i], tags[i] = nil, nil end
+    n = last
+  end
+  return shown, tags, n
 end
 
 local function truncate(body, limit)
@@ -197,37 +313,88 @@ local function inline_value(v, depth, seen)
   if depth > MAX_VALUE_DEPTH then return "..." end
   if seen[v] then return "<cycle>" end
   seen[v] = true
-  local parts = {}
   if is_array(v) then
+    local parts = {}
     for i = 1, #v do parts[i] = inline_value(v[i], depth + 1, seen) end
     seen[v] = nil
-    return "[" .. table.concat(parts, ", ") .. "]"
+    return "[" .. concat(parts, ", ") .. "]"
   end
-  for _, k in ipairs(sorted_keys(v)) do
-    parts[#parts + 1] = tostring(k) .. ": " .. inline_value(v[k], depth + 1, seen)
+  local keys, n, key_type = sorted_keys(v)
+  for i = 1, n do -- each entry replaces its key, already read
+    local k = keys[i]
+    -- `..` writes a string or number key as tostring would, without the call
+    keys[i] = (key_type and k or tostring(k)) .. ": " .. inline_value(v[k], depth + 1, seen)
   end
   seen[v] = nil
-  return "{" .. table.concat(parts, ", ") .. "}"
+  return "{" .. concat(keys, ", ", 1, n) .. "}"
 end
 
+-- Returns an event body's text, and false when it surely has no line starting with a
+-- space or tab (numbers, booleans, tables of plain keys and such values), which spares
+-- render_event the search for one.
 local function xml_body(data)
-  if type(data) ~= "table" then
-    if data == nil then return "" end
-    return inline_value(data, 0, {})
-  end
-  local lines = {}
-  for _, k in ipairs(sorted_keys(data)) do
+  local td = type(data)
+  if td == "string" then return data, true end
+  if td == "number" then return format_number(data), false end
+  if data == nil then return "", false end
+  if td ~= "table" then return tostring(data), td ~= "boolean" end
+  local keys, n, key_type = sorted_keys(data)
+  local count, seen, may_indent = 0, nil, key_type == nil and n > 0
+  for i = 1, n do -- each line replaces a key already read (count <= i)
+    local k = keys[i]
     if k ~= "intent" then
-      lines[#lines + 1] = tostring(k) .. ": " .. inline_value(data[k], 1, { [data] = true })
+      local v = data[k]
+      local tv = type(v)
+      local text
+      if tv == "number" then
+        text = small_number_text[v] or format_number(v) -- a hit saves the call
+      elseif tv == "boolean" then
+        text = v and "true" or "false"
+      else
+        if tv == "table" then seen = seen or { [data] = true } end
+        text = inline_value(v, 1, seen)
+        may_indent = true
+      end
+      if key_type then
+        if not may_indent and key_type == "string" and not (plain_strings[k] or is_plain(k)) then
+          may_indent = true
+        end
+        count = count + 1
+        keys[count] = k .. ": " .. text
+      else
+        count = count + 1
+        keys[count] = tostring(k) .. ": " .. text
+      end
     end
   end
-  return table.concat(lines, "\n")
+  -- the usual sizes, without a table.concat call
+  if count == 1 then return keys[1], may_indent end
+  if count == 2 then return keys[1] .. "\n" .. keys[2], may_indent end
+  return concat(keys, "\n", 1, count), may_indent
 end
 
 local function has_indented_line(body)
-  local first = body:byte(1)
-  return first == 32 or first == 9 or body:find("\n ", 1, true) or body:find("\n\t", 1, true)
-    or body:find("\r ", 1, true) or body:find("\r\t", 1, true)
+  local first = byte(body, 1)
+  if first == 32 or first == 9 then return true end
+  -- Plain searches (memchr) cost less than the pattern scan; most bodies are one line,
+  -- ruled out by one search for each line break.
+  local lf, cr = find(body, "\n", 1, true), find(body, "\r", 1, true)
+  return (lf and (find(body, "\n ", lf, true) or find(body, "\n\t", lf, true)))
+    or (cr and (find(body, "\r ", cr, true) or find(body, "\r\t", cr, true))) or false
+end
+
+-- Renders one event under `tag` (see context.xml_event).
+local function render_event(event, tag, limit, keep_indent)
+  local body, may_indent = xml_body(context.payload(event))
+  if limit then body = truncate(body, limit) end
+  local text = "\n<" .. tag .. ">\n" .. body .. "\n</" .. tag .. ">\n"
+  -- The template strips spaces and tabs at the start of every line (body included). Only
+  -- the body's lines can start with them, and the pattern scan costs more than the rest
+  -- of the rendering: rule it out first.
+  if may_indent and not keep_indent and has_indented_line(body) then
+    text = text:gsub("([\n\r])[ \t]+", "%1")
+  end
+  return text
 end
 
 ---Renders one event as the 12-factor template does: "\n<TAG>\nBODY\n</TAG>\n".
@@ -235,17 +402,8 @@ end
 ---@param opts? luagent.context.Options
 ---@return string
 function context.xml_event(event, opts)
-  opts = opts or {}
-  local tag = tag_of(event)
-  local body = truncate(xml_body(context.payload(event)), opts.truncate)
-  local text = "\n<" .. tag .. ">\n" .. body .. "\n</" .. tag .. ">\n"
-  -- The template strips spaces and tabs at the start of every line (body included). Only
-  -- the body's lines can start with them, and the pattern scan costs more than the rest
-  -- of the rendering: plain searches (memchr) rule it out first.
-  if not opts.keep_indent and has_indented_line(body) then
-    text = text:gsub("([\n\r])[ \t]+", "%1")
-  end
-  return text
+  opts = opts or NO_OPTS
+  return render_event(event, shown_tag(event, nil, NO_HIDDEN), opts.truncate, opts.keep_indent)
 end
 
 ---Serialises a thread exactly like the 12-factor-agents template's `Thread.serializeForLLM`:
@@ -255,16 +413,39 @@ end
 ---@return string
 function context.xml(thread_or_events, opts)
   opts = check_opts(opts, "context.xml")
-  local parts = {}
-  for _, e in ipairs(visible(thread_or_events, opts, "context.xml")) do
-    local custom = opts.format and opts.format(e)
+  local limit, keep_indent, format = opts.truncate, opts.keep_indent, opts.format
+  local parts, count = { nil, nil, nil, nil, nil, nil, nil, nil }, 0 -- room for 8 (see sorted_keys)
+  if not format and not opts.last then
+    -- The agents' usual call: each event is rendered as it is found shown, without the
+    -- arrays of shown events and tags that `last` and `format` need.
+    local events = checked_events(thread_or_events, "context.xml")
+    local only, hidden = opts.only, hidden_set(opts)
+    for i = 1, #events do
+      local e = events[i]
+      local tag = shown_tag(e, only, hidden)
+      if tag then
+        count = count + 1
+        parts[count] = render_event(e, tag, limit, keep_indent)
+      end
+    end
+    return concat(parts, "\n", 1, count)
+  end
+  local shown, tags, n = visible(thread_or_events, opts, "context.xml")
+  for i = 1, n do
+    local e = shown[i]
+    local custom = format and format(e)
+    local text
     if type(custom) == "string" then
-      parts[#parts + 1] = custom
+      text = custom
     elseif custom ~= false then
-      parts[#parts + 1] = context.xml_event(e, opts)
+      text = render_event(e, tags[i], limit, keep_indent)
+    end
+    if text then
+      count = count + 1
+      parts[count] = text
     end
   end
-  return table.concat(parts, "\n")
+  return concat(parts, "\n", 1, count)
 end
 
 ----------------------------------------------------------------------------

@@ -155,12 +155,14 @@ end
 function prompt.trim(s)
   local first = string.find(s, "%S")
   if not first then return "" end
-  local last = #s
+  local n = #s
+  local last = n
   local b = string.byte(s, last)
   while b == 32 or (b >= 9 and b <= 13) do
     last = last - 1
     b = string.byte(s, last)
   end
+  if first == 1 and last == n then return s end -- nothing to cut: no copy
   return string.sub(s, first, last)
 end
 
@@ -174,6 +176,8 @@ function H.str(v)
   if tv == "table" then return prompt.json(v) end
   return tostring(v)
 end
+
+H.trim = prompt.trim
 
 function H.truthy(v)
   if v == nil or v == false or v == "" then return false end
@@ -744,13 +748,13 @@ function Gen:block(nodes)
   for _, node in ipairs(nodes) do
     local t = node.t
     if t == "text" then
-      self:emit("o[#o+1]=" .. lit(node.text))
+      self:emit("n=n+1 o[n]=" .. lit(node.text))
     elseif t == "output" then
-      self:emit("o[#o+1]=H.str(" .. self:expr(node.expr, node.line, true) .. ")")
+      self:emit("n=n+1 o[n]=H.str(" .. self:expr(node.expr, node.line, true) .. ")")
     elseif t == "role" then
-      self:emit(fmt("R.roles[#R.roles+1]={role=%s,at=#o+1}", lit(node.role)))
+      self:emit(fmt("do local r=R.roles r[#r+1]=%s r[#r+1]=n+1 end", lit(node.role)))
     elseif t == "include" then
-      self:emit(fmt("H.include(R,o,NAME,%s,%s,%d)", lit(node.path), self:include_vars(), node.line))
+      self:emit(fmt("H.include(R,o,NAME,%s,%s,%d) n=#o", lit(node.path), self:include_vars(), node.line))
     elseif t == "if" then
       for i, br in ipairs(node.branches) do
         self:emit((i == 1 and "if " or "elseif ") .. "H.truthy(" .. self:expr(br.cond, node.line, false) .. ") then")
@@ -792,7 +796,80 @@ function Gen:block(nodes)
   end
 end
 
--- Compiles template source to a render function fn(vars, out, render_state).
+local MAX_SEGMENT_PIECES = 100 -- a segment's pieces are one concat: registers are limited
+
+-- The Lua expression of a message's content in a simple template (see Gen:messages): the
+-- trimmed concatenation of `nodes`, text and outputs. Trimming is done here when it can be:
+-- blank text at either end goes, and text with something else at either end is cut now.
+function Gen:segment(nodes)
+  local first, last = 1, #nodes
+  while first <= last and nodes[first].t == "text" and not nodes[first].text:find("%S") do first = first + 1 end
+  while last >= first and nodes[last].t == "text" and not nodes[last].text:find("%S") do last = last - 1 end
+  local all_text = true
+  for i = first, last do all_text = all_text and nodes[i].t == "text" end
+  if all_text then
+    local texts = {}
+    for i = first, last do texts[#texts + 1] = nodes[i].text end
+    return lit(prompt.trim(table.concat(texts)))
+  end
+  local pieces = {}
+  for i = first, last do
+    local node = nodes[i]
+    if node.t == "text" then
+      local text = node.text
+      if i == first then text = text:sub((text:find("%S"))) end
+      if i == last then
+        local cut = #text
+        while text:find("^%s", cut) do cut = cut - 1 end
+        text = text:sub(1, cut)
+      end
+      pieces[#pieces + 1] = lit(text)
+    else
+      pieces[#pieces + 1] = "H.str(" .. self:expr(node.expr, node.line, true) .. ")"
+    end
+  end
+  local code = table.concat(pieces, "..")
+  if nodes[first].t ~= "text" or nodes[last].t ~= "text" then code = "H.trim(" .. code .. ")" end
+  return code
+end
+
+-- For a simple template (text, outputs and role markers only, which is what most chat
+-- prompts are), emits messages(V, default_role): tpl:messages() made directly, each content
+-- one concat, instead of pieces rendered into a table, joined, then trimmed (a copy each).
+-- Returns false for other templates.
+function Gen:messages(tree)
+  local segments = { { nodes = {} } }
+  for _, node in ipairs(tree) do
+    if node.t == "role" then
+      segments[#segments + 1] = { role = node.role, nodes = {} }
+    elseif node.t == "text" or node.t == "output" then
+      local nodes = segments[#segments].nodes
+      if #nodes >= MAX_SEGMENT_PIECES then return false end
+      nodes[#nodes + 1] = node
+    else
+      return false
+    end
+  end
+  self:emit("local function messages(V,D)")
+  self:emit("local m,k={nil,nil,nil,nil},0")
+  for i, segment in ipairs(segments) do
+    local content = self:segment(segment.nodes)
+    if i > 1 then
+      self:emit(fmt("k=k+1 m[k]={role=%s,content=%s}", lit(segment.role), content))
+    elseif content ~= lit("") then -- text before the first marker: a message unless blank
+      self:emit("do local c=" .. content .. " if c~=\"\" then k=k+1 m[k]={role=D,content=c} end end")
+    end
+  end
+  self:emit("return m")
+  self:emit("end")
+  return true
+end
+
+-- Compiles template source to a render function fn(vars, out, render_state), and for a
+-- simple template a messages function (see Gen:messages), else nil. fn appends the
+-- output's pieces to `out` (n counts them, saving a length operator per piece) and each
+-- role marker to render_state.roles as two entries, the role and the index of the piece
+-- it starts at.
 local function compile(source, name, opts)
   if type(source) ~= "string" then
     error(fmt("%s: template source must be a string, got %s", name, type(source)), 0)
@@ -801,9 +878,11 @@ local function compile(source, name, opts)
   local g = setmetatable({ code = {}, counter = 0, scopes = {}, name = name,
     strict = opts.strict and true or false, filters = opts.filters }, Gen)
   g:emit("local H,NAME,UF=...")
-  g:emit("return function(V,o,R)")
+  g:emit("local function render(V,o,R)")
+  g:emit("local n=#o")
   g:block(tree)
   g:emit("end")
+  g:emit(g:messages(tree) and "return render,messages" or "return render")
   local src = table.concat(g.code, "\n")
   local chunk, err = load(src, "=" .. name, "t", {})
   if not chunk then error(fmt("%s: internal error compiling template: %s", name, err), 0) end
@@ -842,20 +921,31 @@ local function read_file(path)
   return text, version
 end
 
+local default_keys = {} -- path -> its cache key under default options, made once
+
 local function cache_key(path, opts)
+  if not opts.strict and not opts.filters then -- every render asks: no concat each time
+    local key = default_keys[path]
+    if not key then
+      key = path .. "\0\0"
+      default_keys[path] = key
+    end
+    return key
+  end
   return path .. "\0" .. (opts.strict and "s" or "") .. "\0" .. (opts.filters and tostring(opts.filters) or "")
 end
 
--- Returns the render function for a file, recompiling only when its version changed.
+-- Returns the render and messages functions for a file (see compile), recompiling only
+-- when its version changed.
 local function file_function(path, opts)
   local text, version = read_file(path)
   local key = cache_key(path, opts)
   local entry = file_cache[key]
-  if entry and version ~= nil and entry.version == version then return entry.fn end
-  if entry and version == nil and entry.text == text then return entry.fn end
-  local fn = compile(text, path, opts)
-  file_cache[key] = { version = version, text = version == nil and text or nil, fn = fn }
-  return fn
+  if entry and version ~= nil and entry.version == version then return entry.fn, entry.messages_fn end
+  if entry and version == nil and entry.text == text then return entry.fn, entry.messages_fn end
+  local fn, messages_fn = compile(text, path, opts)
+  file_cache[key] = { version = version, text = version == nil and text or nil, fn = fn, messages_fn = messages_fn }
+  return fn, messages_fn
 end
 
 local function dirname(path)
@@ -881,6 +971,10 @@ prompt._join_path = join_path
 function H.include(R, o, from, rel, vars, line)
   local path = join_path(dirname(from), rel)
   local stack = R.stack
+  if not stack then -- made at the first include: most renders have none
+    stack = { R.name }
+    R.stack = stack
+  end
   for i, p in ipairs(stack) do
     if p == path then
       local cycle = {}
@@ -902,13 +996,25 @@ end
 -- template objects
 ----------------------------------------------------------------------------
 
-function Template:_run(vars)
+local NO_VARS = {} -- the variables of a render given none; templates only read them
+
+-- Checks the variables; returns the render and messages functions (see compile).
+function Template:_functions(vars)
   if vars ~= nil and type(vars) ~= "table" then
     error(fmt("%s: template variables must be a table, got %s", self.name, type(vars)), 0)
   end
-  local fn = self.fn or file_function(self.path, self.opts)
-  local o, R = {}, { roles = {}, stack = { self.name }, opts = self.opts }
-  fn(vars or {}, o, R)
+  if self.fn then return self.fn, self.messages_fn end
+  return file_function(self.path, self.opts)
+end
+
+-- Renders with fn: returns the output's pieces and the role markers (see compile).
+function Template:_run(vars, fn)
+  fn = fn or self:_functions(vars)
+  -- `{ nil, ... }` is an empty table with room for 8 pieces: growing `{}` to hold 1, 2,
+  -- 3 and 5 pieces would rehash it four times.
+  local o = { nil, nil, nil, nil, nil, nil, nil, nil }
+  local R = { roles = { nil, nil, nil, nil }, name = self.name, opts = self.opts } -- 2 markers
+  fn(vars or NO_VARS, o, R)
   return o, R.roles
 end
 
@@ -919,22 +1025,34 @@ function Template:render(vars)
   return (table.concat((self:_run(vars))))
 end
 
+-- Appends to messages the pieces o[from..to] joined and trimmed, as a message of `role`;
+-- blank text makes no message unless `always`.
+local function add_message(messages, role, o, from, to, always)
+  local content
+  if from > to then
+    content = ""
+  elseif from == to then
+    content = prompt.trim(o[from]) -- one piece (often): no copy made by a concat first
+  else
+    content = prompt.trim(table.concat(o, "", from, to))
+  end
+  if always or content ~= "" then messages[#messages + 1] = { role = role, content = content } end
+end
+
 ---Renders the template and splits it at `{{ role "..." }}` markers into chat messages.
 ---Each content is trimmed of surrounding whitespace; text before the first marker
 ---becomes a message of `opts.default_role` ("user") unless it is only whitespace.
 ---@param vars? table
 ---@return luagent.prompt.Message[]
 function Template:messages(vars)
-  local o, roles = self:_run(vars)
-  local messages = {}
-  local function add(role, from, to, always)
-    local content = prompt.trim(table.concat(o, "", from, to))
-    if always or content ~= "" then messages[#messages + 1] = { role = role, content = content } end
-  end
-  add(self.opts.default_role or "user", 1, (roles[1] and roles[1].at or #o + 1) - 1, false)
-  for i, r in ipairs(roles) do
-    local to = (roles[i + 1] and roles[i + 1].at or #o + 1) - 1
-    add(r.role, r.at, to, true)
+  local fn, messages_fn = self:_functions(vars)
+  if messages_fn then return messages_fn(vars or NO_VARS, self.opts.default_role or "user") end
+  local o, roles = self:_run(vars, fn) -- roles: role, first piece, role, first piece...
+  local messages = { nil, nil, nil } -- room for 3 (see _run)
+  local after = #o + 1
+  add_message(messages, self.opts.default_role or "user", o, 1, (roles[2] or after) - 1, false)
+  for i = 1, #roles, 2 do
+    add_message(messages, roles[i], o, roles[i + 1], (roles[i + 3] or after) - 1, true)
   end
   return messages
 end
@@ -958,7 +1076,7 @@ function prompt.template(source, opts)
   opts = check_opts(opts, "prompt.template")
   local name = opts.name or "template"
   local self = setmetatable({ name = name, opts = opts }, Template)
-  self.fn = compile(source, name, opts)
+  self.fn, self.messages_fn = compile(source, name, opts)
   return self
 end
 

@@ -149,6 +149,95 @@ t.test("xml survives a table that contains itself", function()
   t.eq(context.xml({ { type = "x", data = data } }), "\n<x>\nname: loop\nself: <cycle>\n</x>\n")
 end)
 
+-- The fast paths of context.xml (keys sorted without a comparator, numbers printed once,
+-- plain strings remembered, no copy of HIDDEN) must give what the general code gives.
+
+t.test("xml sorts keys of mixed types numbers first, then strings", function()
+  local data = { intent = "m", b = 1, a = 2, [10] = "ten", [2] = "two", [1.5] = "x" }
+  t.eq(context.xml({ { type = "m", data = data } }), "\n<m>\n1.5: x\n2: two\n10: ten\na: 2\nb: 1\n</m>\n")
+  t.eq(context.xml({ { type = "n", data = { v = { z = 1, [3] = "c", [1.5] = "h" } } } }),
+    "\n<n>\nv: {1.5: h, 3: c, z: 1}\n</n>\n")
+end)
+
+t.test("xml sorts number keys by value and string keys of every count", function()
+  t.eq(context.xml({ { type = "n", data = { [100] = "h", [9] = "i", [10] = "j" } } }), "\n<n>\n9: i\n10: j\n100: h\n</n>\n")
+  local names = { "delta", "alpha", "echo", "charlie", "bravo" }
+  for count = 1, #names do
+    for rotation = 1, count do
+      local data, expected = {}, {}
+      for i = 1, count do data[names[(i + rotation - 2) % count + 1]] = i end
+      for i = 1, count do expected[i] = names[i] end
+      table.sort(expected)
+      for i, k in ipairs(expected) do expected[i] = k .. ": " .. data[k] end
+      t.eq(context.xml({ { type = "s", data = data } }), "\n<s>\n" .. table.concat(expected, "\n") .. "\n</s>\n")
+    end
+  end
+end)
+
+t.test("xml marks cycles but not a table reached twice", function()
+  local shared = { x = 1 }
+  t.eq(context.xml({ { type = "s", data = { a = shared, b = shared, c = { shared } } } }),
+    "\n<s>\na: {x: 1}\nb: {x: 1}\nc: [{x: 1}]\n</s>\n")
+  local data = { child = {} }
+  data.child.parent = data
+  data.child.self = data.child
+  t.eq(context.xml({ { type = "c", data = data } }), "\n<c>\nchild: {parent: <cycle>, self: <cycle>}\n</c>\n")
+end)
+
+t.test("xml writes numbers the same the first time and after", function()
+  local values = { 6.0, 6, -0.0, 1000.0, -1000, 1001, 2 ^ 53, 2 ^ 53 + 2, 9007199254740993, math.maxinteger,
+    0.1, 1 / 3, 1e300, 1e21, -2.5, 0 / 0, math.huge, -math.huge }
+  local expected = { "6", "6", "0", "1000", "-1000", "1001", "9007199254740992", "9007199254740994",
+    "9007199254740993", "9223372036854775807", "0.1", "0.3333333333333333", "1e+300", "1e+21", "-2.5",
+    "NaN", "Infinity", "-Infinity" }
+  for _ = 1, 2 do
+    for i, v in ipairs(values) do
+      t.eq(context.xml({ { type = "r", data = v } }), "\n<r>\n" .. expected[i] .. "\n</r>\n")
+      t.eq(context.xml({ { type = "r", data = { intent = "r", v = v } } }), "\n<r>\nv: " .. expected[i] .. "\n</r>\n")
+    end
+  end
+end)
+
+t.test("xml strips indentation that keys bring, the first time and after", function()
+  for _ = 1, 2 do
+    t.eq(context.xml({ { type = "k", data = { intent = "k", [" lead"] = 1, b = 2 } } }), "\n<k>\nlead: 1\nb: 2\n</k>\n")
+    t.eq(context.xml({ { type = "k", data = { ["a\n  b"] = 1 } } }), "\n<k>\na\nb: 1\n</k>\n")
+    t.eq(context.xml({ { type = "k", data = { ["\tx"] = true } } }), "\n<k>\nx: true\n</k>\n")
+    t.eq(context.xml({ { type = "k", data = { ["\tx"] = true } } }, { keep_indent = true }), "\n<k>\n\tx: true\n</k>\n")
+  end
+end)
+
+t.test("changes to context.HIDDEN apply from the next call; skip leaves it alone", function()
+  local events = { { type = "user_input", data = "hi" }, { type = "note", data = "n" } }
+  context.HIDDEN.note = true
+  local ok, out = pcall(context.xml, events)
+  context.HIDDEN.note = nil
+  t.ok(ok, out)
+  t.eq(out, "\n<user_input>\nhi\n</user_input>\n")
+  t.eq(context.xml(events, { skip = { await = false } }), "\n<user_input>\nhi\n</user_input>\n\n\n<note>\nn\n</note>\n")
+  t.eq(context.HIDDEN.await, true)
+end)
+
+t.test("last with only, with format, beyond the count, and zero", function()
+  local ev = calculator_events()
+  t.eq(context.xml(ev, { only = { approval = true, tool_response = true, multiply = true }, last = 2 }),
+    "\n<tool_response>\n12\n</tool_response>\n\n\n<approval>\napproved: true\n</approval>\n")
+  t.eq(context.xml(ev, { last = 1, format = function(e) return e.type end }), "human_response")
+  t.eq(context.xml(ev, { last = 99 }), CALCULATOR_XML)
+  t.eq(context.xml(ev, { last = 0 }), "")
+end)
+
+t.test("format results other than a string or false keep the default rendering", function()
+  t.eq(context.xml({ { type = "tool_response", data = 12 } }, { format = function() return 7 end }),
+    "\n<tool_response>\n12\n</tool_response>\n")
+end)
+
+t.test("xml_event renders one event, options or not", function()
+  local e = { type = "tool_response", data = { call = 1, result = "  two\n  lines" } }
+  t.eq(context.xml_event(e), "\n<tool_response>\ntwo\nlines\n</tool_response>\n")
+  t.eq(context.xml_event(e, { keep_indent = true, truncate = 5 }), "\n<tool_response>\n  two...[truncated 8 chars]\n</tool_response>\n")
+end)
+
 t.test("yaml renders the calculator thread", function()
   t.eq(context.yaml(thread_of(calculator_events())), table.concat({
     "- type: user_input",

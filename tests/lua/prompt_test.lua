@@ -284,6 +284,89 @@ t.test("a variable called role still works", function()
   t.eq(render("{{ role }}", { role = "admin" }), "admin")
 end)
 
+-- A template of text, outputs and role markers only gets messages() made directly (one
+-- concat per message); the others split the rendered pieces. Both must agree.
+
+t.test("messages trims around outputs at either end of a message", function()
+  local tpl = prompt.template('{{ role "user" }}\n{{ x }} and {{ y }}\n{{ role "assistant" }}\n  {{ y }}!\n')
+  t.eq(tpl:messages { x = "  X", y = "Y \n" }, {
+    { role = "user", content = "X and Y" },
+    { role = "assistant", content = "Y \n!" },
+  })
+end)
+
+t.test("messages: blank marker sections stay as empty messages, blank text before the first goes", function()
+  local tpl = prompt.template('{{ pre }}\n  \n{{ role "system" }}\n \n{{ role "user" }}\n{{ blank }}\n{{ role "assistant" }}\n{{ n }}')
+  t.eq(tpl:messages { pre = " ", blank = "\t", n = 0 }, {
+    { role = "system", content = "" },
+    { role = "user", content = "" },
+    { role = "assistant", content = "0" },
+  })
+  t.eq(tpl:messages { pre = " hi " }, {
+    { role = "user", content = "hi" },
+    { role = "system", content = "" },
+    { role = "user", content = "" },
+    { role = "assistant", content = "" },
+  })
+end)
+
+t.test("messages splits at markers inside loops and conditions", function()
+  local tpl = prompt.template('{{ role "system" }}\nsys\n{% for q in qs %}{{ role "user" }}\n{{ q }}\n'
+    .. '{% if loop.last %}{{ role "assistant" }}\nlast\n{% endif %}{% endfor %}')
+  t.eq(tpl:messages { qs = { " a ", "b" } }, {
+    { role = "system", content = "sys" },
+    { role = "user", content = "a" },
+    { role = "user", content = "b" },
+    { role = "assistant", content = "last" },
+  })
+end)
+
+t.test("messages and render see the same text", function()
+  local src = 'intro {{ a }}\n{{ role "user" }}\n{{ a | upper }} {{ b }}\n{{ role "assistant" }}\n{{ c }}\n'
+  local vars = { a = "x", b = { k = 1 }, c = 2.0 }
+  local tpl = prompt.template(src)
+  t.eq(tpl(vars), "intro x\nX {\"k\":1}\n2\n")
+  t.eq(tpl:messages(vars), {
+    { role = "user", content = "intro x" },
+    { role = "user", content = 'X {"k":1}' },
+    { role = "assistant", content = "2" },
+  })
+end)
+
+t.test("messages in strict mode names the undefined variable; the next render works", function()
+  local tpl = prompt.template('{{ role "system" }}\nok\n{{ role "user" }}\n{{ who }}', { strict = true })
+  t.raises(function() tpl:messages {} end, "^template:4: undefined variable 'who'$")
+  t.raises(function() tpl {} end, "^template:4: undefined variable 'who'$")
+  t.eq(tpl:messages { who = "Ada" }, { { role = "system", content = "ok" }, { role = "user", content = "Ada" } })
+  t.eq(tpl { who = "Ada" }, "ok\nAda")
+end)
+
+t.test("a filter may render templates, the same one included, while rendering", function()
+  local inner = prompt.template('{{ role "user" }}\n[{{ v }}]')
+  local outer
+  outer = prompt.template('{{ role "user" }}\n{{ v | wrap }}', { filters = {
+    wrap = function(v)
+      if #v > 3 then return v end
+      return inner:messages({ v = v })[1].content .. outer { v = v .. v }
+    end,
+  } })
+  t.eq(outer:messages { v = "ab" }, { { role = "user", content = "[ab]abab" } })
+end)
+
+t.test("messages of a prompt file follow the file when it changes", function()
+  write("msgs.prompt", '{{ role "system" }}\nv1\n{{ role "user" }}\n{{ q }}\n')
+  local tpl = prompt.file("msgs.prompt")
+  local before = compiles()
+  t.eq(tpl:messages { q = "a" }, { { role = "system", content = "v1" }, { role = "user", content = "a" } })
+  t.eq(tpl:messages { q = "b" }, { { role = "system", content = "v1" }, { role = "user", content = "b" } })
+  t.eq(compiles() - before, 1)
+  write("msgs.prompt", '{{ role "system" }}\nv2 {% if q %}with q{% endif %}\n{{ role "user" }}\n{{ q }}\n')
+  t.eq(tpl:messages { q = "c" }, { { role = "system", content = "v2 with q" }, { role = "user", content = "c" } })
+  write("msgs.prompt", '{{ role "system" }}\nv3\n')
+  t.eq(tpl:messages { q = "d" }, { { role = "system", content = "v3" } })
+  t.eq(compiles() - before, 3)
+end)
+
 -- files, includes, hot reload ---------------------------------------------------------
 
 t.test("prompt.file renders through luagent.source", function()
