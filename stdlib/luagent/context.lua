@@ -389,9 +389,9 @@ local function render_event(event, tag, limit, keep_indent)
   if limit then body = truncate(body, limit) end
   local text = "\n<" .. tag .. ">\n" .. body .. "\n</" .. tag .. ">\n"
   -- The template strips spaces and tabs at the start of every line (body included). Only
-  -- the body's lines can start with them, and the pattern scan costs more than the rest
-  -- of the rendering: rule it out first.
-  if may_indent and not keep_indent and has_indented_line(body) then
+  -- the body's lines, or a tag with a line break in it, can start with them, and the
+  -- pattern scan costs more than the rest of the rendering: rule it out first.
+  if not keep_indent and ((may_indent and has_indented_line(body)) or not (plain_strings[tag] or is_plain(tag))) then
     text = text:gsub("([\n\r])[ \t]+", "%1")
   end
   return text

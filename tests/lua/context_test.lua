@@ -85,6 +85,10 @@ t.test("xml strips indentation wherever a body line starts: first line, after CR
   t.eq(context.xml({ { type = "step", data = { intent = "step", x = "1\n  2" } } }), "\n<step>\nx: 1\n2\n</step>\n")
 end)
 
+t.test("xml strips indentation after a line break inside an intent, as the template does", function()
+  t.eq(context.xml({ { type = "step", data = { intent = "a\n  b", x = 1 } } }), "\n<a\nb>\nx: 1\n</a\nb>\n")
+end)
+
 t.test("xml uses the type when intent is missing or data is not a table", function()
   t.eq(context.xml({ { type = "note", data = { text = "x" } } }), "\n<note>\ntext: x\n</note>\n")
   t.eq(context.xml({ { type = "flag", data = false } }), "\n<flag>\nfalse\n</flag>\n")
