@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string_view>
 
@@ -363,6 +364,27 @@ std::string show_choice(const json& value) {
   return value.is_string() ? value.get<std::string>() : dump(value);
 }
 
+// A property every branch pins with a string const ("intent", "type", ...), if any.
+std::optional<std::string> discriminator_of(const std::vector<const json*>& branches) {
+  if (branches.empty() || !(*branches[0]).contains("properties")) return std::nullopt;
+  std::vector<std::string> candidates;
+  for (const auto& [name, property] : (*branches[0])["properties"].items())
+    if (property.is_object() && property.contains("const") && property["const"].is_string())
+      candidates.push_back(name);
+  std::stable_partition(candidates.begin(), candidates.end(),
+                        [](const std::string& n) { return n == "intent"; });
+  for (const auto& name : candidates) {
+    bool everywhere = std::all_of(branches.begin(), branches.end(), [&](const json* b) {
+      return b->is_object() && b->contains("properties") && (*b)["properties"].is_object() &&
+             (*b)["properties"].contains(name) && (*b)["properties"][name].is_object() &&
+             (*b)["properties"][name].contains("const") &&
+             (*b)["properties"][name]["const"].is_string();
+    });
+    if (everywhere) return name;
+  }
+  return std::nullopt;
+}
+
 class Validator {
  public:
   Validator(const json& root, std::vector<std::string>& repairs) : root_(root), repairs_(repairs) {}
@@ -625,27 +647,6 @@ class Validator {
               "expected at most " + items_word(*max) + ", got " + std::to_string(value.size()));
   }
 
-  // A property every branch pins with a string const ("intent", "type", ...), if any.
-  std::optional<std::string> discriminator(const std::vector<const json*>& branches) {
-    if (branches.empty() || !(*branches[0]).contains("properties")) return std::nullopt;
-    std::vector<std::string> candidates;
-    for (const auto& [name, property] : (*branches[0])["properties"].items())
-      if (property.is_object() && property.contains("const") && property["const"].is_string())
-        candidates.push_back(name);
-    std::stable_partition(candidates.begin(), candidates.end(),
-                          [](const std::string& n) { return n == "intent"; });
-    for (const auto& name : candidates) {
-      bool everywhere = std::all_of(branches.begin(), branches.end(), [&](const json* b) {
-        return b->is_object() && b->contains("properties") && (*b)["properties"].is_object() &&
-               (*b)["properties"].contains(name) && (*b)["properties"][name].is_object() &&
-               (*b)["properties"][name].contains("const") &&
-               (*b)["properties"][name]["const"].is_string();
-      });
-      if (everywhere) return name;
-    }
-    return std::nullopt;
-  }
-
   void choose_branch(json& value, const json& list, const std::string& path, int depth) {
     if (!list.is_array() || list.empty())
       throw Error(ErrorCode::usage, "schema for " + where(path) + ": oneOf/anyOf is not a list");
@@ -653,7 +654,7 @@ class Validator {
     for (const json& branch : list)
       branches.push_back(
           branch.is_object() && branch.contains("$ref") ? &resolve(branch["$ref"], path) : &branch);
-    if (auto field = discriminator(branches)) {
+    if (auto field = discriminator_of(branches)) {
       choose_by_discriminator(value, branches, *field, path, depth);
       return;
     }
@@ -731,6 +732,325 @@ class Validator {
 
 }  // namespace
 
+// ---------------------------------------------------------------------------------------
+// Compiled schemas: the quick check for replies that already fit.
+//
+// It mirrors Validator rule for rule, but only answers "fits as it is" or "don't know":
+// wherever the full validation would repair, drop, rename, throw or look something up
+// ($ref), the node or the check says no and the caller runs the full validation, so the
+// repairs and errors a reply gets never depend on this code.
+
+struct CompiledSchema::Node {
+  struct Property {
+    std::string name;
+    std::string loose;  // loose_name(name): an undeclared key spelled like it gets renamed
+    const Node* schema = nullptr;
+    bool required = false;
+  };
+  struct Choice {  // a oneOf or anyOf
+    std::vector<const Node*> branches;
+    std::string discriminator;  // empty: none, and only the first branch is tried
+    // Discriminator value -> branch, for the values the full path takes as written.
+    std::map<std::string, const Node*, std::less<>> by_name;
+  };
+  enum class Extra { allowed, dropped, checked };  // what becomes of undeclared keys
+
+  bool supported = true;   // false: the quick check cannot vouch for any value here
+  std::uint8_t types = 0;  // bits of the allowed types; 0: no type check
+  // nlohmann:: spelled out: inside CompiledSchema, `json` names the member function.
+  const nlohmann::json* constant = nullptr;
+  const nlohmann::json* enum_values = nullptr;  // an array
+  std::vector<const Node*> all_of;
+  std::vector<Choice> one_or_any_of;
+  std::vector<Property> properties;             // in key order, as JSON objects iterate
+  std::size_t required_properties = 0;          // how many of `properties` are required
+  std::vector<std::string> required_elsewhere;  // required names with no property schema
+  Extra extra = Extra::allowed;
+  const Node* extra_schema = nullptr;
+  bool has_items = false;
+  const Node* items = nullptr;     // one schema for every item
+  std::vector<const Node*> tuple;  // or one per position (items given as a list)
+  std::optional<std::size_t> min_items, max_items;
+};
+
+namespace {
+
+using Node = CompiledSchema::Node;
+
+// Deeper nodes are left unsupported; the full validation's own limit (256) stays far off.
+constexpr int kMaxCompiledDepth = 64;
+
+enum TypeBit : std::uint8_t {
+  kString = 1,
+  kNumber = 2,
+  kInteger = 4,
+  kBoolean = 8,
+  kObject = 16,
+  kArray = 32,
+  kNull = 64,
+};
+
+std::uint8_t type_bit(std::string_view name) {
+  if (name == "string") return kString;
+  if (name == "number") return kNumber;
+  if (name == "integer") return kInteger;
+  if (name == "boolean") return kBoolean;
+  if (name == "object") return kObject;
+  if (name == "array") return kArray;
+  if (name == "null") return kNull;
+  return 0;
+}
+
+// has_type for a set of types at once.
+bool has_any_type(const json& value, std::uint8_t types) {
+  switch (value.type()) {
+    case json::value_t::string:
+      return types & kString;
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned:
+      return types & (kNumber | kInteger);
+    case json::value_t::number_float:
+      return types & kNumber;
+    case json::value_t::boolean:
+      return types & kBoolean;
+    case json::value_t::object:
+      return types & kObject;
+    case json::value_t::array:
+      return types & kArray;
+    case json::value_t::null:
+      return types & kNull;
+    default:
+      return false;
+  }
+}
+
+class Compiler {
+ public:
+  explicit Compiler(std::vector<std::unique_ptr<Node>>& nodes) : nodes_(nodes) {}
+
+  const Node* compile(const json& schema, int depth) {
+    Node& node = *nodes_.emplace_back(std::make_unique<Node>());
+    if (depth > kMaxCompiledDepth) {
+      node.supported = false;
+    } else if (schema.is_boolean()) {
+      node.supported = schema.get<bool>();  // `false` rejects every value: an error to build
+    } else if (!schema.is_object() || schema.contains("$ref")) {
+      node.supported = false;
+    } else {
+      node.supported = fill(node, schema, depth);
+    }
+    return &node;
+  }
+
+ private:
+  // Validator::validate's checks, in its order; false where the quick check gives up.
+  bool fill(Node& node, const json& schema, int depth) {
+    if (schema.contains("allOf")) {
+      if (!schema["allOf"].is_array()) return false;
+      for (const json& part : schema["allOf"]) node.all_of.push_back(compile(part, depth + 1));
+    }
+    for (const char* keyword : {"oneOf", "anyOf"}) {
+      if (!schema.contains(keyword)) continue;
+      if (!choice(node, schema[keyword], depth)) return false;
+    }
+    if (!types(node, schema)) return false;
+    if (schema.contains("const")) node.constant = &schema["const"];
+    if (schema.contains("enum")) {
+      if (!schema["enum"].is_array()) return false;
+      node.enum_values = &schema["enum"];
+    }
+    object_rules(node, schema, depth);
+    array_rules(node, schema, depth);
+    return true;
+  }
+
+  bool choice(Node& node, const json& list, int depth) {
+    if (!list.is_array() || list.empty()) return false;
+    std::vector<const json*> branches;
+    for (const json& branch : list) {
+      if (branch.is_object() && branch.contains("$ref")) return false;
+      branches.push_back(&branch);
+    }
+    Node::Choice& choice = node.one_or_any_of.emplace_back();
+    for (const json* branch : branches) choice.branches.push_back(compile(*branch, depth + 1));
+    auto field = discriminator_of(branches);
+    if (!field) return true;
+    choice.discriminator = *field;
+    // choose_by_discriminator takes the first branch whose name equals the reply's value
+    // or matches it ignoring case and spaces; only a value whose branch wins as written,
+    // with no earlier near-match, is indexed.
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < branches.size(); ++i) {
+      const std::string& name =
+          (*branches[i])["properties"][*field]["const"].get_ref<const std::string&>();
+      std::string wanted = lower(trim(name));
+      bool earlier_match = false;
+      for (const std::string& earlier : names)
+        if (earlier == name || lower(earlier) == wanted) earlier_match = true;
+      if (!earlier_match) choice.by_name.emplace(name, choice.branches[i]);
+      names.push_back(name);
+    }
+    return true;
+  }
+
+  // Validator::allowed_types as bits; false for an unknown type name (a usage error).
+  bool types(Node& node, const json& schema) {
+    if (schema.contains("type")) {
+      const json& type = schema["type"];
+      auto add = [&](const json& name) {
+        if (!name.is_string()) return true;
+        std::uint8_t bit = type_bit(name.get_ref<const std::string&>());
+        node.types |= bit;
+        return bit != 0;
+      };
+      if (type.is_string()) return add(type);
+      if (type.is_array())
+        for (const json& name : type)
+          if (!add(name)) return false;
+    } else if (schema.contains("properties")) {
+      node.types = kObject;
+    } else if (schema.contains("items")) {
+      node.types = kArray;
+    }
+    return true;
+  }
+
+  void object_rules(Node& node, const json& schema, int depth) {
+    std::vector<std::string> required;
+    if (schema.contains("required") && schema["required"].is_array())
+      for (const json& name : schema["required"]) {
+        if (!name.is_string()) continue;
+        const std::string& text = name.get_ref<const std::string&>();
+        if (std::find(required.begin(), required.end(), text) == required.end())
+          required.push_back(text);
+      }
+    if (schema.contains("properties") && schema["properties"].is_object()) {
+      for (const auto& [name, property] : schema["properties"].items()) {
+        bool is_required = std::find(required.begin(), required.end(), name) != required.end();
+        node.properties.push_back(
+            {name, loose_name(name), compile(property, depth + 1), is_required});
+        if (is_required) ++node.required_properties;
+      }
+    }
+    for (const std::string& name : required) {
+      bool declared = std::any_of(node.properties.begin(), node.properties.end(),
+                                  [&](const Node::Property& p) { return p.name == name; });
+      if (!declared) node.required_elsewhere.push_back(name);
+    }
+    if (schema.contains("additionalProperties")) {
+      const json& additional = schema["additionalProperties"];
+      if (additional.is_boolean() && !additional.get<bool>()) {
+        node.extra = Node::Extra::dropped;
+      } else if (additional.is_object()) {
+        node.extra = Node::Extra::checked;
+        node.extra_schema = compile(additional, depth + 1);
+      }
+    }
+  }
+
+  void array_rules(Node& node, const json& schema, int depth) {
+    if (schema.contains("items")) {
+      node.has_items = true;
+      const json& items = schema["items"];
+      if (items.is_array()) {
+        for (const json& item : items) node.tuple.push_back(compile(item, depth + 1));
+      } else {
+        node.items = compile(items, depth + 1);
+      }
+    }
+    for (auto [keyword, bound] :
+         {std::pair{"minItems", &node.min_items}, std::pair{"maxItems", &node.max_items}}) {
+      if (schema.contains(keyword) && schema[keyword].is_number_unsigned())
+        *bound = schema[keyword].get<std::size_t>();
+    }
+  }
+
+  std::vector<std::unique_ptr<Node>>& nodes_;
+};
+
+bool fits(const Node& node, const json& value);
+
+bool fits_choice(const Node::Choice& choice, const json& value) {
+  // Without a discriminator the full path tries the branches in order and keeps the first
+  // that needs no repair; a later branch could only win after an earlier one failed, and
+  // that failure might be a schema error the full path would raise.
+  if (choice.discriminator.empty()) return fits(*choice.branches.front(), value);
+  if (!value.is_object()) return false;
+  auto field = value.find(choice.discriminator);
+  if (field == value.end() || !field->is_string()) return false;
+  auto branch = choice.by_name.find(field->get_ref<const std::string&>());
+  return branch != choice.by_name.end() && fits(*branch->second, value);
+}
+
+bool fits_object(const Node& node, const json& value) {
+  std::size_t required_seen = 0;
+  auto property = node.properties.begin();
+  for (auto item = value.begin(); item != value.end(); ++item) {
+    const std::string& key = item.key();
+    // Both run in key order, so one pass pairs each key with its declaration.
+    while (property != node.properties.end() && property->name < key) ++property;
+    if (property != node.properties.end() && property->name == key) {
+      if (!fits(*property->schema, item.value())) return false;
+      if (property->required) ++required_seen;
+      continue;
+    }
+    if (!node.properties.empty()) {
+      std::string loose = loose_name(key);
+      for (const Node::Property& declared : node.properties)
+        if (declared.loose == loose && !value.contains(declared.name)) return false;  // renamed
+    }
+    if (node.extra == Node::Extra::dropped) return false;
+    if (node.extra == Node::Extra::checked && !fits(*node.extra_schema, item.value())) return false;
+  }
+  if (required_seen != node.required_properties) return false;
+  for (const std::string& name : node.required_elsewhere)
+    if (!value.contains(name)) return false;
+  return true;
+}
+
+bool fits_array(const Node& node, const json& value) {
+  if (node.has_items) {
+    if (node.items) {
+      for (const json& item : value)
+        if (!fits(*node.items, item)) return false;
+    } else {
+      for (std::size_t i = 0; i < value.size() && i < node.tuple.size(); ++i)
+        if (!fits(*node.tuple[i], value[i])) return false;
+    }
+  }
+  if (node.min_items && value.size() < *node.min_items) return false;
+  if (node.max_items && value.size() > *node.max_items) return false;
+  return true;
+}
+
+bool fits(const Node& node, const json& value) {
+  if (!node.supported) return false;
+  for (const Node* part : node.all_of)
+    if (!fits(*part, value)) return false;
+  for (const Node::Choice& choice : node.one_or_any_of)
+    if (!fits_choice(choice, value)) return false;
+  if (node.types != 0 && !has_any_type(value, node.types)) return false;
+  if (node.constant && value != *node.constant) return false;
+  if (node.enum_values && std::none_of(node.enum_values->begin(), node.enum_values->end(),
+                                       [&](const json& choice) { return value == choice; }))
+    return false;
+  if (value.is_object() && !fits_object(node, value)) return false;
+  if (value.is_array() && !fits_array(node, value)) return false;
+  return true;
+}
+
+}  // namespace
+
+CompiledSchema::CompiledSchema(nlohmann::json schema) : schema_(std::move(schema)) {
+  root_ = Compiler(nodes_).compile(schema_, 0);
+}
+
+CompiledSchema::~CompiledSchema() = default;
+
+bool CompiledSchema::fits_as_is(const nlohmann::json& value) const {
+  return fits(*root_, value);
+}
+
 json expand_schema(const json& short_form) {
   return Expander().expand(short_form, "schema", 0);
 }
@@ -770,6 +1090,12 @@ json one_of_intents(const json& intents) {
 
 void coerce_and_validate(json& value, const json& schema, std::vector<std::string>& repairs) {
   Validator(schema, repairs).validate(value, schema, "", 0);
+}
+
+void coerce_and_validate(json& value, const CompiledSchema& schema,
+                         std::vector<std::string>& repairs) {
+  if (schema.fits_as_is(value)) return;
+  coerce_and_validate(value, schema.json(), repairs);
 }
 
 }  // namespace luagent::llm

@@ -3,6 +3,7 @@
 // coerces what a model almost got right and names the field when it got it wrong.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,35 @@ nlohmann::json one_of_intents(const nlohmann::json& intents);
 /// place and appending one note per coercion to `repairs`. Throws Error(invalid_output)
 /// with a short message naming the field, fit to show back to the model.
 void coerce_and_validate(nlohmann::json& value, const nlohmann::json& schema,
+                         std::vector<std::string>& repairs);
+
+/// An expanded schema prepared once for the many replies checked against it. Most replies
+/// already fit; checking that needs no text (paths, messages) and finds a discriminated
+/// oneOf's branch by name. A reply that does not plainly fit, or a schema part the quick
+/// check does not model ($ref, a malformed keyword), goes through the full validation.
+class CompiledSchema {
+ public:
+  explicit CompiledSchema(nlohmann::json schema);
+  ~CompiledSchema();
+  CompiledSchema(const CompiledSchema&) = delete;
+  CompiledSchema& operator=(const CompiledSchema&) = delete;
+
+  const nlohmann::json& json() const { return schema_; }
+  /// True only when coerce_and_validate would accept `value` as it is: no repair, no
+  /// change, no error. False means "run the full validation", not "invalid".
+  bool fits_as_is(const nlohmann::json& value) const;
+
+  struct Node;  // one schema object of the tree, in json_schema.cpp
+
+ private:
+  nlohmann::json schema_;  // the nodes point into it, so it never moves
+  std::vector<std::unique_ptr<Node>> nodes_;
+  const Node* root_ = nullptr;
+};
+
+/// coerce_and_validate against a compiled schema: a reply that fits as it is costs only
+/// the quick check; any other gets exactly the repairs and errors of the full validation.
+void coerce_and_validate(nlohmann::json& value, const CompiledSchema& schema,
                          std::vector<std::string>& repairs);
 
 }  // namespace luagent::llm

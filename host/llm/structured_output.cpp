@@ -18,9 +18,10 @@ std::string trimmed(std::string_view text) {
   return std::string(text);
 }
 
-}  // namespace
-
-StructuredResult parse_structured_output(std::string_view text, const nlohmann::json& schema) {
+// `validate` is coerce_and_validate against the schema that `schema` is the JSON of.
+template <typename Validate>
+StructuredResult parse_and_validate(std::string_view text, const nlohmann::json& schema,
+                                    Validate validate) {
   LenientResult parsed;
   try {
     parsed = parse_lenient_json(text);
@@ -33,12 +34,26 @@ StructuredResult parse_structured_output(std::string_view text, const nlohmann::
     } catch (const nlohmann::json::exception&) {
       throw error;
     }
-    coerce_and_validate(result.value, schema, result.repairs);
+    validate(result.value, result.repairs);
     return result;
   }
   StructuredResult result{std::move(parsed.value), std::move(parsed.repairs), parsed.complete};
-  if (!schema.is_null()) coerce_and_validate(result.value, schema, result.repairs);
+  if (!schema.is_null()) validate(result.value, result.repairs);
   return result;
+}
+
+}  // namespace
+
+StructuredResult parse_structured_output(std::string_view text, const nlohmann::json& schema) {
+  return parse_and_validate(text, schema, [&](nlohmann::json& value, auto& repairs) {
+    coerce_and_validate(value, schema, repairs);
+  });
+}
+
+StructuredResult parse_structured_output(std::string_view text, const CompiledSchema& schema) {
+  return parse_and_validate(text, schema.json(), [&](nlohmann::json& value, auto& repairs) {
+    coerce_and_validate(value, schema, repairs);
+  });
 }
 
 }  // namespace luagent::llm

@@ -21,4 +21,10 @@ struct StructuredResult {
 /// one-line reason; Error(limit) for oversized or too deeply nested replies.
 StructuredResult parse_structured_output(std::string_view text, const nlohmann::json& schema);
 
+class CompiledSchema;
+
+/// The same against a compiled schema: a reply that fits it as it is is checked without
+/// the full validation; results and errors are those of the overload above.
+StructuredResult parse_structured_output(std::string_view text, const CompiledSchema& schema);
+
 }  // namespace luagent::llm

@@ -1,7 +1,11 @@
 // libFuzzer target: the lenient parser and the structured-output path must never crash,
-// hang or leak on any reply, and whatever they return must serialise.
+// hang or leak on any reply, and whatever they return must serialise. Validation against
+// the compiled schema must give exactly what validation against its JSON gives.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -21,6 +25,41 @@ const nlohmann::json& calculator_schema() {
   return schema;
 }
 
+// Keywords the calculator does not use, some of them malformed, for the comparison.
+const nlohmann::json& varied_schema() {
+  static const nlohmann::json schema = nlohmann::json::parse(R"({
+    "anyOf": [
+      {"type": "object", "properties": {"user_name": {"type": "string"},
+                                        "tags": {"type": "array", "items": {"enum": ["a", 1]},
+                                                 "maxItems": 3},
+                                        "pair": {"items": [{"type": "integer"}, {"const": "x"}]},
+                                        "bad": {"type": "wat"}},
+       "required": ["user_name"], "additionalProperties": {"type": ["number", "null"]}},
+      {"type": "array", "items": {"allOf": [{"type": "number"}, {"type": "integer"}]},
+       "minItems": 1},
+      {"type": "boolean"}]})");
+  return schema;
+}
+
+template <const nlohmann::json& (*schema)()>
+const luagent::llm::CompiledSchema& compiled() {
+  static const luagent::llm::CompiledSchema compiled(schema());
+  return compiled;
+}
+
+// A structured-output result or error, flattened for comparison.
+template <typename Schema>
+std::string structured_outcome(std::string_view text, const Schema& schema) {
+  try {
+    auto result = luagent::llm::parse_structured_output(text, schema);
+    std::string outcome = result.value.dump() + (result.complete ? " complete" : " cut");
+    for (const auto& repair : result.repairs) outcome += "\n" + repair;
+    return outcome;
+  } catch (const luagent::Error& error) {
+    return "error " + std::to_string(static_cast<int>(error.code())) + ": " + error.message();
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -30,10 +69,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)result.value.dump();  // throws (and so crashes the fuzzer) on invalid UTF-8
   } catch (const luagent::Error&) {
   }
-  try {
-    auto result = luagent::llm::parse_structured_output(text, calculator_schema());
-    (void)result.value.dump();
-  } catch (const luagent::Error&) {
-  }
+  // dump() throws (and so crashes the fuzzer) if a result does not serialise.
+  if (structured_outcome(text, calculator_schema()) !=
+      structured_outcome(text, compiled<calculator_schema>()))
+    std::abort();
+  if (structured_outcome(text, varied_schema()) !=
+      structured_outcome(text, compiled<varied_schema>()))
+    std::abort();
   return 0;
 }

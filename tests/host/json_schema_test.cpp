@@ -2,6 +2,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 using luagent::Error;
 using luagent::ErrorCode;
 using luagent::llm::coerce_and_validate;
+using luagent::llm::CompiledSchema;
 using luagent::llm::expand_schema;
 using luagent::llm::one_of_intents;
 using luagent::llm::parse_structured_output;
@@ -42,19 +44,60 @@ Error thrown_by(Fn&& fn) {
   return Error(ErrorCode::internal, "unreachable");
 }
 
+// What coerce_and_validate made of a value: the value and its repair notes, or the error.
+struct Checked {
+  json value;
+  std::vector<std::string> repairs;
+  std::optional<Error> error;
+};
+
+template <typename Schema>
+Checked check(json value, const Schema& schema) {
+  Checked checked;
+  try {
+    coerce_and_validate(value, schema, checked.repairs);
+  } catch (const Error& error) {
+    checked.error = error;
+  }
+  checked.value = std::move(value);
+  return checked;
+}
+
+// Validates against the schema and against its compiled form, which must agree in every
+// value, note and error; a reply the compiled form lets through as it is must be one the
+// full validation accepts unchanged.
+Checked check_both(const json& value, const json& schema) {
+  Checked plain = check(value, schema);
+  CompiledSchema compiled(schema);
+  Checked fast = check(value, compiled);
+  BOOST_TEST(fast.value == plain.value);
+  BOOST_TEST(fast.repairs == plain.repairs, "repairs differ");
+  BOOST_TEST(fast.error.has_value() == plain.error.has_value());
+  if (fast.error && plain.error) {
+    BOOST_TEST(static_cast<int>(fast.error->code()) == static_cast<int>(plain.error->code()));
+    BOOST_TEST(fast.error->message() == plain.error->message());
+  }
+  if (compiled.fits_as_is(value)) {
+    BOOST_TEST(!plain.error.has_value(),
+               "fits_as_is, yet: " << (plain.error ? plain.error->message() : ""));
+    BOOST_TEST(plain.repairs.empty());
+    BOOST_TEST(plain.value == value);
+  }
+  return plain;
+}
+
 json validated(json value, const json& schema, std::vector<std::string>* repairs = nullptr) {
-  std::vector<std::string> local;
-  coerce_and_validate(value, schema, repairs ? *repairs : local);
-  return value;
+  Checked checked = check_both(value, schema);
+  if (checked.error) throw *checked.error;
+  if (repairs) *repairs = checked.repairs;
+  return checked.value;
 }
 
 std::string invalid_message(json value, const json& schema) {
-  Error error = thrown_by([&] {
-    std::vector<std::string> repairs;
-    coerce_and_validate(value, schema, repairs);
-  });
-  BOOST_TEST(error.code() == ErrorCode::invalid_output);
-  return error.message();
+  Checked checked = check_both(value, schema);
+  BOOST_REQUIRE(checked.error.has_value());
+  BOOST_TEST(checked.error->code() == ErrorCode::invalid_output);
+  return checked.error->message();
 }
 
 }  // namespace
@@ -331,4 +374,128 @@ BOOST_AUTO_TEST_CASE(structured_output_end_to_end) {
   Error wrong = thrown_by(
       [&] { parse_structured_output(R"({"intent":"multiply","a":3,"b":"four"})", schema); });
   BOOST_TEST(wrong.message() == "field \"b\": expected number, got string \"four\"");
+}
+
+BOOST_AUTO_TEST_CASE(compiled_schema_takes_fitting_replies_as_they_are) {
+  CompiledSchema schema(one_of_intents(kIntents));
+  BOOST_TEST(schema.fits_as_is(json::parse(R"({"intent":"multiply","a":3,"b":4.5})")));
+  BOOST_TEST(schema.fits_as_is(json::parse(R"({"intent":"done_for_now","message":"12"})")));
+  // Anything the full validation would repair or reject is left to it.
+  for (const char* reply : {
+           R"({"intent":"Multiply","a":3,"b":4})",        // case of the intent
+           R"({"Intent":"multiply","a":3,"b":4})",        // name of the field
+           R"({"intent":"multiply","a":"3","b":4})",      // number as a string
+           R"({"intent":"multiply","a":3,"b":4,"c":5})",  // unknown field
+           R"({"intent":"multiply","a":3})",              // missing field
+           R"({"intent":"mutliply","a":3,"b":4})",        // unknown intent
+           R"({"intent":7,"a":3,"b":4})",                 // intent not a string
+           R"(["intent","multiply"])",                    // not an object
+       }) {
+    BOOST_TEST_CONTEXT(reply) {
+      BOOST_TEST(!schema.fits_as_is(json::parse(reply)));
+      check_both(json::parse(reply), schema.json());
+    }
+  }
+  auto result = parse_structured_output(R"({"intent":"add","a":1,"b":2})", schema);
+  BOOST_TEST(result.value == json::parse(R"({"intent":"add","a":1,"b":2})"));
+  BOOST_TEST(result.repairs.empty());
+  Error wrong = thrown_by(
+      [&] { parse_structured_output(R"({"intent":"multiply","a":3,"b":"four"})", schema); });
+  BOOST_TEST(wrong.message() == "field \"b\": expected number, got string \"four\"");
+}
+
+// The quick check must never say "fits" where the full validation repairs or throws,
+// including for schemas that are malformed in parts the reply does not reach.
+BOOST_AUTO_TEST_CASE(compiled_schema_agrees_with_the_full_validation) {
+  struct Case {
+    const char* schema;
+    std::vector<const char*> values;
+    std::optional<bool> first_fits;  // what fits_as_is says of the first value, when known
+  };
+  const std::vector<Case> cases{
+      // A discriminator value spelled like an earlier branch's goes to that branch.
+      {R"({"oneOf":[{"properties":{"k":{"const":"Add"},"x":{"type":"string"}}},
+                    {"properties":{"k":{"const":"add"},"x":{"type":"number"}}}]})",
+       {R"({"k":"add","x":1})", R"({"k":"Add","x":"s"})", R"({"k":" add ","x":"s"})"},
+       false},
+      {R"({"oneOf":[{"properties":{"k":{"const":"a"}}},{"properties":{"k":{"const":"a"},
+                                                      "x":{"type":"string"}}}]})",
+       {R"({"k":"a","x":1})", R"({"k":"a"})"},
+       std::nullopt},
+      // Without a discriminator only a fitting first branch is taken as it is.
+      {R"({"anyOf":[{"type":"string"},{"type":"number"}]})", {"\"x\"", "5", "null", "[]"}, true},
+      {R"({"anyOf":[{"type":"nubmer"},{"type":"string"}]})", {"\"x\"", "5"}, false},
+      {R"({"oneOf":[{"type":"string"},5]})", {"\"x\"", "5"}, true},
+      {R"({"oneOf":[]})", {"1"}, false},
+      {R"({"oneOf":{"type":"string"}})", {"\"x\""}, false},
+      // Malformed keywords the reply does reach, and ones it does not.
+      {R"({"type":"object","properties":{"a":{"type":"wat"}}})",
+       {R"({"b":1})", R"({"a":1})"},
+       true},
+      {R"({"type":"array","items":7})", {"[]", "[1]"}, true},
+      {R"({"enum":"red"})", {"\"red\""}, false},
+      {R"({"allOf":{"type":"string"}})", {"\"x\""}, false},
+      {R"({"allOf":[{"type":"number"},{"type":"integer"}]})", {"3", "3.5", "\"3\""}, true},
+      {R"({"type":5})", {"\"x\""}, true},
+      {R"({"type":["string",7]})", {"\"x\"", "1"}, true},
+      {"true", {"1", R"({"a":1})"}, true},
+      {"false", {"1"}, false},
+      {"7", {"1"}, false},
+      {R"({"$ref":"#/$defs/x","$defs":{"x":{"type":"string"}}})", {"\"x\"", "1"}, false},
+      // Objects: renames, undeclared keys, nulls, required names without a schema.
+      {R"({"properties":{"user_name":{"type":"string"}}})",
+       {R"({"userName":"a"})", R"({"user_name":"a","userName":"b"})", R"({"other":1})"},
+       false},
+      {R"({"properties":{"a":{"type":"string"}},"additionalProperties":{"type":"number"}})",
+       {R"({"a":"x","b":2})", R"({"a":"x","b":"2"})", R"({"b":null})"},
+       true},
+      {R"({"properties":{"a":{"type":"string"}},"additionalProperties":true})",
+       {R"({"b":[1]})"},
+       true},
+      {R"({"properties":{"a":{"type":"string"}},"required":["a","b","a"]})",
+       {R"({"a":"x","b":1})", R"({"a":"x"})", R"({"b":1})"},
+       true},
+      {R"({"properties":{"a":{"type":"string"}},"required":"a"})", {"{}"}, true},
+      {R"({"properties":{"a":{"type":"string"}}})", {R"({"a":null})", R"({"a":"x"})"}, false},
+      {R"({"properties":[1]})", {"{}", "[]"}, true},
+      {R"({"additionalProperties":false})", {"{}", R"({"a":1})"}, true},
+      // Arrays: tuples, bounds (counted only when written as unsigned numbers), wrapping.
+      {R"({"items":[{"type":"string"},{"type":"number"}]})",
+       {R"(["a",1,true])", R"(["a","b"])", R"([1])", "\"a\""},
+       true},
+      {R"({"type":"array","items":{"type":"integer"},"minItems":1,"maxItems":2})",
+       {"[1]", "[]", "[1,2,3]", "[1.5]", "[\"2\"]", "3"},
+       true},
+      {R"({"type":"array","minItems":-1,"maxItems":1.5})", {"[1,2,3]"}, true},
+      // Scalars: const and enum compare as JSON values; coercions are the full path's.
+      {R"({"const":1})", {"1", "1.0", "\"1\""}, true},
+      {R"({"const":"a"})", {"\"a\"", "\"A\"", "\" a \""}, true},
+      {R"({"enum":["a",1,null]})", {"null", "1", "\"A\"", "true"}, true},
+      {R"({"type":"integer"})", {"2", "2.0", "-3", "18446744073709551615", "\"4\""}, true},
+      {R"({"type":"boolean"})", {"true", "\"True\"", "1"}, true},
+      {R"({"type":["string","null"]})", {"null", "\"x\"", "5"}, true},
+  };
+  for (const Case& c : cases) {
+    json schema = json::parse(c.schema);
+    CompiledSchema compiled(schema);
+    for (const char* text : c.values) {
+      BOOST_TEST_CONTEXT(c.schema << " with " << text) {
+        check_both(json::parse(text), schema);
+      }
+    }
+    if (c.first_fits) {
+      BOOST_TEST_CONTEXT(c.schema) {
+        BOOST_TEST(compiled.fits_as_is(json::parse(c.values.front())) == *c.first_fits);
+      }
+    }
+  }
+  // Deeper than the compiled form goes: the full validation decides.
+  json deep = json{{"type", "string"}};
+  json value = "x";
+  for (int i = 0; i < 80; ++i) {
+    deep = json{{"type", "object"}, {"properties", {{"x", deep}}}};
+    value = json{{"x", value}};
+  }
+  BOOST_TEST(!CompiledSchema(deep).fits_as_is(value));
+  check_both(value, deep);
 }
