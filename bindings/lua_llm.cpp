@@ -6,6 +6,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <utility>
 
 #include "llm/json_schema.hpp"
 #include "llm/lenient_json.hpp"
@@ -24,94 +25,234 @@ enum class CallKind { json, text, chat };
 // Compiled schemas. Expanding a short-form schema and moving it between Lua and JSON
 // costs more than the rest of a step, and agents pass the same schema every step
 // (llm.json(p, llm.one_of(intents))). So a schema is compiled once into a
-// `luagent.schema` userdata: llm.one_of caches by content, llm.json caches a plain
-// table by identity (weakly), and the continuation reads the compiled form from C++.
+// `luagent.schema` userdata, and the continuation validates against the compiled form.
+// Each table remembers what it was compiled to, next to a description of its content at
+// that time: passing the same, unchanged table again costs one walk over it, and a table
+// the agent changed is compiled anew. New tables with known content (an agent reloaded,
+// a table built afresh each step) find the schema in a per-state cache keyed by content.
 
 constexpr const char* kSchemaType = "luagent.schema";
-char kSchemaByTableKey;  // weak-keyed: schema table -> luagent.schema userdata
+constexpr const char* kSchemaMemoType = "luagent.schema_memo";
+char kOneOfByTableKey;   // weak-keyed: intents table -> memo of its llm.one_of schema
+char kSchemaByTableKey;  // weak-keyed: schema table -> memo of its compiled schema
+char kSchemaCacheKey;    // registry: the state's SchemaCache userdata
 
-using CompiledSchema = std::shared_ptr<const nlohmann::json>;
+using CompiledSchema = std::shared_ptr<const llm::CompiledSchema>;
 
 struct SchemaHandle {
   CompiledSchema schema;
 };
 
-int schema_gc(lua_State* L) {
-  auto* handle = static_cast<SchemaHandle*>(luaL_testudata(L, 1, kSchemaType));
-  if (handle) handle->~SchemaHandle();
+// What a table was compiled to: its content description then; user value 1 holds the
+// luagent.schema userdata it got.
+struct SchemaMemo {
+  std::string content;
+};
+
+// Compiled schemas by content ('o' or 's' for one_of or schema, then the description of
+// the table, or its JSON text when it has none); bounded, since schemas come from code.
+struct SchemaCache {
+  std::map<std::string, CompiledSchema, std::less<>> by_content;
+};
+
+template <typename T>
+int destroy_userdata(lua_State* L) {
+  if (auto* object = static_cast<T*>(lua_touserdata(L, 1))) object->~T();
   return 0;
+}
+
+// Pushes a new userdata holding a T made from `args`, with the metatable named `type`:
+// made on first use with a __gc that runs T's destructor, then handed to `setup`.
+template <typename T, typename... Args>
+T* push_userdata(lua_State* L, const char* type, void (*setup)(lua_State*), int user_values,
+                 Args&&... args) {
+  void* memory = lua_newuserdatauv(L, sizeof(T), user_values);
+  T* object = new (memory) T{std::forward<Args>(args)...};
+  if (luaL_newmetatable(L, type)) {
+    lua_pushcfunction(L, destroy_userdata<T>);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, "schema");
+    lua_setfield(L, -2, "__metatable");
+    if (setup) setup(L);
+  }
+  lua_setmetatable(L, -2);
+  return object;
 }
 
 int schema_json(lua_State* L) {
   auto* handle = static_cast<SchemaHandle*>(luaL_testudata(L, 1, kSchemaType));
   if (!handle) throw Error(ErrorCode::usage, "schema:json(): call it as a method");
   HostCallScope scope(L);
-  push_json(L, *handle->schema);
+  push_json(L, handle->schema->json());
   return 1;
 }
 
 int schema_tostring(lua_State* L) {
   auto* handle = static_cast<SchemaHandle*>(luaL_testudata(L, 1, kSchemaType));
-  std::string text = handle ? handle->schema->dump() : std::string("schema");
+  std::string text = handle ? handle->schema->json().dump() : std::string("schema");
   HostCallScope scope(L);
   lua_pushlstring(L, text.data(), text.size());
   return 1;
 }
 
+void add_schema_methods(lua_State* L) {
+  lua_pushcfunction(L, lua_entry<schema_tostring>);
+  lua_setfield(L, -2, "__tostring");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lua_entry<schema_json>);
+  lua_setfield(L, -2, "json");
+  lua_setfield(L, -2, "__index");
+}
+
+// Call under a HostCallScope.
 void push_schema(lua_State* L, CompiledSchema schema) {
-  HostCallScope scope(L);
-  auto* handle = static_cast<SchemaHandle*>(lua_newuserdatauv(L, sizeof(SchemaHandle), 0));
-  new (handle) SchemaHandle{std::move(schema)};
-  if (luaL_newmetatable(L, kSchemaType)) {
-    lua_pushcfunction(L, schema_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, lua_entry<schema_tostring>);
-    lua_setfield(L, -2, "__tostring");
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, lua_entry<schema_json>);
-    lua_setfield(L, -2, "json");
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "schema");
-    lua_setfield(L, -2, "__metatable");
+  push_userdata<SchemaHandle>(L, kSchemaType, add_schema_methods, 0, std::move(schema));
+}
+
+constexpr int kMaxDescribedDepth = 32;
+
+void append_raw(std::string& out, const void* bytes, std::size_t size) {
+  out.append(static_cast<const char*>(bytes), size);
+}
+
+// Appends a description of the table at `index` to `out`: each key and value in
+// iteration order, tagged with its type, strings with their length, numbers as bits,
+// nested tables inside braces, and whether the table is marked as a JSON array. Equal
+// descriptions mean equal content, so to_json would give the same JSON. Returns false
+// for what it does not describe (functions, userdata, deep nesting or cycles): such a
+// table is converted as usual, which raises the errors due. Reads raw, so no metamethod
+// runs; call under a HostCallScope (lua_checkstack may allocate).
+bool describe_table(lua_State* L, int index, std::string& out, int depth) {
+  if (depth > kMaxDescribedDepth || !lua_checkstack(L, 4)) return false;
+  index = lua_absindex(L, index);
+  out += '{';
+  if (lua_getmetatable(L, index)) {
+    push_array_metatable(L);
+    bool marked_array = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (marked_array) out += 'A';
   }
-  lua_setmetatable(L, -2);
+  auto describe = [&](int at) {
+    switch (lua_type(L, at)) {
+      case LUA_TSTRING: {
+        std::size_t length = 0;
+        const char* text = lua_tolstring(L, at, &length);
+        out += 's';
+        append_raw(out, &length, sizeof length);
+        out.append(text, length);
+        return true;
+      }
+      case LUA_TNUMBER:
+        if (lua_isinteger(L, at)) {
+          lua_Integer number = lua_tointeger(L, at);
+          out += 'i';
+          append_raw(out, &number, sizeof number);
+        } else {
+          lua_Number number = lua_tonumber(L, at);
+          out += 'f';
+          append_raw(out, &number, sizeof number);
+        }
+        return true;
+      case LUA_TBOOLEAN:
+        out += lua_toboolean(L, at) ? 'T' : 'F';
+        return true;
+      case LUA_TLIGHTUSERDATA:
+        if (!is_json_null(L, at)) return false;
+        out += 'n';
+        return true;
+      case LUA_TTABLE:
+        return describe_table(L, at, out, depth + 1);
+      default:
+        return false;
+    }
+  };
+  lua_pushnil(L);
+  while (lua_next(L, index)) {
+    // describe() calls lua_tolstring on strings only: converting a number key in place
+    // would derail lua_next. Table keys have no JSON form; to_json names that error.
+    bool described = lua_type(L, -2) != LUA_TTABLE && describe(-2) && describe(-1);
+    lua_pop(L, 1);
+    if (!described) {
+      lua_pop(L, 1);
+      return false;
+    }
+  }
+  out += '}';
+  return true;
 }
 
-// Content-keyed cache of llm.one_of results; bounded, since intents come from code.
-CompiledSchema cached_one_of(const nlohmann::json& intents) {
-  static std::map<std::string, CompiledSchema> cache;
-  std::string key = intents.dump();
-  if (auto found = cache.find(key); found != cache.end()) return found->second;
-  if (cache.size() >= 256) cache.clear();
-  auto schema = std::make_shared<const nlohmann::json>(llm::one_of_intents(intents));
-  cache.emplace(std::move(key), schema);
-  return schema;
+SchemaCache& schema_cache(lua_State* L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kSchemaCacheKey) == LUA_TNIL) {
+    lua_pop(L, 1);
+    push_userdata<SchemaCache>(L, "luagent.schema_cache", nullptr, 0);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &kSchemaCacheKey);
+  }
+  auto* cache = static_cast<SchemaCache*>(lua_touserdata(L, -1));
+  lua_pop(L, 1);  // the registry keeps it
+  return *cache;
 }
 
-// The compiled schema of argument `index`: a luagent.schema, or a table compiled (and
-// remembered for that table) now.
+enum class SchemaKind : char { one_of = 'o', schema = 's' };
+
+CompiledSchema compile_table(lua_State* L, int index, SchemaKind kind) {
+  if (kind == SchemaKind::one_of)
+    return std::make_shared<const llm::CompiledSchema>(
+        llm::one_of_intents(to_json(L, index, "intents")));
+  return std::make_shared<const llm::CompiledSchema>(
+      llm::expand_schema(to_json(L, index, "schema")));
+}
+
+// Pushes the luagent.schema for the table at `index`: the one this table was compiled to
+// if its content is unchanged, else one from the content cache, else a new compilation.
+void push_schema_of_table(lua_State* L, int index, SchemaKind kind) {
+  index = lua_absindex(L, index);
+  HostCallScope scope(L);
+  std::string key(1, static_cast<char>(kind));
+  key.reserve(256);
+  bool described = describe_table(L, index, key, 0);
+  push_registry_weak_table(L, kind == SchemaKind::one_of ? &kOneOfByTableKey : &kSchemaByTableKey);
+  int memos = lua_gettop(L);
+  lua_pushvalue(L, index);
+  lua_rawget(L, memos);
+  auto* memo = static_cast<SchemaMemo*>(luaL_testudata(L, -1, kSchemaMemoType));
+  if (described && memo && memo->content == key) {
+    lua_getiuservalue(L, -1, 1);
+    lua_replace(L, memos);
+    lua_settop(L, memos);
+    return;
+  }
+  lua_pop(L, 1);
+  SchemaCache& cache = schema_cache(L);
+  if (!described)
+    key += to_json(L, index, kind == SchemaKind::one_of ? "intents" : "schema").dump();
+  CompiledSchema schema;
+  if (auto found = cache.by_content.find(key); found != cache.by_content.end()) {
+    schema = found->second;
+  } else {
+    schema = compile_table(L, index, kind);
+    if (cache.by_content.size() >= 256) cache.by_content.clear();
+    cache.by_content.emplace(key, schema);
+  }
+  push_schema(L, std::move(schema));
+  if (described) {
+    lua_pushvalue(L, index);
+    push_userdata<SchemaMemo>(L, kSchemaMemoType, nullptr, 1, std::move(key));
+    lua_pushvalue(L, -3);
+    lua_setiuservalue(L, -2, 1);
+    lua_rawset(L, memos);
+  }
+  lua_replace(L, memos);
+}
+
+// The compiled schema of argument `index`: a luagent.schema, or that of a table.
 CompiledSchema schema_argument(lua_State* L, int index, const char* function) {
   index = lua_absindex(L, index);
   if (auto* handle = static_cast<SchemaHandle*>(luaL_testudata(L, index, kSchemaType)))
     return handle->schema;
   arg_table(L, index, function, "schema");
-  {
-    HostCallScope scope(L);
-    push_registry_weak_table(L, &kSchemaByTableKey);
-  }
-  lua_pushvalue(L, index);
-  lua_rawget(L, -2);
-  if (auto* handle = static_cast<SchemaHandle*>(luaL_testudata(L, -1, kSchemaType))) {
-    CompiledSchema schema = handle->schema;
-    lua_pop(L, 2);
-    return schema;
-  }
-  lua_pop(L, 1);
-  auto schema =
-      std::make_shared<const nlohmann::json>(llm::expand_schema(to_json(L, index, "schema")));
-  lua_pushvalue(L, index);
-  push_schema(L, schema);
-  lua_rawset(L, -3);
+  push_schema_of_table(L, index, SchemaKind::schema);
+  CompiledSchema schema = static_cast<SchemaHandle*>(lua_touserdata(L, -1))->schema;
   lua_pop(L, 1);
   return schema;
 }
@@ -265,16 +406,15 @@ int llm_json_continue(lua_State* L) {
   llm::Outcome outcome = take_outcome(L, run);
   LuaRuntime& runtime = LuaRuntime::from(L);
   const llm::Reply& reply = outcome.reply();
-  CompiledSchema compiled = std::move(run->pending_schema);
-  static const nlohmann::json kNoSchema;
-  const nlohmann::json& schema = compiled ? *compiled : kNoSchema;
+  CompiledSchema schema = std::move(run->pending_schema);
   if (!reply.refusal.empty()) {
     runtime.record_call(*run, outcome, {{"refusal", reply.refusal}});
     throw Error(ErrorCode::refused, "the model refused: " + reply.refusal);
   }
   llm::StructuredResult parsed;
   try {
-    parsed = llm::parse_structured_output(reply.text, schema);
+    parsed = schema ? llm::parse_structured_output(reply.text, *schema)
+                    : llm::parse_structured_output(reply.text, nlohmann::json());
   } catch (const Error& e) {
     runtime.record_call(*run, outcome, {{"invalid_output", e.message()}});
     std::string raw = reply.text.size() > 400 ? reply.text.substr(0, 400) + "..." : reply.text;
@@ -295,7 +435,7 @@ int llm_json(lua_State* L) {
   CompiledSchema schema;
   if (!lua_isnoneornil(L, 2)) {
     schema = schema_argument(L, 2, "llm.json");
-    request.response_schema = *schema;
+    request.response_schema = schema->json();
   }
   int results = start_call(L, CallKind::json, "llm.json", 3, std::move(request), llm_json_continue);
   LuaRuntime::from(L).require_run("llm.json").pending_schema = std::move(schema);
@@ -351,12 +491,17 @@ int llm_chat(lua_State* L) {
 
 int llm_one_of(lua_State* L) {
   arg_table(L, 1, "llm.one_of", "intents");
-  push_schema(L, cached_one_of(to_json(L, 1, "intents")));
+  push_schema_of_table(L, 1, SchemaKind::one_of);
   return 1;
 }
 
 int llm_schema(lua_State* L) {
-  push_schema(L, schema_argument(L, 1, "llm.schema"));
+  if (luaL_testudata(L, 1, kSchemaType)) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  arg_table(L, 1, "llm.schema", "schema");
+  push_schema_of_table(L, 1, SchemaKind::schema);
   return 1;
 }
 

@@ -18,6 +18,10 @@
 #include "agent_runtime.hpp"
 #include "commit_syncer.hpp"
 
+namespace luagent::llm {
+class CompiledSchema;
+}
+
 namespace luagent::lua {
 
 /// The text files of one agent version, read once when it loads: every step of that
@@ -49,8 +53,8 @@ struct Run {
   llm::CallId pending_call = 0;
   std::int64_t call_started_version = 0;
   int stream_ref = LUA_NOREF;  // the Lua stream callback of the call in flight
-  /// The expanded schema of the llm.json call in flight, for its continuation.
-  std::shared_ptr<const nlohmann::json> pending_schema;
+  /// The compiled schema of the llm.json call in flight, for its continuation.
+  std::shared_ptr<const llm::CompiledSchema> pending_schema;
   // Per-step CPU accounting for the limit hook.
   std::int64_t cpu_used_ns = 0;
   std::int64_t slice_started_ns = 0;

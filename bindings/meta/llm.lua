@@ -65,12 +65,14 @@ local Schema = {}
 function Schema:json() end
 
 ---A schema for "one of these intents": each reply is { intent = NAME, ...fields }.
----Cached by content, so calling it every step costs little.
+---Cached by content, so calling it every step costs little; a table changed between
+---calls gives the schema of what it holds now.
 ---@param intents table<string, table> intent name -> short-form fields
 ---@return luagent.llm.Schema
 function llm.one_of(intents) end
 
----Compiles a short-form or JSON Schema table once (llm.json does this itself, per table).
+---Compiles a short-form or JSON Schema table once (llm.json does this itself, per table,
+---and compiles a table again when its content has changed since).
 ---@param schema table
 ---@return luagent.llm.Schema
 function llm.schema(schema) end

@@ -320,3 +320,50 @@ BOOST_AUTO_TEST_CASE(schemas_compile_once_and_show_their_json) {
   auto bad = attempt("require('luagent.llm').schema { a = 'nubmer' }");
   BOOST_TEST(mentions(bad, "nubmer"), bad);
 }
+
+// Schemas are remembered per table, but a table changed between calls (an intent added,
+// a field's type edited, a key removed again) must give the schema of what it holds now.
+BOOST_AUTO_TEST_CASE(a_schema_table_changed_between_calls_is_compiled_again) {
+  auto run = run_agent(
+      "local llm = require 'luagent.llm'\n"
+      "return function(thread)\n"
+      "  local intents = { add = { a = 'number' } }\n"
+      "  local first, again = llm.one_of(intents), llm.one_of(intents)\n"
+      "  intents.sub = { a = 'number' }\n"
+      "  local added = llm.one_of(intents)\n"
+      "  intents.sub = nil\n"
+      "  local removed = llm.one_of(intents)\n"
+      "  intents.add.a = 'string'\n"
+      "  local edited = llm.one_of(intents)\n"
+      "  local record = { name = 'string' }\n"
+      "  local before = llm.schema(record)\n"
+      "  record.age = 'integer?'\n"
+      "  local after = llm.schema(record)\n"
+      "  thread:push('schemas', { reused = rawequal(first, again), first = first:json(),\n"
+      "    added = added:json(), removed = removed:json(), edited = edited:json(),\n"
+      "    before = before:json(), after = after:json(), same = rawequal(llm.schema(after), after) "
+      "})\n"
+      "  local ok, err = pcall(llm.one_of, { add = { a = 'nubmer' } })\n"
+      "  intents.add.a = 'nubmer'\n"
+      "  local ok2, err2 = pcall(llm.one_of, intents)\n"
+      "  thread:push('errors', { ok = ok, message = err.message, ok2 = ok2, message2 = "
+      "err2.message })\n"
+      "end\n");
+  BOOST_TEST_REQUIRE(run.thread.status() == Status::done, run.failure());
+  const auto& data = run.thread.events[1].data;
+  BOOST_TEST(data["reused"] == true);
+  BOOST_TEST(data["same"] == true);
+  BOOST_TEST(data["first"]["oneOf"].size() == 1u);
+  BOOST_TEST(data["added"]["oneOf"].size() == 2u);
+  BOOST_TEST(data["removed"] == data["first"]);
+  BOOST_TEST(data["edited"]["oneOf"][0]["properties"]["a"]["type"] == "string");
+  BOOST_TEST(data["before"]["properties"].size() == 1u);
+  BOOST_TEST(data["after"]["properties"]["age"]["type"] ==
+             nlohmann::json::parse(R"(["integer","null"])"));
+  const auto& errors = run.thread.events[2].data;
+  BOOST_TEST(errors["ok"] == false);
+  BOOST_TEST(errors["ok2"] == false);
+  BOOST_TEST(errors["message"].get<std::string>().find("intents.add.a: unknown type 'nubmer'") !=
+             std::string::npos);
+  BOOST_TEST(errors["message2"] == errors["message"]);
+}
