@@ -209,6 +209,18 @@ int bracket_depth(std::string_view text) {
   return deepest;
 }
 
+// False where a strict parse fails for sure: after nlohmann's optional UTF-8 byte order
+// mark and whitespace, no JSON value can start (a fence, prose, nothing). Replies often
+// open so, and a failed strict parse still builds its error message.
+bool may_be_strict_json(std::string_view text) {
+  std::size_t i = text.substr(0, 3) == "\xEF\xBB\xBF" ? 3 : 0;
+  while (i < text.size() && is_space(text[i])) ++i;
+  if (i == text.size()) return false;
+  char c = text[i];
+  return c == '{' || c == '[' || c == '"' || c == '-' || is_digit(c) || c == 't' || c == 'f' ||
+         c == 'n';
+}
+
 // One try at reading a single JSON value starting at `begin`.
 struct Attempt {
   bool ok = false;
@@ -982,7 +994,7 @@ LenientResult parse_lenient_json(std::string_view text, const LenientOptions& op
     throw Error(ErrorCode::limit, "reply is " + std::to_string(text.size()) +
                                       " bytes; the JSON parser accepts at most " +
                                       std::to_string(options.max_bytes));
-  if (bracket_depth(text) <= options.max_depth) {
+  if (may_be_strict_json(text) && bracket_depth(text) <= options.max_depth) {
     json strict = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (!strict.is_discarded()) return LenientResult{std::move(strict), {}, true, 1};
   }

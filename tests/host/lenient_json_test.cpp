@@ -45,6 +45,12 @@ const std::vector<Case> kCases = {
     {"strict with surrounding whitespace", "\n\n  {\"a\": 1}\n  ", R"({"a":1})", {}, true},
     {"strict array", "[1, 2, 3]", "[1,2,3]", {}, true},
     {"strict scalar", "42", "42", {}, true},
+    // Every way a JSON value can start takes the strict path (it is skipped only where no
+    // value can start, as before a fence).
+    {"strict after a byte order mark", "\xEF\xBB\xBF {\"a\": 1}", R"({"a":1})", {}, true},
+    {"strict string", "\t\"hi\"", R"("hi")", {}, true},
+    {"strict negative number", "-1.5e2", "-150.0", {}, true},
+    {"strict literals", "\r\n[true, false, null]", "[true,false,null]", {}, true},
     {"fenced json after Sure!",
      "Sure! Here is the JSON:\n\n```json\n{\"intent\": \"add\", \"a\": 1, \"b\": 2}\n```",
      R"({"intent":"add","a":1,"b":2})",
