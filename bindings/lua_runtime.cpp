@@ -1333,26 +1333,31 @@ void LuaRuntime::start_llm_call(Run& run, llm::Request request, llm::ChunkCallba
 }
 
 void LuaRuntime::record_call(Run& run, const llm::Outcome& outcome, nlohmann::json extra) {
-  // Provenance: what was asked, of which model, what came back, at what cost.
+  // Provenance: what was asked, of which model, what came back, at what cost. Filled in
+  // place: an initializer list would build and take apart a pair per field, every call.
   const auto& trace = outcome.trace;
-  nlohmann::json record = {{"provider", trace.provider},
-                           {"model", trace.model},
-                           {"request_bytes", trace.request_bytes},
-                           {"latency_ms", trace.latency_ms},
-                           {"attempts", trace.attempts},
-                           {"input_tokens", trace.usage.input_tokens},
-                           {"output_tokens", trace.usage.output_tokens},
-                           {"cached_tokens", trace.usage.cached_tokens},
-                           {"reasoning_tokens", trace.usage.reasoning_tokens},
-                           {"cost_usd", trace.cost_usd},
-                           {"finish_reason", trace.finish_reason},
-                           {"request", trace.request_body},
-                           {"ok", outcome.ok()}};
+  nlohmann::json record = nlohmann::json::object();
+  auto& fields = record.get_ref<nlohmann::json::object_t&>();
+  fields.emplace("provider", trace.provider);
+  fields.emplace("model", trace.model);
+  fields.emplace("request_bytes", trace.request_bytes);
+  fields.emplace("latency_ms", trace.latency_ms);
+  fields.emplace("attempts", trace.attempts);
+  fields.emplace("input_tokens", trace.usage.input_tokens);
+  fields.emplace("output_tokens", trace.usage.output_tokens);
+  fields.emplace("cached_tokens", trace.usage.cached_tokens);
+  fields.emplace("reasoning_tokens", trace.usage.reasoning_tokens);
+  fields.emplace("cost_usd", trace.cost_usd);
+  fields.emplace("finish_reason", trace.finish_reason);
+  fields.emplace("request", trace.request_body);
+  fields.emplace("ok", outcome.ok());
   if (!outcome.ok())
-    record["error"] = outcome.error().what();
+    fields.emplace("error", outcome.error().what());
   else
-    record["response"] = outcome.reply().text;
-  for (auto& [key, value] : extra.items()) record[key] = std::move(value);
+    fields.emplace("response", outcome.reply().text);
+  if (extra.is_object())
+    for (auto& [key, value] : extra.get_ref<nlohmann::json::object_t&>())
+      fields.insert_or_assign(key, std::move(value));
   // Written with the turn's group commit, beside the event the reply leads to.
   queued_calls_.push_back({run.thread.id, run.call_started_version, std::move(record)});
 }
