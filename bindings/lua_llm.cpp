@@ -435,7 +435,7 @@ int llm_json(lua_State* L) {
   CompiledSchema schema;
   if (!lua_isnoneornil(L, 2)) {
     schema = schema_argument(L, 2, "llm.json");
-    request.response_schema = schema->json();
+    request.response_schema = schema;
   }
   int results = start_call(L, CallKind::json, "llm.json", 3, std::move(request), llm_json_continue);
   LuaRuntime::from(L).require_run("llm.json").pending_schema = std::move(schema);

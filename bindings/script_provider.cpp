@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "llm/json_schema.hpp"
 #include "llm/replay_provider.hpp"
 #include "lua_guard.hpp"
 #include "lua_json_convert.hpp"
@@ -57,7 +58,7 @@ class ScriptProvider final : public llm::Provider {
     {
       HostCallScope scope(L);
       nlohmann::json table = {{"messages", request.messages}, {"model", outcome.trace.model}};
-      if (!request.response_schema.is_null()) table["schema"] = request.response_schema;
+      if (request.response_schema) table["schema"] = request.response_schema->json();
       push_json(L, table);
     }
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {

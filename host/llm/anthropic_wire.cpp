@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "llm/json_schema.hpp"
 #include "llm/openai_wire.hpp"
 #include "llm/provider_errors.hpp"
 #include "llm/tool_arguments.hpp"
@@ -179,11 +180,11 @@ std::string anthropic_request_body(const Request& request, const std::string& de
   }
   if (!request.tool_choice.is_null())
     body["tool_choice"] = anthropic_tool_choice(request.tool_choice);
-  if (!request.response_schema.is_null()) {
+  if (request.response_schema) {
     const bool other_tools = !tools.empty();
     tools.push_back({{"name", kAnthropicJsonToolName},
                      {"description", "Give the final answer as this tool's input."},
-                     {"input_schema", request.response_schema}});
+                     {"input_schema", request.response_schema->json()}});
     // With the caller's tools present the model may still call one of them first.
     body["tool_choice"] = other_tools ? json{{"type", "any"}}
                                       : json{{"type", "tool"}, {"name", kAnthropicJsonToolName}};

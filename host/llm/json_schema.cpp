@@ -1043,6 +1043,11 @@ bool fits(const Node& node, const json& value) {
 
 CompiledSchema::CompiledSchema(nlohmann::json schema) : schema_(std::move(schema)) {
   root_ = Compiler(nodes_).compile(schema_, 0);
+  try {
+    text_ = schema_.dump();
+  } catch (const nlohmann::json::exception&) {
+    // Left to whoever sends it: their dump() fails the request as before.
+  }
 }
 
 CompiledSchema::~CompiledSchema() = default;

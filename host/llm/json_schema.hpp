@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,9 @@ class CompiledSchema {
   CompiledSchema& operator=(const CompiledSchema&) = delete;
 
   const nlohmann::json& json() const { return schema_; }
+  /// json().dump(), made once for the requests that send the schema; nullptr when the
+  /// schema has no JSON text (invalid UTF-8: dumping it throws, as it always did).
+  const std::string* text() const { return text_ ? &*text_ : nullptr; }
   /// True only when coerce_and_validate would accept `value` as it is: no repair, no
   /// change, no error. False means "run the full validation", not "invalid".
   bool fits_as_is(const nlohmann::json& value) const;
@@ -45,6 +49,7 @@ class CompiledSchema {
 
  private:
   nlohmann::json schema_;  // the nodes point into it, so it never moves
+  std::optional<std::string> text_;
   std::vector<std::unique_ptr<Node>> nodes_;
   const Node* root_ = nullptr;
 };

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -11,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 namespace luagent::llm {
+
+class CompiledSchema;  // llm/json_schema.hpp
 
 /// A tool the model may call: name, description and a JSON Schema for its arguments.
 struct ToolSpec {
@@ -27,8 +30,9 @@ struct Request {
   std::vector<ToolSpec> tools;
   /// null (provider default), "auto", "required", "none", or a tool name.
   nlohmann::json tool_choice;
-  /// JSON Schema the reply must satisfy (llm.json); null for free text.
-  nlohmann::json response_schema;
+  /// JSON Schema the reply must satisfy (llm.json); null for free text. Shared with the
+  /// llm.json call that compiled it, so a request neither copies nor re-dumps it.
+  std::shared_ptr<const CompiledSchema> response_schema;
   std::optional<double> temperature;
   std::optional<int> max_tokens;
   bool stream = false;

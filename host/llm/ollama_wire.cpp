@@ -3,6 +3,7 @@
 #include <map>
 #include <utility>
 
+#include "llm/json_schema.hpp"
 #include "llm/openai_wire.hpp"
 #include "llm/provider_errors.hpp"
 #include "llm/tool_arguments.hpp"
@@ -113,7 +114,7 @@ std::string ollama_request_body(const Request& request, const std::string& defau
     }
     body["tools"] = std::move(tools);
   }
-  if (!request.response_schema.is_null()) body["format"] = request.response_schema;
+  if (request.response_schema) body["format"] = request.response_schema->json();
   json options = json::object();
   if (request.temperature) options["temperature"] = *request.temperature;
   if (request.max_tokens) options["num_predict"] = *request.max_tokens;

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "llm/json_schema.hpp"
 #include "llm/provider_errors.hpp"
 #include "llm/tool_arguments.hpp"
 #include "llm/wire_json.hpp"
@@ -142,11 +143,12 @@ std::string openai_request_body(const Request& request, const std::string& defau
   if (request.max_tokens) member("max_tokens") += json(*request.max_tokens).dump();
   member("messages") += messages.dump();
   member("model") += json(model).dump();
-  if (!request.response_schema.is_null()) {
+  if (request.response_schema) {
     // strict:false: strict mode rejects ordinary schemas (optional properties, no
     // additionalProperties:false); the reply is validated by luagent anyway.
     member("response_format") += R"({"json_schema":{"name":"output","schema":)";
-    body += request.response_schema.dump();
+    const std::string* schema_text = request.response_schema->text();
+    body += schema_text ? *schema_text : request.response_schema->json().dump();
     body += R"(,"strict":false},"type":"json_schema"})";
   }
   if (request.stream) {

@@ -2,13 +2,14 @@
 
 #include <chrono>
 
+#include "llm/json_schema.hpp"
 #include "luagent/error.hpp"
 
 namespace luagent::llm {
 
 nlohmann::json cassette_request_json(const Request& request) {
   nlohmann::json json = {{"messages", request.messages}};
-  if (!request.response_schema.is_null()) json["response_schema"] = request.response_schema;
+  if (request.response_schema) json["response_schema"] = request.response_schema->json();
   if (!request.tools.empty()) {
     nlohmann::json tools = nlohmann::json::array();
     for (const auto& tool : request.tools)
@@ -59,7 +60,9 @@ ReplayProvider::ReplayProvider(EventLoop& loop, const std::filesystem::path& cas
     }
     Request key_request;
     key_request.messages = (*request)["messages"];
-    key_request.response_schema = request->value("response_schema", nlohmann::json());
+    if (auto schema = request->find("response_schema");
+        schema != request->end() && !schema->is_null())
+      key_request.response_schema = std::make_shared<const CompiledSchema>(*schema);
     if (auto tools = request->find("tools"); tools != request->end() && tools->is_array())
       for (const auto& tool : *tools)
         key_request.tools.push_back({tool.value("name", ""), tool.value("description", ""),

@@ -6,12 +6,14 @@
 #include <filesystem>
 
 #include "llm/anthropic_wire.hpp"
+#include "llm/json_schema.hpp"
 #include "luagent/error.hpp"
 #include "support/wire_fixture_replay.hpp"
 
 using luagent::Error;
 using luagent::ErrorCode;
 using luagent::llm::AnthropicStreamDecoder;
+using luagent::llm::CompiledSchema;
 using luagent::llm::Reply;
 using luagent::llm::Request;
 using luagent::llm::StreamChunk;
@@ -519,7 +521,7 @@ BOOST_AUTO_TEST_CASE(tool_results_merge_into_one_user_message_and_thinking_goes_
 BOOST_AUTO_TEST_CASE(response_schema_forces_the_output_tool) {
   Request request;
   request.messages = json::parse(R"([{"role":"user","content":"hi"}])");
-  request.response_schema = {{"type", "object"}};
+  request.response_schema = std::make_shared<const CompiledSchema>(json{{"type", "object"}});
   json body = json::parse(luagent::llm::anthropic_request_body(request, "claude", 1024));
   BOOST_TEST(body["tool_choice"] == json({{"type", "tool"}, {"name", "luagent_json_output"}}));
   BOOST_TEST(body["tools"][0]["input_schema"] == json({{"type", "object"}}));

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "llm/json_schema.hpp"
 #include "llm/ndjson_parser.hpp"
 #include "llm/ollama_wire.hpp"
 #include "luagent/error.hpp"
@@ -11,6 +12,7 @@
 
 using luagent::Error;
 using luagent::ErrorCode;
+using luagent::llm::CompiledSchema;
 using luagent::llm::OllamaStreamDecoder;
 using luagent::llm::Reply;
 using luagent::llm::Request;
@@ -209,7 +211,7 @@ BOOST_AUTO_TEST_CASE(request_maps_tool_turns_and_options) {
     {"role":"user","content":"weather?"},
     {"role":"assistant","content":"","tool_calls":[{"id":"c","name":"get_weather","arguments":"{\"city\":\"Tokyo\"}"}]},
     {"role":"tool","tool_call_id":"c","content":"sunny"}])");
-  request.response_schema = {{"type", "object"}};
+  request.response_schema = std::make_shared<const CompiledSchema>(json{{"type", "object"}});
   request.temperature = 0.25;
   request.max_tokens = 50;
   const json body = json::parse(luagent::llm::ollama_request_body(request, "llama3.2"));

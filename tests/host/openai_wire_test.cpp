@@ -5,12 +5,14 @@
 
 #include <filesystem>
 
+#include "llm/json_schema.hpp"
 #include "llm/openai_wire.hpp"
 #include "luagent/error.hpp"
 #include "support/wire_fixture_replay.hpp"
 
 using luagent::Error;
 using luagent::ErrorCode;
+using luagent::llm::CompiledSchema;
 using luagent::llm::OpenAiStreamDecoder;
 using luagent::llm::Reply;
 using luagent::llm::Request;
@@ -604,7 +606,8 @@ Request neutral_from_openai(const json& wire) {
     request.tool_choice = choice.is_string() ? choice : choice["function"]["name"];
   }
   if (wire.contains("response_format") && wire["response_format"]["type"] == "json_schema") {
-    request.response_schema = wire["response_format"]["json_schema"]["schema"];
+    request.response_schema =
+        std::make_shared<const CompiledSchema>(wire["response_format"]["json_schema"]["schema"]);
   }
   if (wire.contains("max_tokens")) request.max_tokens = wire["max_tokens"].get<int>();
   if (wire.contains("temperature")) request.temperature = wire["temperature"].get<double>();
@@ -688,7 +691,7 @@ BOOST_AUTO_TEST_CASE(request_maps_neutral_shapes_onto_the_wire) {
     {"role":"tool","tool_call_id":"c1","content":"done"}])");
   request.tools.push_back({"f", "does f", {{"type", "object"}}});
   request.tool_choice = "f";
-  request.response_schema = {{"type", "object"}};
+  request.response_schema = std::make_shared<const CompiledSchema>(json{{"type", "object"}});
   request.temperature = 0.5;
   request.max_tokens = 100;
   request.stream = true;
@@ -711,6 +714,23 @@ BOOST_AUTO_TEST_CASE(request_maps_neutral_shapes_onto_the_wire) {
   BOOST_TEST(body["temperature"] == 0.5);
   BOOST_TEST(body["max_tokens"] == 100);
   BOOST_TEST(body["stream_options"]["include_usage"] == true);
+}
+
+// The schema goes out as the text made once with the compiled schema; a schema with no
+// JSON text (invalid UTF-8) fails the body as it always did.
+BOOST_AUTO_TEST_CASE(response_schema_is_sent_as_its_compiled_text) {
+  Request request;
+  request.messages = json::parse(R"([{"role":"user","content":"hi"}])");
+  const json schema = {{"type", "object"}, {"properties", {{"a", {{"type", "number"}}}}}};
+  request.response_schema = std::make_shared<const CompiledSchema>(schema);
+  BOOST_REQUIRE(request.response_schema->text() != nullptr);
+  BOOST_TEST(*request.response_schema->text() == schema.dump());
+  const std::string text = luagent::llm::openai_request_body(request, "m");
+  BOOST_TEST(text.find("\"schema\":" + schema.dump() + ",") != std::string::npos, text);
+  request.response_schema =
+      std::make_shared<const CompiledSchema>(json{{"description", std::string("\xff")}});
+  BOOST_TEST(request.response_schema->text() == nullptr);
+  BOOST_CHECK_THROW(luagent::llm::openai_request_body(request, "m"), std::exception);
 }
 
 BOOST_AUTO_TEST_CASE(bad_requests_are_usage_errors) {
