@@ -68,11 +68,14 @@ struct ScriptedCalculator {
   }
 
   // The prompt now also shows the model a second request: its decisions change.
-  void change_prompt() {
-    std::string prompt = read_text(agent / "next_step.prompt");
+  // The prompt with a second user input after the thread.
+  static std::string changed(std::string prompt) {
     auto at = prompt.find("{{ thread }}");
     prompt.insert(at + 12, "\n<user_input>\ncan you add 1 and 2\n</user_input>");
-    write_file(agent / "next_step.prompt", prompt);
+    return prompt;
+  }
+  void change_prompt() {
+    write_file(agent / "next_step.prompt", changed(read_text(agent / "next_step.prompt")));
   }
 };
 
@@ -190,9 +193,12 @@ BOOST_AUTO_TEST_CASE(dev_reruns_the_next_decision_on_every_save) {
       calc,
       {"dev", calc.agent.string(), "can you multiply 3 and 4", "--saves", "1", "--timeout", "30"},
       [&](int i) {
-        write_file(calc.agent / "next_step.prompt", original);
-        calc.change_prompt();
-        std::ofstream(calc.agent / "next_step.prompt", std::ios::app) << "\n" << i << "\n";
+        // One save, as an editor makes it (a new file renamed over the old): written in
+        // several steps, a busy machine lets the watcher reload the half-written prompt.
+        auto scratch = calc.dir / "next_step.prompt.new";
+        write_file(scratch,
+                   ScriptedCalculator::changed(original) + "\n" + std::to_string(i) + "\n");
+        fs::rename(scratch, calc.agent / "next_step.prompt");
       });
   BOOST_TEST_MESSAGE(result.out << result.err);
   BOOST_CHECK_EQUAL(result.exit_code, 0);
