@@ -339,6 +339,17 @@ std::optional<std::int64_t> as_integer(double d) {
   return static_cast<std::int64_t>(d);
 }
 
+// minItems / maxItems: a non-negative integer, signed or not (a schema written as a Lua
+// table holds signed integers); anything else is no bound.
+std::optional<std::size_t> count_bound(const json& schema, const char* keyword) {
+  auto found = schema.find(keyword);
+  if (found == schema.end() || !found->is_number_integer()) return std::nullopt;
+  if (found->is_number_unsigned()) return found->get<std::size_t>();
+  std::int64_t count = found->get<std::int64_t>();
+  if (count < 0) return std::nullopt;
+  return static_cast<std::size_t>(count);
+}
+
 bool has_type(const json& value, std::string_view type) {
   if (type == "string") return value.is_string();
   if (type == "number") return value.is_number();
@@ -632,10 +643,7 @@ class Validator {
         }
       }
     }
-    auto bound = [&](const char* keyword) -> std::optional<std::size_t> {
-      if (!schema.contains(keyword) || !schema[keyword].is_number_unsigned()) return std::nullopt;
-      return schema[keyword].get<std::size_t>();
-    };
+    auto bound = [&](const char* keyword) { return count_bound(schema, keyword); };
     auto items_word = [](std::size_t n) {
       return std::to_string(n) + (n == 1 ? " item" : " items");
     };
@@ -958,11 +966,8 @@ class Compiler {
         node.items = compile(items, depth + 1);
       }
     }
-    for (auto [keyword, bound] :
-         {std::pair{"minItems", &node.min_items}, std::pair{"maxItems", &node.max_items}}) {
-      if (schema.contains(keyword) && schema[keyword].is_number_unsigned())
-        *bound = schema[keyword].get<std::size_t>();
-    }
+    node.min_items = count_bound(schema, "minItems");
+    node.max_items = count_bound(schema, "maxItems");
   }
 
   std::vector<std::unique_ptr<Node>>& nodes_;

@@ -305,6 +305,14 @@ BOOST_AUTO_TEST_CASE(failures_name_the_field_and_why) {
   BOOST_TEST(invalid_message(json::array(), bounded) == "reply: expected at least 1 item, got 0");
   BOOST_TEST(invalid_message(json::parse("[1,2,3]"), bounded) ==
              "reply: expected at most 2 items, got 3");
+  // A schema written as a Lua table holds signed integers: its bounds count the same.
+  json signed_bounds = {
+      {"type", "array"}, {"minItems", std::int64_t{1}}, {"maxItems", std::int64_t{2}}};
+  BOOST_TEST(signed_bounds["minItems"].is_number_unsigned() == false);
+  BOOST_TEST(invalid_message(json::array(), signed_bounds) ==
+             "reply: expected at least 1 item, got 0");
+  BOOST_TEST(invalid_message(json::parse("[1,2,3]"), signed_bounds) ==
+             "reply: expected at most 2 items, got 3");
   BOOST_TEST(invalid_message(json::parse(R"({"k":"a"})"),
                              json::parse(R"({"properties":{"k":{"const":"b"}}})")) ==
              "field \"k\": expected \"b\", got string \"a\"");
@@ -459,7 +467,7 @@ BOOST_AUTO_TEST_CASE(compiled_schema_agrees_with_the_full_validation) {
       {R"({"properties":{"a":{"type":"string"}}})", {R"({"a":null})", R"({"a":"x"})"}, false},
       {R"({"properties":[1]})", {"{}", "[]"}, true},
       {R"({"additionalProperties":false})", {"{}", R"({"a":1})"}, true},
-      // Arrays: tuples, bounds (counted only when written as unsigned numbers), wrapping.
+      // Arrays: tuples, bounds (non-negative integers; others are no bound), wrapping.
       {R"({"items":[{"type":"string"},{"type":"number"}]})",
        {R"(["a",1,true])", R"(["a","b"])", R"([1])", "\"a\""},
        true},
