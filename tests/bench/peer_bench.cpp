@@ -39,7 +39,8 @@ struct Figures {
   int correct = 0;
 };
 
-Figures run_host(const std::string& base_url, int threads, int concurrency) {
+Figures run_host(const std::string& base_url, int threads, int concurrency,
+                 bool launch_waits_for_disk) {
   test::TempDir dir;
   test::write_calculator_agent(dir / "calculator", base_url);
   HostConfig config;
@@ -51,10 +52,7 @@ Figures run_host(const std::string& base_url, int threads, int concurrency) {
   config.agents_dir = dir.path();
   config.config_file = dir / "calculator/luagent.config.lua";
   config.collect_updates = false;
-  // PEER_BENCH_LAUNCH_WAITS_FOR_DISK=0: launch and resume return once committed (their
-  // events are flushed with the next group commit) instead of after an fsync each.
-  const char* waits = std::getenv("PEER_BENCH_LAUNCH_WAITS_FOR_DISK");
-  config.launch_waits_for_disk = !(waits && std::string(waits) == "0");
+  config.launch_waits_for_disk = launch_waits_for_disk;
   Host host(config);
   int target = 1, launched = 0, ended = 0;
   std::vector<std::string> ids;
@@ -156,6 +154,17 @@ int main(int argc, char** argv) {
   int threads = argc > 1 ? std::atoi(argv[1]) : 1000;
   int concurrency = argc > 2 ? std::atoi(argv[2]) : 50;
   int repeats = argc > 3 ? std::atoi(argv[3]) : 3;
+  // PEER_BENCH_LAUNCH_WAITS_FOR_DISK=0: launch and resume return once committed (their
+  // events are flushed with the next group commit) instead of after an fsync each.
+  bool launch_waits_for_disk = true;
+  if (const char* waits = std::getenv("PEER_BENCH_LAUNCH_WAITS_FOR_DISK")) {
+    std::string value = waits;
+    if (value != "0" && value != "1") {
+      std::fprintf(stderr, "PEER_BENCH_LAUNCH_WAITS_FOR_DISK must be 0 or 1, not '%s'\n", waits);
+      return 2;
+    }
+    launch_waits_for_disk = value == "1";
+  }
   std::vector<std::string> bodies = capture_bodies();
   if (bodies.size() != 4) {
     std::fprintf(stderr, "expected 4 LLM steps per thread, captured %zu\n", bodies.size());
@@ -166,8 +175,9 @@ int main(int argc, char** argv) {
   std::vector<double> host_cpu, host_rss, bare_cpu, bare_rss;
   bool ok = true;
   for (int r = 0; r < repeats; ++r) {
-    Figures host = test::in_child([&] { return run_host(base_url, threads, concurrency); },
-                                  Figures{0, 0, 0, 0, -1});
+    Figures host = test::in_child(
+        [&] { return run_host(base_url, threads, concurrency, launch_waits_for_disk); },
+        Figures{0, 0, 0, 0, -1});
     Figures bare =
         test::in_child([&] { return run_bare(base_url, bodies, host.steps, concurrency); },
                        Figures{0, 0, 0, 0, -1});
