@@ -57,8 +57,8 @@ int host_call(lua_State* L) {
   if (!tool)
     throw Error(ErrorCode::not_found, "host.call: no host tool '" + name +
                                           "' (registered: " + registered_list(tools) + ")");
-  nlohmann::json args =
-      lua_isnoneornil(L, 2) ? nlohmann::json::object() : to_json(L, 2, "host.call args");
+  nlohmann::json args = tool->checked_args(lua_isnoneornil(L, 2) ? nlohmann::json::object()
+                                                                 : to_json(L, 2, "host.call args"));
   if (tool->sync) {
     nlohmann::json result;
     try {

@@ -612,13 +612,13 @@ void Host::post(std::function<void()> task) {
 void Host::tool(const std::string& name, nlohmann::json schema, ToolFunction function) {
   impl_->check_thread("tool");
   if (!function) throw Error(ErrorCode::usage, "host tool '" + name + "' has no function");
-  impl_->tools.add(HostTool{name, std::move(schema), std::move(function), {}});
+  impl_->tools.add(HostTool{name, std::move(schema), std::move(function), {}, nullptr});
 }
 
 void Host::async_tool(const std::string& name, nlohmann::json schema, AsyncToolFunction function) {
   impl_->check_thread("async_tool");
   if (!function) throw Error(ErrorCode::usage, "host tool '" + name + "' has no function");
-  impl_->tools.add(HostTool{name, std::move(schema), {}, std::move(function)});
+  impl_->tools.add(HostTool{name, std::move(schema), {}, std::move(function), nullptr});
 }
 
 }  // namespace luagent

@@ -34,8 +34,28 @@ void HostTools::add(HostTool tool) {
     throw Error(ErrorCode::usage, "host tool '" + tool.name + "' has no function");
   if (tools_.count(tool.name))
     throw Error(ErrorCode::conflict, "host tool '" + tool.name + "' is already registered");
+  // Compiled now, so a mistake in the schema is reported by Host::tool, not by the
+  // first agent that calls the tool.
+  if (!tool.schema.is_null()) {
+    try {
+      tool.compiled_schema = std::make_shared<llm::CompiledSchema>(llm::expand_schema(tool.schema));
+    } catch (const Error& e) {
+      throw Error(ErrorCode::usage, "host tool '" + tool.name + "': " + e.message());
+    }
+  }
   std::string name = tool.name;
   tools_.emplace(std::move(name), std::move(tool));
+}
+
+nlohmann::json HostTool::checked_args(nlohmann::json args) const {
+  if (!compiled_schema) return args;
+  std::vector<std::string> repairs;  // the coercions are not reported: the call goes on
+  try {
+    llm::coerce_and_validate(args, *compiled_schema, repairs);
+  } catch (const Error& e) {
+    throw Error(ErrorCode::usage, "host tool '" + name + "': bad arguments: " + e.message());
+  }
+  return args;
 }
 
 const HostTool* HostTools::find(const std::string& name) const {

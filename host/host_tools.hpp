@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "event_loop.hpp"
+#include "llm/json_schema.hpp"
 #include "luagent/host_tool.hpp"
 
 namespace luagent {
@@ -21,6 +22,13 @@ struct HostTool {
   nlohmann::json schema;  // the arguments, as JSON Schema or the intents shorthand
   ToolFunction sync;      // exactly one of sync / async is set
   AsyncToolFunction async;
+  /// `schema` expanded and compiled by HostTools::add; null when there is no schema.
+  std::shared_ptr<const llm::CompiledSchema> compiled_schema;
+
+  /// The arguments as the tool's function gets them: checked against the schema and
+  /// coerced as llm.json replies are (near misses fixed, unknown fields dropped, so an
+  /// intent table from llm.one_of can be passed as it is). Throws usage naming the field.
+  nlohmann::json checked_args(nlohmann::json args) const;
 };
 
 /// Posts to the host's loop from any thread until the host closes it (on destruction),
@@ -39,7 +47,8 @@ class LoopGate {
 
 class HostTools {
  public:
-  /// Registers a tool. Throws usage for a bad name or schema, conflict for a duplicate.
+  /// Registers a tool. Throws usage for a bad name or schema (naming the bad entry),
+  /// conflict for a duplicate.
   void add(HostTool tool);
   const HostTool* find(const std::string& name) const;
   std::vector<std::string> names() const;

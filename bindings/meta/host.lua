@@ -5,8 +5,11 @@
 local host = {}
 
 ---Calls the host tool `name` with `args`; returns its result. An asynchronous tool
----suspends only this coroutine until the program answers. Raises an error table
----{ code, message } for an unknown tool or when the tool fails.
+---suspends only this coroutine until the program answers. When the tool declares a
+---schema, `args` are checked and coerced first, as llm.json replies are (near misses
+---fixed, unknown fields such as `intent` dropped). Raises an error table
+---{ code, message }: not_found for an unknown tool, usage for arguments that do not
+---fit the schema (naming the field), or the tool's own failure.
 ---@param name string
 ---@param args? table
 ---@return any result

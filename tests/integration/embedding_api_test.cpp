@@ -192,6 +192,70 @@ BOOST_AUTO_TEST_CASE(tool_registered_twice_or_badly_throws_and_host_stays_usable
   BOOST_TEST(f.host->get(id).events[1].data.get<int>() == 5);
 }
 
+BOOST_AUTO_TEST_CASE(tool_args_are_checked_and_coerced_against_the_schema) {
+  Fixture f(Agents{{"trader", R"(
+local host = require "luagent.host"
+return function(thread)
+  -- an llm.one_of reply as it comes: the intent, a price the model wrote as text
+  thread:push("sold", host.call("trade", { intent = "trade", item = "sword", price = "12" }))
+  local ok, err = pcall(host.call, "trade", { item = "shield" })
+  thread:push("refused", { ok = ok, code = err.code, message = err.message })
+end)"}});
+  std::vector<nlohmann::json> received;
+  f.host->tool("trade", {{"item", "string"}, {"price", "number"}}, [&](const nlohmann::json& a) {
+    received.push_back(a);
+    return a["price"].get<double>() * 2;
+  });
+  auto id = f.host->launch("trader", Event::user("go"));
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_REQUIRE(thread.status() == Status::done);
+  BOOST_REQUIRE(received.size() == 1u);  // the call missing its price never reached C++
+  BOOST_TEST(received[0] == (nlohmann::json{{"item", "sword"}, {"price", 12}}));
+  BOOST_TEST(thread.events[1].data.get<double>() == 24.0);
+  const nlohmann::json& refused = thread.events[2].data;
+  BOOST_TEST(refused["ok"] == false);
+  BOOST_TEST(refused["code"] == "usage");
+  std::string message = refused["message"];
+  BOOST_TEST(mentions(message, "host tool 'trade': bad arguments"), message);
+  BOOST_TEST(mentions(message, "price"), message);
+}
+
+BOOST_AUTO_TEST_CASE(async_tool_args_are_checked_before_it_starts) {
+  Fixture f(Agents{{"walker", R"(
+return function(thread)
+  require("luagent.host").call("find_path", { to = { "not", "a", "place" } })
+end)"}});
+  int started = 0;
+  f.host->async_tool("find_path", {{"to", "string"}}, [&](const nlohmann::json&, ToolReply reply) {
+    ++started;
+    reply.ok("north");
+  });
+  auto id = f.host->launch("walker", Event::user("go"));
+  f.pump_until_idle();
+  auto failure = failure_of(f.last(id));
+  BOOST_TEST(started == 0);
+  BOOST_TEST(mentions(failure, "host tool 'find_path': bad arguments"), failure);
+  BOOST_TEST(mentions(failure, "to"), failure);
+}
+
+BOOST_AUTO_TEST_CASE(a_bad_tool_schema_is_refused_at_registration_naming_the_entry) {
+  Fixture f(Agents{{"adder", kCallsAdd}});
+  auto add = [](const nlohmann::json& a) { return a["a"].get<int>() + a["b"].get<int>(); };
+  try {
+    f.host->tool("add", {{"a", "number"}, {"b", "nubmer"}}, add);
+    BOOST_FAIL("a schema with an unknown type was accepted");
+  } catch (const Error& e) {
+    BOOST_TEST((e.code() == ErrorCode::usage));
+    BOOST_TEST(mentions(e.what(), "host tool 'add'"), e.what());
+    BOOST_TEST(mentions(e.what(), "nubmer"), e.what());
+  }
+  f.host->tool("add", {{"a", "integer"}, {"b", "integer"}}, add);  // the name is still free
+  auto id = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).events[1].data.get<int>() == 5);
+}
+
 BOOST_AUTO_TEST_CASE(throwing_tool_fails_only_that_step) {
   Fixture f(Agents{{"adder", kCallsAdd}});
   bool explode = true;
