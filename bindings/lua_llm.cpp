@@ -343,7 +343,7 @@ llm::ChunkCallback stream_forwarder(LuaRuntime& runtime, std::uint64_t run_id, C
   return [&runtime, run_id, kind, text](const llm::StreamChunk& chunk) {
     if (chunk.text_delta.empty()) return;
     Run* run = runtime.find_run(run_id);
-    if (!run || run->stream_ref == LUA_NOREF) return;
+    if (!run || run->stream_ref == LUA_NOREF || run->killed) return;
     lua_State* L = runtime.state();
     int top = lua_gettop(L);
     int nargs = 1;
@@ -361,7 +361,8 @@ llm::ChunkCallback stream_forwarder(LuaRuntime& runtime, std::uint64_t run_id, C
         nargs = 2;
       }
     }
-    if (lua_pcall(L, nargs, 0, 0) != LUA_OK)
+    // Under the step's CPU limit: a callback that never returns must not stall the host.
+    if (runtime.pcall_limited(nargs, 0, 0, run) != LUA_OK)
       runtime.log("warn", std::string("stream callback failed: ") + error_from_lua(L, -1).what());
     lua_settop(L, top);
   };

@@ -105,6 +105,10 @@ end
 return wrapped, run_agent
 )lua";
 
+// Lua instructions between two looks of the count hook at the clocks: the pump's
+// budget and the CPU limit are kept to within that much work.
+constexpr int kHookInstructions = 10000;
+
 std::int64_t thread_cpu_ns() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -296,11 +300,24 @@ void* limited_alloc(void* ud, void* ptr, size_t old_size, size_t new_size) {
 
 void count_hook(lua_State* L, lua_Debug*) {
   LuaRuntime& runtime = LuaRuntime::from(L);
+  const std::int64_t limit_ns =
+      static_cast<std::int64_t>(runtime.services_.limits.step_cpu_ms) * 1000000;
   Run* run = runtime.current_;
-  if (!run) return;
+  if (!run) {
+    if (!runtime.unowned_code_limited_) return;
+    if (!runtime.unowned_code_killed_) {
+      if (thread_cpu_ns() - runtime.unowned_code_started_ns_ <= limit_ns) return;
+      runtime.unowned_code_killed_ = true;
+      lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);  // a pcall cannot swallow the kill
+    }
+    push_error(L, ErrorCode::limit,
+               "used more than " + std::to_string(runtime.services_.limits.step_cpu_ms) +
+                   " ms of CPU (limits.step_cpu_ms)");
+    lua_error(L);
+  }
   if (!run->killed) {
     std::int64_t used = run->cpu_used_ns + (thread_cpu_ns() - run->slice_started_ns);
-    if (used <= static_cast<std::int64_t>(runtime.services_.limits.step_cpu_ms) * 1000000) {
+    if (used <= limit_ns) {
       // The collector runs between steps (collect_garbage); a step that makes garbage by
       // the megabyte collects it as it goes, in its own time.
       if (runtime.allocated_in_resume_ >= LuaRuntime::kInStepGcBytes) {
@@ -772,7 +789,7 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   lua_pushvalue(L, -1);
   loading_env_ref_ = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_setupvalue(L, -2, 1);
-  int status = lua_pcall(L, 0, 1, -2);
+  int status = pcall_limited(0, 1, -2);
   luaL_unref(L, LUA_REGISTRYINDEX, loading_env_ref_);
   loading_env_ref_ = previous_env;
   loading_dir_ = previous_loading;
@@ -789,6 +806,34 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
     throw Error(ErrorCode::syntax, "agent.lua must return a function(thread)", chunkname.substr(1));
   agents_[dir] = std::move(loaded);
   return info;
+}
+
+int LuaRuntime::pcall_limited(int nargs, int nresults, int message_handler, Run* charged) {
+  lua_State* L = L_;
+  // Inside a step (an agent loading another agent) that step's slice clock already runs.
+  const bool inside_step = current_ != nullptr;
+  if (!inside_step) {
+    if (charged) {
+      current_ = charged;
+      charged->slice_started_ns = thread_cpu_ns();
+    } else {
+      unowned_code_limited_ = true;
+      unowned_code_killed_ = false;
+      unowned_code_started_ns_ = thread_cpu_ns();
+    }
+  }
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, kHookInstructions);
+  int status = lua_pcall(L, nargs, nresults, message_handler);
+  lua_sethook(L, nullptr, 0, 0);
+  if (!inside_step) {
+    if (charged) {
+      charged->cpu_used_ns += thread_cpu_ns() - charged->slice_started_ns;
+      current_ = nullptr;
+    } else {
+      unowned_code_limited_ = false;
+    }
+  }
+  return status;
 }
 
 void LuaRuntime::set_store(Store* store) {
@@ -855,7 +900,7 @@ void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks 
   lua_rawgeti(co, LUA_REGISTRYINDEX, run->env_ref);
   lua_setupvalue(co, -2, 1);
   push_thread_object(co, run->id);
-  lua_sethook(co, count_hook, LUA_MASKCOUNT, 10000);
+  lua_sethook(co, count_hook, LUA_MASKCOUNT, kHookInstructions);
 
   ready_.push_back({run->id, 2});  // runs in run_ready(), inside the caller's budget
   Run& started = *runs_.emplace(run->id, std::move(run)).first->second;
@@ -1001,6 +1046,12 @@ void LuaRuntime::resume(Run& run, int nargs) {
     Error error = *run.commit_error;
     run.commit_error.reset();
     fail_run(run, error);
+    return;
+  }
+  if (run.killed) {  // its stream callback spent the step's CPU while the call ran
+    fail_run(run, Error(ErrorCode::limit, "the step used more than " +
+                                              std::to_string(services_.limits.step_cpu_ms) +
+                                              " ms of CPU (limits.step_cpu_ms)"));
     return;
   }
   Run* previous = current_;
@@ -1413,7 +1464,7 @@ nlohmann::json LuaRuntime::load_config(const std::filesystem::path& file) {
   lua_insert(L, -2);
   lua_pushcfunction(L, pcall_traceback);
   lua_insert(L, -2);
-  if (lua_pcall(L, 0, 1, -2) != LUA_OK) {
+  if (pcall_limited(0, 1, -2) != LUA_OK) {
     Error error = error_from_lua(L, -1);
     lua_pop(L, 3);
     throw Error(ErrorCode::config, error.message(), error.source(), error.line());
@@ -1456,7 +1507,7 @@ std::string LuaRuntime::render_context(const Thread& thread) {
   int top = lua_gettop(L);
   lua_pushcfunction(L, lua_require);
   lua_pushliteral(L, "luagent.context");
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+  if (pcall_limited(1, 1, 0) != LUA_OK) {
     Error error = error_from_lua(L, -1);
     lua_settop(L, top);
     throw error;
@@ -1472,7 +1523,7 @@ std::string LuaRuntime::render_context(const Thread& thread) {
     }
     push_json(L, events);
   }
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+  if (pcall_limited(1, 1, 0) != LUA_OK) {
     Error error = error_from_lua(L, -1);
     lua_settop(L, top);
     throw error;

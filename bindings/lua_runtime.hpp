@@ -103,6 +103,12 @@ class LuaRuntime final : public AgentRuntime {
 
   static LuaRuntime& from(lua_State* L);
   lua_State* state() const { return L_; }
+  /// lua_pcall on the main state under the CPU limit (limits.step_cpu_ms), for agent code
+  /// that runs outside a run's coroutine — an agent file's top level when it loads, a
+  /// stream callback — where an endless loop would otherwise stall the host. The time
+  /// counts toward `charged`'s step when given (a kill there fails that step too), toward
+  /// the step in progress when called from inside one, else toward this call alone.
+  int pcall_limited(int nargs, int nresults, int message_handler, Run* charged = nullptr);
   const RuntimeServices& services() const { return services_; }
   /// The run whose coroutine is executing now; nullptr outside agent code.
   Run* current_run() const { return current_; }
@@ -213,6 +219,10 @@ class LuaRuntime final : public AgentRuntime {
   void finish_committed();
   std::vector<std::pair<std::uint64_t, std::optional<Error>>> ended_runs_;  // for finish_committed
   Run* current_ = nullptr;
+  // pcall_limited's own account while it runs code no run is charged for.
+  bool unowned_code_limited_ = false;
+  bool unowned_code_killed_ = false;
+  std::int64_t unowned_code_started_ns_ = 0;
   // Scheduling: runs to resume (id, number of arguments on their stack), the wall-clock
   // end of the current slice (0: no slicing), and the coroutine the hook paused last.
   std::deque<std::pair<std::uint64_t, int>> ready_;

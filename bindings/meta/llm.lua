@@ -8,7 +8,7 @@ local llm = {}
 ---@field temperature? number
 ---@field max_tokens? integer
 ---@field timeout? number seconds
----@field stream? fun(delta: string, partial: table|nil) called as text arrives; for llm.json `partial` is the object parsed so far
+---@field stream? fun(delta: string, partial: table|nil) called as text arrives; for llm.json `partial` is the object parsed so far. Its errors are logged, not raised; its CPU counts toward the step's limit
 
 ---@class luagent.llm.ChatOptions: luagent.llm.Options
 ---@field tools? table<string, { description: string, parameters: table }> native tool calling; parameters in short form or JSON Schema

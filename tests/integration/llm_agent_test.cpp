@@ -198,3 +198,55 @@ end
   for (const auto& line : log) BOOST_TEST(line.find(kSecret) == std::string::npos, line);
   for (const auto& call : calls) BOOST_TEST(call.dump().find(kSecret) == std::string::npos);
 }
+
+// A stream callback runs on the host's thread while the call is in flight: one that never
+// returns is stopped by the step's CPU limit, the step fails with limit, and the host
+// goes on serving other threads.
+BOOST_AUTO_TEST_CASE(a_runaway_stream_callback_fails_its_step_not_the_host) {
+  test::WireServer server;
+  server.set_handler([](const test::RecordedRequest& request) {
+    test::ScriptedResponse response;
+    auto body = nlohmann::json::parse(request.body);
+    if (body.value("stream", false)) {
+      response.headers = {{"Content-Type", "text/event-stream"}};
+      response.body = stream_of("hello there, streaming world");
+    } else {
+      response.headers = {{"Content-Type", "application/json"}};
+      response.body = completion("plain hello");
+    }
+    return response;
+  });
+  Environment environment(server.url("/v1"));
+  test::TempDir dir;
+  for (const char* name : {"spinner", "plain"}) std::filesystem::create_directories(dir / name);
+  std::ofstream(dir / "spinner/agent.lua") << R"lua(
+local llm = require "luagent.llm"
+return function(thread)
+  thread:push("said", llm.text("stream please", { stream = function() while true do end end }))
+end
+)lua";
+  std::ofstream(dir / "plain/agent.lua") << R"lua(
+local llm = require "luagent.llm"
+return function(thread) thread:push("said", llm.text("hi")) end
+)lua";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "threads.db").string();
+  config.provider = "openai";
+  config.model = "gpt-test";
+  config.step_cpu_ms = 200;
+  std::vector<std::string> log;
+  config.log = [&log](std::string_view level, std::string_view line) {
+    log.push_back(std::string(level) + " " + std::string(line));
+  };
+  Host host(config);
+  auto spinner = host.launch((dir / "spinner").string(), Event::user("go"));
+  auto plain = host.launch((dir / "plain").string(), Event::user("go"));
+  host.run_until_idle();
+  Thread spun = host.get(spinner);
+  BOOST_TEST(spun.status() == Status::failed);
+  BOOST_TEST(spun.events.back().data["code"] == "limit", spun.events.back().data.dump());
+  BOOST_TEST(host.get(plain).status() == Status::done);
+  bool logged = false;
+  for (const auto& line : log) logged = logged || line.find("stream callback failed") != line.npos;
+  BOOST_TEST(logged);
+}

@@ -164,6 +164,33 @@ BOOST_AUTO_TEST_CASE(cpu_limit_ends_a_runaway_step_even_under_pcall) {
   BOOST_TEST(thread.events.back().data["code"] == "limit");
 }
 
+// An agent file's top level runs when the agent loads, outside any step: an endless loop
+// there is stopped by the same CPU limit, the launch fails with limit, and the fixed file
+// loads on the next launch.
+BOOST_AUTO_TEST_CASE(cpu_limit_ends_a_runaway_agent_top_level) {
+  test::TempDir dir;
+  auto folder = dir / "agent";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "agent.lua") << "while true do pcall(function() while true do end "
+                                         "end) end\nreturn function(thread) end\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  config.step_cpu_ms = 200;
+  Host host(config);
+  try {
+    host.launch(folder.string(), Event::user("spin"));
+    BOOST_FAIL("the runaway agent loaded");
+  } catch (const Error& e) {
+    BOOST_TEST((e.code() == ErrorCode::limit), e.what());
+    BOOST_TEST(std::string(e.what()).find("loading the agent") != std::string::npos, e.what());
+  }
+  std::ofstream(folder / "agent.lua", std::ios::trunc)
+      << "return function(thread) thread:push('ok', true) end\n";
+  auto id = host.launch(folder.string(), Event::user("again"));
+  host.run_until_idle();
+  BOOST_TEST(host.get(id).status() == Status::done);
+}
+
 BOOST_AUTO_TEST_CASE(memory_limit_is_an_error_event) {
   test::TempDir dir;
   auto folder = dir / "agent";
