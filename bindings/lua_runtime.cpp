@@ -47,6 +47,29 @@ int took_hook_yield(lua_State* L) {
 
 constexpr std::size_t kMaxSourceBytes = 16 * 1024 * 1024;
 
+// setmetatable for agent code (upvalue 1: Lua's own). A metatable with __gc is refused:
+// Lua runs finalizers with hooks off, whenever the collector gets to them, so an endless
+// finalizer would stall the host beyond the reach of any limit (Luau has no __gc either).
+// Lua marks an object for finalization only if __gc is there when the metatable is set,
+// and looks it up raw, so a raw look here is the whole check.
+int sandboxed_setmetatable(lua_State* L) {
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    lua_pushliteral(L, "__gc");
+    bool finalizer = lua_rawget(L, 2) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (finalizer) {
+      push_error(L, ErrorCode::forbidden,
+                 "setmetatable: __gc finalizers are not available to agents (they would run "
+                 "outside the CPU limit)");
+      return lua_error(L);
+    }
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
 // Safe base functions kept from Lua's base library. Everything else (dofile,
 // loadfile, collectgarbage, ...) never reaches agent code.
 constexpr const char* kSafeBaseFunctions[] = {
@@ -92,6 +115,23 @@ wrapped.wrap = function(f)
     end
     return pass(forward(co, resume(co, ...)))
   end
+end
+
+-- xpcall's handler runs once the failed call has unwound, under the step's limits. Lua
+-- runs a handler with hooks off when the error comes from a hook (the CPU limit's), so an
+-- endless handler would stall the host for good; agents have no debug library, so nothing
+-- a handler could look at where the error happened is lost. Like Lua's, it never raises.
+local pcall, type = pcall, type
+local function handled(handler, ok, ...)
+  if ok then return true, ... end
+  local _, result = pcall(handler, (...))
+  return false, result
+end
+xpcall = function(f, handler, ...)
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'xpcall' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  return handled(handler, pcall(f, ...))
 end
 
 local function run_agent(chunk, thread)
@@ -682,6 +722,9 @@ void LuaRuntime::build_base_environment() {
     lua_getglobal(L, name);
     lua_setfield(L, base, name);
   }
+  lua_getglobal(L, "setmetatable");
+  lua_pushcclosure(L, sandboxed_setmetatable, 1);
+  lua_setfield(L, base, "setmetatable");
   lua_pushcfunction(L, sandboxed_load);
   lua_setfield(L, base, "load");
   lua_pushcfunction(L, sandboxed_print);

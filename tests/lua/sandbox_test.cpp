@@ -191,6 +191,58 @@ BOOST_AUTO_TEST_CASE(cpu_limit_ends_a_runaway_agent_top_level) {
   BOOST_TEST(host.get(id).status() == Status::done);
 }
 
+// Lua runs __gc finalizers with hooks off, whenever the collector reaches them: an endless
+// one would hang the host beyond every limit, so agents cannot set one.
+BOOST_AUTO_TEST_CASE(gc_finalizers_are_refused_and_setmetatable_otherwise_works) {
+  auto refused = attempt("setmetatable({}, { __gc = function() while true do end end })");
+  BOOST_TEST(mentions(refused, "__gc finalizers are not available"), refused);
+  auto run = run_agent(R"(return function(thread)
+  local v = setmetatable({}, { __index = function(_, k) return k .. "!" end })
+  local locked = setmetatable({}, { __metatable = "locked" })
+  local ok, err = pcall(setmetatable, locked, {})
+  thread:push("seen", { v = v.hi, same = setmetatable(v, nil) == v, protected = not ok,
+                        message = tostring(err) })
+end)");
+  BOOST_REQUIRE(run.thread.status() == Status::done);
+  const auto& seen = run.thread.events[1].data;
+  BOOST_TEST(seen["v"] == "hi!");
+  BOOST_TEST(seen["same"] == true);
+  BOOST_TEST(seen["protected"] == true);
+  BOOST_TEST(mentions(seen["message"].get<std::string>(), "protected metatable"), seen.dump());
+}
+
+// Lua runs an xpcall handler with hooks off when the error came from a hook, as the CPU
+// limit's does: the sandbox's xpcall calls the handler after unwinding, under the limit.
+BOOST_AUTO_TEST_CASE(cpu_limit_ends_a_runaway_xpcall_handler) {
+  test::TempDir dir;
+  auto folder = dir / "agent";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "agent.lua")
+      << "return function(thread)\n"
+         "  local ok, message = xpcall(function(a, b) error({ code = 'runtime', message = a .. b "
+         "}) end,\n"
+         "    function(e) return 'handled ' .. e.message end, 'x', 'y')\n"
+         "  thread:push('first', { ok = ok, message = message })\n"
+         "  thread:push('bad', { pcall(xpcall, print) })\n"
+         "  xpcall(function() while true do end end, function() while true do end end)\n"
+         "end\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  config.step_cpu_ms = 200;
+  Host host(config);
+  auto id = host.launch(folder.string(), Event::user("spin"));
+  host.run_until_idle();
+  Thread thread = host.get(id);
+  BOOST_REQUIRE(thread.events.size() >= 4u);
+  BOOST_TEST(thread.events[1].data["ok"] == false);
+  BOOST_TEST(thread.events[1].data["message"] == "handled xy");
+  BOOST_TEST(thread.events[2].data[0] == false);
+  BOOST_TEST(mentions(thread.events[2].data[1].get<std::string>(), "bad argument #2 to 'xpcall'"),
+             thread.events[2].data.dump());
+  BOOST_TEST(thread.status() == Status::failed);
+  BOOST_TEST(thread.events.back().data["code"] == "limit");
+}
+
 BOOST_AUTO_TEST_CASE(memory_limit_is_an_error_event) {
   test::TempDir dir;
   auto folder = dir / "agent";
