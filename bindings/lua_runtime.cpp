@@ -1090,7 +1090,9 @@ void LuaRuntime::resume(Run& run, int nargs) {
   run.slice_started_ns = thread_cpu_ns();
   int results = 0;
   int status = lua_resume(run.coroutine, L_, nargs, &results);
-  run.cpu_used_ns += thread_cpu_ns() - run.slice_started_ns;
+  // Only a later slice of this step reads the total (count_hook): a step that ended here
+  // needs no closing reading (a system call: CLOCK_THREAD_CPUTIME_ID has no vDSO path).
+  if (status == LUA_YIELD) run.cpu_used_ns += thread_cpu_ns() - run.slice_started_ns;
   current_ = previous;
 
   bool hook_paused = hook_yielded_ == run.coroutine;
