@@ -150,24 +150,25 @@ bool is_agent_source(const std::filesystem::path& path) {
 
 constexpr std::size_t kMaxAgentBytes = 64 * 1024 * 1024;
 
-// What stat(2) says of `path` now, following links; a missing path is a stamp too.
-PathStamp stamp_path(const std::filesystem::path& path) {
-  PathStamp stamp;
-  stamp.path = path;
+// What stat(2) says of `path` now, following links.
+FileStat stat_of(const std::filesystem::path& path) {
+  FileStat stat;
   struct stat info {};
-  if (::stat(path.c_str(), &info) != 0) return stamp;
-  stamp.present = true;
-  stamp.device = info.st_dev;
-  stamp.inode = info.st_ino;
-  stamp.mode = info.st_mode;
-  stamp.size = static_cast<std::uint64_t>(info.st_size);
-  stamp.modified_ns = std::int64_t{info.st_mtim.tv_sec} * 1000000000 + info.st_mtim.tv_nsec;
-  stamp.changed_ns = std::int64_t{info.st_ctim.tv_sec} * 1000000000 + info.st_ctim.tv_nsec;
-  return stamp;
+  if (::stat(path.c_str(), &info) != 0) return stat;
+  stat.present = true;
+  stat.device = info.st_dev;
+  stat.inode = info.st_ino;
+  stat.mode = info.st_mode;
+  stat.size = static_cast<std::uint64_t>(info.st_size);
+  stat.modified_ns = std::int64_t{info.st_mtim.tv_sec} * 1000000000 + info.st_mtim.tv_nsec;
+  stat.changed_ns = std::int64_t{info.st_ctim.tv_sec} * 1000000000 + info.st_ctim.tv_nsec;
+  return stat;
 }
 
-void add_stamp(FolderShape& shape, PathStamp stamp) {
-  shape.newest_change = std::max({shape.newest_change, stamp.modified_ns, stamp.changed_ns});
+void add_stamp(FolderShape& shape, const std::filesystem::path& path, bool source) {
+  PathStamp stamp{path, stat_of(path), source};
+  shape.newest_change =
+      std::max({shape.newest_change, stamp.stat.modified_ns, stamp.stat.changed_ns});
   shape.stamps.push_back(std::move(stamp));
 }
 
@@ -177,7 +178,7 @@ void add_stamp(FolderShape& shape, PathStamp stamp) {
 // walk shows at the next check.
 template <typename Visit>
 void for_each_agent_source(const std::filesystem::path& dir, FolderShape& shape, Visit&& visit) {
-  add_stamp(shape, stamp_path(dir));
+  add_stamp(shape, dir, false);
   std::error_code ec;
   auto options = std::filesystem::directory_options::follow_directory_symlink |
                  std::filesystem::directory_options::skip_permission_denied;
@@ -188,11 +189,7 @@ void for_each_agent_source(const std::filesystem::path& dir, FolderShape& shape,
     // The entry's type comes from the listing (d_type): no stat unless it is a link.
     bool link = it->is_symlink(entry_ec);
     bool source = it->is_regular_file(entry_ec) && is_agent_source(it->path());
-    if (link || source || it->is_directory(entry_ec)) {
-      PathStamp stamp = stamp_path(it->path());
-      stamp.source = source;
-      add_stamp(shape, std::move(stamp));
-    }
+    if (link || source || it->is_directory(entry_ec)) add_stamp(shape, it->path(), source);
     if (source) visit(it->path(), it->path().lexically_relative(dir).generic_string());
   }
   if (ec)
@@ -232,14 +229,11 @@ constexpr std::int64_t kRacyWindowNs = 50'000'000;
 // each is older than the walk that took it by more than a tick: file times are coarse
 // (the kernel stamps them from a clock that advances once per tick), so two quick
 // changes can leave the same times ("racy git"). `folder`: the folder's stat, just taken.
-bool shape_unchanged(const FolderShape& shape, const PathStamp& folder) {
+bool shape_unchanged(const FolderShape& shape, const FileStat& folder) {
   if (shape.newest_change >= shape.taken_at - kRacyWindowNs) return false;
-  if (shape.stamps.empty() || !(shape.stamps.front() == folder)) return false;
-  for (std::size_t i = 1; i < shape.stamps.size(); ++i) {
-    PathStamp now = stamp_path(shape.stamps[i].path);
-    now.source = shape.stamps[i].source;
-    if (!(now == shape.stamps[i])) return false;
-  }
+  if (shape.stamps.empty() || !(shape.stamps.front().stat == folder)) return false;
+  for (std::size_t i = 1; i < shape.stamps.size(); ++i)
+    if (!(stat_of(shape.stamps[i].path) == shape.stamps[i].stat)) return false;
   return true;
 }
 
@@ -256,7 +250,7 @@ bool sources_unchanged(const FolderShape& before, const FolderShape& now, std::i
     const PathStamp* a = next_source(before, i);
     const PathStamp* b = next_source(now, j);
     if (!a || !b) return !a && !b;
-    if (!(*a == *b) || std::max(b->modified_ns, b->changed_ns) >= read_at - kRacyWindowNs)
+    if (!(*a == *b) || std::max(b->stat.modified_ns, b->stat.changed_ns) >= read_at - kRacyWindowNs)
       return false;
   }
 }
@@ -766,29 +760,28 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   // found then) no longer leads to the same inode, as when a link on the way was
   // retargeted. A path that still leads there while its canonical form changed (a parent
   // renamed and a link left in its place) keeps the old, still working spelling.
-  PathStamp folder = stamp_path(requested);
+  FileStat folder = stat_of(requested);
   if (!folder.present || !S_ISDIR(folder.mode)) throw missing();
   std::filesystem::path dir;
   auto resolved = resolved_folders_.find(requested.native());
   if (resolved != resolved_folders_.end()) {
     const ResolvedFolder& known = resolved->second;
-    auto same_inode = [&](const PathStamp& stamp) {
-      return stamp.present && stamp.device == known.device && stamp.inode == known.inode;
+    auto same_inode = [&](const FileStat& stat) {
+      return stat.present && stat.device == known.device && stat.inode == known.inode;
     };
     if (same_inode(folder) &&
-        (known.canonical == requested || same_inode(folder = stamp_path(known.canonical))))
+        (known.canonical == requested || same_inode(folder = stat_of(known.canonical))))
       dir = known.canonical;
   }
   if (dir.empty()) {
     std::error_code ec;
     dir = std::filesystem::weakly_canonical(requested, ec);
     if (ec) throw missing();
-    folder = stamp_path(dir);
+    folder = stat_of(dir);
     if (!folder.present || !S_ISDIR(folder.mode)) throw missing();
     if (resolved_folders_.size() >= 1024) resolved_folders_.clear();  // bounded, not a registry
     resolved_folders_[requested.native()] = {dir, folder.device, folder.inode};
   }
-  folder.path = dir;
 
   // Reuse the version loaded from this folder while nothing on disk changed since it was
   // read: first by the stats of its shape alone; when one differs, by a new listing whose

@@ -77,12 +77,17 @@ struct Run {
   std::optional<std::string> host_error;
 };
 
-/// What stat(2) (following links) said of one path, or that it was missing.
-struct PathStamp {
-  std::filesystem::path path;
+/// What stat(2) (following links) said of a path, or that there was nothing there.
+struct FileStat {
   bool present = false;
   std::uint64_t device = 0, inode = 0, mode = 0, size = 0;
   std::int64_t modified_ns = 0, changed_ns = 0;
+  bool operator==(const FileStat&) const = default;
+};
+/// One path of an agent folder and its stat when the folder was walked.
+struct PathStamp {
+  std::filesystem::path path;
+  FileStat stat;
   bool source = false;  // an agent source file (else a directory or a link)
   bool operator==(const PathStamp&) const = default;
 };
