@@ -194,10 +194,35 @@ bool is_agent_source(const std::filesystem::path& path) {
 
 constexpr std::size_t kMaxAgentBytes = 64 * 1024 * 1024;
 
-// Reads every source file of the agent folder; the version is the hash of them all.
-// Calls `visit(path, relative)` for every source file of the agent folder.
+// What stat(2) says of `path` now, following links.
+FileStat stat_of(const std::filesystem::path& path) {
+  FileStat stat;
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) return stat;
+  stat.present = true;
+  stat.device = info.st_dev;
+  stat.inode = info.st_ino;
+  stat.mode = info.st_mode;
+  stat.size = static_cast<std::uint64_t>(info.st_size);
+  stat.modified_ns = std::int64_t{info.st_mtim.tv_sec} * 1000000000 + info.st_mtim.tv_nsec;
+  stat.changed_ns = std::int64_t{info.st_ctim.tv_sec} * 1000000000 + info.st_ctim.tv_nsec;
+  return stat;
+}
+
+void add_stamp(FolderShape& shape, const std::filesystem::path& path, bool source) {
+  PathStamp stamp{path, stat_of(path), source};
+  shape.newest_change =
+      std::max({shape.newest_change, stamp.stat.modified_ns, stamp.stat.changed_ns});
+  shape.stamps.push_back(std::move(stamp));
+}
+
+// Calls `visit(path, relative)` for every source file of the agent folder, and records
+// the folder's shape as it goes: each stat is taken before what it covers is read (a
+// directory before its listing, a file before its text), so a change made during the
+// walk shows at the next check.
 template <typename Visit>
-void for_each_agent_source(const std::filesystem::path& dir, Visit&& visit) {
+void for_each_agent_source(const std::filesystem::path& dir, FolderShape& shape, Visit&& visit) {
+  add_stamp(shape, dir, false);
   std::error_code ec;
   auto options = std::filesystem::directory_options::follow_directory_symlink |
                  std::filesystem::directory_options::skip_permission_denied;
@@ -205,54 +230,33 @@ void for_each_agent_source(const std::filesystem::path& dir, Visit&& visit) {
        !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
     if (it.depth() > 8) it.disable_recursion_pending();
     std::error_code entry_ec;  // a dangling link is skipped, not an error
-    if (!it->is_regular_file(entry_ec) || !is_agent_source(it->path())) continue;
-    visit(it->path(), it->path().lexically_relative(dir).generic_string());
+    // The entry's type comes from the listing (d_type): no stat unless it is a link.
+    bool link = it->is_symlink(entry_ec);
+    bool source = it->is_regular_file(entry_ec) && is_agent_source(it->path());
+    if (link || source || it->is_directory(entry_ec)) add_stamp(shape, it->path(), source);
+    if (source) visit(it->path(), it->path().lexically_relative(dir).generic_string());
   }
   if (ec)
     throw Error(ErrorCode::not_found,
                 "cannot read the agent folder " + dir.string() + ": " + ec.message());
 }
 
-// What the agent folder looks like without reading it: names, sizes, change times and
-// inodes of its sources. Equal fingerprints let a launch reuse the loaded version —
-// unless a file changed within a kernel tick of when the version was read, or later:
-// file times are coarse (the kernel stamps them from a clock that advances once per
-// tick), so two quick same-size saves can look alike ("racy git").
-// `newest_change` reports the newest change time seen, in nanoseconds.
-std::string fingerprint_agent(const std::filesystem::path& dir, std::int64_t& newest_change) {
-  std::string fingerprint;
-  newest_change = 0;
-  for_each_agent_source(dir, [&](const std::filesystem::path& path, const std::string& relative) {
-    struct stat info {};
-    if (::stat(path.c_str(), &info) != 0) return;
-    for (const timespec& time : {info.st_mtim, info.st_ctim})
-      newest_change =
-          std::max(newest_change, std::int64_t{time.tv_sec} * 1000000000 + time.tv_nsec);
-    fingerprint += relative;
-    fingerprint += '\0';
-    for (long long field :
-         {static_cast<long long>(info.st_size), static_cast<long long>(info.st_ino),
-          static_cast<long long>(info.st_mtim.tv_sec), static_cast<long long>(info.st_mtim.tv_nsec),
-          static_cast<long long>(info.st_ctim.tv_nsec)})
-      fingerprint += std::to_string(field) + ',';
-    fingerprint += '\n';
-  });
-  return fingerprint;
-}
-
-std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir, std::string& version) {
+// Reads every source file of the agent folder; the version is the hash of them all.
+std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir, std::string& version,
+                                           FolderShape& shape) {
   auto snapshot = std::make_shared<AgentFiles>();
   std::size_t total = 0;
-  for_each_agent_source(dir, [&](const std::filesystem::path& path, const std::string& relative) {
-    std::string text = read_file(path, kMaxSourceBytes);
-    total += text.size();
-    if (total > kMaxAgentBytes)
-      throw Error(ErrorCode::limit, "the agent's files add up to more than " +
-                                        std::to_string(kMaxAgentBytes >> 20) + " MiB");
-    check_agent_text(relative, text);
-    std::string hash = sha256_hex(text, 16);
-    snapshot->files.emplace(relative, AgentFiles::File{std::move(text), std::move(hash)});
-  });
+  for_each_agent_source(
+      dir, shape, [&](const std::filesystem::path& path, const std::string& relative) {
+        std::string text = read_file(path, kMaxSourceBytes);
+        total += text.size();
+        if (total > kMaxAgentBytes)
+          throw Error(ErrorCode::limit, "the agent's files add up to more than " +
+                                            std::to_string(kMaxAgentBytes >> 20) + " MiB");
+        check_agent_text(relative, text);
+        std::string hash = sha256_hex(text, 16);
+        snapshot->files.emplace(relative, AgentFiles::File{std::move(text), std::move(hash)});
+      });
   std::map<std::string, std::string_view> texts;
   for (const auto& [name, file] : snapshot->files) texts.emplace(name, file.text);
   check_prompt_includes(texts);
@@ -260,6 +264,39 @@ std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir, std
   for (const auto& [name, file] : snapshot->files) all += name + '\0' + file.hash + '\n';
   version = sha256_hex(all, 12);
   return snapshot;
+}
+
+// Longer than any kernel's timestamp tick (a jiffy: 10 ms at HZ=100).
+constexpr std::int64_t kRacyWindowNs = 50'000'000;
+
+// True when every stat of `shape` reads the same now, without listing a directory, and
+// each is older than the walk that took it by more than a tick: file times are coarse
+// (the kernel stamps them from a clock that advances once per tick), so two quick
+// changes can leave the same times ("racy git"). `folder`: the folder's stat, just taken.
+bool shape_unchanged(const FolderShape& shape, const FileStat& folder) {
+  if (shape.newest_change >= shape.taken_at - kRacyWindowNs) return false;
+  if (shape.stamps.empty() || !(shape.stamps.front().stat == folder)) return false;
+  for (std::size_t i = 1; i < shape.stamps.size(); ++i)
+    if (!(stat_of(shape.stamps[i].path) == shape.stamps[i].stat)) return false;
+  return true;
+}
+
+// True when `now` lists the same source files with the same stats as `before` did, all
+// older than `read_at` by more than a tick: what changed was no source (a directory of
+// other files, a temp file come and gone), and the sources read at `read_at` still serve.
+bool sources_unchanged(const FolderShape& before, const FolderShape& now, std::int64_t read_at) {
+  auto next_source = [](const FolderShape& shape, std::size_t& i) -> const PathStamp* {
+    while (i < shape.stamps.size() && !shape.stamps[i].source) ++i;
+    return i < shape.stamps.size() ? &shape.stamps[i++] : nullptr;
+  };
+  std::size_t i = 0, j = 0;
+  for (;;) {
+    const PathStamp* a = next_source(before, i);
+    const PathStamp* b = next_source(now, j);
+    if (!a || !b) return !a && !b;
+    if (!(*a == *b) || std::max(b->stat.modified_ns, b->stat.changed_ns) >= read_at - kRacyWindowNs)
+      return false;
+  }
 }
 
 // Splits Lua's "chunk:line: message" into an Error of `code`.
@@ -774,29 +811,66 @@ void LuaRuntime::push_run_environment() {
 }
 
 AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
-  std::error_code ec;
-  auto dir = std::filesystem::weakly_canonical(requested, ec);
-  if (ec || !std::filesystem::is_directory(dir))
-    throw Error(ErrorCode::not_found,
-                "no agent at " + requested.string() + " (expected a folder with an agent.lua)");
-  auto script = dir / "agent.lua";
-  if (!std::filesystem::exists(script))
-    throw Error(ErrorCode::not_found, "no agent.lua in " + requested.string());
-  AgentInfo info{dir.filename().string(), dir, {}};
-  std::int64_t newest_change = 0;
+  auto missing = [&] {
+    return Error(ErrorCode::not_found,
+                 "no agent at " + requested.string() + " (expected a folder with an agent.lua)");
+  };
+  // Canonicalising costs a readlink per path component, so it is done again only when the
+  // requested path may name another folder than last time: when it (or the canonical path
+  // found then) no longer leads to the same inode, as when a link on the way was
+  // retargeted. A path that still leads there while its canonical form changed (a parent
+  // renamed and a link left in its place) keeps the old, still working spelling.
+  FileStat folder = stat_of(requested);
+  if (!folder.present || !S_ISDIR(folder.mode)) throw missing();
+  std::filesystem::path dir;
+  auto resolved = resolved_folders_.find(requested.native());
+  if (resolved != resolved_folders_.end()) {
+    const ResolvedFolder& known = resolved->second;
+    auto same_inode = [&](const FileStat& stat) {
+      return stat.present && stat.device == known.device && stat.inode == known.inode;
+    };
+    if (same_inode(folder) &&
+        (known.canonical == requested || same_inode(folder = stat_of(known.canonical))))
+      dir = known.canonical;
+  }
+  if (dir.empty()) {
+    std::error_code ec;
+    dir = std::filesystem::weakly_canonical(requested, ec);
+    if (ec) throw missing();
+    folder = stat_of(dir);
+    if (!folder.present || !S_ISDIR(folder.mode)) throw missing();
+    if (resolved_folders_.size() >= 1024) resolved_folders_.clear();  // bounded, not a registry
+    resolved_folders_[requested.native()] = {dir, folder.device, folder.inode};
+  }
+
+  // Reuse the version loaded from this folder while nothing on disk changed since it was
+  // read: first by the stats of its shape alone; when one differs, by a new listing whose
+  // source files are still the ones read (what changed was something else). Otherwise the
+  // files are read again, and a version that hashes the same only gets the new shape.
   timespec clock{};
   ::clock_gettime(CLOCK_REALTIME, &clock);
   const std::int64_t now = std::int64_t{clock.tv_sec} * 1000000000 + clock.tv_nsec;
-  // Longer than any kernel's timestamp tick (a jiffy: 10 ms at HZ=100).
-  constexpr std::int64_t kRacyWindowNs = 50'000'000;
-  std::string fingerprint = fingerprint_agent(dir, newest_change);
   auto found = agents_.find(dir);
-  if (found != agents_.end() && found->second.fingerprint == fingerprint &&
-      newest_change < found->second.read_at - kRacyWindowNs)
-    return found->second.info;  // nothing on disk changed since it was read
-  auto files = snapshot_agent(dir, info.version);
+  if (found != agents_.end()) {
+    LoadedAgent& loaded = found->second;
+    if (shape_unchanged(loaded.shape, folder)) return loaded.info;
+    FolderShape listed;
+    listed.taken_at = now;
+    for_each_agent_source(dir, listed, [](const std::filesystem::path&, const std::string&) {});
+    if (sources_unchanged(loaded.shape, listed, loaded.read_at)) {
+      loaded.shape = std::move(listed);
+      return loaded.info;
+    }
+  }
+
+  if (!std::filesystem::exists(dir / "agent.lua"))
+    throw Error(ErrorCode::not_found, "no agent.lua in " + requested.string());
+  AgentInfo info{dir.filename().string(), dir, {}};
+  FolderShape shape;
+  shape.taken_at = now;
+  auto files = snapshot_agent(dir, info.version, shape);
   if (found != agents_.end() && found->second.info.version == info.version) {
-    found->second.fingerprint = fingerprint;  // touched, not changed
+    found->second.shape = std::move(shape);  // touched, not changed
     found->second.read_at = now;
     return found->second.info;
   }
@@ -809,7 +883,7 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
     lua_pop(L, 1);
     throw error;
   }
-  LoadedAgent loaded{info, files, {}, fingerprint, now};
+  LoadedAgent loaded{info, files, {}, std::move(shape), now};
   lua_dump(
       L,
       [](lua_State*, const void* p, size_t size, void* ud) -> int {
@@ -1103,7 +1177,9 @@ void LuaRuntime::resume(Run& run, int nargs) {
   run.slice_started_ns = thread_cpu_ns();
   int results = 0;
   int status = lua_resume(run.coroutine, L_, nargs, &results);
-  run.cpu_used_ns += thread_cpu_ns() - run.slice_started_ns;
+  // Only a later slice of this step reads the total (count_hook): a step that ended here
+  // needs no closing reading (a system call: CLOCK_THREAD_CPUTIME_ID has no vDSO path).
+  if (status == LUA_YIELD) run.cpu_used_ns += thread_cpu_ns() - run.slice_started_ns;
   current_ = previous;
 
   bool hook_paused = hook_yielded_ == run.coroutine;

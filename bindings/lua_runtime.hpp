@@ -77,6 +77,31 @@ struct Run {
   std::optional<std::string> host_error;
 };
 
+/// What stat(2) (following links) said of a path, or that there was nothing there.
+struct FileStat {
+  bool present = false;
+  std::uint64_t device = 0, inode = 0, mode = 0, size = 0;
+  std::int64_t modified_ns = 0, changed_ns = 0;
+  bool operator==(const FileStat&) const = default;
+};
+/// One path of an agent folder and its stat when the folder was walked.
+struct PathStamp {
+  std::filesystem::path path;
+  FileStat stat;
+  bool source = false;  // an agent source file (else a directory or a link)
+  bool operator==(const PathStamp&) const = default;
+};
+/// The agent folder as its stats describe it when it was read: the folder and every
+/// directory under it (adding, removing or renaming an entry changes a directory's
+/// times), every link (a dangling one may get a target), every source file (an edit in
+/// place changes its times, a save by rename its inode). While these are unchanged the
+/// listing is too, so checking them needs no directory read (see LuaRuntime::load_agent).
+struct FolderShape {
+  std::vector<PathStamp> stamps;   // the folder itself first, then in listing order
+  std::int64_t taken_at = 0;       // when the walk began (CLOCK_REALTIME, nanoseconds)
+  std::int64_t newest_change = 0;  // the newest time among the stamps, nanoseconds
+};
+
 class LuaRuntime final : public AgentRuntime {
  public:
   explicit LuaRuntime(RuntimeServices services);
@@ -161,8 +186,13 @@ class LuaRuntime final : public AgentRuntime {
     AgentInfo info;
     std::shared_ptr<const AgentFiles> files;
     std::string bytecode;      // agent.lua compiled once; instantiated per run
-    std::string fingerprint;   // of the folder when it loaded (see fingerprint_agent)
+    FolderShape shape;         // of the folder when it loaded
     std::int64_t read_at = 0;  // when the files were read (CLOCK_REALTIME, nanoseconds)
+  };
+  /// A requested agent path as load_agent last canonicalised it, and the inode it named.
+  struct ResolvedFolder {
+    std::filesystem::path canonical;
+    std::uint64_t device = 0, inode = 0;
   };
 
   void open_state();
@@ -179,6 +209,7 @@ class LuaRuntime final : public AgentRuntime {
   lua_State* L_ = nullptr;
   std::filesystem::path stdlib_dir_;
   std::map<std::filesystem::path, LoadedAgent> agents_;
+  std::map<std::string, ResolvedFolder> resolved_folders_;  // by the requested path's text
   std::unordered_map<std::uint64_t, std::unique_ptr<Run>> runs_;
   std::uint64_t next_run_id_ = 1;
   struct QueuedAppend {

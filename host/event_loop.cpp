@@ -5,10 +5,16 @@
 namespace luagent {
 
 void EventLoop::post(Task task) {
+  bool sleeping;
   {
     std::lock_guard lock(mutex_);
     posted_.push_back(std::move(task));
+    sleeping = sleeping_;
   }
+  // A loop that is not blocked (or about to be) sees the task before it next waits: turn()
+  // checks posted_ under the same lock before it sets sleeping_. So a post from the loop's
+  // own thread, or while it runs, costs no wakeup (an eventfd write).
+  if (!sleeping) return;
   posted_cv_.notify_one();
   for (IoDriver* driver : drivers_) driver->wakeup();
 }
@@ -59,14 +65,13 @@ int EventLoop::turn(std::chrono::milliseconds max_wait,
         std::chrono::ceil<std::chrono::milliseconds>(timers_.begin()->first - Clock::now());
     wait = std::clamp(until_timer, std::chrono::milliseconds(0), wait);
   }
-  bool has_posted;
-  {
-    std::lock_guard lock(mutex_);
-    has_posted = !posted_.empty();
-  }
-  if (has_posted) wait = std::chrono::milliseconds(0);
   for (const IoDriver* driver : drivers_)
     if (driver->has_queued_completions()) wait = std::chrono::milliseconds(0);
+  if (wait.count() > 0) {
+    std::unique_lock lock(mutex_);
+    if (!posted_.empty()) wait = std::chrono::milliseconds(0);
+    sleeping_ = wait.count() > 0;  // from here on a post must wake us
+  }
 
   IoDriver* active_driver = nullptr;
   for (IoDriver* driver : drivers_)
@@ -78,6 +83,8 @@ int EventLoop::turn(std::chrono::milliseconds max_wait,
       std::unique_lock lock(mutex_);
       posted_cv_.wait_for(lock, wait, [&] { return !posted_.empty(); });
     }
+    std::lock_guard lock(mutex_);
+    sleeping_ = false;
   }
 
   int ran = 0;

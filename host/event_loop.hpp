@@ -62,9 +62,10 @@ class EventLoop {
  private:
   std::vector<Task> take_posted();
 
-  mutable std::mutex mutex_;  // guards posted_ only
+  mutable std::mutex mutex_;  // guards posted_ and sleeping_
   std::condition_variable posted_cv_;
   std::vector<Task> posted_;
+  bool sleeping_ = false;  // turn() may block: post() must wake it
   std::multimap<Clock::time_point, std::pair<TimerId, Task>> timers_;
   TimerId next_timer_ = 1;
   std::vector<IoDriver*> drivers_;

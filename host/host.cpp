@@ -181,15 +181,29 @@ struct Host::Impl {
     if (config.watch) start_watching();
   }
 
-  std::filesystem::path resolve_agent(const std::string& agent) const {
+  // The agent `agent` names: a folder, a path to its agent.lua, or a folder under
+  // agents_dir; loaded as load() does.
+  AgentInfo load_named(const std::string& agent) {
     std::filesystem::path as_path(agent);
-    if (std::filesystem::is_directory(as_path)) return as_path;
+    if (std::filesystem::is_directory(as_path)) return load(as_path);
     if (as_path.filename() == "agent.lua" && std::filesystem::exists(as_path))
-      return as_path.parent_path().empty() ? "." : as_path.parent_path();
+      return load(as_path.parent_path().empty() ? "." : as_path.parent_path());
     auto under = config.agents_dir / agent;
-    if (std::filesystem::is_directory(under)) return under;
-    throw Error(ErrorCode::not_found, "no agent '" + agent + "' (looked for " + agent +
-                                          "/agent.lua and " + under.string() + "/agent.lua)");
+    auto nothing_there = [&] {
+      return Error(ErrorCode::not_found, "no agent '" + agent + "' (looked for " + agent +
+                                             "/agent.lua and " + under.string() + "/agent.lua)");
+    };
+    // A watcher would watch a folder that is not there yet: look first.
+    if (watcher && !std::filesystem::is_directory(under)) throw nothing_there();
+    try {
+      // Without one, the runtime looks at the folder itself (it stats it on every launch
+      // anyway): looking here first would cost a second stat.
+      return load(under);
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::not_found && !std::filesystem::is_directory(under))
+        throw nothing_there();
+      throw;
+    }
   }
 
   // `unflushed_events`: the thread's last events are committed but not on disk yet; the
@@ -305,8 +319,8 @@ struct Host::Impl {
   }
 
   AgentInfo agent_of(const Thread& thread) {
-    return load(thread.agent_path.empty() ? resolve_agent(thread.agent)
-                                          : std::filesystem::path(thread.agent_path));
+    return thread.agent_path.empty() ? load_named(thread.agent)
+                                     : load(std::filesystem::path(thread.agent_path));
   }
 
   // The fs store keeps the thread as its context formatter renders it, for reading.
@@ -392,7 +406,7 @@ void Host::on_event(std::function<void(const Thread&, const Event&)> callback) {
 
 std::string Host::launch(const std::string& agent, Event first) {
   impl_->check_thread("launch");
-  AgentInfo info = impl_->load(impl_->resolve_agent(agent));
+  AgentInfo info = impl_->load_named(agent);
   Thread thread;
   thread.id = new_thread_id();
   thread.agent = info.name;
@@ -492,7 +506,7 @@ void Host::on_reload(std::function<void(const ReloadReport&)> callback) {
 }
 
 std::string Host::agent_version(const std::string& agent) {
-  return impl_->load(impl_->resolve_agent(agent)).version;
+  return impl_->load_named(agent).version;
 }
 
 void Host::continue_thread(const std::string& thread_id) {

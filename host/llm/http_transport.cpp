@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -171,18 +172,65 @@ HttpTransport::~HttpTransport() {
   close(epoll_fd_);
 }
 
+// libcurl opens and closes its connection sockets through these, so the transport knows
+// when a socket number it keeps in the epoll set stops being that socket (a closed
+// socket leaves the set by itself; its number may come back as another socket).
+struct HttpTransport::SocketHooks {
+  static curl_socket_t open(void* user, curlsocktype /*purpose*/, curl_sockaddr* address) {
+    auto& self = *static_cast<HttpTransport*>(user);
+    int socket = ::socket(address->family, address->socktype, address->protocol);
+    if (socket >= 0) self.own_sockets_[socket] = OwnSocket{};
+    return socket >= 0 ? socket : CURL_SOCKET_BAD;
+  }
+  static int close(void* user, curl_socket_t socket) {
+    auto& self = *static_cast<HttpTransport*>(user);
+    self.own_sockets_.erase(socket);
+    return ::close(socket);
+  }
+};
+
+// Puts `socket` in the epoll set for `events`, or changes what it is there for.
+bool HttpTransport::watch_socket(int socket, std::uint32_t events) {
+  epoll_event event{};
+  event.events = events;
+  event.data.fd = socket;
+  auto own = own_sockets_.find(socket);
+  if (own != own_sockets_.end()) {
+    own->second.watched = true;
+    if (own->second.in_epoll == events) return true;  // a cached connection, reused
+    int operation = own->second.in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(epoll_fd_, operation, socket, &event) != 0) return false;
+    own->second.in_epoll = events;
+    return true;
+  }
+  int result = epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, socket, &event);
+  if (result != 0 && errno == EEXIST) result = epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket, &event);
+  return result == 0;
+}
+
 // libcurl tells us which sockets to watch for what; we mirror that into the epoll set.
 int HttpTransport::on_socket(CURL* /*easy*/, int socket, int what, void* user, void* socket_data) {
   auto& self = *static_cast<HttpTransport*>(user);
   if (what == CURL_POLL_REMOVE) {
+    auto own = self.own_sockets_.find(socket);
+    if (own != self.own_sockets_.end()) {
+      // Usually the connection goes back to libcurl's cache: it stays in the set, and
+      // drive_curl drops it if it stirs before libcurl wants it again.
+      own->second.watched = false;
+      return 0;
+    }
     // Already closed sockets were dropped from the set by the kernel: ENOENT/EBADF is fine.
     epoll_ctl(self.epoll_fd_, EPOLL_CTL_DEL, socket, nullptr);
     return 0;
   }
+  std::uint32_t events =
+      (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+  if (self.own_sockets_.count(socket)) return self.watch_socket(socket, events) ? 0 : -1;
+  // Others (a resolver's pipe): socket_data is our own marker, set once the socket is in
+  // the epoll set.
   epoll_event event{};
-  event.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+  event.events = events;
   event.data.fd = socket;
-  // socket_data is our own marker, set once the socket is in the epoll set.
   int operation = socket_data ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
   int result = epoll_ctl(self.epoll_fd_, operation, socket, &event);
   if (result != 0 && errno == EEXIST)
@@ -271,6 +319,10 @@ TransferId HttpTransport::start(HttpRequest request, HttpHandlers handlers) {
     curl_easy_setopt(e, CURLOPT_HEADERDATA, &t);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &HttpTransport::on_body_bytes);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &t);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &SocketHooks::open);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, this);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, &SocketHooks::close);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, this);
     if (r.method == "GET" && r.body.empty()) {
       curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     } else {
@@ -368,6 +420,15 @@ void HttpTransport::drive_curl(Clock::time_point now) {
     if (event.data.fd == wake_fd_) {
       std::uint64_t count = 0;
       [[maybe_unused]] auto drained = read(wake_fd_, &count, sizeof count);
+      continue;
+    }
+    auto own = own_sockets_.find(event.data.fd);
+    if (own != own_sockets_.end() && !own->second.watched) {
+      // An idle cached connection stirred (the server closed it, most likely). The set is
+      // level-triggered: out it goes, or it would end every wait. libcurl finds out
+      // itself when it next looks at the connection.
+      if (own->second.in_epoll) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, event.data.fd, nullptr);
+      own->second.in_epoll = 0;
       continue;
     }
     int flags = 0;

@@ -121,6 +121,8 @@ class HttpTransport : public IoDriver {
   static std::size_t on_header_line(char* data, std::size_t size, std::size_t count, void* user);
   static std::size_t on_body_bytes(char* data, std::size_t size, std::size_t count, void* user);
   static int on_socket(CURL* easy, int socket, int what, void* user, void* socket_data);
+  struct SocketHooks;  // libcurl's open/close socket callbacks (need curl.h's types)
+  bool watch_socket(int socket, std::uint32_t events);
   static int on_timer(CURLM* multi, long timeout_ms, void* user);
 
   CURLM* multi_ = nullptr;
@@ -137,6 +139,15 @@ class HttpTransport : public IoDriver {
   bool ready_from_wait_ = false;     // wait() polled: perform() uses its events
   std::vector<CURL*> idle_handles_;  // reset easy handles kept for reuse
   bool in_curl_ = false;             // inside curl_multi_socket_action (its callbacks)
+  // Sockets libcurl opened through SocketHooks, until it closes them through SocketHooks:
+  // what each has in the epoll set (0: not in it) and whether libcurl watches it. Such a
+  // socket stays in the set while its connection idles in libcurl's cache, so reusing the
+  // connection for the next request costs no epoll_ctl when it wants the same events.
+  struct OwnSocket {
+    std::uint32_t in_epoll = 0;
+    bool watched = false;
+  };
+  std::unordered_map<int, OwnSocket> own_sockets_;
 };
 
 }  // namespace luagent::llm

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "luagent/luagent.hpp"
 #include "support/test_paths.hpp"
@@ -362,4 +363,114 @@ BOOST_AUTO_TEST_CASE(unknown_watch_mode_is_a_config_error) {
   BOOST_CHECK_EXCEPTION(luagent::Host{config}, luagent::Error, [](const luagent::Error& e) {
     return e.code() == luagent::ErrorCode::config;
   });
+}
+
+// ---- without a watcher: every launch uses what is on disk now ----------------------------
+
+namespace {
+
+// A host without a watcher; agents under dir/agents. It reuses a loaded version only
+// while the folder's stats prove nothing changed, and tells changes apart without
+// re-listing the folder: these tests make each kind of change once that proof is live.
+struct Unwatched {
+  TempDir dir;
+  fs::path agents = dir / "agents";
+  fs::path agent = agents / "noter";
+  std::unique_ptr<luagent::Host> host;
+
+  Unwatched() {
+    fs::create_directories(agent);
+    write_file(agent / "agent.lua", kAgent);
+    write_file(agent / "p.prompt", prompt_text(0));
+    write_file(dir / "model.lua", kModel);
+    luagent::HostConfig config;
+    config.store = "sqlite:" + (dir / "threads.db").string();
+    config.agents_dir = agents;
+    config.provider = "script";
+    config.script = dir / "model.lua";
+    config.log = [](std::string_view, std::string_view) {};
+    host = std::make_unique<luagent::Host>(config);
+  }
+
+  // Loads `name` once its files are older than the racy window (a few kernel ticks), so
+  // the next load may take the stats-only proof; returns the version.
+  std::string settled_version(const std::string& name) {
+    std::this_thread::sleep_for(120ms);
+    host->agent_version(name);  // re-read: its files were too new to trust their times
+    return host->agent_version(name);
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(unwatched_a_source_added_to_the_folder_is_used) {
+  Unwatched f;
+  std::string before = f.settled_version("noter");
+  write_file(f.agent / "extra.prompt", "new\n");  // no existing file changes: only the folder
+  BOOST_CHECK_NE(f.host->agent_version("noter"), before);
+}
+
+BOOST_AUTO_TEST_CASE(unwatched_a_source_added_to_a_subfolder_is_used) {
+  fs::path sub;
+  Unwatched f;
+  fs::create_directories(sub = f.agent / "parts");
+  write_file(sub / "a.prompt", "a\n");
+  std::string before = f.settled_version("noter");
+  write_file(sub / "b.prompt", "b\n");
+  BOOST_CHECK_NE(f.host->agent_version("noter"), before);
+}
+
+BOOST_AUTO_TEST_CASE(unwatched_an_edit_in_place_and_a_save_by_rename_are_used) {
+  Unwatched f;
+  std::string before = f.settled_version("noter");
+  write_file(f.agent / "p.prompt", prompt_text(1));  // same size, same inode
+  std::string edited = f.host->agent_version("noter");
+  BOOST_CHECK_NE(edited, before);
+  before = f.settled_version("noter");
+  save_by_rename(f.agent / "p.prompt", prompt_text(2));
+  BOOST_CHECK_NE(f.host->agent_version("noter"), before);
+}
+
+BOOST_AUTO_TEST_CASE(unwatched_edits_right_after_a_load_are_used) {
+  // Same-size saves within one kernel tick of the load leave the same file times on
+  // kernels with coarse timestamps: only the racy window (re-read while the times are
+  // recent) tells them apart. (Kernels with multigrain timestamps, 6.13 on, stamp a file
+  // that was looked at since its last change finely; there this passes without the window.)
+  Unwatched f;
+  std::string previous = f.settled_version("noter");
+  for (int rev = 1; rev <= 40; ++rev) {
+    write_file(f.agent / "p.prompt", prompt_text(rev % 10));
+    std::string version = f.host->agent_version("noter");
+    BOOST_CHECK_NE(version, previous);
+    previous = version;
+  }
+}
+
+BOOST_AUTO_TEST_CASE(unwatched_a_dangling_link_that_gets_a_target_is_used) {
+  Unwatched f;
+  fs::create_symlink(f.dir / "elsewhere.prompt", f.agent / "linked.prompt");
+  std::string before = f.settled_version("noter");
+  write_file(f.dir / "elsewhere.prompt", "now here\n");  // the agent folder itself is untouched
+  BOOST_CHECK_NE(f.host->agent_version("noter"), before);
+}
+
+BOOST_AUTO_TEST_CASE(unwatched_a_retargeted_link_to_the_agent_folder_is_followed) {
+  Unwatched f;
+  fs::path other = f.agents / "other";
+  fs::create_directories(other);
+  write_file(other / "agent.lua", kAgent);
+  write_file(other / "p.prompt", prompt_text(5));
+  fs::path live = f.dir / "live";
+  fs::create_directory_symlink(f.agent, live);
+  std::string noter = f.settled_version(live.string());
+  BOOST_CHECK_EQUAL(noter, f.host->agent_version("noter"));
+  std::string other_version = f.settled_version("other");
+  BOOST_REQUIRE_NE(other_version, noter);
+  fs::remove(live);
+  fs::create_directory_symlink(other, live);
+  BOOST_CHECK_EQUAL(f.host->agent_version(live.string()), other_version);
+  // The thread names the folder the link leads to now.
+  std::string id = f.host->launch(live.string(), luagent::Event::user("x"));
+  BOOST_CHECK_EQUAL(f.host->get(id).agent, "other");
+  BOOST_CHECK_EQUAL(fs::path(f.host->get(id).agent_path), fs::canonical(other));
 }

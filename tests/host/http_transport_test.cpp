@@ -609,3 +609,81 @@ BOOST_AUTO_TEST_CASE(wakeup_from_another_thread_interrupts_wait) {
   BOOST_TEST(took.count() < 2000);
   BOOST_TEST(client.transport.in_flight() == 1u);
 }
+
+BOOST_AUTO_TEST_CASE(a_reused_connection_and_a_reused_socket_number_both_work) {
+  // Sequential requests ride one kept-alive connection (its socket stays in the epoll
+  // set between them); responses that close the connection make libcurl open a new
+  // socket each time, usually under the number the last one had.
+  WireServer server;
+  Client client;
+  for (int i = 0; i < 4; ++i) {
+    server.enqueue(text_response("kept " + std::to_string(i)));
+    auto outcome = client.fetch(post(server, "/kept"));
+    client.wait_for(outcome, 3s);
+    BOOST_TEST(!outcome->error.has_value());
+    BOOST_TEST(outcome->body == "kept " + std::to_string(i));
+  }
+  BOOST_TEST(server.connection_count() == 1u);
+  for (int i = 0; i < 4; ++i) {
+    ScriptedResponse closing = text_response("closed " + std::to_string(i));
+    closing.fault = Fault::close_without_terminator;  // "Connection: close", then FIN
+    server.enqueue(closing);
+    auto outcome = client.fetch(post(server, "/closing"));
+    client.wait_for(outcome, 3s);
+    BOOST_TEST(!outcome->error.has_value());
+    BOOST_TEST(outcome->body == "closed " + std::to_string(i));
+  }
+  BOOST_TEST(server.connection_count() >= 4u);
+}
+
+BOOST_AUTO_TEST_CASE(an_idle_connection_the_server_closes_does_not_spin_the_loop) {
+  Client client;
+  {
+    WireServer gone;
+    gone.enqueue(text_response("once"));
+    auto outcome = client.fetch(post(gone, "/once"));
+    client.wait_for(outcome, 3s);
+    BOOST_REQUIRE(!outcome->error.has_value());
+  }  // the server closes the connection libcurl keeps for reuse: its socket turns readable
+  WireServer server;
+  ScriptedResponse stalled = text_response("never sent");
+  stalled.fault = Fault::stall_after_headers;
+  server.enqueue(stalled);
+  HttpRequest request = post(server, "/stall");
+  request.idle_timeout_ms = 0;
+  auto outcome = client.fetch(request);
+  BOOST_REQUIRE(
+      luagent::test::run_loop_until(client.loop, [&] { return outcome->head.has_value(); }));
+  // With a transfer in flight the loop waits in epoll; a readable idle socket left in the
+  // (level-triggered) set would end every wait at once.
+  int turns = 0;
+  auto start = std::chrono::steady_clock::now();
+  while (elapsed_since(start) < 300ms) {
+    client.loop.turn(100ms);
+    ++turns;
+  }
+  BOOST_TEST(turns < 20, turns << " turns in 300 ms");
+  BOOST_TEST(!outcome->done);
+}
+
+BOOST_AUTO_TEST_CASE(a_post_from_another_thread_wakes_a_loop_without_transfers) {
+  Client client;  // nothing in flight: the loop waits on its condition variable
+  std::atomic<bool> posted_ran{false};
+  auto start = std::chrono::steady_clock::now();
+  std::thread poster([&] {
+    std::this_thread::sleep_for(100ms);
+    client.loop.post([&] { posted_ran = true; });
+  });
+  while (!posted_ran && elapsed_since(start) < 5s) client.loop.turn(5s);
+  auto took = elapsed_since(start);
+  poster.join();
+  BOOST_TEST(posted_ran.load());
+  BOOST_TEST(took.count() < 2000);
+  // A post from the loop's own thread runs at the next turn without waiting.
+  bool ran_here = false;
+  client.loop.post([&] { ran_here = true; });
+  start = std::chrono::steady_clock::now();
+  client.loop.turn(2s);
+  BOOST_TEST(ran_here);
+  BOOST_TEST(elapsed_since(start).count() < 1000);
+}
