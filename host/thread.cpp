@@ -83,12 +83,20 @@ Status derive_status(const std::vector<Event>& events) {
 }
 
 std::string new_thread_id() {
-  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
-  std::array<unsigned char, 20> random{};
+  // The creation time comes first, written in an alphabet whose ASCII order is its numeric
+  // order, so ids sort by creation time: the store's tables are keyed by thread id, and
+  // threads in flight together then share a few B-tree pages instead of each dirtying a
+  // random page of its own in every commit.
+  static constexpr char kAlphabet[] = "234567abcdefghijklmnopqrstuvwxyz";
+  constexpr int kTimeCharacters = 9;  // 45 bits of milliseconds: enough until the year 3084
+  // 65 random bits keep ids unguessable and unique however many share a millisecond.
+  std::array<unsigned char, 13> random{};
   if (RAND_bytes(random.data(), static_cast<int>(random.size())) != 1)
     throw Error(ErrorCode::internal, "no randomness available for a thread id");
+  const auto created = static_cast<std::uint64_t>(now_ms());
   std::string id = "th_";
-  for (unsigned char byte : random) id += kAlphabet[byte % 32];
+  for (int i = kTimeCharacters; i-- > 0;) id += kAlphabet[(created >> (5 * i)) & 31];
+  for (unsigned char byte : random) id += kAlphabet[byte % 32];  // 256 % 32 == 0: uniform
   return id;
 }
 

@@ -30,7 +30,7 @@ class SqliteStore final : public Store {
                    const nlohmann::json& trace) override;
   std::vector<nlohmann::json> calls(std::string_view thread_id) override;
   bool defer_batch_sync() override;
-  /// Flushes the write-ahead log (and checkpoints it when it has grown); thread-safe.
+  /// Flushes the write-ahead log and checkpoints it when it has grown; thread-safe.
   void sync_committed() override;
   void create_unflushed(Thread& thread) override;
   AppendResult append_unflushed(std::string_view id, std::int64_t expected_version,
@@ -46,16 +46,20 @@ class SqliteStore final : public Store {
   void insert_events(std::string_view id, std::int64_t version, std::vector<Event>& events);
 
   void sync_if_deferred();  // the writes that are not group commits stay durable
+  void flush_log();
+  void checkpoint_if_longer_than(int pages);
 
   std::string uri_;
   std::filesystem::path path_;
   sqlite3* db_ = nullptr;
   std::unique_ptr<Statements> statements_;
-  // Deferred flushing (defer_batch_sync): the log's descriptor and a checkpointing
-  // connection, both used under sync_mutex_ from whichever thread flushes.
+  // Deferred flushing (defer_batch_sync): the log's descriptor, used under sync_mutex_
+  // from whichever thread flushes, and a checkpointing connection, used under
+  // checkpoint_mutex_ (a checkpoint must not hold up a flush).
   bool defer_sync_ = false;
   std::mutex sync_mutex_;
   int wal_fd_ = -1;
+  std::mutex checkpoint_mutex_;
   sqlite3* checkpoint_db_ = nullptr;
   std::atomic<int> wal_pages_{0};
 };

@@ -202,3 +202,28 @@ BOOST_AUTO_TEST_CASE(deferred_sync_flushes_and_keeps_the_log_bounded) {
   auto reader = open_store("sqlite:" + path.string());
   BOOST_TEST(reader->load(thread.id).version() == version);
 }
+
+// create() and append() flush before returning but leave checkpoints to sync_committed()
+// (the host's syncer thread), so the host's own thread never copies the log into the
+// database; only a log four times as long as the syncer lets grow is checkpointed there.
+BOOST_AUTO_TEST_CASE(deferred_sync_leaves_checkpoints_to_the_syncer_up_to_a_bound) {
+  test::TempDir dir;
+  auto path = dir / "threads.db";
+  auto store = open_store("sqlite:" + path.string());
+  BOOST_REQUIRE(store->defer_batch_sync());
+  Thread thread = new_thread("long");
+  store->create(thread);
+  const std::string payload(30000, 'x');  // eight pages and more per commit
+  std::int64_t version = 1;
+  auto append_many = [&](int commits) {
+    for (int i = 0; i < commits; ++i)
+      version = store->append(thread.id, version, {Event::make("note", payload)}).events.back().id;
+  };
+  auto wal_bytes = [&] { return std::filesystem::file_size(path.string() + "-wal"); };
+  append_many(250);  // 2000 pages and more: twice the syncer's threshold
+  BOOST_TEST(wal_bytes() > std::uintmax_t{6} << 20, "the log is " << wal_bytes() << " bytes");
+  append_many(1250);  // 12000 pages and more: 48 MB without checkpoints
+  BOOST_TEST(wal_bytes() < std::uintmax_t{24} << 20, "the log is " << wal_bytes() << " bytes");
+  auto reader = open_store("sqlite:" + path.string());
+  BOOST_TEST(reader->load(thread.id).version() == version);
+}

@@ -82,7 +82,8 @@ struct ThreadSummary {
   std::int64_t updated_ms = 0;
 };
 
-/// A new, random, URL-safe thread id ("th_" + 20 base32 characters).
+/// A new, unguessable, URL-safe thread id: "th_", 9 base32 characters of the creation time
+/// (so ids sort by it), 13 random base32 characters (65 bits).
 std::string new_thread_id();
 /// Milliseconds since the Unix epoch.
 std::int64_t now_ms();
