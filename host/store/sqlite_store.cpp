@@ -13,7 +13,9 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <thread>
+#include <unordered_map>
 
 #include "failpoint.hpp"
 #include "luagent/error.hpp"
@@ -58,6 +60,12 @@ class Statement {
     sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
     return *this;
   }
+  /// For text that stays alive and unchanged until the statement is reset: SQLite reads it
+  /// in place instead of copying it.
+  Statement& bind_unowned(int index, std::string_view text) {
+    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
+    return *this;
+  }
   Statement& bind(int index, std::int64_t value) {
     sqlite3_bind_int64(stmt_, index, value);
     return *this;
@@ -83,7 +91,8 @@ class Statement {
   /// The column's text without a copy; valid until the next step or reset.
   std::string_view text_view(int column) const {
     auto* data = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column));
-    return data ? std::string_view(data, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)))
+    return data ? std::string_view(data,
+                                   static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)))
                 : std::string_view();
   }
 
@@ -176,18 +185,77 @@ Event read_event(Statement& rows, std::string_view thread_id,
   return event;
 }
 
+}  // namespace
+
+// The schema and version of the threads this connection wrote, as of its last commit, so
+// that the next append to them need not look both up. They hold only while no other
+// connection (or process) has committed since: SQLite's data version of the file moves
+// with every commit, ours (accounted for in committed()) or another's (seen when our next
+// transaction starts), and any move there forgets them all.
+class ThreadTips {
+ public:
+  struct Tip {
+    std::int64_t schema = 0;
+    std::int64_t version = 0;
+  };
+
+  /// Inside a write transaction, before the first find(): drops what another connection's
+  /// commit may have made stale.
+  void check(sqlite3* db) {
+    auto now = data_version(db);
+    if (!now || now != data_version_) tips_.clear();
+  }
+  const Tip* find(std::string_view id) const {
+    auto it = tips_.find(id);
+    return it == tips_.end() ? nullptr : &it->second;
+  }
+  /// The thread as the open transaction leaves it (true once that transaction commits).
+  void set(std::string_view id, Tip tip) {
+    if (tips_.size() >= kMaxTips && !tips_.contains(id)) tips_.clear();  // bounded memory
+    tips_.insert_or_assign(std::string(id), tip);
+  }
+  void forget(std::string_view id) {
+    if (auto it = tips_.find(id); it != tips_.end()) tips_.erase(it);
+  }
+  /// After our own commit: its move of the data version is ours, not news.
+  void committed(sqlite3* db) { data_version_ = data_version(db); }
+  /// After a rollback: what set() recorded in the transaction never happened.
+  void rolled_back() { tips_.clear(); }
+
+ private:
+  static constexpr std::size_t kMaxTips = 4096;
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view id) const { return std::hash<std::string_view>{}(id); }
+  };
+  static std::optional<unsigned> data_version(sqlite3* db) {
+    unsigned version = 0;
+    if (sqlite3_file_control(db, "main", SQLITE_FCNTL_DATA_VERSION, &version) != SQLITE_OK)
+      return std::nullopt;  // unknown: nothing is trusted
+    return version;
+  }
+
+  std::unordered_map<std::string, Tip, Hash, std::equal_to<>> tips_;
+  std::optional<unsigned> data_version_;
+};
+
+namespace {
+
 // Runs `body` inside BEGIN IMMEDIATE ... COMMIT; rolls back on any exception.
 template <typename Body>
 auto in_write_transaction(sqlite3* db, Statement& begin, Statement& commit, Statement& rollback,
-                          Body&& body) {
+                          ThreadTips& tips, Body&& body) {
   begin.reset().step();
   try {
+    tips.check(db);
     auto result = body();
     failpoint("before_commit");
     commit.reset().step();  // the event is durable only once this returns
+    tips.committed(db);
     failpoint("after_commit");
     return result;
   } catch (...) {
+    tips.rolled_back();
     if (!sqlite3_get_autocommit(db)) rollback.reset().step();
     throw;
   }
@@ -214,6 +282,7 @@ SqliteStore::SqliteStore(std::string uri, const std::filesystem::path& path)
     exec(db_, "PRAGMA foreign_keys=ON");
     migrate();
     statements_ = std::make_unique<Statements>(db_);
+    tips_ = std::make_unique<ThreadTips>();
   } catch (const Error& error) {
     sqlite3_close(db_);
     db_ = nullptr;
@@ -275,7 +344,7 @@ void SqliteStore::create(Thread& thread) {
 
 void SqliteStore::create_unflushed(Thread& thread) {
   auto& s = *statements_;
-  in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
+  in_write_transaction(db_, s.begin, s.commit, s.rollback, *tips_, [&] {
     s.insert_thread.reset().bind(1, thread.id).bind(2, thread.agent).bind(3, thread.agent_path);
     if (thread.parent_id.empty()) {
       s.insert_thread.bind_null(4).bind_null(5);
@@ -289,6 +358,7 @@ void SqliteStore::create_unflushed(Thread& thread) {
       throw Error(ErrorCode::conflict, "thread " + thread.id + " already exists");
     }
     insert_events(thread.id, 0, thread.events);
+    tips_->set(thread.id, {kSchemaVersion, thread.version()});
     return 0;
   });
 }
@@ -388,7 +458,7 @@ AppendResult SqliteStore::append(std::string_view id, std::int64_t expected_vers
 AppendResult SqliteStore::append_unflushed(std::string_view id, std::int64_t expected_version,
                                            std::vector<Event> events) {
   auto& s = *statements_;
-  return in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
+  return in_write_transaction(db_, s.begin, s.commit, s.rollback, *tips_, [&] {
     return append_in_transaction(id, expected_version, std::move(events));
   });
 }
@@ -397,7 +467,7 @@ std::vector<std::variant<AppendResult, Error>> SqliteStore::append_batch(
     std::vector<AppendBatchItem>& items, std::vector<CallRecord> calls) {
   auto& s = *statements_;
   try {
-    return in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
+    return in_write_transaction(db_, s.begin, s.commit, s.rollback, *tips_, [&] {
       std::vector<std::variant<AppendResult, Error>> results;
       for (AppendBatchItem& item : items) {
         try {
@@ -443,24 +513,33 @@ AppendResult SqliteStore::append_in_transaction(std::string_view id, std::int64_
     }
     s.select_by_key.reset();
   }
-  s.select_thread.reset().bind(1, id);
-  bool exists = s.select_thread.step();
-  std::int64_t schema = exists ? s.select_thread.int64(5) : 0;
-  s.select_thread.reset();
-  if (!exists) throw Error(ErrorCode::not_found, "no thread " + std::string(id) + " in " + uri_);
-  // Never mix rows of this build into a thread a newer build owns.
-  if (schema > kSchemaVersion)
-    throw Error(ErrorCode::schema_version, "thread " + std::string(id) +
-                                               " was written by a newer luagent (schema " +
-                                               std::to_string(schema) + ")");
-  s.select_version.reset().bind(1, id).step();
-  std::int64_t version = s.select_version.int64(0);
-  s.select_version.reset();
-  if (version != expected_version)
+  ThreadTips::Tip tip;
+  if (const ThreadTips::Tip* known = tips_->find(id)) {
+    tip = *known;  // the thread exists and its schema is ours or older
+  } else {
+    s.select_thread.reset().bind(1, id);
+    bool exists = s.select_thread.step();
+    tip.schema = exists ? s.select_thread.int64(5) : 0;
+    s.select_thread.reset();
+    if (!exists) throw Error(ErrorCode::not_found, "no thread " + std::string(id) + " in " + uri_);
+    // Never mix rows of this build into a thread a newer build owns.
+    if (tip.schema > kSchemaVersion)
+      throw Error(ErrorCode::schema_version, "thread " + std::string(id) +
+                                                 " was written by a newer luagent (schema " +
+                                                 std::to_string(tip.schema) + ")");
+    s.select_version.reset().bind(1, id).step();
+    tip.version = s.select_version.int64(0);
+    s.select_version.reset();
+    tips_->set(id, tip);
+  }
+  if (tip.version != expected_version)
     throw Error(ErrorCode::conflict, "thread " + std::string(id) + " changed meanwhile (version " +
-                                         std::to_string(version) + ", expected " +
+                                         std::to_string(tip.version) + ", expected " +
                                          std::to_string(expected_version) + ")");
-  insert_events(id, version, events);
+  tips_->forget(id);  // until every event is in: a failure halfway must not leave it stale
+  insert_events(id, tip.version, events);
+  tip.version += static_cast<std::int64_t>(events.size());
+  tips_->set(id, tip);
   result.events = std::move(events);
   return result;
 }
@@ -468,7 +547,7 @@ AppendResult SqliteStore::append_in_transaction(std::string_view id, std::int64_
 void SqliteStore::record_call(std::string_view thread_id, std::int64_t event_id,
                               const nlohmann::json& trace) {
   auto& s = *statements_;
-  in_write_transaction(db_, s.begin, s.commit, s.rollback, [&] {
+  in_write_transaction(db_, s.begin, s.commit, s.rollback, *tips_, [&] {
     insert_call(thread_id, event_id, trace);
     return 0;
   });

@@ -11,6 +11,8 @@ struct sqlite3;
 
 namespace luagent {
 
+class ThreadTips;
+
 /// The SQLite store (sqlite:PATH). One connection, used from one thread; only
 /// sync_committed() may run on another.
 class SqliteStore final : public Store {
@@ -53,6 +55,7 @@ class SqliteStore final : public Store {
   std::filesystem::path path_;
   sqlite3* db_ = nullptr;
   std::unique_ptr<Statements> statements_;
+  std::unique_ptr<ThreadTips> tips_;  // what appends would otherwise look up again
   // Deferred flushing (defer_batch_sync): the log's descriptor, used under sync_mutex_
   // from whichever thread flushes, and a checkpointing connection, used under
   // checkpoint_mutex_ (a checkpoint must not hold up a flush).

@@ -227,3 +227,48 @@ BOOST_AUTO_TEST_CASE(deferred_sync_leaves_checkpoints_to_the_syncer_up_to_a_boun
   auto reader = open_store("sqlite:" + path.string());
   BOOST_TEST(reader->load(thread.id).version() == version);
 }
+
+// An append skips looking up the version and schema of a thread this connection wrote
+// last, as long as no other connection has committed since; these check that another
+// connection's commit, and a rolled-back batch, are never missed.
+BOOST_AUTO_TEST_CASE(append_sees_what_another_connection_committed) {
+  test::TempDir dir;
+  std::string path = (dir / "t.db").string();
+  auto mine = open_store("sqlite:" + path);
+  auto theirs = open_store("sqlite:" + path);
+  Thread thread = new_thread("shared");
+  mine->create(thread);
+  mine->append(thread.id, 1, {Event::make("a", 1)});
+  theirs->append(thread.id, 2, {Event::make("b", 2)});
+  BOOST_TEST(code_of([&] { mine->append(thread.id, 2, {Event::make("c", 3)}); }) ==
+             ErrorCode::conflict);
+  BOOST_TEST(mine->append(thread.id, 3, {Event::make("c", 3)}).events.at(0).id == 4);
+  // A newer build takes the thread over: this build must stop writing to it.
+  sqlite3* db = nullptr;
+  BOOST_REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  std::string sql = "UPDATE threads SET schema = " + std::to_string(kStoreSchemaVersion + 1) +
+                    " WHERE id = '" + thread.id + "'";
+  BOOST_REQUIRE(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+  BOOST_TEST(code_of([&] { mine->append(thread.id, 4, {Event::make("d", 4)}); }) ==
+             ErrorCode::schema_version);
+}
+
+BOOST_AUTO_TEST_CASE(a_rolled_back_batch_leaves_every_version_as_it_was) {
+  test::TempDir dir;
+  auto store = open_store("sqlite:" + (dir / "t.db").string());
+  Thread first = new_thread("first"), second = new_thread("second");
+  store->create(first);
+  store->create(second);
+  // The second item breaks the key index, which fails the whole commit.
+  Event once = Event::make("approval", {{"approved", true}});
+  once.key = "hook-1";
+  std::vector<AppendBatchItem> items{{first.id, 1, {Event::make("a", 1)}},
+                                     {second.id, 1, {once, once}}};
+  auto results = store->append_batch(items);
+  BOOST_REQUIRE(results.size() == 2u);
+  BOOST_TEST(std::holds_alternative<Error>(results[0]));
+  BOOST_TEST(store->load(first.id).version() == 1);
+  BOOST_TEST(store->append(first.id, 1, {Event::make("a", 1)}).events.at(0).id == 2);
+  BOOST_TEST(store->append(second.id, 1, {once}).events.at(0).id == 2);
+}
