@@ -60,8 +60,8 @@ class Statement {
     sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
     return *this;
   }
-  /// For text that stays alive and unchanged until the statement is reset: SQLite reads it
-  /// in place instead of copying it.
+  /// For text that outlives the step that reads it: SQLite uses it in place instead of
+  /// copying it, and reads bound values only while stepping (reset() unbinds them).
   Statement& bind_unowned(int index, std::string_view text) {
     sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
     return *this;
@@ -368,16 +368,17 @@ void SqliteStore::insert_events(std::string_view id, std::int64_t version,
   auto& insert = statements_->insert_event;
   for (Event& event : events) {
     event.id = ++version;
-    insert.reset().bind(1, id).bind(2, event.id).bind(3, event.type).bind(4, event.data.dump());
-    insert.bind(5, event.at_ms);
+    const std::string data = event.data.dump();
+    insert.reset().bind_unowned(1, id).bind(2, event.id).bind_unowned(3, event.type);
+    insert.bind_unowned(4, data).bind(5, event.at_ms);
     if (event.version.empty())
       insert.bind_null(6);
     else
-      insert.bind(6, event.version);
+      insert.bind_unowned(6, event.version);
     if (event.key.empty())
       insert.bind_null(7);
     else
-      insert.bind(7, event.key);
+      insert.bind_unowned(7, event.key);
     insert.step();
   }
 }
@@ -389,7 +390,7 @@ Thread SqliteStore::load(std::string_view id) {
   // One read transaction so the header and the events are a consistent snapshot.
   s.begin_read.reset().step();
   try {
-    s.select_thread.reset().bind(1, id);
+    s.select_thread.reset().bind_unowned(1, id);
     if (!s.select_thread.step())
       throw Error(ErrorCode::not_found, "no thread " + std::string(id) + " in " + uri_);
     thread.agent = s.select_thread.text(0);
@@ -403,7 +404,7 @@ Thread SqliteStore::load(std::string_view id) {
       throw Error(ErrorCode::schema_version, "thread " + std::string(id) +
                                                  " was written by a newer luagent (schema " +
                                                  std::to_string(schema) + ")");
-    s.select_events.reset().bind(1, id);
+    s.select_events.reset().bind_unowned(1, id);
     while (s.select_events.step()) {
       Event event = read_event(s.select_events, id, schema);
       if (event.id != thread.version() + 1)
@@ -497,7 +498,7 @@ AppendResult SqliteStore::append_in_transaction(std::string_view id, std::int64_
   // An idempotency key seen before wins over the version check: a duplicate webhook
   // must get the first outcome, not a conflict.
   if (!events.empty() && !events.front().key.empty()) {
-    s.select_by_key.reset().bind(1, id).bind(2, events.front().key);
+    s.select_by_key.reset().bind_unowned(1, id).bind_unowned(2, events.front().key);
     if (s.select_by_key.step()) {
       std::int64_t first = s.select_by_key.int64(0);
       s.select_by_key.reset();
@@ -637,10 +638,11 @@ void SqliteStore::insert_call(std::string_view thread_id, std::int64_t event_id,
     std::string body = std::move(request->get_ref<std::string&>());
     trace.erase(request);
     std::string hash = sha256_hex(body);
-    s.insert_request.reset().bind(1, hash).bind(2, body).step();
+    s.insert_request.reset().bind_unowned(1, hash).bind_unowned(2, body).step();
     trace["request_sha256"] = std::move(hash);
   }
-  s.insert_call.reset().bind(1, thread_id).bind(2, event_id).bind(3, trace.dump()).step();
+  const std::string text = trace.dump();
+  s.insert_call.reset().bind_unowned(1, thread_id).bind(2, event_id).bind_unowned(3, text).step();
 }
 
 std::vector<nlohmann::json> SqliteStore::calls(std::string_view thread_id) {
