@@ -8,17 +8,37 @@
 namespace luagent::llm {
 namespace {
 
-nlohmann::json parse_bounded(std::string_view text, bool allow_exceptions) {
-  // The callback sees every value with its depth, so nesting is refused before it is built.
-  const nlohmann::json::parser_callback_t depth_guard = [](int depth, nlohmann::json::parse_event_t,
-                                                           nlohmann::json&) {
-    if (depth > kMaxWireJsonDepth) {
-      throw Error(ErrorCode::limit, "JSON from the provider nests deeper than " +
-                                        std::to_string(kMaxWireJsonDepth) + " levels");
+// The deepest nesting of arrays and objects in `text`, counting brackets outside strings
+// (exact for any text the parser accepts). Checking it first lets the parser run without
+// a per-value callback, which cost as much again as the parsing itself.
+std::size_t nesting_depth(std::string_view text) {
+  std::size_t depth = 0;
+  std::size_t deepest = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;  // the escaped character cannot end the string
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
     }
-    return true;
-  };
-  return nlohmann::json::parse(text.begin(), text.end(), depth_guard, allow_exceptions);
+  }
+  return deepest;
+}
+
+nlohmann::json parse_bounded(std::string_view text, bool allow_exceptions) {
+  if (nesting_depth(text) > static_cast<std::size_t>(kMaxWireJsonDepth)) {
+    throw Error(ErrorCode::limit, "JSON from the provider nests deeper than " +
+                                      std::to_string(kMaxWireJsonDepth) + " levels");
+  }
+  return nlohmann::json::parse(text.begin(), text.end(), nullptr, allow_exceptions);
 }
 
 std::string excerpt(std::string_view text) {
