@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include <fstream>
+#include <functional>
 
 #include "luagent/luagent.hpp"
 #include "support/test_paths.hpp"
@@ -26,7 +27,8 @@ struct AgentRun {
   }
 };
 
-AgentRun run_agent(const std::string& body, const std::map<std::string, std::string>& files = {}) {
+AgentRun run_agent(const std::string& body, const std::map<std::string, std::string>& files = {},
+                   const std::function<void(HostConfig&)>& configure = {}) {
   test::TempDir dir;
   auto folder = dir / "agent";
   std::filesystem::create_directories(folder);
@@ -41,6 +43,7 @@ AgentRun run_agent(const std::string& body, const std::map<std::string, std::str
   config.log = [&run](std::string_view level, std::string_view message) {
     run.log.push_back(std::string(level) + ": " + std::string(message));
   };
+  if (configure) configure(config);
   Host host(config);
   std::string id = host.launch(folder.string(), Event::user("go"));
   host.run_until_idle();
@@ -147,21 +150,16 @@ BOOST_AUTO_TEST_CASE(runs_do_not_share_globals) {
   BOOST_TEST(host.get(b).events[1].data["before"] == 0);
 }
 
-BOOST_AUTO_TEST_CASE(cpu_limit_ends_a_runaway_step_even_under_pcall) {
-  test::TempDir dir;
-  auto folder = dir / "agent";
-  std::filesystem::create_directories(folder);
-  std::ofstream(folder / "agent.lua") << "return function(thread)\n  while true do "
-                                         "pcall(function() while true do end end) end\nend\n";
-  HostConfig config;
-  config.store = "sqlite:" + (dir / "t.db").string();
+void limit_cpu_to_200_ms(HostConfig& config) {
   config.step_cpu_ms = 200;
-  Host host(config);
-  auto id = host.launch(folder.string(), Event::user("spin"));
-  host.run_until_idle();
-  Thread thread = host.get(id);
-  BOOST_TEST(thread.status() == Status::failed);
-  BOOST_TEST(thread.events.back().data["code"] == "limit");
+}
+
+BOOST_AUTO_TEST_CASE(cpu_limit_ends_a_runaway_step_even_under_pcall) {
+  auto run = run_agent(
+      "return function(thread)\n  while true do pcall(function() while true do end end) end\nend\n",
+      {}, limit_cpu_to_200_ms);
+  BOOST_TEST(run.thread.status() == Status::failed);
+  BOOST_TEST(run.thread.events.back().data["code"] == "limit");
 }
 
 // An agent file's top level runs when the agent loads, outside any step: an endless loop
@@ -214,25 +212,17 @@ end)");
 // Lua runs an xpcall handler with hooks off when the error came from a hook, as the CPU
 // limit's does: the sandbox's xpcall calls the handler after unwinding, under the limit.
 BOOST_AUTO_TEST_CASE(cpu_limit_ends_a_runaway_xpcall_handler) {
-  test::TempDir dir;
-  auto folder = dir / "agent";
-  std::filesystem::create_directories(folder);
-  std::ofstream(folder / "agent.lua")
-      << "return function(thread)\n"
-         "  local ok, message = xpcall(function(a, b) error({ code = 'runtime', message = a .. b "
-         "}) end,\n"
-         "    function(e) return 'handled ' .. e.message end, 'x', 'y')\n"
-         "  thread:push('first', { ok = ok, message = message })\n"
-         "  thread:push('bad', { pcall(xpcall, print) })\n"
-         "  xpcall(function() while true do end end, function() while true do end end)\n"
-         "end\n";
-  HostConfig config;
-  config.store = "sqlite:" + (dir / "t.db").string();
-  config.step_cpu_ms = 200;
-  Host host(config);
-  auto id = host.launch(folder.string(), Event::user("spin"));
-  host.run_until_idle();
-  Thread thread = host.get(id);
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local ok, message = xpcall(function(a, b) error({ code = 'runtime', message = a .. b }) "
+      "end,\n"
+      "    function(e) return 'handled ' .. e.message end, 'x', 'y')\n"
+      "  thread:push('first', { ok = ok, message = message })\n"
+      "  thread:push('bad', { pcall(xpcall, print) })\n"
+      "  xpcall(function() while true do end end, function() while true do end end)\n"
+      "end\n",
+      {}, limit_cpu_to_200_ms);
+  const Thread& thread = run.thread;
   BOOST_REQUIRE(thread.events.size() >= 4u);
   BOOST_TEST(thread.events[1].data["ok"] == false);
   BOOST_TEST(thread.events[1].data["message"] == "handled xy");
