@@ -111,6 +111,20 @@ std::uint16_t unused_port() {
   return ntohs(address.sin_port);
 }
 
+// A transfer whose response never gets past its headers, once they have arrived: the
+// loop then waits in the transport with a transfer in flight, for as long as a test likes.
+std::shared_ptr<Outcome> start_stalled_transfer(Client& client, WireServer& server) {
+  ScriptedResponse stalled = text_response("never sent");
+  stalled.fault = Fault::stall_after_headers;
+  server.enqueue(stalled);
+  HttpRequest request = post(server, "/stall");
+  request.idle_timeout_ms = 0;
+  auto outcome = client.fetch(request);
+  BOOST_REQUIRE(
+      luagent::test::run_loop_until(client.loop, [&] { return outcome->head.has_value(); }));
+  return outcome;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(every_fixture_arrives_byte_identical_whole_and_fragmented) {
@@ -588,14 +602,7 @@ BOOST_AUTO_TEST_CASE(wakeup_from_another_thread_interrupts_wait) {
 
   // Through the loop, with a transfer in flight so the loop waits in the transport.
   WireServer server;
-  ScriptedResponse stalled = text_response("never sent");
-  stalled.fault = Fault::stall_after_headers;
-  server.enqueue(stalled);
-  HttpRequest request = post(server, "/stall");
-  request.idle_timeout_ms = 0;
-  auto outcome = client.fetch(request);
-  BOOST_REQUIRE(
-      luagent::test::run_loop_until(client.loop, [&] { return outcome->head.has_value(); }));
+  auto outcome = start_stalled_transfer(client, server);
   std::atomic<bool> posted_ran{false};
   start = std::chrono::steady_clock::now();
   std::thread poster([&] {
@@ -646,14 +653,7 @@ BOOST_AUTO_TEST_CASE(an_idle_connection_the_server_closes_does_not_spin_the_loop
     BOOST_REQUIRE(!outcome->error.has_value());
   }  // the server closes the connection libcurl keeps for reuse: its socket turns readable
   WireServer server;
-  ScriptedResponse stalled = text_response("never sent");
-  stalled.fault = Fault::stall_after_headers;
-  server.enqueue(stalled);
-  HttpRequest request = post(server, "/stall");
-  request.idle_timeout_ms = 0;
-  auto outcome = client.fetch(request);
-  BOOST_REQUIRE(
-      luagent::test::run_loop_until(client.loop, [&] { return outcome->head.has_value(); }));
+  auto outcome = start_stalled_transfer(client, server);
   // With a transfer in flight the loop waits in epoll; a readable idle socket left in the
   // (level-triggered) set would end every wait at once.
   int turns = 0;
