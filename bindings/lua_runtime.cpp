@@ -927,9 +927,10 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
 
 int LuaRuntime::pcall_limited(int nargs, int nresults, int message_handler, Run* charged) {
   lua_State* L = L_;
-  // Inside a step (an agent loading another agent) that step's slice clock already runs.
-  const bool inside_step = current_ != nullptr;
-  if (!inside_step) {
+  // Inside a step (an agent loading another agent) that step's slice clock already runs;
+  // inside another pcall_limited (a load inside a load) its clock and hook go on.
+  const bool own_clock = current_ == nullptr && !unowned_code_limited_;
+  if (own_clock) {
     if (charged) {
       current_ = charged;
       charged->slice_started_ns = thread_cpu_ns();
@@ -939,10 +940,15 @@ int LuaRuntime::pcall_limited(int nargs, int nresults, int message_handler, Run*
       unowned_code_started_ns_ = thread_cpu_ns();
     }
   }
-  lua_sethook(L, count_hook, LUA_MASKCOUNT, kHookInstructions);
+  lua_Hook outer_hook = lua_gethook(L);
+  const int outer_mask = lua_gethookmask(L);
+  const int outer_count = lua_gethookcount(L);
+  if (!outer_hook) lua_sethook(L, count_hook, LUA_MASKCOUNT, kHookInstructions);
   int status = lua_pcall(L, nargs, nresults, message_handler);
-  lua_sethook(L, nullptr, 0, 0);
-  if (!inside_step) {
+  // The outer call's hook goes on; a kill in here stays known (unowned_code_killed_ or
+  // the run's killed flag), so the outer code ends at its next look at the clock.
+  lua_sethook(L, outer_hook, outer_mask, outer_count);
+  if (own_clock) {
     if (charged) {
       charged->cpu_used_ns += thread_cpu_ns() - charged->slice_started_ns;
       current_ = nullptr;
