@@ -7,6 +7,7 @@
 #include <optional>
 #include <utility>
 
+#include "llm/wire_json.hpp"
 #include "luagent/error.hpp"
 
 namespace luagent::llm {
@@ -183,30 +184,6 @@ int utf8_sequence_length(std::string_view text, std::size_t pos, std::size_t end
     if (i == 1 ? (c < low || c > high) : (c < 0x80 || c > 0xBF)) return 0;
   }
   return length;
-}
-
-// Deepest bracket nesting outside strings; lets the strict fast path refuse input whose
-// parsed value would be too deep for the recursive code that consumes it.
-int bracket_depth(std::string_view text) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped)
-        escaped = false;
-      else if (c == '\\')
-        escaped = true;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return deepest;
 }
 
 // False where a strict parse fails for sure: after nlohmann's optional UTF-8 byte order
@@ -994,7 +971,8 @@ LenientResult parse_lenient_json(std::string_view text, const LenientOptions& op
     throw Error(ErrorCode::limit, "reply is " + std::to_string(text.size()) +
                                       " bytes; the JSON parser accepts at most " +
                                       std::to_string(options.max_bytes));
-  if (may_be_strict_json(text) && bracket_depth(text) <= options.max_depth) {
+  if (may_be_strict_json(text) && options.max_depth >= 0 &&
+      json_nesting_depth(text) <= static_cast<std::size_t>(options.max_depth)) {
     json strict = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (!strict.is_discarded()) return LenientResult{std::move(strict), {}, true, 1};
   }

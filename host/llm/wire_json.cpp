@@ -8,10 +8,24 @@
 namespace luagent::llm {
 namespace {
 
-// The deepest nesting of arrays and objects in `text`, counting brackets outside strings
-// (exact for any text the parser accepts). Checking it first lets the parser run without
-// a per-value callback, which cost as much again as the parsing itself.
-std::size_t nesting_depth(std::string_view text) {
+nlohmann::json parse_bounded(std::string_view text, bool allow_exceptions) {
+  if (json_nesting_depth(text) > static_cast<std::size_t>(kMaxWireJsonDepth)) {
+    throw Error(ErrorCode::limit, "JSON from the provider nests deeper than " +
+                                      std::to_string(kMaxWireJsonDepth) + " levels");
+  }
+  return nlohmann::json::parse(text.begin(), text.end(), nullptr, allow_exceptions);
+}
+
+std::string excerpt(std::string_view text) {
+  constexpr std::size_t kMax = 120;
+  std::string out(text.substr(0, kMax));
+  if (text.size() > kMax) out += "...";
+  return out;
+}
+
+}  // namespace
+
+std::size_t json_nesting_depth(std::string_view text) {
   std::size_t depth = 0;
   std::size_t deepest = 0;
   bool in_string = false;
@@ -32,23 +46,6 @@ std::size_t nesting_depth(std::string_view text) {
   }
   return deepest;
 }
-
-nlohmann::json parse_bounded(std::string_view text, bool allow_exceptions) {
-  if (nesting_depth(text) > static_cast<std::size_t>(kMaxWireJsonDepth)) {
-    throw Error(ErrorCode::limit, "JSON from the provider nests deeper than " +
-                                      std::to_string(kMaxWireJsonDepth) + " levels");
-  }
-  return nlohmann::json::parse(text.begin(), text.end(), nullptr, allow_exceptions);
-}
-
-std::string excerpt(std::string_view text) {
-  constexpr std::size_t kMax = 120;
-  std::string out(text.substr(0, kMax));
-  if (text.size() > kMax) out += "...";
-  return out;
-}
-
-}  // namespace
 
 nlohmann::json parse_wire_json(std::string_view text, std::string_view what) {
   try {
