@@ -149,6 +149,12 @@ return wrapped, run_agent
 // budget and the CPU limit are kept to within that much work.
 constexpr int kHookInstructions = 10000;
 
+// The message of a crossed CPU limit: "<who_used> more than N ms of CPU (...)".
+std::string cpu_limit_crossed(const RuntimeLimits& limits, std::string_view who_used) {
+  return std::string(who_used) + " more than " + std::to_string(limits.step_cpu_ms) +
+         " ms of CPU (limits.step_cpu_ms)";
+}
+
 std::int64_t thread_cpu_ns() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -387,9 +393,7 @@ void count_hook(lua_State* L, lua_Debug*) {
       runtime.unowned_code_killed_ = true;
       lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);  // a pcall cannot swallow the kill
     }
-    push_error(L, ErrorCode::limit,
-               "used more than " + std::to_string(runtime.services_.limits.step_cpu_ms) +
-                   " ms of CPU (limits.step_cpu_ms)");
+    push_error(L, ErrorCode::limit, cpu_limit_crossed(runtime.services_.limits, "used"));
     lua_error(L);
   }
   if (!run->killed) {
@@ -414,9 +418,7 @@ void count_hook(lua_State* L, lua_Debug*) {
     // From now on every instruction raises, so a pcall cannot swallow the kill.
     lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
   }
-  push_error(L, ErrorCode::limit,
-             "the step used more than " + std::to_string(runtime.services_.limits.step_cpu_ms) +
-                 " ms of CPU (limits.step_cpu_ms)");
+  push_error(L, ErrorCode::limit, cpu_limit_crossed(runtime.services_.limits, "the step used"));
   lua_error(L);
 }
 
@@ -1172,9 +1174,7 @@ void LuaRuntime::resume(Run& run, int nargs) {
     return;
   }
   if (run.killed) {  // its stream callback spent the step's CPU while the call ran
-    fail_run(run, Error(ErrorCode::limit, "the step used more than " +
-                                              std::to_string(services_.limits.step_cpu_ms) +
-                                              " ms of CPU (limits.step_cpu_ms)"));
+    fail_run(run, Error(ErrorCode::limit, cpu_limit_crossed(services_.limits, "the step used")));
     return;
   }
   Run* previous = current_;
