@@ -94,6 +94,11 @@ struct Host::Impl {
   std::vector<Update> pending_updates;
   std::thread::id owner = std::this_thread::get_id();
   bool driving = false;  // inside pump()/run(): a callback must not drive the loop again
+  // What a loop turn inside pump() has cost lately (I/O on every socket that stirred:
+  // requests the last runs started, replies arriving). pump() starts another turn only
+  // with this much budget left, so a turn begun just before the deadline cannot carry
+  // the pump past it; the I/O waits for the next pump.
+  double pump_turn_ns = 0;
   std::atomic<bool> stop_requested{false};
 
   ~Impl() {
@@ -543,11 +548,17 @@ std::size_t Host::pump(std::chrono::microseconds budget) {
   auto deadline = Clock::now() + budget;
   // Never waits: take what the I/O has delivered, run what is ready, repeat while either
   // makes progress and the budget lasts.
+  auto turn_estimate = [&] {
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(impl_->pump_turn_ns));
+  };
   do {
+    auto turn_started = Clock::now();
     int completions = impl_->loop.turn(std::chrono::milliseconds(0), deadline);
+    double turn_ns = std::chrono::duration<double, std::nano>(Clock::now() - turn_started).count();
+    impl_->pump_turn_ns = 0.8 * impl_->pump_turn_ns + 0.2 * turn_ns;
     std::size_t resumed = impl_->runtime->run_ready(deadline);
     if (completions == 0 && resumed == 0 && !impl_->runtime->has_ready()) break;
-  } while (Clock::now() < deadline);
+  } while (Clock::now() + turn_estimate() < deadline);
   return impl_->runtime->runs_in_flight();
 }
 
