@@ -2,9 +2,6 @@
 
 #include <openssl/evp.h>
 #include <sys/stat.h>
-#if LUAGENT_LUA_HEAP_MIMALLOC
-#include <mimalloc.h>
-#endif
 #include <time.h>
 
 #include <algorithm>
@@ -355,22 +352,14 @@ void* limited_alloc(void* ud, void* ptr, size_t old_size, size_t new_size) {
   auto* runtime = static_cast<LuaRuntime*>(ud);
   if (!ptr) old_size = 0;
   if (new_size == 0) {
-#if LUAGENT_LUA_HEAP_MIMALLOC
-    mi_free(ptr);
-#else
-    std::free(ptr);
-#endif
+    runtime->lua_heap_.release(ptr);
     runtime->memory_used_ -= old_size;
     return nullptr;
   }
   if (new_size > old_size && runtime->host_depth_ == 0 && runtime->memory_limit_ &&
       runtime->memory_used_ + (new_size - old_size) > runtime->memory_limit_)
     return nullptr;  // Lua raises "not enough memory" in agent code
-#if LUAGENT_LUA_HEAP_MIMALLOC
-  void* result = mi_heap_realloc(static_cast<mi_heap_t*>(runtime->lua_heap_), ptr, new_size);
-#else
-  void* result = std::realloc(ptr, new_size);
-#endif
+  void* result = runtime->lua_heap_.resize(ptr, new_size);
   if (result) {
     runtime->memory_used_ = runtime->memory_used_ - old_size + new_size;
     if (new_size > old_size) {
@@ -674,9 +663,6 @@ LuaRuntime::~LuaRuntime() {
   syncer_.reset();  // what was committed is flushed before the store goes
   runs_.clear();
   if (L_) lua_close(L_);
-#if LUAGENT_LUA_HEAP_MIMALLOC
-  if (lua_heap_) mi_heap_delete(static_cast<mi_heap_t*>(lua_heap_));
-#endif
 }
 
 std::filesystem::path LuaRuntime::find_stdlib() const {
@@ -711,12 +697,6 @@ void LuaRuntime::log(std::string_view level, std::string_view message) const {
 }
 
 void LuaRuntime::open_state() {
-#if LUAGENT_LUA_HEAP_MIMALLOC
-  // A heap of the Lua state's own: size-classed pages free small objects in O(1), where
-  // glibc's consolidation of its fast bins made single GC steps take milliseconds.
-  lua_heap_ = mi_heap_new();
-  if (!lua_heap_) throw Error(ErrorCode::internal, "cannot create the Lua heap");
-#endif
   L_ = lua_newstate(limited_alloc, this);
   if (!L_) throw Error(ErrorCode::internal, "cannot create a Lua state");
   lua_pushlightuserdata(L_, this);

@@ -17,6 +17,7 @@
 
 #include "agent_runtime.hpp"
 #include "commit_syncer.hpp"
+#include "lua_heap.hpp"
 
 namespace luagent::llm {
 class CompiledSchema;
@@ -264,7 +265,7 @@ class LuaRuntime final : public AgentRuntime {
   int loading_env_ref_ = LUA_NOREF;  // the environment of the agent chunk while it loads
   std::size_t memory_limit_ = 0;
   std::size_t memory_used_ = 0;
-  void* lua_heap_ = nullptr;  // the Lua state's mimalloc heap (mi_heap_t), when built with it
+  LuaHeap lua_heap_;  // serves the Lua state (limited_alloc); closed with it in ~LuaRuntime
   // The collector is paced here, not by allocations (see collect_garbage): bytes allocated
   // since it last caught up (and within the current resume: a step making garbage by the
   // megabyte collects from the count hook), the heap size the next cycle waits for, and

@@ -10,10 +10,7 @@ foreach(dependency nlohmann_json::nlohmann_json CURL::libcurl SQLite::SQLite3 Op
                    Threads::Threads PkgConfig::LUA)
   target_link_libraries(libluagent INTERFACE $<INSTALL_INTERFACE:${dependency}>)
 endforeach()
-if(NOT LUAGENT_SANITIZE)
-  target_link_libraries(libluagent INTERFACE $<INSTALL_INTERFACE:mimalloc>)
-  set(LUAGENT_PC_EXTRA_LIBS -lmimalloc)
-endif()
+target_link_libraries(libluagent INTERFACE $<INSTALL_INTERFACE:${CMAKE_DL_LIBS}>)
 
 install(TARGETS libluagent EXPORT luagentTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(TARGETS luagent RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

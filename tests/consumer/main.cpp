@@ -1,10 +1,12 @@
 // Consumer of the installed package: launches an agent that calls a C++ host tool and
 // the installed stdlib (luagent.prompt), pumps until it ends, prints the result.
 // Usage: consumer WORK_DIR   (exit 0 and "consumer ok: ..." on success)
+#include <dlfcn.h>
 #include <luagent/luagent.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -36,6 +38,16 @@ end)";
       std::fprintf(stderr, "consumer: thread ended %s: %s\n",
                    std::string(luagent::status_name(thread.status())).c_str(),
                    thread.events.back().data.dump().c_str());
+      return 1;
+    }
+    // Linking luagent must leave the program's allocator alone: the Lua heap's mimalloc is
+    // loaded privately, so malloc is still the C library's (or a sanitizer's).
+    Dl_info owner{};
+    void* malloc_in_use = ::dlsym(RTLD_DEFAULT, "malloc");
+    if (!malloc_in_use || !::dladdr(malloc_in_use, &owner) || !owner.dli_fname ||
+        std::strstr(owner.dli_fname, "mimalloc")) {
+      std::fprintf(stderr, "consumer: the program's malloc now comes from %s\n",
+                   owner.dli_fname ? owner.dli_fname : "nowhere");
       return 1;
     }
     std::printf("consumer ok: %s\n", thread.events[1].data.dump().c_str());
