@@ -21,11 +21,13 @@
 
 namespace luagent {
 
+// Fields are in DESIGN.md's order, so its example, {.agents_dir = ..., .store = ...},
+// compiles (C++20 designated initializers must follow declaration order).
 struct HostConfig {
-  /// Store URI: "sqlite:PATH" (default sqlite:.luagent/threads.db).
-  std::string store;
   /// Where agent names resolve: DIR/NAME/agent.lua. A path to a folder always works.
   std::filesystem::path agents_dir = ".";
+  /// Store URI: "sqlite:PATH" (default sqlite:.luagent/threads.db).
+  std::string store;
   /// luagent.config.lua to read (optional). Fields set here win over it.
   std::filesystem::path config_file;
   /// "replay", "script" (more with the HTTP providers). Empty: from config / environment.
