@@ -16,6 +16,8 @@ void EventLoop::post(Task task) {
   // own thread, or while it runs, costs no wakeup (an eventfd write).
   if (!sleeping) return;
   posted_cv_.notify_one();
+  // Reading drivers_ without the lock is safe: sleeping_ is true only while the loop's
+  // thread (the one writer of drivers_) is inside turn()'s wait.
   for (IoDriver* driver : drivers_) driver->wakeup();
 }
 
