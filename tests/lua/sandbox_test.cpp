@@ -298,6 +298,26 @@ BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
   BOOST_TEST(mentions(fn, "no JSON form"), fn);
 }
 
+// JSON text is UTF-8: a Lua string of other bytes used to reach the store's commit, which
+// threw out of the host (and took the turn's other events with it).
+BOOST_AUTO_TEST_CASE(bytes_that_are_not_utf8_are_refused_before_the_store) {
+  auto value = attempt("thread:push('x', { name = 'caf\\233' })");
+  BOOST_TEST(mentions(value, "data.name: not UTF-8 text (byte 0xE9 at offset 3)"), value);
+  auto key = attempt("thread:push('x', { ['\\255'] = 1 })");
+  BOOST_TEST(mentions(key, "not UTF-8"), key);
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local call = {}; thread:push('c', call)\n"
+      "  local result, err = thread:execute(call, function() return '\\255\\254' end)\n"
+      "  local ok, encode_err = pcall(require('luagent.json').encode, '\\128')\n"
+      "  thread:push('seen', { err = err, encode = encode_err.message })\n"
+      "end\n");
+  BOOST_TEST_REQUIRE(run.thread.status() == Status::done, run.failure());
+  const auto& seen = run.thread.events[run.thread.events.size() - 2].data;
+  BOOST_TEST(mentions(seen["err"].get<std::string>(), "not UTF-8"), seen.dump());
+  BOOST_TEST(mentions(seen["encode"].get<std::string>(), "not UTF-8"), seen.dump());
+}
+
 BOOST_AUTO_TEST_CASE(thread_api_misuse_is_a_clear_error) {
   BOOST_TEST(mentions(attempt("thread:await('maybe')"), "kind must be \"human\" or \"approval\""));
   BOOST_TEST(
