@@ -406,6 +406,7 @@ void Host::on_event(std::function<void(const Thread&, const Event&)> callback) {
 
 std::string Host::launch(const std::string& agent, Event first) {
   impl_->check_thread("launch");
+  check_outside_event(first, "launch");
   AgentInfo info = impl_->load_named(agent);
   Thread thread;
   thread.id = new_thread_id();
@@ -434,7 +435,7 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   Thread thread = impl_->store->load(thread_id);
   if (resume.event.type.empty() && resume.event.key.empty())
     return impl_->recover(std::move(thread));
-  check_outside_event(resume.event);
+  check_outside_event(resume.event, "resume");
   // A key seen before wins over the status: a duplicate webhook after the thread moved on
   // gets the first outcome.
   if (auto replay = Impl::replay_of_key(thread, resume.event)) return *replay;

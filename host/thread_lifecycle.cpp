@@ -4,6 +4,7 @@
 #include <set>
 
 #include "luagent/error.hpp"
+#include "utf8_text.hpp"
 
 namespace luagent {
 
@@ -47,16 +48,28 @@ Event cancel_thread(Store& store, std::string_view id, const std::string& reason
   }
 }
 
-void check_outside_event(const Event& event) {
+void check_outside_event(const Event& event, std::string_view verb) {
   static const std::set<std::string_view> kHostTypes = {
       event_type::await,           event_type::tool_started, event_type::tool_response,
       event_type::outcome_unknown, event_type::done,         event_type::failed,
       event_type::cancelled,       event_type::error};
   if (event.type.empty()) throw Error(ErrorCode::usage, "the event needs a non-empty \"type\"");
   if (kHostTypes.count(event.type))
-    throw Error(ErrorCode::usage, "'" + event.type +
-                                      "' events are written by luagent itself; a resume "
-                                      "cannot supply one (use cancel to cancel a thread)");
+    throw Error(ErrorCode::usage, "'" + event.type + "' events are written by luagent itself; a " +
+                                      std::string(verb) +
+                                      " cannot supply one (use cancel to cancel a thread)");
+  // Checked here, not when the store writes it: a commit carries other runs' events too.
+  for (const std::string* text : {&event.type, &event.key})
+    if (std::size_t bad = first_non_utf8(*text); bad != std::string::npos)
+      throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's " +
+                                        (text == &event.type ? "type" : "key") + " is " +
+                                        describe_non_utf8(*text, bad));
+  try {
+    (void)event.data.dump();
+  } catch (const nlohmann::json::type_error& e) {
+    throw Error(ErrorCode::usage,
+                "the " + std::string(verb) + " event's data is not UTF-8 text (" + e.what() + ")");
+  }
   if (event.type == event_type::approval &&
       !(event.data.is_object() && event.data.contains("approved") &&
         event.data["approved"].is_boolean()))

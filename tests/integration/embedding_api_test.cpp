@@ -6,6 +6,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "luagent/luagent.hpp"
@@ -288,6 +289,7 @@ BOOST_AUTO_TEST_CASE(wrong_thread_and_reentrant_pump_are_usage_errors) {
   BOOST_TEST((from_other->code() == ErrorCode::usage));
   BOOST_TEST(mentions(from_other->what(), "another thread"));
 
+
   f.host->tool("add", nullptr, [&](const nlohmann::json&) -> nlohmann::json {
     f.host->pump(1ms);  // not allowed from inside a step
     return 0;
@@ -317,6 +319,36 @@ BOOST_AUTO_TEST_CASE(unknown_agent_and_unknown_thread_are_not_found) {
       BOOST_TEST((e.code() == ErrorCode::not_found), e.what());
     }
   }
+}
+
+// launch() used to store any first event: a host-written type (a thread born `done`), no
+// type at all, or bytes that are not UTF-8, which threw out of the store as a JSON error.
+BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
+  Fixture f(Agents{{"asker", "return function(thread) return thread:await('human') end"}});
+  auto refused = [&](const std::function<void()>& call, const std::string& why) {
+    try {
+      call();
+      BOOST_ERROR("accepted: " + why);
+    } catch (const Error& e) {
+      BOOST_TEST((e.code() == ErrorCode::usage), e.what());
+      BOOST_TEST(mentions(e.what(), why), e.what());
+    }
+  };
+  refused([&] { f.host->launch("asker", Event::user("caf\xE9")); },
+          "the launch event's data is not UTF-8");
+  refused([&] { f.host->launch("asker", Event::make("done", nullptr)); },
+          "'done' events are written by luagent itself; a launch cannot");
+  refused([&] { f.host->launch("asker", Event{}); }, "non-empty \"type\"");
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+
+  auto id = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  refused([&] { f.host->resume(id, Resume::say("\xFF")); }, "the resume event's data is not UTF-8");
+  refused([&] { f.host->resume(id, Resume::say("ok", "key\xFF")); },
+          "the resume event's key is not UTF-8 text (byte 0xFF at offset 3)");
+  f.host->resume(id, Resume::say("ok"));  // still usable
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).events.size() == 4u);
 }
 
 BOOST_AUTO_TEST_CASE(pump_slices_a_tight_loop_and_the_result_is_exact) {
