@@ -328,6 +328,31 @@ BOOST_AUTO_TEST_CASE(thread_api_misuse_is_a_clear_error) {
   BOOST_TEST(mentions(attempt("coroutine.yield()"), "yielded outside a coroutine"));
 }
 
+// A pushed `done` ended the thread in the middle of its step, a pushed tool_started forged
+// exactly-once bookkeeping; thread:execute's argument errors were tables that printed as
+// "table: 0x...".
+BOOST_AUTO_TEST_CASE(push_refuses_the_types_the_host_writes_and_execute_names_bad_arguments) {
+  auto done = attempt("thread:push('done', { message = 'hi' })");
+  BOOST_TEST(mentions(done, "thread:push: 'done' events are written by luagent itself; use return"),
+             done);
+  auto started = attempt("thread:push('tool_started', { call = 1 })");
+  BOOST_TEST(mentions(started, "use thread:execute(call, fn)"), started);
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local call = {}; thread:push('c', call)\n"
+      "  local ok, err = pcall(thread.execute, thread, call, nil)\n"
+      "  local ok2, err2 = pcall(thread.execute, thread, call, print, 'idempotent')\n"
+      "  thread:push('seen', { tostring(err), err.code, tostring(err2) })\n"
+      "end\n");
+  BOOST_TEST_REQUIRE(run.thread.status() == Status::done, run.failure());
+  const auto& seen = run.thread.events[2].data;
+  BOOST_TEST(seen[0] == "thread:execute: argument #2 (fn) must be a function, got nil [usage]",
+             seen.dump());
+  BOOST_TEST(seen[1] == "usage");
+  BOOST_TEST(mentions(seen[2].get<std::string>(), "argument #3 (options) must be a table"),
+             seen.dump());
+}
+
 BOOST_AUTO_TEST_CASE(tool_errors_are_recorded_not_fatal) {
   auto run = run_agent(
       "return function(thread)\n"
