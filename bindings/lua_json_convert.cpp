@@ -184,7 +184,11 @@ struct Converter {
         path += (path.empty() ? "" : ".") + key;
         nlohmann::json item = convert(-1, depth + 1);
         path.resize(path_length);
-        if (!item.is_null()) result[key] = std::move(item);
+        // Only an integer key and a string key can meet here ([2] and ["2"]): keeping
+        // either would drop the other's value without a word.
+        if (!item.is_null() && !result.emplace(key, std::move(item)).second)
+          fail(ErrorCode::usage, "the keys " + key + " and \"" + key +
+                                     "\" would both be the JSON key \"" + key + "\"");
         lua_pop(L, 1);
       }
     }

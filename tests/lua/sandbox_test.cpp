@@ -296,6 +296,10 @@ BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
   BOOST_TEST(mentions(deep, "deeper than"), deep);
   auto fn = attempt("thread:push('x', { f = print })");
   BOOST_TEST(mentions(fn, "no JSON form"), fn);
+  // {[2] = 'a', ['2'] = 'b'} used to become {"2": one of them}.
+  auto same_key = attempt("thread:push('x', { n = { [2] = 'a', ['2'] = 'b' } })");
+  BOOST_TEST(mentions(same_key, "data.n: the keys 2 and \"2\" would both be the JSON key"),
+             same_key);
 }
 
 // JSON text is UTF-8: a Lua string of other bytes used to reach the store's commit, which
