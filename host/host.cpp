@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "agent_runtime.hpp"
+#include "config_file.hpp"
 #include "event_loop.hpp"
 #include "file_watcher.hpp"
 #include "llm/delayed_provider.hpp"
@@ -127,12 +128,9 @@ struct Host::Impl {
         throw Error(ErrorCode::config, "no config file " + config.config_file.string());
       file_config = runtime->load_config(config.config_file);
       config_dir = config.config_file.parent_path();
+      check_config_keys(file_config, config.config_file);
     }
-    RuntimeLimits limits;
-    if (auto found = file_config.find("limits"); found != file_config.end() && found->is_object()) {
-      limits.step_cpu_ms = found->value("step_cpu_ms", limits.step_cpu_ms);
-      limits.memory_mb = found->value("memory_mb", limits.memory_mb);
-    }
+    RuntimeLimits limits = config_limits(file_config, config.config_file, RuntimeLimits{});
     if (config.step_cpu_ms > 0) limits.step_cpu_ms = config.step_cpu_ms;
     if (config.memory_mb > 0) limits.memory_mb = config.memory_mb;
     limits.llm_calls_per_step = config.llm_calls_per_step;

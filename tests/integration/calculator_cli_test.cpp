@@ -275,6 +275,37 @@ BOOST_AUTO_TEST_CASE(store_path_not_writable) {
              result.err);
 }
 
+// luagent.config.lua: a misspelled key used to be ignored (`cassete` left the replay provider
+// without a cassette, with no hint why), a limit of the wrong type ended in "internal
+// error", and a zero or negative limit was taken as given.
+BOOST_AUTO_TEST_CASE(config_file_mistakes_are_named) {
+  Session s;
+  auto agent = write_agent(s.dir, "configured", "return function(thread) end\n");
+  auto config = std::filesystem::path(agent) / "luagent.config.lua";
+  auto refused = [&](const std::string& text, const std::string& why) {
+    std::ofstream(config) << text;
+    auto result = s.cli({"run", agent, "hi"});
+    BOOST_TEST(result.exit_code == 2, text + " -> " + result.err);
+    BOOST_TEST(result.err.find("luagent.config.lua: " + why) != std::string::npos,
+               text + " -> " + result.err);
+  };
+  refused("provider = 'replay'\ncassete = 'cassette.jsonl'\n",
+          "unknown setting 'cassete' (did you mean 'cassette'?)");
+  refused("limits = { step_cpu_ms = 'fast' }\n",
+          "limits.step_cpu_ms must be an integer in [1, 3600000], not \\\"fast\\\"");
+  refused("limits = { memory_mb = 0 }\n", "limits.memory_mb must be an integer in [1, ");
+  refused("limits = { step_cpu_ms = -5 }\n", "limits.step_cpu_ms must be an integer in [1, ");
+  refused("limits = { stepcpu_ms = 10 }\n",
+          "unknown limit 'limits.stepcpu_ms' (did you mean 'limits.step_cpu_ms'?)");
+  refused("limits = 5\n", "'limits' must be a table");
+  refused("frobnicate = true\n", "unknown setting 'frobnicate' (known: store, provider,");
+  std::ofstream(config) << "provider = 'replay'\ncassette = '" << calculator()
+                        << "/cassette.jsonl'\nlimits = { step_cpu_ms = 2500.0, memory_mb = 64 }\n";
+  auto fine = s.cli({"run", agent, "hi"});
+  BOOST_TEST(fine.exit_code == 0, fine.err);
+  BOOST_TEST(s.cli({"threads"}).out.find("failed") == std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(usage_errors) {
   Session s;
   BOOST_TEST(s.cli({"run"}).exit_code == 2);
