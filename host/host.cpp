@@ -52,6 +52,34 @@ std::filesystem::path path_setting(const std::filesystem::path& flag, const char
   return path.is_absolute() || config_dir.empty() ? path : config_dir / path;
 }
 
+// Values a HostConfig cannot mean: each used to be taken as given (a negative poll interval
+// made the watcher wait forever) or silently read as the default.
+void check_host_config(const HostConfig& config) {
+  auto refuse = [](const std::string& field, const std::string& wanted, long long value) {
+    throw Error(ErrorCode::config,
+                "HostConfig::" + field + " must be " + wanted + ", not " + std::to_string(value));
+  };
+  if (config.step_cpu_ms < 0)
+    refuse("step_cpu_ms", "0 (the default, 5000) or a positive number of milliseconds",
+           config.step_cpu_ms);
+  if (config.memory_mb > 1'048'576)
+    refuse("memory_mb", "0 (the default, 256) or at most 1048576 (1 TiB)",
+           static_cast<long long>(config.memory_mb));
+  if (config.llm_calls_per_step < 0)
+    refuse("llm_calls_per_step", "0 (no limit) or a positive count", config.llm_calls_per_step);
+  if (config.replay_latency.count() < 0)
+    refuse("replay_latency", "0 or a positive number of milliseconds",
+           config.replay_latency.count());
+  if (config.watch_poll_interval.count() <= 0)
+    refuse("watch_poll_interval", "a positive number of milliseconds",
+           config.watch_poll_interval.count());
+  std::error_code ec;
+  if (std::filesystem::exists(config.agents_dir, ec) &&
+      !std::filesystem::is_directory(config.agents_dir, ec))
+    throw Error(ErrorCode::config, "the agents folder " + config.agents_dir.string() +
+                                       " is a file, not a folder (--agents DIR)");
+}
+
 }  // namespace
 
 Resume Resume::approve(std::string key) {
@@ -106,6 +134,7 @@ struct Host::Impl {
                    std::string text = {});
 
   void open(HostConfig host_config) {
+    check_host_config(host_config);
     config = std::move(host_config);
     if (!config.log) {
       config.log = [](std::string_view level, std::string_view message) {

@@ -351,6 +351,39 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
   BOOST_TEST(f.host->get(id).events.size() == 4u);
 }
 
+// HostConfig values that cannot mean anything: a negative limit used to read as the default,
+// a negative watch_poll_interval made the watcher wait forever, and an agents_dir that is a
+// file only showed up as "no agent" on every launch.
+BOOST_AUTO_TEST_CASE(host_config_values_out_of_range_are_refused) {
+  test::TempDir dir;
+  std::ofstream(dir / "a_file") << "x";
+  auto refused = [&](const std::function<void(HostConfig&)>& set, const std::string& why) {
+    HostConfig config;
+    config.store = "sqlite:" + (dir / "t.db").string();
+    config.agents_dir = dir.path();
+    set(config);
+    try {
+      Host host(config);
+      BOOST_ERROR("accepted: " + why);
+    } catch (const Error& e) {
+      BOOST_TEST((e.code() == ErrorCode::config), e.what());
+      BOOST_TEST(mentions(e.what(), why), e.what());
+    }
+  };
+  refused([](HostConfig& c) { c.step_cpu_ms = -1; }, "HostConfig::step_cpu_ms must be 0");
+  refused([](HostConfig& c) { c.memory_mb = std::size_t(-1); }, "HostConfig::memory_mb must be");
+  refused([](HostConfig& c) { c.llm_calls_per_step = -2; }, "llm_calls_per_step must be 0");
+  refused([](HostConfig& c) { c.replay_latency = -5ms; }, "replay_latency must be 0");
+  refused([](HostConfig& c) { c.watch_poll_interval = 0ms; },
+          "watch_poll_interval must be a positive number of milliseconds, not 0");
+  refused([&](HostConfig& c) { c.agents_dir = dir / "a_file"; }, "is a file, not a folder");
+  HostConfig fine;
+  fine.store = "sqlite:" + (dir / "t.db").string();
+  fine.agents_dir = dir / "not_yet_made";  // may be created later
+  Host host(fine);
+  BOOST_TEST(host.list().empty());
+}
+
 BOOST_AUTO_TEST_CASE(pump_slices_a_tight_loop_and_the_result_is_exact) {
   Fixture f(Agents{{"busy", R"(
 return function(thread)
