@@ -428,6 +428,7 @@ Host::Host(HostConfig config) : impl_(std::make_unique<Impl>()) {
 Host::~Host() = default;
 
 void Host::on_event(std::function<void(const Thread&, const Event&)> callback) {
+  impl_->check_thread("on_event");
   impl_->on_event = std::move(callback);
 }
 
@@ -497,6 +498,7 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
 }
 
 std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
+  impl_->check_thread("fork");
   Thread fork = fork_thread(*impl_->store, thread_id, at_event);
   impl_->write_rendering(fork);
   return fork.id;
@@ -520,6 +522,7 @@ Event Host::cancel(const std::string& thread_id, const std::string& reason) {
 }
 
 std::vector<ThreadSummary> Host::list(const ThreadQuery& query) {
+  impl_->check_thread("list");
   ListFilter filter;
   filter.status = query.status;
   filter.agent = query.agent;
@@ -530,23 +533,28 @@ std::vector<ThreadSummary> Host::list(const ThreadQuery& query) {
 }
 
 void Host::on_reload(std::function<void(const ReloadReport&)> callback) {
+  impl_->check_thread("on_reload");
   impl_->on_reload = std::move(callback);
 }
 
 std::string Host::agent_version(const std::string& agent) {
+  impl_->check_thread("agent_version");
   return impl_->load_named(agent).version;
 }
 
 void Host::continue_thread(const std::string& thread_id) {
+  impl_->check_thread("continue_thread");
   // The same path as a resume without an answer: settle unfinished calls, run on.
   impl_->recover(impl_->store->load(thread_id));
 }
 
 Thread Host::get(const std::string& thread_id) {
+  impl_->check_thread("get");
   return impl_->store->load(thread_id);
 }
 
 std::vector<ThreadSummary> Host::list(std::optional<Status> status, const std::string& agent) {
+  impl_->check_thread("list");
   ListFilter filter;
   filter.status = status;
   filter.agent = agent;
@@ -554,10 +562,12 @@ std::vector<ThreadSummary> Host::list(std::optional<Status> status, const std::s
 }
 
 std::string Host::render_context(const Thread& thread) {
+  impl_->check_thread("render_context");
   return impl_->runtime->render_context(thread);
 }
 
 std::vector<nlohmann::json> Host::calls(const std::string& thread_id) {
+  impl_->check_thread("calls");
   return impl_->store->calls(thread_id);
 }
 

@@ -289,6 +289,31 @@ BOOST_AUTO_TEST_CASE(wrong_thread_and_reentrant_pump_are_usage_errors) {
   BOOST_TEST((from_other->code() == ErrorCode::usage));
   BOOST_TEST(mentions(from_other->what(), "another thread"));
 
+  // fork (which writes to the store), get, list and continue_thread used to run on any
+  // thread, racing the host's own use of the store.
+  auto first = f.host->launch("adder", Event::user("go"));
+  for (const char* verb : {"fork", "get", "list", "continue_thread", "calls", "agent_version"}) {
+    std::optional<Error> refused;
+    std::thread caller([&] {
+      try {
+        std::string_view v = verb;
+        if (v == "fork") f.host->fork(first, 1);
+        if (v == "get") f.host->get(first);
+        if (v == "list") f.host->list();
+        if (v == "continue_thread") f.host->continue_thread(first);
+        if (v == "calls") f.host->calls(first);
+        if (v == "agent_version") f.host->agent_version("adder");
+      } catch (const Error& e) {
+        refused = e;
+      }
+    });
+    caller.join();
+    BOOST_REQUIRE_MESSAGE(refused.has_value(), verb);
+    BOOST_TEST((refused->code() == ErrorCode::usage), refused->what());
+    BOOST_TEST(mentions(refused->what(), std::string("Host::") + verb + " called from another"),
+               refused->what());
+  }
+  BOOST_TEST(f.host->list().size() == 1u);  // no fork was made
 
   f.host->tool("add", nullptr, [&](const nlohmann::json&) -> nlohmann::json {
     f.host->pump(1ms);  // not allowed from inside a step
