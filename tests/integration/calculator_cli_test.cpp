@@ -323,6 +323,24 @@ BOOST_AUTO_TEST_CASE(usage_errors) {
              bad_store.err);
 }
 
+// An option the command does not read was dropped without a word: `show T --approve`
+// approved nothing, `run A M --saves 3` ran without a limit.
+BOOST_AUTO_TEST_CASE(options_a_command_does_not_take_are_usage_errors) {
+  Session s;
+  auto run = s.cli({"run", calculator(), "can you divide 3 by 4"});
+  std::string id = Session::thread_id(run);
+  auto show = s.cli({"show", id, "--approve"});
+  BOOST_TEST(show.exit_code == 2);
+  BOOST_TEST(show.err.find("show does not take --approve") != std::string::npos, show.err);
+  auto saves = s.cli({"run", calculator(), "add 3 and 4", "--saves", "3"});
+  BOOST_TEST(saves.exit_code == 2);
+  BOOST_TEST(saves.err.find("run does not take --saves") != std::string::npos, saves.err);
+  BOOST_TEST(s.cli({"threads", "--reason", "x"}).exit_code == 2);
+  BOOST_TEST(s.cli({"fork", id, "--at", "1", "--provider", "replay"}).exit_code == 2);
+  BOOST_TEST(s.show(id)["status"] == "awaiting_approval");  // nothing happened to it
+  BOOST_TEST(s.cli({"threads", "--help"}).exit_code == 0);
+}
+
 BOOST_AUTO_TEST_CASE(threads_lists_by_status) {
   Session s;
   s.cli({"run", calculator(), "add 3 and 4"});
