@@ -341,6 +341,15 @@ BOOST_AUTO_TEST_CASE(options_a_command_does_not_take_are_usage_errors) {
   BOOST_TEST(s.cli({"threads", "--help"}).exit_code == 0);
 }
 
+// `luagent run path/to/agent.lua` ran the agent but looked for luagent.config.lua only in
+// the working directory, so the calculator's own config (its replay cassette) was missed.
+BOOST_AUTO_TEST_CASE(run_of_a_path_to_agent_lua_reads_the_config_beside_it) {
+  Session s;
+  auto result = s.cli({"run", calculator() + "/agent.lua", "add 3 and 4"});
+  BOOST_TEST(result.exit_code == 0, result.err);
+  BOOST_TEST(result.out.find("done_for_now") != std::string::npos, result.out);
+}
+
 BOOST_AUTO_TEST_CASE(threads_lists_by_status) {
   Session s;
   s.cli({"run", calculator(), "add 3 and 4"});
