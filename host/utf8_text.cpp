@@ -1,6 +1,8 @@
 #include "utf8_text.hpp"
 
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 
 namespace luagent {
 
@@ -23,7 +25,16 @@ std::size_t utf8_sequence(std::string_view text, std::size_t at) {
 std::size_t first_non_utf8(std::string_view text) {
   std::size_t at = 0;
   while (at < text.size()) {
-    // ASCII runs are the common case: skip them without decoding.
+    // ASCII is the common case (prompts, JSON keys): skip it eight bytes at a time, as
+    // every string an agent stores or sends to the model passes through here.
+    if (at + 8 <= text.size()) {
+      std::uint64_t word;
+      std::memcpy(&word, text.data() + at, sizeof word);
+      if ((word & 0x8080808080808080ULL) == 0) {
+        at += 8;
+        continue;
+      }
+    }
     if (static_cast<unsigned char>(text[at]) < 0x80) {
       ++at;
       continue;
