@@ -2,6 +2,7 @@
 
 #include <map>
 #include <set>
+#include <vector>
 
 #include "luagent/error.hpp"
 #include "utf8_text.hpp"
@@ -64,11 +65,25 @@ void check_outside_event(const Event& event, std::string_view verb) {
       throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's " +
                                         (text == &event.type ? "type" : "key") + " is " +
                                         describe_non_utf8(*text, bad));
-  try {
-    (void)event.data.dump();
-  } catch (const nlohmann::json::type_error& e) {
-    throw Error(ErrorCode::usage,
-                "the " + std::string(verb) + " event's data is not UTF-8 text (" + e.what() + ")");
+  // Every string and key of the data, without recursion (the data may nest deeply) and
+  // cheaper than dump(), which would check the same.
+  std::vector<const nlohmann::json*> pending = {&event.data};
+  while (!pending.empty()) {
+    const nlohmann::json& value = *pending.back();
+    pending.pop_back();
+    auto check = [&](const std::string& text, const char* what) {
+      if (std::size_t bad = first_non_utf8(text); bad != std::string::npos)
+        throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's data has " + what +
+                                          " that is " + describe_non_utf8(text, bad));
+    };
+    if (value.is_string()) check(value.get_ref<const std::string&>(), "a string");
+    if (value.is_object())
+      for (const auto& [key, item] : value.items()) {
+        check(key, "a key");
+        pending.push_back(&item);
+      }
+    if (value.is_array())
+      for (const auto& item : value) pending.push_back(&item);
   }
   if (event.type == event_type::approval &&
       !(event.data.is_object() && event.data.contains("approved") &&

@@ -360,7 +360,7 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
     }
   };
   refused([&] { f.host->launch("asker", Event::user("caf\xE9")); },
-          "the launch event's data is not UTF-8");
+          "the launch event's data has a string that is not UTF-8 text (byte 0xE9 at offset 3)");
   refused([&] { f.host->launch("asker", Event::make("done", nullptr)); },
           "'done' events are written by luagent itself; a launch cannot");
   refused([&] { f.host->launch("asker", Event{}); }, "non-empty \"type\"");
@@ -368,7 +368,8 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
 
   auto id = f.host->launch("asker", Event::user("go"));
   f.pump_until_idle();
-  refused([&] { f.host->resume(id, Resume::say("\xFF")); }, "the resume event's data is not UTF-8");
+  refused([&] { f.host->resume(id, Resume::say("\xFF")); },
+          "the resume event's data has a string that is not UTF-8");
   refused([&] { f.host->resume(id, Resume::say("ok", "key\xFF")); },
           "the resume event's key is not UTF-8 text (byte 0xFF at offset 3)");
   f.host->resume(id, Resume::say("ok"));  // still usable
