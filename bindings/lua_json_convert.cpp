@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "luagent/error.hpp"
+#include "utf8_text.hpp"
 
 namespace luagent::lua {
 namespace {
@@ -88,6 +89,15 @@ struct Converter {
     throw Error(code, (path.empty() ? std::string("value") : path) + ": " + why);
   }
 
+  // JSON strings are UTF-8; other bytes would fail much later, when the store writes them.
+  std::string_view checked_text(const char* text, size_t length) {
+    std::string_view view(text, length);
+    if (std::size_t bad = first_non_utf8(view); bad != std::string_view::npos)
+      fail(ErrorCode::usage, describe_non_utf8(view, bad) +
+                                 "; encode binary data (as hex or base64) before storing it");
+    return view;
+  }
+
   nlohmann::json convert(int index, int depth) {
     index = lua_absindex(L, index);
     switch (lua_type(L, index)) {
@@ -106,7 +116,7 @@ struct Converter {
       case LUA_TSTRING: {
         size_t length = 0;
         const char* text = lua_tolstring(L, index, &length);
-        return std::string(text, length);
+        return std::string(checked_text(text, length));
       }
       case LUA_TLIGHTUSERDATA:
         if (is_json_null(L, index)) return nullptr;
@@ -164,7 +174,7 @@ struct Converter {
         if (lua_type(L, -2) == LUA_TSTRING) {
           size_t n = 0;
           const char* text = lua_tolstring(L, -2, &n);
-          key.assign(text, n);
+          key.assign(checked_text(text, n));
         } else if (lua_type(L, -2) == LUA_TNUMBER && lua_isinteger(L, -2)) {
           key = std::to_string(lua_tointeger(L, -2));
         } else {
@@ -174,7 +184,11 @@ struct Converter {
         path += (path.empty() ? "" : ".") + key;
         nlohmann::json item = convert(-1, depth + 1);
         path.resize(path_length);
-        if (!item.is_null()) result[key] = std::move(item);
+        // Only an integer key and a string key can meet here ([2] and ["2"]): keeping
+        // either would drop the other's value without a word.
+        if (!item.is_null() && !result.emplace(key, std::move(item)).second)
+          fail(ErrorCode::usage, "the keys " + key + " and \"" + key +
+                                     "\" would both be the JSON key \"" + key + "\"");
         lua_pop(L, 1);
       }
     }

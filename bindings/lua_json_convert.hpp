@@ -15,7 +15,8 @@ inline constexpr int kMaxJsonDepth = 100;
 void push_json(lua_State* L, const nlohmann::json& value);
 /// Converts the Lua value at `index`. Tables with keys 1..n are arrays, other tables objects
 /// (string keys; integer keys become strings). Throws Error(usage) for functions,
-/// userdata, cycles, NaN/inf, depth over kMaxJsonDepth, or mixed keys.
+/// userdata, cycles, NaN/inf, strings that are not UTF-8, depth over kMaxJsonDepth, or
+/// mixed keys.
 nlohmann::json to_json(lua_State* L, int index, const char* what = "value");
 
 /// Pushes luagent.json.null (a unique light userdata).

@@ -4,12 +4,15 @@
 // Every push is a durable, compare-and-swap append before the call returns.
 #include <cstring>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "failpoint.hpp"
 #include "lua_guard.hpp"
 #include "lua_json_convert.hpp"
 #include "lua_modules.hpp"
 #include "lua_runtime.hpp"
+#include "utf8_text.hpp"
 
 namespace luagent::lua {
 namespace {
@@ -129,6 +132,25 @@ void refuse_after_await(Run& run, const char* function) {
                                       "the step with `return thread:await(...)`");
 }
 
+// The event types whose meaning the host relies on (status, exactly once): a pushed one
+// would forge a tool's start or result, or end the thread behind the host's back.
+void refuse_host_event_type(const std::string& type) {
+  static constexpr std::pair<std::string_view, std::string_view> kHostTypes[] = {
+      {event_type::await, "return thread:await(kind, payload)"},
+      {event_type::tool_started, "thread:execute(call, fn)"},
+      {event_type::tool_response, "thread:execute(call, fn)"},
+      {event_type::outcome_unknown, "thread:execute(call, fn)"},
+      {event_type::done, "return from the agent function"},
+      {event_type::failed, "error(...)"},
+      {event_type::cancelled, "threads.cancel(id) for another thread"},
+  };
+  for (const auto& [host_type, instead] : kHostTypes)
+    if (type == host_type)
+      throw Error(ErrorCode::usage, "thread:push: '" + type +
+                                        "' events are written by luagent itself; use " +
+                                        std::string(instead));
+}
+
 // push, await and a tool's result append behind (LuaRuntime::append_behind): the agent
 // goes on at once and the loop turn's group commit makes them durable before anyone
 // outside hears of them. Only a tool's start waits for its commit (exactly once).
@@ -137,6 +159,9 @@ int thread_push(lua_State* L) {
   refuse_after_await(run, "thread:push");
   std::string type(arg_string(L, 2, "thread:push", "type"));
   if (type.empty()) throw Error(ErrorCode::usage, "thread:push: the event type is empty");
+  if (std::size_t bad = first_non_utf8(type); bad != std::string::npos)
+    throw Error(ErrorCode::usage, "thread:push: the event type is " + describe_non_utf8(type, bad));
+  refuse_host_event_type(type);
   nlohmann::json data = to_json(L, 3, "thread:push data");
   LuaRuntime& runtime = LuaRuntime::from(L);
   std::vector<Event> stored =
@@ -305,15 +330,21 @@ int thread_tool_end(lua_State* L) {
   return 2;
 }
 
+// usage_error(message): raises Error(usage) as every binding does (an error table
+// with the luagent.error metatable), for the checks the Lua half makes.
+int thread_usage_error(lua_State* L) {
+  throw Error(ErrorCode::usage, std::string(arg_string(L, 1, "thread:execute", "message")));
+}
+
 // The Lua half of thread:execute, so that a tool may itself call the LLM (yield).
 constexpr const char* kExecuteSource = R"lua(
-local begin, finish = ...
+local begin, finish, usage_error = ...
 return function(thread, call, fn, options)
   if type(fn) ~= "function" then
-    error({ code = "usage", message = "thread:execute: argument #2 (fn) must be a function, got " .. type(fn) }, 2)
+    usage_error("thread:execute: argument #2 (fn) must be a function, got " .. type(fn))
   end
   if options ~= nil and type(options) ~= "table" then
-    error({ code = "usage", message = "thread:execute: argument #3 (options) must be a table, got " .. type(options) }, 2)
+    usage_error("thread:execute: argument #3 (options) must be a table, got " .. type(options))
   end
   local state, a, b = begin(thread, call, options ~= nil and options.idempotent == true)
   if state == "recorded" then
@@ -345,7 +376,8 @@ void push_thread_object(lua_State* L, std::uint64_t run_id) {
       lua_error(L);
     lua_pushcfunction(L, lua_entry<thread_tool_begin>);
     lua_pushcfunction(L, lua_entry<thread_tool_end>);
-    lua_call(L, 2, 1);
+    lua_pushcfunction(L, lua_entry<thread_usage_error>);
+    lua_call(L, 3, 1);
     lua_setfield(L, -2, "execute");
     lua_setfield(L, -2, "methods");
     lua_pushcfunction(L, lua_entry<thread_index>);

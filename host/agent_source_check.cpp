@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "luagent/error.hpp"
+#include "utf8_text.hpp"
 
 namespace luagent {
 namespace {
@@ -18,24 +19,6 @@ int line_at(std::string_view text, std::size_t offset) {
   int line = 1;
   for (std::size_t i = 0; i < offset && i < text.size(); ++i) line += text[i] == '\n';
   return line;
-}
-
-// Length of the UTF-8 sequence starting at `at`, or 0 when it is malformed (overlong
-// forms, surrogates and code points above U+10FFFF included).
-std::size_t utf8_sequence(std::string_view text, std::size_t at) {
-  auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
-  unsigned char lead = byte(at);
-  if (lead < 0x80) return 1;
-  std::size_t length = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC2 ? 2 : 0;
-  if (length == 0 || lead > 0xF4 || at + length > text.size()) return 0;
-  for (std::size_t i = 1; i < length; ++i)
-    if ((byte(at + i) & 0xC0) != 0x80) return 0;
-  unsigned char second = byte(at + 1);
-  if (lead == 0xE0 && second < 0xA0) return 0;   // overlong
-  if (lead == 0xED && second >= 0xA0) return 0;  // surrogate
-  if (lead == 0xF0 && second < 0x90) return 0;   // overlong
-  if (lead == 0xF4 && second >= 0x90) return 0;  // above U+10FFFF
-  return length;
 }
 
 struct Include {

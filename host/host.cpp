@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "agent_runtime.hpp"
+#include "config_file.hpp"
 #include "event_loop.hpp"
 #include "file_watcher.hpp"
 #include "llm/delayed_provider.hpp"
@@ -49,6 +50,34 @@ std::filesystem::path path_setting(const std::filesystem::path& flag, const char
   if (from_config.empty()) return {};
   std::filesystem::path path(from_config);
   return path.is_absolute() || config_dir.empty() ? path : config_dir / path;
+}
+
+// Values a HostConfig cannot mean: each used to be taken as given (a negative poll interval
+// made the watcher wait forever) or silently read as the default.
+void check_host_config(const HostConfig& config) {
+  auto refuse = [](const std::string& field, const std::string& wanted, long long value) {
+    throw Error(ErrorCode::config,
+                "HostConfig::" + field + " must be " + wanted + ", not " + std::to_string(value));
+  };
+  if (config.step_cpu_ms < 0)
+    refuse("step_cpu_ms", "0 (the default, 5000) or a positive number of milliseconds",
+           config.step_cpu_ms);
+  if (config.memory_mb > 1'048'576)
+    refuse("memory_mb", "0 (the default, 256) or at most 1048576 (1 TiB)",
+           static_cast<long long>(config.memory_mb));
+  if (config.llm_calls_per_step < 0)
+    refuse("llm_calls_per_step", "0 (no limit) or a positive count", config.llm_calls_per_step);
+  if (config.replay_latency.count() < 0)
+    refuse("replay_latency", "0 or a positive number of milliseconds",
+           config.replay_latency.count());
+  if (config.watch_poll_interval.count() <= 0)
+    refuse("watch_poll_interval", "a positive number of milliseconds",
+           config.watch_poll_interval.count());
+  std::error_code ec;
+  if (std::filesystem::exists(config.agents_dir, ec) &&
+      !std::filesystem::is_directory(config.agents_dir, ec))
+    throw Error(ErrorCode::config, "the agents folder " + config.agents_dir.string() +
+                                       " is a file, not a folder (--agents DIR)");
 }
 
 }  // namespace
@@ -110,6 +139,7 @@ struct Host::Impl {
                    std::string text = {});
 
   void open(HostConfig host_config) {
+    check_host_config(host_config);
     config = std::move(host_config);
     if (!config.log) {
       config.log = [](std::string_view level, std::string_view message) {
@@ -132,12 +162,9 @@ struct Host::Impl {
         throw Error(ErrorCode::config, "no config file " + config.config_file.string());
       file_config = runtime->load_config(config.config_file);
       config_dir = config.config_file.parent_path();
+      check_config_keys(file_config, config.config_file);
     }
-    RuntimeLimits limits;
-    if (auto found = file_config.find("limits"); found != file_config.end() && found->is_object()) {
-      limits.step_cpu_ms = found->value("step_cpu_ms", limits.step_cpu_ms);
-      limits.memory_mb = found->value("memory_mb", limits.memory_mb);
-    }
+    RuntimeLimits limits = config_limits(file_config, config.config_file, RuntimeLimits{});
     if (config.step_cpu_ms > 0) limits.step_cpu_ms = config.step_cpu_ms;
     if (config.memory_mb > 0) limits.memory_mb = config.memory_mb;
     limits.llm_calls_per_step = config.llm_calls_per_step;
@@ -406,11 +433,13 @@ Host::Host(HostConfig config) : impl_(std::make_unique<Impl>()) {
 Host::~Host() = default;
 
 void Host::on_event(std::function<void(const Thread&, const Event&)> callback) {
+  impl_->check_thread("on_event");
   impl_->on_event = std::move(callback);
 }
 
 std::string Host::launch(const std::string& agent, Event first) {
   impl_->check_thread("launch");
+  check_outside_event(first, "launch");
   AgentInfo info = impl_->load_named(agent);
   Thread thread;
   thread.id = new_thread_id();
@@ -439,7 +468,7 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   Thread thread = impl_->store->load(thread_id);
   if (resume.event.type.empty() && resume.event.key.empty())
     return impl_->recover(std::move(thread));
-  check_outside_event(resume.event);
+  check_outside_event(resume.event, "resume");
   // A key seen before wins over the status: a duplicate webhook after the thread moved on
   // gets the first outcome.
   if (auto replay = Impl::replay_of_key(thread, resume.event)) return *replay;
@@ -474,6 +503,7 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
 }
 
 std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
+  impl_->check_thread("fork");
   Thread fork = fork_thread(*impl_->store, thread_id, at_event);
   impl_->write_rendering(fork);
   return fork.id;
@@ -497,6 +527,7 @@ Event Host::cancel(const std::string& thread_id, const std::string& reason) {
 }
 
 std::vector<ThreadSummary> Host::list(const ThreadQuery& query) {
+  impl_->check_thread("list");
   ListFilter filter;
   filter.status = query.status;
   filter.agent = query.agent;
@@ -507,23 +538,28 @@ std::vector<ThreadSummary> Host::list(const ThreadQuery& query) {
 }
 
 void Host::on_reload(std::function<void(const ReloadReport&)> callback) {
+  impl_->check_thread("on_reload");
   impl_->on_reload = std::move(callback);
 }
 
 std::string Host::agent_version(const std::string& agent) {
+  impl_->check_thread("agent_version");
   return impl_->load_named(agent).version;
 }
 
 void Host::continue_thread(const std::string& thread_id) {
+  impl_->check_thread("continue_thread");
   // The same path as a resume without an answer: settle unfinished calls, run on.
   impl_->recover(impl_->store->load(thread_id));
 }
 
 Thread Host::get(const std::string& thread_id) {
+  impl_->check_thread("get");
   return impl_->store->load(thread_id);
 }
 
 std::vector<ThreadSummary> Host::list(std::optional<Status> status, const std::string& agent) {
+  impl_->check_thread("list");
   ListFilter filter;
   filter.status = status;
   filter.agent = agent;
@@ -531,10 +567,12 @@ std::vector<ThreadSummary> Host::list(std::optional<Status> status, const std::s
 }
 
 std::string Host::render_context(const Thread& thread) {
+  impl_->check_thread("render_context");
   return impl_->runtime->render_context(thread);
 }
 
 std::vector<nlohmann::json> Host::calls(const std::string& thread_id) {
+  impl_->check_thread("calls");
   return impl_->store->calls(thread_id);
 }
 

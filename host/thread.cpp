@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <array>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -25,13 +26,27 @@ constexpr std::array<std::pair<Status, std::string_view>, 6> kStatusNames{{
 }  // namespace
 
 std::int64_t parse_utc(const std::string& text) {
+  auto refuse = [&](const std::string& why) {
+    return Error(ErrorCode::usage,
+                 "time '" + text + "' is not of the form YYYY-MM-DDTHH:MM:SS.mmmZ" + why);
+  };
+  // Exactly what format_utc writes: sscanf alone took "2026-13-45T99:99:99.000Z" (and
+  // ".5Z" as 5 ms) and timegm moved it to some other instant without a word.
+  static constexpr std::string_view kShape = "dddd-dd-ddTdd:dd:dd.dddZ";
+  if (text.size() != kShape.size()) throw refuse("");
+  for (std::size_t i = 0; i < kShape.size(); ++i)
+    if (kShape[i] == 'd' ? !std::isdigit(static_cast<unsigned char>(text[i]))
+                         : text[i] != kShape[i])
+      throw refuse("");
   int year, month, day, hour, minute, second, millis = 0;
-  char tail = 0;
-  int fields = std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &year, &month, &day,
-                           &hour, &minute, &second, &millis, &tail);
-  if (fields != 8 || tail != 'Z')
-    throw Error(ErrorCode::usage,
-                "time '" + text + "' is not of the form YYYY-MM-DDTHH:MM:SS.mmmZ");
+  std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3d", &year, &month, &day, &hour, &minute,
+              &second, &millis);
+  if (!std::chrono::year_month_day{std::chrono::year(year),
+                                   std::chrono::month(static_cast<unsigned>(month)),
+                                   std::chrono::day(static_cast<unsigned>(day))}
+           .ok())
+    throw refuse(" (there is no such day)");
+  if (hour > 23 || minute > 59 || second > 59) throw refuse(" (there is no such time of day)");
   std::tm tm{};
   tm.tm_year = year - 1900;
   tm.tm_mon = month - 1;

@@ -2,8 +2,10 @@
 
 #include <map>
 #include <set>
+#include <vector>
 
 #include "luagent/error.hpp"
+#include "utf8_text.hpp"
 
 namespace luagent {
 
@@ -47,16 +49,42 @@ Event cancel_thread(Store& store, std::string_view id, const std::string& reason
   }
 }
 
-void check_outside_event(const Event& event) {
+void check_outside_event(const Event& event, std::string_view verb) {
   static const std::set<std::string_view> kHostTypes = {
       event_type::await,           event_type::tool_started, event_type::tool_response,
       event_type::outcome_unknown, event_type::done,         event_type::failed,
       event_type::cancelled,       event_type::error};
   if (event.type.empty()) throw Error(ErrorCode::usage, "the event needs a non-empty \"type\"");
   if (kHostTypes.count(event.type))
-    throw Error(ErrorCode::usage, "'" + event.type +
-                                      "' events are written by luagent itself; a resume "
-                                      "cannot supply one (use cancel to cancel a thread)");
+    throw Error(ErrorCode::usage, "'" + event.type + "' events are written by luagent itself; a " +
+                                      std::string(verb) +
+                                      " cannot supply one (use cancel to cancel a thread)");
+  // Checked here, not when the store writes it: a commit carries other runs' events too.
+  for (const std::string* text : {&event.type, &event.key})
+    if (std::size_t bad = first_non_utf8(*text); bad != std::string::npos)
+      throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's " +
+                                        (text == &event.type ? "type" : "key") + " is " +
+                                        describe_non_utf8(*text, bad));
+  // Every string and key of the data, without recursion (the data may nest deeply) and
+  // cheaper than dump(), which would check the same.
+  std::vector<const nlohmann::json*> pending = {&event.data};
+  while (!pending.empty()) {
+    const nlohmann::json& value = *pending.back();
+    pending.pop_back();
+    auto check = [&](const std::string& text, const char* what) {
+      if (std::size_t bad = first_non_utf8(text); bad != std::string::npos)
+        throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's data has " + what +
+                                          " that is " + describe_non_utf8(text, bad));
+    };
+    if (value.is_string()) check(value.get_ref<const std::string&>(), "a string");
+    if (value.is_object())
+      for (const auto& [key, item] : value.items()) {
+        check(key, "a key");
+        pending.push_back(&item);
+      }
+    if (value.is_array())
+      for (const auto& item : value) pending.push_back(&item);
+  }
   if (event.type == event_type::approval &&
       !(event.data.is_object() && event.data.contains("approved") &&
         event.data["approved"].is_boolean()))

@@ -21,9 +21,10 @@ Thread fork_thread(Store& store, std::string_view id, std::int64_t at_event);
 /// thread's status) for a done, failed or cancelled thread.
 Event cancel_thread(Store& store, std::string_view id, const std::string& reason);
 
-/// Throws usage unless `event` may come from outside the agent: a non-empty type that
-/// is not one of the types the host writes itself (tool_started, done, ...).
-void check_outside_event(const Event& event);
+/// Throws usage unless `event` may come from outside the agent (`verb`: "launch",
+/// "resume"): a non-empty type that is not one of the types the host writes itself
+/// (tool_started, done, ...), and UTF-8 text throughout (the store could not write it).
+void check_outside_event(const Event& event, std::string_view verb);
 
 /// outcome_unknown events for the tool calls of an interrupted thread that started and
 /// never finished; calls declared idempotent are left to be retried.

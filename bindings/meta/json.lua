@@ -1,8 +1,8 @@
 ---@meta luagent.json
 -- luagent.json: JSON with the host's conversion rules (bindings/lua_json.cpp).
 -- Arrays are tables with keys 1..n (or marked with json.array); JSON null is json.null
--- inside arrays and nil inside objects. Cycles, NaN/inf, functions and nesting deeper
--- than 100 levels are errors.
+-- inside arrays and nil inside objects. Cycles, NaN/inf, functions, strings that are not
+-- UTF-8 and nesting deeper than 100 levels are errors.
 local json = {}
 
 ---A value that stands for JSON null inside arrays.

@@ -38,7 +38,8 @@ function Thread:last(type) end
 ---Appends an event and returns it (with its id) at once; the loop turn's group commit
 ---makes it durable before anyone outside the run hears of it, and a failed commit fails
 ---the step. Pushing a table makes it a call that thread:execute and thread:await can
----refer to.
+---refer to. The types luagent writes itself (await, tool_started, tool_response,
+---outcome_unknown, done, failed, cancelled) are refused: use the verb that writes them.
 ---@param type string
 ---@param data any JSON-compatible value
 ---@return luagent.Event

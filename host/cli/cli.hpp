@@ -3,6 +3,7 @@
 // main.cpp's command table.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -30,6 +31,8 @@ struct Args {
 Args parse_args(int argc, char** argv);
 std::string option(const Args& args, const std::string& name, const std::string& fallback = {});
 bool has(const Args& args, const std::string& name);
+/// `text` as an integer of at least 1; throws Error(usage) naming `what` otherwise.
+std::int64_t positive_integer(const std::string& text, const std::string& what);
 
 /// Colours on a TTY (unless NO_COLOR), plain text otherwise.
 struct Style {

@@ -57,6 +57,19 @@ std::string option(const Args& args, const std::string& name, const std::string&
   return found == args.options.end() ? fallback : found->second;
 }
 
+std::int64_t positive_integer(const std::string& text, const std::string& what) {
+  std::size_t used = 0;
+  long long value = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || text.empty() || value < 1)
+    throw Error(ErrorCode::usage, what + " must be a positive integer, not '" + text + "'");
+  return value;
+}
+
 bool has(const Args& args, const std::string& name) {
   return args.options.count(name) > 0;
 }

@@ -104,24 +104,18 @@ int command_dev(const Args& args) {
       throw Error(ErrorCode::usage, "dev needs a MESSAGE to start a fresh thread (or --thread T)");
     start = thread_from_input(args.positional[1], agent_dir);
   }
-  int saves_left = -1;  // --saves N: stop after N saves (scripts and tests)
-  if (has(args, "--saves")) {
-    try {
-      saves_left = std::stoi(option(args, "--saves"));
-    } catch (const std::exception&) {
-      throw Error(ErrorCode::usage, "--saves needs a number");
-    }
-  }
+  // --saves N: stop after N saves (scripts and tests). Checked whole: "-2" used to mean
+  // "never stop" and "3x" three.
+  std::int64_t saves_left = -1;
+  if (has(args, "--saves")) saves_left = positive_integer(option(args, "--saves"), "--saves");
 
   // --timeout SECONDS: stop then even without saves, so a script can never hang on dev.
   auto deadline = std::chrono::steady_clock::time_point::max();
   if (has(args, "--timeout")) {
-    try {
-      deadline = std::chrono::steady_clock::now() +
-                 std::chrono::seconds(std::stoi(option(args, "--timeout")));
-    } catch (const std::exception&) {
-      throw Error(ErrorCode::usage, "--timeout needs a number of seconds");
-    }
+    std::int64_t seconds = positive_integer(option(args, "--timeout"), "--timeout (seconds)");
+    if (seconds > 31'536'000)  // a year; more would overflow the clock
+      throw Error(ErrorCode::usage, "--timeout must be at most 31536000 seconds (a year)");
+    deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   }
 
   Style style = make_style(args.json);

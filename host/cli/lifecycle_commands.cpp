@@ -15,19 +15,6 @@ luagent::HostConfig store_only(const Args& args) {
   return config;
 }
 
-std::int64_t positive_integer(const std::string& text, const std::string& what) {
-  std::size_t used = 0;
-  long long value = 0;
-  try {
-    value = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || text.empty() || value < 1)
-    throw Error(ErrorCode::usage, what + " must be a positive integer, not '" + text + "'");
-  return value;
-}
-
 // One markdown table cell: no newlines, no unescaped pipes, bounded length.
 std::string cell(const std::string& text, std::size_t max = 120) {
   std::string out;

@@ -1,6 +1,10 @@
 // The luagent command line. Exit codes (DESIGN.md): 0 done, 10 waiting for a human or
 // approval, 1 agent error, 2 usage or configuration error.
+#include <algorithm>
+#include <initializer_list>
 #include <iostream>
+#include <string_view>
+#include <vector>
 
 #include "cli/cli.hpp"
 
@@ -11,14 +15,42 @@ using namespace luagent::cli;
 struct Command {
   const char* name;
   int (*run)(const Args&);
+  // The options it reads (--json and --help go everywhere): any other is a usage error,
+  // never silently ignored (`show T --approve` approved nothing and said nothing).
+  std::vector<std::string_view> options;
 };
 
-// Add a command here and its options in cli_args.cpp.
-constexpr Command kCommands[] = {
-    {"run", command_run},         {"resume", command_resume}, {"show", command_show},
-    {"threads", command_threads}, {"fork", command_fork},     {"cancel", command_cancel},
-    {"dev", command_dev},         {"replay", command_replay}, {"eval", command_eval},
+// The options of a command that makes its Host from flags (host_config()), and `more`.
+std::vector<std::string_view> host_options(std::initializer_list<std::string_view> more = {}) {
+  std::vector<std::string_view> options = {"--store", "--provider", "--cassette",
+                                           "--model", "--config",   "--agents"};
+  options.insert(options.end(), more.begin(), more.end());
+  return options;
+}
+
+// Add a command here, with the options it reads, and new options in cli_args.cpp.
+const Command kCommands[] = {
+    {"run", command_run, host_options()},
+    {"resume", command_resume,
+     host_options({"--approve", "--reject", "--say", "--event", "--key", "--by"})},
+    {"show", command_show, {"--store", "--format"}},
+    {"threads", command_threads, {"--store", "--status", "--agent", "--since", "--before"}},
+    {"fork", command_fork, {"--store", "--at"}},
+    {"cancel", command_cancel, {"--store", "--reason"}},
+    {"dev", command_dev, host_options({"--thread", "--saves", "--timeout"})},
+    {"replay", command_replay, host_options({"--threads"})},
+    {"eval", command_eval, host_options()},
 };
+
+void check_options(const Command& command, const Args& args) {
+  for (const auto& [name, value] : args.options) {
+    if (name == "--help") continue;
+    if (std::find(command.options.begin(), command.options.end(), name) == command.options.end())
+      throw luagent::Error(
+          luagent::ErrorCode::usage,
+          std::string(command.name) + " does not take " + name + " (see luagent --help)");
+  }
+}
 
 constexpr const char* kUsage = R"(usage: luagent <command> [options]
 
@@ -64,7 +96,10 @@ int main(int argc, char** argv) {
       return args.command.empty() && !has(args, "--help") ? kExitUsage : kExitDone;
     }
     for (const Command& command : kCommands)
-      if (args.command == command.name) return command.run(args);
+      if (args.command == command.name) {
+        check_options(command, args);
+        return command.run(args);
+      }
     throw luagent::Error(luagent::ErrorCode::usage,
                          "unknown command '" + args.command + "' (see luagent --help)");
   } catch (const luagent::Error& error) {

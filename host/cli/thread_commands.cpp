@@ -36,6 +36,10 @@ luagent::HostConfig host_config(const Args& args, const std::filesystem::path& a
 std::filesystem::path agent_dir_of(const Args& args, const std::string& agent) {
   std::filesystem::path path(agent);
   if (std::filesystem::is_directory(path)) return path;
+  // A path to the agent.lua itself names its folder, as Host::launch reads it (the config
+  // next to it was missed: "no LLM provider is configured").
+  if (path.filename() == "agent.lua" && std::filesystem::is_regular_file(path))
+    return path.parent_path().empty() ? "." : path.parent_path();
   auto under = std::filesystem::path(option(args, "--agents", ".")) / agent;
   if (std::filesystem::is_directory(under)) return under;
   return {};

@@ -116,17 +116,23 @@ HttpProviderSettings http_provider_settings(const std::string& name,
   return out;
 }
 
+const std::vector<std::string_view>& http_provider_keys() {
+  static const std::vector<std::string_view> kKeys = {
+      "base_url",        "model",           "max_tokens", "max_retries",
+      "retry_delay_ms",  "connect_timeout", "timeout",    "idle_timeout",
+      "max_response_mb", "stream",          "prices",     "api_key"};
+  return kKeys;
+}
+
 nlohmann::json http_provider_config(const std::string& name, const nlohmann::json& file_config,
                                     const std::string& model) {
-  static const char* const kKeys[] = {"base_url",    "model",          "max_tokens",
-                                      "max_retries", "retry_delay_ms", "connect_timeout",
-                                      "timeout",     "idle_timeout",   "max_response_mb",
-                                      "stream",      "prices",         "api_key"};
   nlohmann::json merged = nlohmann::json::object();
   auto take = [&](const nlohmann::json& table) {
     if (!table.is_object()) return;
-    for (const char* key : kKeys)
+    for (std::string_view setting : http_provider_keys()) {
+      std::string key(setting);
       if (auto found = table.find(key); found != table.end()) merged[key] = *found;
+    }
   };
   take(file_config);
   if (file_config.is_object())

@@ -4,6 +4,8 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -23,6 +25,9 @@ bool is_http_provider(const std::string& name);
 /// environment only.
 HttpProviderSettings http_provider_settings(const std::string& name,
                                             const nlohmann::json& settings);
+
+/// The keys http_provider_config takes from luagent.config.lua (api_key only to refuse it).
+const std::vector<std::string_view>& http_provider_keys();
 
 /// The settings for provider `name` from luagent.config.lua (its provider keys at the top level,
 /// overridden by a `[name] = { ... }` table), then the environment (OPENAI_BASE_URL /

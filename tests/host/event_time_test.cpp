@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "luagent/error.hpp"
 #include "luagent/thread.hpp"
 
 using luagent::format_utc;
@@ -28,4 +29,25 @@ BOOST_AUTO_TEST_CASE(every_written_time_reads_back_to_the_same_millisecond) {
     std::int64_t ms = any_ms(random);
     BOOST_REQUIRE_EQUAL(parse_utc(format_utc(ms)), ms);
   }
+}
+
+// `luagent threads --since 2026-13-45T99:99:99.000Z` used to list from some other instant
+// (timegm normalised the fields); ".5Z" read as 5 ms. Anything format_utc would not write
+// is refused, naming the text.
+BOOST_AUTO_TEST_CASE(times_that_name_no_instant_are_refused) {
+  for (const char* text :
+       {"2026-13-45T99:99:99.000Z", "2026-02-30T00:00:00.000Z", "2026-01-01T24:00:00.000Z",
+        "2026-01-01T00:60:00.000Z", "2026-01-01T00:00:00.5Z", "2026-1-01T00:00:00.000Z",
+        "2026-01-01T00:00:00.000", "2026-01-01 00:00:00.000Z", "yesterday", ""}) {
+    try {
+      parse_utc(text);
+      BOOST_ERROR("accepted " << text);
+    } catch (const luagent::Error& e) {
+      BOOST_TEST((e.code() == luagent::ErrorCode::usage));
+      BOOST_TEST(
+          std::string(e.what()).find(std::string("time '") + text + "'") != std::string::npos,
+          e.what());
+    }
+  }
+  BOOST_CHECK_EQUAL(parse_utc("2024-02-29T23:59:59.999Z"), 1709251199999);
 }

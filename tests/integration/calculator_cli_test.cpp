@@ -275,6 +275,37 @@ BOOST_AUTO_TEST_CASE(store_path_not_writable) {
              result.err);
 }
 
+// luagent.config.lua: a misspelled key used to be ignored (`cassete` left the replay provider
+// without a cassette, with no hint why), a limit of the wrong type ended in "internal
+// error", and a zero or negative limit was taken as given.
+BOOST_AUTO_TEST_CASE(config_file_mistakes_are_named) {
+  Session s;
+  auto agent = write_agent(s.dir, "configured", "return function(thread) end\n");
+  auto config = std::filesystem::path(agent) / "luagent.config.lua";
+  auto refused = [&](const std::string& text, const std::string& why) {
+    std::ofstream(config) << text;
+    auto result = s.cli({"run", agent, "hi"});
+    BOOST_TEST(result.exit_code == 2, text + " -> " + result.err);
+    BOOST_TEST(result.err.find("luagent.config.lua: " + why) != std::string::npos,
+               text + " -> " + result.err);
+  };
+  refused("provider = 'replay'\ncassete = 'cassette.jsonl'\n",
+          "unknown setting 'cassete' (did you mean 'cassette'?)");
+  refused("limits = { step_cpu_ms = 'fast' }\n",
+          "limits.step_cpu_ms must be an integer in [1, 3600000], not \\\"fast\\\"");
+  refused("limits = { memory_mb = 0 }\n", "limits.memory_mb must be an integer in [1, ");
+  refused("limits = { step_cpu_ms = -5 }\n", "limits.step_cpu_ms must be an integer in [1, ");
+  refused("limits = { stepcpu_ms = 10 }\n",
+          "unknown limit 'limits.stepcpu_ms' (did you mean 'limits.step_cpu_ms'?)");
+  refused("limits = 5\n", "'limits' must be a table");
+  refused("frobnicate = true\n", "unknown setting 'frobnicate' (known: store, provider,");
+  std::ofstream(config) << "provider = 'replay'\ncassette = '" << calculator()
+                        << "/cassette.jsonl'\nlimits = { step_cpu_ms = 2500.0, memory_mb = 64 }\n";
+  auto fine = s.cli({"run", agent, "hi"});
+  BOOST_TEST(fine.exit_code == 0, fine.err);
+  BOOST_TEST(s.cli({"threads"}).out.find("failed") == std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(usage_errors) {
   Session s;
   BOOST_TEST(s.cli({"run"}).exit_code == 2);
@@ -290,6 +321,33 @@ BOOST_AUTO_TEST_CASE(usage_errors) {
   BOOST_TEST(bad_store.exit_code == 2);
   BOOST_TEST(bad_store.err.find("unknown store scheme 'mysql'") != std::string::npos,
              bad_store.err);
+}
+
+// An option the command does not read was dropped without a word: `show T --approve`
+// approved nothing, `run A M --saves 3` ran without a limit.
+BOOST_AUTO_TEST_CASE(options_a_command_does_not_take_are_usage_errors) {
+  Session s;
+  auto run = s.cli({"run", calculator(), "can you divide 3 by 4"});
+  std::string id = Session::thread_id(run);
+  auto show = s.cli({"show", id, "--approve"});
+  BOOST_TEST(show.exit_code == 2);
+  BOOST_TEST(show.err.find("show does not take --approve") != std::string::npos, show.err);
+  auto saves = s.cli({"run", calculator(), "add 3 and 4", "--saves", "3"});
+  BOOST_TEST(saves.exit_code == 2);
+  BOOST_TEST(saves.err.find("run does not take --saves") != std::string::npos, saves.err);
+  BOOST_TEST(s.cli({"threads", "--reason", "x"}).exit_code == 2);
+  BOOST_TEST(s.cli({"fork", id, "--at", "1", "--provider", "replay"}).exit_code == 2);
+  BOOST_TEST(s.show(id)["status"] == "awaiting_approval");  // nothing happened to it
+  BOOST_TEST(s.cli({"threads", "--help"}).exit_code == 0);
+}
+
+// `luagent run path/to/agent.lua` ran the agent but looked for luagent.config.lua only in
+// the working directory, so the calculator's own config (its replay cassette) was missed.
+BOOST_AUTO_TEST_CASE(run_of_a_path_to_agent_lua_reads_the_config_beside_it) {
+  Session s;
+  auto result = s.cli({"run", calculator() + "/agent.lua", "add 3 and 4"});
+  BOOST_TEST(result.exit_code == 0, result.err);
+  BOOST_TEST(result.out.find("done_for_now") != std::string::npos, result.out);
 }
 
 BOOST_AUTO_TEST_CASE(threads_lists_by_status) {

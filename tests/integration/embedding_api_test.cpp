@@ -6,6 +6,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "luagent/luagent.hpp"
@@ -288,6 +289,32 @@ BOOST_AUTO_TEST_CASE(wrong_thread_and_reentrant_pump_are_usage_errors) {
   BOOST_TEST((from_other->code() == ErrorCode::usage));
   BOOST_TEST(mentions(from_other->what(), "another thread"));
 
+  // fork (which writes to the store), get, list and continue_thread used to run on any
+  // thread, racing the host's own use of the store.
+  auto first = f.host->launch("adder", Event::user("go"));
+  for (const char* verb : {"fork", "get", "list", "continue_thread", "calls", "agent_version"}) {
+    std::optional<Error> refused;
+    std::thread caller([&] {
+      try {
+        std::string_view v = verb;
+        if (v == "fork") f.host->fork(first, 1);
+        if (v == "get") f.host->get(first);
+        if (v == "list") f.host->list();
+        if (v == "continue_thread") f.host->continue_thread(first);
+        if (v == "calls") f.host->calls(first);
+        if (v == "agent_version") f.host->agent_version("adder");
+      } catch (const Error& e) {
+        refused = e;
+      }
+    });
+    caller.join();
+    BOOST_REQUIRE_MESSAGE(refused.has_value(), verb);
+    BOOST_TEST((refused->code() == ErrorCode::usage), refused->what());
+    BOOST_TEST(mentions(refused->what(), std::string("Host::") + verb + " called from another"),
+               refused->what());
+  }
+  BOOST_TEST(f.host->list().size() == 1u);  // no fork was made
+
   f.host->tool("add", nullptr, [&](const nlohmann::json&) -> nlohmann::json {
     f.host->pump(1ms);  // not allowed from inside a step
     return 0;
@@ -317,6 +344,70 @@ BOOST_AUTO_TEST_CASE(unknown_agent_and_unknown_thread_are_not_found) {
       BOOST_TEST((e.code() == ErrorCode::not_found), e.what());
     }
   }
+}
+
+// launch() used to store any first event: a host-written type (a thread born `done`), no
+// type at all, or bytes that are not UTF-8, which threw out of the store as a JSON error.
+BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
+  Fixture f(Agents{{"asker", "return function(thread) return thread:await('human') end"}});
+  auto refused = [&](const std::function<void()>& call, const std::string& why) {
+    try {
+      call();
+      BOOST_ERROR("accepted: " + why);
+    } catch (const Error& e) {
+      BOOST_TEST((e.code() == ErrorCode::usage), e.what());
+      BOOST_TEST(mentions(e.what(), why), e.what());
+    }
+  };
+  refused([&] { f.host->launch("asker", Event::user("caf\xE9")); },
+          "the launch event's data has a string that is not UTF-8 text (byte 0xE9 at offset 3)");
+  refused([&] { f.host->launch("asker", Event::make("done", nullptr)); },
+          "'done' events are written by luagent itself; a launch cannot");
+  refused([&] { f.host->launch("asker", Event{}); }, "non-empty \"type\"");
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+
+  auto id = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  refused([&] { f.host->resume(id, Resume::say("\xFF")); },
+          "the resume event's data has a string that is not UTF-8");
+  refused([&] { f.host->resume(id, Resume::say("ok", "key\xFF")); },
+          "the resume event's key is not UTF-8 text (byte 0xFF at offset 3)");
+  f.host->resume(id, Resume::say("ok"));  // still usable
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).events.size() == 4u);
+}
+
+// HostConfig values that cannot mean anything: a negative limit used to read as the default,
+// a negative watch_poll_interval made the watcher wait forever, and an agents_dir that is a
+// file only showed up as "no agent" on every launch.
+BOOST_AUTO_TEST_CASE(host_config_values_out_of_range_are_refused) {
+  test::TempDir dir;
+  std::ofstream(dir / "a_file") << "x";
+  auto refused = [&](const std::function<void(HostConfig&)>& set, const std::string& why) {
+    HostConfig config;
+    config.store = "sqlite:" + (dir / "t.db").string();
+    config.agents_dir = dir.path();
+    set(config);
+    try {
+      Host host(config);
+      BOOST_ERROR("accepted: " + why);
+    } catch (const Error& e) {
+      BOOST_TEST((e.code() == ErrorCode::config), e.what());
+      BOOST_TEST(mentions(e.what(), why), e.what());
+    }
+  };
+  refused([](HostConfig& c) { c.step_cpu_ms = -1; }, "HostConfig::step_cpu_ms must be 0");
+  refused([](HostConfig& c) { c.memory_mb = std::size_t(-1); }, "HostConfig::memory_mb must be");
+  refused([](HostConfig& c) { c.llm_calls_per_step = -2; }, "llm_calls_per_step must be 0");
+  refused([](HostConfig& c) { c.replay_latency = -5ms; }, "replay_latency must be 0");
+  refused([](HostConfig& c) { c.watch_poll_interval = 0ms; },
+          "watch_poll_interval must be a positive number of milliseconds, not 0");
+  refused([&](HostConfig& c) { c.agents_dir = dir / "a_file"; }, "is a file, not a folder");
+  HostConfig fine;
+  fine.store = "sqlite:" + (dir / "t.db").string();
+  fine.agents_dir = dir / "not_yet_made";  // may be created later
+  Host host(fine);
+  BOOST_TEST(host.list().empty());
 }
 
 BOOST_AUTO_TEST_CASE(pump_slices_a_tight_loop_and_the_result_is_exact) {

@@ -231,4 +231,14 @@ BOOST_AUTO_TEST_CASE(dev_usage_errors) {
   BOOST_CHECK_EQUAL(calc.cli({"dev", calc.agent.string()}).exit_code, 2);
   BOOST_CHECK_EQUAL(calc.cli({"dev", calc.agent.string(), "--thread", "th_nope"}).exit_code, 2);
   BOOST_CHECK_EQUAL(calc.cli({"dev", (calc.dir / "nope").string(), "hi"}).exit_code, 2);
+  // "--saves -2" used to mean "never stop" and "--saves 3x" three saves.
+  for (const char* saves : {"-2", "0", "3x"}) {
+    auto bad = calc.cli({"dev", calc.agent.string(), "hi", "--saves", saves, "--timeout", "1"});
+    BOOST_CHECK_EQUAL(bad.exit_code, 2);
+    BOOST_TEST(bad.err.find("--saves must be a positive integer, not '" + std::string(saves)) !=
+                   std::string::npos,
+               bad.err);
+  }
+  auto timeout = calc.cli({"dev", calc.agent.string(), "hi", "--saves", "1", "--timeout", "2.5"});
+  BOOST_CHECK_EQUAL(timeout.exit_code, 2);
 }

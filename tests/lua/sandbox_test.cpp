@@ -296,6 +296,30 @@ BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
   BOOST_TEST(mentions(deep, "deeper than"), deep);
   auto fn = attempt("thread:push('x', { f = print })");
   BOOST_TEST(mentions(fn, "no JSON form"), fn);
+  // {[2] = 'a', ['2'] = 'b'} used to become {"2": one of them}.
+  auto same_key = attempt("thread:push('x', { n = { [2] = 'a', ['2'] = 'b' } })");
+  BOOST_TEST(mentions(same_key, "data.n: the keys 2 and \"2\" would both be the JSON key"),
+             same_key);
+}
+
+// JSON text is UTF-8: a Lua string of other bytes used to reach the store's commit, which
+// threw out of the host (and took the turn's other events with it).
+BOOST_AUTO_TEST_CASE(bytes_that_are_not_utf8_are_refused_before_the_store) {
+  auto value = attempt("thread:push('x', { name = 'caf\\233' })");
+  BOOST_TEST(mentions(value, "data.name: not UTF-8 text (byte 0xE9 at offset 3)"), value);
+  auto key = attempt("thread:push('x', { ['\\255'] = 1 })");
+  BOOST_TEST(mentions(key, "not UTF-8"), key);
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local call = {}; thread:push('c', call)\n"
+      "  local result, err = thread:execute(call, function() return '\\255\\254' end)\n"
+      "  local ok, encode_err = pcall(require('luagent.json').encode, '\\128')\n"
+      "  thread:push('seen', { err = err, encode = encode_err.message })\n"
+      "end\n");
+  BOOST_TEST_REQUIRE(run.thread.status() == Status::done, run.failure());
+  const auto& seen = run.thread.events[run.thread.events.size() - 2].data;
+  BOOST_TEST(mentions(seen["err"].get<std::string>(), "not UTF-8"), seen.dump());
+  BOOST_TEST(mentions(seen["encode"].get<std::string>(), "not UTF-8"), seen.dump());
 }
 
 BOOST_AUTO_TEST_CASE(thread_api_misuse_is_a_clear_error) {
@@ -306,6 +330,31 @@ BOOST_AUTO_TEST_CASE(thread_api_misuse_is_a_clear_error) {
   BOOST_TEST(mentions(after_await, "thread is waiting"), after_await);
   BOOST_TEST(mentions(attempt("thread.push('x', 1)"), "call it as a method"));
   BOOST_TEST(mentions(attempt("coroutine.yield()"), "yielded outside a coroutine"));
+}
+
+// A pushed `done` ended the thread in the middle of its step, a pushed tool_started forged
+// exactly-once bookkeeping; thread:execute's argument errors were tables that printed as
+// "table: 0x...".
+BOOST_AUTO_TEST_CASE(push_refuses_the_types_the_host_writes_and_execute_names_bad_arguments) {
+  auto done = attempt("thread:push('done', { message = 'hi' })");
+  BOOST_TEST(mentions(done, "thread:push: 'done' events are written by luagent itself; use return"),
+             done);
+  auto started = attempt("thread:push('tool_started', { call = 1 })");
+  BOOST_TEST(mentions(started, "use thread:execute(call, fn)"), started);
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local call = {}; thread:push('c', call)\n"
+      "  local ok, err = pcall(thread.execute, thread, call, nil)\n"
+      "  local ok2, err2 = pcall(thread.execute, thread, call, print, 'idempotent')\n"
+      "  thread:push('seen', { tostring(err), err.code, tostring(err2) })\n"
+      "end\n");
+  BOOST_TEST_REQUIRE(run.thread.status() == Status::done, run.failure());
+  const auto& seen = run.thread.events[2].data;
+  BOOST_TEST(seen[0] == "thread:execute: argument #2 (fn) must be a function, got nil [usage]",
+             seen.dump());
+  BOOST_TEST(seen[1] == "usage");
+  BOOST_TEST(mentions(seen[2].get<std::string>(), "argument #3 (options) must be a table"),
+             seen.dump());
 }
 
 BOOST_AUTO_TEST_CASE(tool_errors_are_recorded_not_fatal) {
