@@ -4,6 +4,8 @@
 #include <ostream>
 #include <utility>
 
+#include "utf8_text.hpp"
+
 namespace luagent {
 namespace {
 
@@ -67,7 +69,14 @@ std::ostream& operator<<(std::ostream& out, ErrorCode code) {
   return out << error_code_name(code);
 }
 
+// Messages quote what they were given (a Lua error's text, a file name), and end up in
+// events, JSON output and logs, which are UTF-8: bytes that are not are replaced here, once,
+// instead of failing whatever writes the error later (a store commit, for one).
 Error::Error(ErrorCode code, std::string message, std::string source, int line)
+    : Error(code, replace_non_utf8(std::move(message)), replace_non_utf8(std::move(source)), line,
+            Checked{}) {}
+
+Error::Error(ErrorCode code, std::string message, std::string source, int line, Checked)
     : std::runtime_error(what_text(code, message, source, line)),
       code_(code),
       message_(std::move(message)),

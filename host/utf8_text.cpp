@@ -46,6 +46,23 @@ std::size_t first_non_utf8(std::string_view text) {
   return std::string_view::npos;
 }
 
+std::string replace_non_utf8(std::string text) {
+  std::size_t bad = first_non_utf8(text);
+  if (bad == std::string::npos) return text;
+  std::string out = text.substr(0, bad);
+  for (std::size_t at = bad; at < text.size();) {
+    std::size_t length = utf8_sequence(text, at);
+    if (length == 0) {
+      out += "\xEF\xBF\xBD";  // U+FFFD REPLACEMENT CHARACTER
+      ++at;
+    } else {
+      out.append(text, at, length);
+      at += length;
+    }
+  }
+  return out;
+}
+
 std::string describe_non_utf8(std::string_view text, std::size_t offset) {
   char hex[8];
   std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[offset]));

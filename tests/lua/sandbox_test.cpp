@@ -322,6 +322,23 @@ BOOST_AUTO_TEST_CASE(bytes_that_are_not_utf8_are_refused_before_the_store) {
   BOOST_TEST(mentions(seen["encode"].get<std::string>(), "not UTF-8"), seen.dump());
 }
 
+// An error message is text luagent writes itself (a failed event, a tool's error): bytes in
+// it that are not UTF-8 are replaced, where they used to fail the store's commit
+// ("internal error") and leave the thread running with no end.
+BOOST_AUTO_TEST_CASE(error_messages_that_are_not_utf8_still_end_the_step) {
+  auto failed = attempt("error('bad \\255 byte')");
+  BOOST_TEST(mentions(failed, "bad \xEF\xBF\xBD byte [runtime]"), failed);
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local call = {}; thread:push('c', call)\n"
+      "  local result, err = thread:execute(call, function() error('caf\\233', 0) end)\n"
+      "  thread:push('seen', { err = err })\n"
+      "end\n");
+  BOOST_TEST_REQUIRE(run.thread.status() == Status::done, run.failure());
+  BOOST_TEST(run.thread.events[3].data["error"] == "caf\xEF\xBF\xBD",
+             run.thread.events[3].data.dump());
+}
+
 BOOST_AUTO_TEST_CASE(thread_api_misuse_is_a_clear_error) {
   BOOST_TEST(mentions(attempt("thread:await('maybe')"), "kind must be \"human\" or \"approval\""));
   BOOST_TEST(

@@ -50,7 +50,8 @@ ErrorCode error_code_from_name(std::string_view name);
 std::ostream& operator<<(std::ostream& out, ErrorCode code);
 
 /// luagent's only exception type: a code, a message for humans, and where known
-/// the script file and line the error points at.
+/// the script file and line the error points at. Message and source are kept as UTF-8
+/// (other bytes become U+FFFD).
 class Error : public std::runtime_error {
  public:
   Error(ErrorCode code, std::string message, std::string source = {}, int line = 0);
@@ -61,6 +62,9 @@ class Error : public std::runtime_error {
   int line() const noexcept { return line_; }
 
  private:
+  struct Checked {};
+  Error(ErrorCode code, std::string message, std::string source, int line, Checked);
+
   ErrorCode code_;
   std::string message_;
   std::string source_;
