@@ -50,12 +50,10 @@ struct SearchFailure {
 
 enum class SearchResult { no_match, matched, failed };
 
-SearchResult search(lua_State* L, PatternLibrary& library, const PatternSearch& request,
-                    PatternMatch& match, SearchFailure& failure) noexcept {
-  library.probe.L = L;
+// Called in a catch block: the exception in flight, copied into `failure`.
+void describe_current_exception(SearchFailure& failure) noexcept {
   try {
-    return text::find_pattern(request, match, library.meter) ? SearchResult::matched
-                                                             : SearchResult::no_match;
+    throw;
   } catch (const Error& e) {
     failure.code = e.code();
     std::snprintf(failure.message, sizeof failure.message, "%s", e.message().c_str());
@@ -65,8 +63,35 @@ SearchResult search(lua_State* L, PatternLibrary& library, const PatternSearch& 
   } catch (const std::exception& e) {
     failure.code = ErrorCode::internal;
     std::snprintf(failure.message, sizeof failure.message, "%s", e.what());
+  } catch (...) {
+    failure.code = ErrorCode::internal;
+    std::snprintf(failure.message, sizeof failure.message, "unknown C++ exception");
   }
-  return SearchResult::failed;
+}
+
+SearchResult search(lua_State* L, PatternLibrary& library, const PatternSearch& request,
+                    PatternMatch& match, SearchFailure& failure) noexcept {
+  library.probe.L = L;
+  try {
+    return text::find_pattern(request, match, library.meter) ? SearchResult::matched
+                                                             : SearchResult::no_match;
+  } catch (...) {
+    describe_current_exception(failure);
+    return SearchResult::failed;
+  }
+}
+
+SearchResult plain_search(lua_State* L, PatternLibrary& library, std::string_view subject,
+                          std::string_view needle, std::size_t from, std::size_t& at,
+                          SearchFailure& failure) noexcept {
+  library.probe.L = L;
+  try {
+    at = text::find_plain(subject, needle, from, library.meter);
+    return at == std::string_view::npos ? SearchResult::no_match : SearchResult::matched;
+  } catch (...) {
+    describe_current_exception(failure);
+    return SearchResult::failed;
+  }
 }
 
 // A crossed limit is the same error table the count hook raises; a bad pattern is the
@@ -138,7 +163,11 @@ int find_or_match(lua_State* L, bool find) {
     return 1;
   }
   if (find && (lua_toboolean(L, 4) || text::has_no_pattern_specials(pattern))) {
-    const std::size_t at = text::find_plain(subject, pattern, from);
+    SearchFailure failure;
+    std::size_t at = std::string_view::npos;
+    if (plain_search(L, library_at(L, 1), subject, pattern, from, at, failure) ==
+        SearchResult::failed)
+      raise(L, failure);
     if (at == std::string_view::npos) {
       luaL_pushfail(L);
       return 1;

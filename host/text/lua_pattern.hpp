@@ -85,7 +85,9 @@ bool find_pattern(const PatternSearch& search, PatternMatch& match, PatternWorkM
 /// True when string.find would treat `pattern` as plain text (it has none of ^$*+?.([%-).
 bool has_no_pattern_specials(std::string_view pattern);
 
-/// The first occurrence of `needle` in `subject` at or after `from` (linear time), or npos.
-std::size_t find_plain(std::string_view subject, std::string_view needle, std::size_t from);
+/// The first occurrence of `needle` in `subject` at or after `from`, or npos. Linear time,
+/// metered too: a loop of long plain searches is C time the count hook would not see.
+std::size_t find_plain(std::string_view subject, std::string_view needle, std::size_t from,
+                       PatternWorkMeter& meter);
 
 }  // namespace luagent::text
