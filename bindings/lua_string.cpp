@@ -355,7 +355,11 @@ void install_string_patterns(lua_State* L, PatternProbe probe, std::int64_t inte
   lua_pop(L, 1);
 }
 
+// What the functions above keep on frames a Lua error may cross.
 static_assert(std::is_trivially_destructible_v<PatternLibrary>);
 static_assert(std::is_trivially_destructible_v<PatternMatch>);
+static_assert(std::is_trivially_destructible_v<PatternSearch>);
+static_assert(std::is_trivially_destructible_v<SearchFailure>);
+static_assert(std::is_trivially_destructible_v<luaL_Buffer>);
 
 }  // namespace luagent::lua
