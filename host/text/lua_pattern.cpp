@@ -10,8 +10,8 @@ namespace luagent::text {
 namespace {
 
 // Character classes as the C locale defines them (Lua's matcher calls isalpha & co. and
-// the host never changes the locale), as bits per byte.
-enum ClassBit : std::uint8_t {
+// the host never changes the locale), as bits per byte; kNul is the deprecated %z.
+enum ClassBit : std::uint16_t {
   kAlpha = 1,
   kDigit = 2,
   kLower = 4,
@@ -20,12 +20,13 @@ enum ClassBit : std::uint8_t {
   kControl = 32,
   kPunctuation = 64,
   kHexDigit = 128,
+  kNul = 256,
 };
 
-constexpr std::array<std::uint8_t, 256> make_class_table() {
-  std::array<std::uint8_t, 256> table{};
+constexpr std::array<std::uint16_t, 256> make_class_table() {
+  std::array<std::uint16_t, 256> table{};
   for (int c = 0; c < 256; ++c) {
-    std::uint8_t bits = 0;
+    std::uint16_t bits = 0;
     const bool lower = c >= 'a' && c <= 'z';
     const bool upper = c >= 'A' && c <= 'Z';
     const bool digit = c >= '0' && c <= '9';
@@ -36,61 +37,48 @@ constexpr std::array<std::uint8_t, 256> make_class_table() {
     if (c < 32 || c == 127) bits |= kControl;
     if (c > 32 && c < 127 && !lower && !upper && !digit) bits |= kPunctuation;
     if (digit || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) bits |= kHexDigit;
+    if (c == 0) bits |= kNul;
     table[static_cast<std::size_t>(c)] = bits;
   }
   return table;
 }
 
-constexpr std::array<std::uint8_t, 256> kClassBits = make_class_table();
+constexpr std::array<std::uint16_t, 256> kClassBits = make_class_table();
 
-bool has_class(unsigned char c, std::uint8_t bits) {
-  return (kClassBits[c] & bits) != 0;
+// The class a letter after '%' names (§6.4.1: %a %c %d %g %l %p %s %u %w %x, and %z, which
+// Lua 5.4 still accepts), lower and upper case alike; 0 for any other byte.
+constexpr std::array<std::uint16_t, 256> make_letter_table() {
+  std::array<std::uint16_t, 256> table{};
+  const struct {
+    char letter;
+    std::uint16_t bits;
+  } classes[] = {{'a', kAlpha},
+                 {'c', kControl},
+                 {'d', kDigit},
+                 {'g', kAlpha | kDigit | kPunctuation},
+                 {'l', kLower},
+                 {'p', kPunctuation},
+                 {'s', kSpace},
+                 {'u', kUpper},
+                 {'w', kAlpha | kDigit},
+                 {'x', kHexDigit},
+                 {'z', kNul}};
+  for (const auto& named : classes) {
+    table[static_cast<unsigned char>(named.letter)] = named.bits;
+    table[static_cast<unsigned char>(named.letter - 'a' + 'A')] = named.bits;
+  }
+  return table;
 }
 
-// `%x` for class letter x: the classes of §6.4.1 (and the deprecated %z, NUL, which Lua
-// 5.4 still accepts); an upper-case letter is the complement; any other byte stands for
-// itself.
+constexpr std::array<std::uint16_t, 256> kLetterClass = make_letter_table();
+
+// `%x` for class letter x; an upper-case letter is the complement; any other byte stands
+// for itself.
 bool matches_class(unsigned char c, unsigned char letter) {
-  bool in_class;
-  switch (letter | 0x20) {
-    case 'a':
-      in_class = has_class(c, kAlpha);
-      break;
-    case 'c':
-      in_class = has_class(c, kControl);
-      break;
-    case 'd':
-      in_class = has_class(c, kDigit);
-      break;
-    case 'g':
-      in_class = has_class(c, kAlpha | kDigit | kPunctuation);
-      break;
-    case 'l':
-      in_class = has_class(c, kLower);
-      break;
-    case 'p':
-      in_class = has_class(c, kPunctuation);
-      break;
-    case 's':
-      in_class = has_class(c, kSpace);
-      break;
-    case 'u':
-      in_class = has_class(c, kUpper);
-      break;
-    case 'w':
-      in_class = has_class(c, kAlpha | kDigit);
-      break;
-    case 'x':
-      in_class = has_class(c, kHexDigit);
-      break;
-    case 'z':
-      in_class = c == 0;
-      break;
-    default:
-      return letter == c;
-  }
-  // Only letters get here: '|0x20' maps no other byte onto a class letter.
-  return has_class(letter, kUpper) ? !in_class : in_class;
+  const std::uint16_t bits = kLetterClass[letter];
+  if (bits == 0) return letter == c;
+  const bool in_class = (kClassBits[c] & bits) != 0;
+  return (kClassBits[letter] & kUpper) ? !in_class : in_class;
 }
 
 [[noreturn]] void malformed(const char* message) {
