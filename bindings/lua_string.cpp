@@ -5,8 +5,8 @@
 // the functions they replace. The boundary-guard rule still holds: every frame here that a
 // Lua error can cross (argument checks, gsub's calls of a replacement function, luaL_error)
 // owns only trivially destructible things (string_views, PatternMatch, luaL_Buffer); the
-// C++ matcher runs in search(), which catches every exception into a plain struct and
-// returns before anything is raised.
+// C++ matcher runs in search() and plain_search(), which catch every exception into a plain
+// struct and return before anything is raised.
 #include "lua_string.hpp"
 
 #include <cstdio>
