@@ -16,6 +16,7 @@
 #include "lua_guard.hpp"
 #include "lua_json_convert.hpp"
 #include "lua_modules.hpp"
+#include "lua_string.hpp"
 
 namespace luagent::lua {
 namespace {
@@ -370,45 +371,60 @@ void* limited_alloc(void* ud, void* ptr, size_t old_size, size_t new_size) {
   return result;
 }
 
-void count_hook(lua_State* L, lua_Debug*) {
-  LuaRuntime& runtime = LuaRuntime::from(L);
+void count_hook(lua_State* L, lua_Debug*);
+
+// Whether the code running now has used its CPU: the step's (a run is current) or, outside
+// any step, a limited load's. Once crossed, the kill is marked and every later instruction
+// raises (a count of 1), so a pcall cannot swallow it. Returns the message's subject, or
+// nullptr while under the limit (or when nothing limits the code).
+const char* kill_past_cpu_limit(LuaRuntime& runtime, lua_State* L) {
   const std::int64_t limit_ns =
       static_cast<std::int64_t>(runtime.services_.limits.step_cpu_ms) * 1000000;
   Run* run = runtime.current_;
   if (!run) {
-    if (!runtime.unowned_code_limited_) return;
+    if (!runtime.unowned_code_limited_) return nullptr;
     if (!runtime.unowned_code_killed_) {
-      if (thread_cpu_ns() - runtime.unowned_code_started_ns_ <= limit_ns) return;
+      if (thread_cpu_ns() - runtime.unowned_code_started_ns_ <= limit_ns) return nullptr;
       runtime.unowned_code_killed_ = true;
-      lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);  // a pcall cannot swallow the kill
+      lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
     }
-    push_error(L, ErrorCode::limit, cpu_limit_crossed(runtime.services_.limits, "used"));
-    lua_error(L);
+    return "used";
   }
   if (!run->killed) {
     std::int64_t used = run->cpu_used_ns + (thread_cpu_ns() - run->slice_started_ns);
-    if (used <= limit_ns) {
-      // The collector runs between steps (collect_garbage); a step that makes garbage by
-      // the megabyte collects it as it goes, in its own time.
-      if (runtime.allocated_in_resume_ >= LuaRuntime::kInStepGcBytes) {
-        runtime.allocated_in_resume_ = 0;
-        runtime.collect_garbage(std::nullopt);
-      }
-      // The pump's budget ran out: pause this coroutine (a hook may yield with no values
-      // where Lua allows it); the prelude's forward or resume() sees the pause.
-      if (runtime.slice_deadline_ns_ != 0 && !runtime.hook_yielded_ && lua_isyieldable(L) &&
-          steady_ns() >= runtime.slice_deadline_ns_) {
-        runtime.hook_yielded_ = L;
-        lua_yield(L, 0);
-      }
-      return;
-    }
+    if (used <= limit_ns) return nullptr;
     run->killed = true;
-    // From now on every instruction raises, so a pcall cannot swallow the kill.
     lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
   }
-  push_error(L, ErrorCode::limit, cpu_limit_crossed(runtime.services_.limits, "the step used"));
-  lua_error(L);
+  return "the step used";
+}
+
+void count_hook(lua_State* L, lua_Debug*) {
+  LuaRuntime& runtime = LuaRuntime::from(L);
+  if (const char* who_used = kill_past_cpu_limit(runtime, L)) {
+    push_error(L, ErrorCode::limit, cpu_limit_crossed(runtime.services_.limits, who_used));
+    lua_error(L);
+  }
+  if (!runtime.current_) return;
+  // The collector runs between steps (collect_garbage); a step that makes garbage by
+  // the megabyte collects it as it goes, in its own time.
+  if (runtime.allocated_in_resume_ >= LuaRuntime::kInStepGcBytes) {
+    runtime.allocated_in_resume_ = 0;
+    runtime.collect_garbage(std::nullopt);
+  }
+  // The pump's budget ran out: pause this coroutine (a hook may yield with no values
+  // where Lua allows it); the prelude's forward or resume() sees the pause.
+  if (runtime.slice_deadline_ns_ != 0 && !runtime.hook_yielded_ && lua_isyieldable(L) &&
+      steady_ns() >= runtime.slice_deadline_ns_) {
+    runtime.hook_yielded_ = L;
+    lua_yield(L, 0);
+  }
+}
+
+void stop_c_call_past_cpu_limit(lua_State* L) {
+  LuaRuntime& runtime = LuaRuntime::from(L);
+  if (const char* who_used = kill_past_cpu_limit(runtime, L))
+    throw Error(ErrorCode::limit, cpu_limit_crossed(runtime.services_.limits, who_used));
 }
 
 HostCallScope::HostCallScope(lua_State* L) : runtime_(LuaRuntime::from(L)) {
@@ -718,6 +734,9 @@ void LuaRuntime::open_state() {
   lua_pushnil(L_);
   lua_setfield(L_, -2, "dump");
   lua_pop(L_, 1);
+  // Lua's pattern functions are one C call each, which the count hook cannot stop: ours
+  // look at the CPU limit as they go.
+  install_string_patterns(L_, stop_c_call_past_cpu_limit);
   // The string metatable is shared by every string of every run: hide it.
   lua_pushliteral(L_, "");
   lua_getmetatable(L_, -1);

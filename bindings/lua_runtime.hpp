@@ -281,6 +281,8 @@ class LuaRuntime final : public AgentRuntime {
 
   friend void* limited_alloc(void*, void*, size_t, size_t);
   friend void count_hook(lua_State*, lua_Debug*);
+  friend const char* kill_past_cpu_limit(LuaRuntime&, lua_State*);
+  friend void stop_c_call_past_cpu_limit(lua_State*);
   friend int lua_require(lua_State*);
   friend class HostCallScope;
 };
@@ -303,6 +305,11 @@ class HostCallScope {
 void push_weak_keyed_table(lua_State* L);
 /// Pushes the weak-keyed table the registry holds at `registry_key`, made on first use.
 void push_registry_weak_table(lua_State* L, const void* registry_key);
+
+/// For a long C call the count hook cannot interrupt (a string pattern match): throws
+/// Error(limit) once the running step, or limited code outside any step, has used its CPU,
+/// marking the kill as the hook does so that a pcall cannot swallow it.
+void stop_c_call_past_cpu_limit(lua_State* L);
 
 /// Registers luaopen_luagent_<module> functions into package.preload-equivalents.
 void register_builtin_modules(lua_State* L);

@@ -6,6 +6,7 @@
 
 #include <sys/resource.h>
 
+#include <chrono>
 #include <fstream>
 #include <functional>
 
@@ -501,4 +502,81 @@ BOOST_AUTO_TEST_CASE(a_schema_table_changed_between_calls_is_compiled_again) {
   BOOST_TEST(errors["message"].get<std::string>().find("intents.add.a: unknown type 'nubmer'") !=
              std::string::npos);
   BOOST_TEST(errors["message2"] == errors["message"]);
+}
+
+// Lua's string.find is one C call the count hook cannot interrupt: ".-.-.-.-x" on 400 a's is
+// O(n^5) backtracking (hours). Ours looks at the step's CPU as it goes: the step fails with
+// limit, a pcall cannot swallow that, and the host goes on serving another thread.
+BOOST_AUTO_TEST_CASE(pattern_backtracking_bomb_fails_the_step_with_limit) {
+  test::TempDir dir;
+  auto bomb = dir / "bomb";
+  auto fine = dir / "fine";
+  std::filesystem::create_directories(bomb);
+  std::filesystem::create_directories(fine);
+  std::ofstream(bomb / "agent.lua") << "return function(thread)\n"
+                                       "  local s = string.rep('a', 400)\n"
+                                       "  pcall(function() return s:find('.-.-.-.-x') end)\n"
+                                       "  thread:push('swallowed', true)\n"
+                                       "end\n";
+  std::ofstream(fine / "agent.lua") << "return function(thread) thread:push('ok', true) end\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  config.step_cpu_ms = 200;
+  Host host(config);
+  const auto started = std::chrono::steady_clock::now();
+  std::string bombed = host.launch(bomb.string(), Event::user("go"));
+  std::string served = host.launch(fine.string(), Event::user("go"));
+  host.run_until_idle();
+  const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started);
+  Thread thread = host.get(bombed);
+  BOOST_TEST(thread.status() == Status::failed);
+  BOOST_TEST(thread.events.back().data["code"] == "limit", thread.events.back().data.dump());
+  for (const Event& event : thread.events) BOOST_TEST(event.type != "swallowed");
+  BOOST_TEST(host.get(served).status() == Status::done);
+  BOOST_TEST(seconds.count() < 60.0);  // a generous bound; Lua's own matcher takes hours
+}
+
+// Plain find is linear (memmem) and metered: a loop of long plain searches, each under the
+// hook's 10000-instruction look at the clock, still ends at the step's CPU limit.
+BOOST_AUTO_TEST_CASE(plain_find_bomb_fails_the_step_with_limit) {
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local hay, needle = ('a'):rep(1e7), ('a'):rep(5e6) .. 'b'\n"
+      "  thread:push('once', { hay:find(needle, 1, true) == nil })\n"
+      "  for _ = 1, 5000 do pcall(string.find, hay, needle, 1, true) end\n"
+      "  thread:push('swallowed', true)\n"
+      "end\n",
+      {}, limit_cpu_to_200_ms);
+  BOOST_TEST(run.thread.status() == Status::failed);
+  BOOST_TEST(run.thread.events.back().data["code"] == "limit");
+  BOOST_REQUIRE(run.thread.events.size() >= 3u);
+  BOOST_TEST(run.thread.events[1].type == "once");
+  BOOST_TEST(run.thread.events[1].data[0] == true);
+  for (const Event& event : run.thread.events) BOOST_TEST(event.type != "swallowed");
+}
+
+// The same bomb at an agent file's top level (outside any step, even under pcall) fails the
+// load with limit.
+BOOST_AUTO_TEST_CASE(pattern_bomb_at_an_agent_top_level_fails_the_load_with_limit) {
+  test::TempDir dir;
+  auto folder = dir / "agent";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "agent.lua") << "pcall(string.match, string.rep('a', 400), '.-.-.-.-x')\n"
+                                         "return function(thread) end\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  config.step_cpu_ms = 200;
+  Host host(config);
+  try {
+    host.launch(folder.string(), Event::user("go"));
+    BOOST_FAIL("the agent with a pattern bomb loaded");
+  } catch (const Error& e) {
+    BOOST_TEST((e.code() == ErrorCode::limit), e.what());
+    BOOST_TEST(std::string(e.what()).find("loading the agent") != std::string::npos, e.what());
+  }
+  std::ofstream(folder / "agent.lua", std::ios::trunc)
+      << "return function(thread) thread:push('ok', ('abc'):match('b')) end\n";
+  auto id = host.launch(folder.string(), Event::user("again"));
+  host.run_until_idle();
+  BOOST_TEST(host.get(id).status() == Status::done);
 }
