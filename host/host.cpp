@@ -163,6 +163,11 @@ struct Host::Impl {
       file_config = runtime->load_config(config.config_file);
       config_dir = config.config_file.parent_path();
       check_config_keys(file_config, config.config_file);
+      if (config.store_settings_only) {
+        nlohmann::json store_only = nlohmann::json::object();
+        if (file_config.contains("store")) store_only["store"] = file_config["store"];
+        file_config = std::move(store_only);
+      }
     }
     RuntimeLimits limits = config_limits(file_config, config.config_file, RuntimeLimits{});
     if (config.step_cpu_ms > 0) limits.step_cpu_ms = config.step_cpu_ms;
@@ -177,6 +182,7 @@ struct Host::Impl {
     if (store_uri.empty()) store_uri = std::string(kDefaultStoreUri);
     store = open_store(store_uri);
     runtime->set_store(store.get());
+    if (config.store_settings_only) return;
 
     std::string provider_name = pick(config.provider, "LUAGENT_PROVIDER", file_config, "provider");
     std::string model = pick(config.model, "LUAGENT_MODEL", file_config, "model");

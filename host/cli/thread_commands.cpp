@@ -32,6 +32,15 @@ luagent::HostConfig host_config(const Args& args, const std::filesystem::path& a
   return config;
 }
 
+luagent::HostConfig stored_threads_config(const Args& args,
+                                          const std::filesystem::path& agent_dir) {
+  luagent::HostConfig config;
+  config.store = option(args, "--store");
+  config.config_file = find_config(args, agent_dir);
+  config.store_settings_only = true;
+  return config;
+}
+
 // The folder an AGENT argument names, for finding its luagent.config.lua.
 std::filesystem::path agent_dir_of(const Args& args, const std::string& agent) {
   std::filesystem::path path(agent);
@@ -107,9 +116,7 @@ int command_show(const Args& args) {
   std::string format = option(args, "--format", args.json ? "json" : "text");
   if (format != "text" && format != "json" && format != "llm" && format != "md")
     throw Error(ErrorCode::usage, "--format must be text, json, llm or md, not '" + format + "'");
-  luagent::HostConfig config;
-  config.store = option(args, "--store");
-  luagent::Host host(config);
+  luagent::Host host(stored_threads_config(args));
   Thread thread = host.get(args.positional[0]);
   if (format == "json") {
     nlohmann::json json = luagent::to_json(thread);
@@ -139,9 +146,7 @@ int command_threads(const Args& args) {
                   "--status must be one of running, awaiting_human, "
                   "awaiting_approval, done, failed, cancelled");
   }
-  luagent::HostConfig config;
-  config.store = option(args, "--store");
-  luagent::Host host(config);
+  luagent::Host host(stored_threads_config(args));
   luagent::ThreadQuery query;
   query.status = status;
   query.agent = option(args, "--agent");

@@ -371,3 +371,32 @@ BOOST_AUTO_TEST_CASE(show_formats) {
   auto text = run_cli({"show", id, "--store", s.store}, {}, kCleanEnv);
   BOOST_TEST(text.out.find("user_input") != std::string::npos);
 }
+
+// show, threads, fork and cancel opened the default store whatever luagent.config.lua said:
+// `run` wrote to the config's fs:stored while `threads` listed an empty .luagent/threads.db.
+BOOST_AUTO_TEST_CASE(thread_commands_use_the_config_files_store) {
+  TempDir dir;
+  std::ofstream(dir / "luagent.config.lua")
+      << "store = 'fs:stored'\nprovider = 'replay'\ncassette = '" << calculator()
+      << "/cassette.jsonl'\n";
+  auto cli = [&](std::vector<std::string> args) {
+    args.push_back("--json");
+    return run_cli(args, dir.path().string(), kCleanEnv);
+  };
+  auto run = cli({"run", calculator(), "can you divide 3 by 4"});
+  BOOST_TEST_REQUIRE(run.exit_code == 10, run.err);
+  BOOST_TEST_REQUIRE(std::filesystem::is_directory(dir / "stored"));
+  std::string id = Session::thread_id(run);
+  auto listed = cli({"threads"});
+  BOOST_TEST(listed.exit_code == 0, listed.err);
+  BOOST_TEST(Session::lines(listed).size() == 1u, listed.out);
+  auto show = cli({"show", id});
+  BOOST_TEST(show.exit_code == 0, show.err);
+  auto fork = cli({"fork", id, "--at", "1"});
+  BOOST_TEST(fork.exit_code == 0, fork.err);
+  auto cancel = cli({"cancel", id});
+  BOOST_TEST(cancel.exit_code == 0, cancel.err);
+  BOOST_TEST(Session::lines(cli({"threads"})).size() == 2u);
+  BOOST_TEST(!std::filesystem::exists(dir / ".luagent"));  // the default store was never made
+}
+
