@@ -180,7 +180,8 @@ struct Host::Impl {
 
     std::string store_uri = pick(config.store, "LUAGENT_STORE", file_config, "store");
     if (store_uri.empty()) store_uri = std::string(kDefaultStoreUri);
-    store = open_store(store_uri);
+    store = open_store(store_uri, config.store_must_exist ? StoreOpening::existing_only
+                                                          : StoreOpening::create_if_missing);
     runtime->set_store(store.get());
     if (config.store_settings_only) return;
 

@@ -61,8 +61,8 @@ int exit_code_for(Status status);
 HostConfig host_config(const Args& args, const std::filesystem::path& agent_dir);
 /// Host settings for the commands that read or edit stored threads and run no agent (show,
 /// threads, fork, cancel; the readers of dev and replay): the store as `run` picks it
-/// (--store, LUAGENT_STORE, the config file's `store`, the default), and nothing else from the
-/// config file (looked up as host_config() does).
+/// (--store, LUAGENT_STORE, the config file's `store`, the default), which must exist, and
+/// nothing else from the config file (looked up as host_config() does).
 HostConfig stored_threads_config(const Args& args, const std::filesystem::path& agent_dir = {});
 /// The folder an AGENT argument names (empty when it names none).
 std::filesystem::path agent_dir_of(const Args& args, const std::string& agent);

@@ -38,6 +38,7 @@ luagent::HostConfig stored_threads_config(const Args& args,
   config.store = option(args, "--store");
   config.config_file = find_config(args, agent_dir);
   config.store_settings_only = true;
+  config.store_must_exist = true;
   return config;
 }
 
@@ -58,6 +59,7 @@ std::filesystem::path agent_dir_of_thread(const Args& args, const std::string& t
   luagent::HostConfig probe;
   probe.store = option(args, "--store");
   probe.config_file = find_config(args, {});
+  probe.store_must_exist = true;
   luagent::Host reader(probe);
   return reader.get(thread_id).agent_path;
 }
@@ -102,7 +104,9 @@ int command_resume(const Args& args) {
   const std::string& id = args.positional[0];
   std::filesystem::path agent_dir = agent_dir_of_thread(args, id);
   Style style = make_style(args.json);
-  luagent::Host host(host_config(args, agent_dir));
+  luagent::HostConfig config = host_config(args, agent_dir);
+  config.store_must_exist = true;
+  luagent::Host host(config);
   attach_printer(host, args, style);
   auto resumed = host.resume(id, std::move(resume));
   if (resumed.replayed) print_replayed(args, style, id, resumed);

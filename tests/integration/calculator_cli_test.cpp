@@ -234,6 +234,7 @@ BOOST_AUTO_TEST_CASE(agent_raising_at_runtime_fails_the_thread_keeping_events) {
 
 BOOST_AUTO_TEST_CASE(unknown_thread_id) {
   Session s;
+  s.cli({"run", calculator(), "add 3 and 4"});  // makes the store
   auto result = s.cli({"resume", "th_doesnotexist", "--approve"});
   BOOST_TEST(result.exit_code == 2);
   BOOST_TEST(result.err.find("no thread th_doesnotexist") != std::string::npos, result.err);
@@ -398,5 +399,39 @@ BOOST_AUTO_TEST_CASE(thread_commands_use_the_config_files_store) {
   BOOST_TEST(cancel.exit_code == 0, cancel.err);
   BOOST_TEST(Session::lines(cli({"threads"})).size() == 2u);
   BOOST_TEST(!std::filesystem::exists(dir / ".luagent"));  // the default store was never made
+}
+
+// A mistyped --store made an empty store (parent folders included) and answered "no
+// thread" or an empty list with exit 0. Only `run` may create a store.
+BOOST_AUTO_TEST_CASE(commands_that_read_threads_do_not_create_a_store) {
+  TempDir dir;
+  for (std::string store : {"sqlite:" + (dir / "missing/threads.db").string(),
+                            "fs:" + (dir / "missing").string()}) {
+    std::string path = store.substr(store.find(':') + 1);
+    for (std::vector<std::string> args :
+         {std::vector<std::string>{"resume", "th_x", "--approve"},
+          {"resume", "th_x"},
+          {"show", "th_x"},
+          {"threads"},
+          {"fork", "th_x", "--at", "1"},
+          {"cancel", "th_x"}}) {
+      std::string command = args[0];
+      args.push_back("--store");
+      args.push_back(store);
+      auto result = run_cli(args, dir.path().string(), kCleanEnv);
+      BOOST_TEST(result.exit_code == 2, command + " " + store + ": " + result.err);
+      BOOST_TEST(result.err.find("no store " + store + ": " + path + " does not exist") !=
+                     std::string::npos,
+                 command + " " + store + ": " + result.err);
+      BOOST_TEST(!std::filesystem::exists(dir / "missing"), command + " " + store);
+      BOOST_TEST(!std::filesystem::exists(dir / ".luagent"), command + " " + store);
+    }
+  }
+  // run still makes the store it launches into.
+  auto run = run_cli({"run", calculator(), "add 3 and 4", "--store",
+                      "sqlite:" + (dir / "missing/threads.db").string()},
+                     dir.path().string(), kCleanEnv);
+  BOOST_TEST(run.exit_code == 0, run.err);
+  BOOST_TEST(std::filesystem::exists(dir / "missing/threads.db"));
 }
 

@@ -73,6 +73,10 @@ struct HostConfig {
   /// find the store `run` wrote to, and a provider the file names (its key, its cassette)
   /// is none of their business.
   bool store_settings_only = false;
+  /// Open the store only if it exists: a missing SQLite file or fs: folder is
+  /// Error(not_found) naming it and nothing is created. For callers that read threads
+  /// stored before, where a mistyped path made an empty store and "no thread".
+  bool store_must_exist = false;
 };
 
 /// What a reload of a watched agent (or of stdlib/) did; see Host::on_reload.
