@@ -435,3 +435,24 @@ BOOST_AUTO_TEST_CASE(commands_that_read_threads_do_not_create_a_store) {
   BOOST_TEST(std::filesystem::exists(dir / "missing/threads.db"));
 }
 
+// `--store=` silently used the default store; `--store a --store b` kept b without a word;
+// `resume --say ""` stored an empty answer.
+BOOST_AUTO_TEST_CASE(empty_and_repeated_options_are_usage_errors) {
+  Session s;
+  auto empty = run_cli({"threads", "--store="}, s.dir.path().string(), kCleanEnv);
+  BOOST_TEST(empty.exit_code == 2);
+  BOOST_TEST(empty.err.find("--store needs a value, not an empty one") != std::string::npos,
+             empty.err);
+  auto twice = run_cli({"threads", "--store", s.store, "--store", s.store + "2"},
+                       s.dir.path().string(), kCleanEnv);
+  BOOST_TEST(twice.exit_code == 2);
+  BOOST_TEST(twice.err.find("--store is given twice") != std::string::npos, twice.err);
+  auto run = s.cli({"run", calculator(), "multiply 3 and xyz"});
+  BOOST_TEST_REQUIRE(run.exit_code == 10, run.err);
+  std::string id = Session::thread_id(run);
+  auto say = s.cli({"resume", id, "--say", ""});
+  BOOST_TEST(say.exit_code == 2);
+  BOOST_TEST(say.err.find("--say needs a value, not an empty one") != std::string::npos, say.err);
+  BOOST_TEST(s.show(id)["status"] == "awaiting_human");
+  BOOST_TEST(!std::filesystem::exists(s.dir / ".luagent"));
+}
