@@ -359,6 +359,9 @@ BOOST_AUTO_TEST_CASE(push_refuses_the_types_the_host_writes_and_execute_names_ba
              done);
   auto started = attempt("thread:push('tool_started', { call = 1 })");
   BOOST_TEST(mentions(started, "use thread:execute(call, fn)"), started);
+  // "done\0x" printed as "done", and the sqlite3 shell read it so.
+  auto nul = attempt("thread:push('done\\0x', 1)");
+  BOOST_TEST(mentions(nul, "thread:push: the event type contains a NUL byte [usage]"), nul);
   auto run = run_agent(
       "return function(thread)\n"
       "  local call = {}; thread:push('c', call)\n"
