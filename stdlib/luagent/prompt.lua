@@ -1116,10 +1116,14 @@ end
 function prompt.file(path, opts)
   if type(path) ~= "string" or path == "" then raise("usage", "prompt.file: path must be a non-empty string") end
   -- Refused here, not at the first render: the loader reads only inside the agent's folder.
-  local folded = join_path("", path)
-  if path:sub(1, 1) == "/" or folded == ".." or folded:sub(1, 3) == "../" then
-    raise("forbidden", fmt("prompt.file: '%s' is outside the agent's folder", path))
+  -- Agents call this at their top level, which runs every step: a path with no ".." in it
+  -- (nearly all) is not folded.
+  local escapes = string.byte(path, 1) == 47 -- "/"
+  if not escapes and string.find(path, "..", 1, true) then
+    local folded = join_path("", path)
+    escapes = folded == ".." or string.sub(folded, 1, 3) == "../"
   end
+  if escapes then raise("forbidden", fmt("prompt.file: '%s' is outside the agent's folder", path)) end
   opts = check_opts(opts, "prompt.file")
   return setmetatable({ name = path, path = path, opts = opts }, Template)
 end
