@@ -405,16 +405,15 @@ BOOST_AUTO_TEST_CASE(thread_commands_use_the_config_files_store) {
 // thread" or an empty list with exit 0. Only `run` may create a store.
 BOOST_AUTO_TEST_CASE(commands_that_read_threads_do_not_create_a_store) {
   TempDir dir;
-  for (std::string store : {"sqlite:" + (dir / "missing/threads.db").string(),
-                            "fs:" + (dir / "missing").string()}) {
+  for (std::string store :
+       {"sqlite:" + (dir / "missing/threads.db").string(), "fs:" + (dir / "missing").string()}) {
     std::string path = store.substr(store.find(':') + 1);
-    for (std::vector<std::string> args :
-         {std::vector<std::string>{"resume", "th_x", "--approve"},
-          {"resume", "th_x"},
-          {"show", "th_x"},
-          {"threads"},
-          {"fork", "th_x", "--at", "1"},
-          {"cancel", "th_x"}}) {
+    for (std::vector<std::string> args : {std::vector<std::string>{"resume", "th_x", "--approve"},
+                                          {"resume", "th_x"},
+                                          {"show", "th_x"},
+                                          {"threads"},
+                                          {"fork", "th_x", "--at", "1"},
+                                          {"cancel", "th_x"}}) {
       std::string command = args[0];
       args.push_back("--store");
       args.push_back(store);

@@ -296,8 +296,9 @@ BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
       "thread:push('x', t)");
   BOOST_TEST(mentions(deep, "deeper than"), deep);
   // Its other errors said "json.decode: ...", this one did not say whose it was.
-  auto decoded = attempt("require('luagent.json').decode(string.rep('[', 500) .. "
-                         "string.rep(']', 500))");
+  auto decoded = attempt(
+      "require('luagent.json').decode(string.rep('[', 500) .. "
+      "string.rep(']', 500))");
   BOOST_TEST(mentions(decoded, "json.decode: JSON nested deeper than"), decoded);
   auto fn = attempt("thread:push('x', { f = print })");
   BOOST_TEST(mentions(fn, "no JSON form"), fn);
