@@ -30,7 +30,12 @@ int json_decode(lua_State* L) {
     throw Error(ErrorCode::usage, std::string("json.decode: ") + e.what());
   }
   HostCallScope scope(L);
-  push_json(L, value);
+  try {
+    push_json(L, value);
+  } catch (const Error& e) {
+    // Too deep for Lua: named like the parse errors above, so a script sees whose it is.
+    throw Error(e.code(), "json.decode: " + e.message());
+  }
   return 1;
 }
 

@@ -2,6 +2,9 @@
 // llm.chat(messages, opts), llm.one_of(intents).
 // A call suspends only the calling coroutine; the runtime resumes it when the
 // provider's reply arrives, and the continuation parses, validates and records it.
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <new>
@@ -281,6 +284,47 @@ nlohmann::json messages_from(lua_State* L, int index, const char* function) {
   return messages;
 }
 
+// Ranges of the numeric options. Out of range they reached the provider as given or
+// wrapped: max_tokens = 2^32 + 5 became 5, timeout = 3e6 s overflowed the milliseconds,
+// timeout = 1e-4 became 0 ms, which means "the default".
+constexpr std::int64_t kMaxMaxTokens = 10'000'000;
+constexpr double kMaxTemperature = 2.0;
+
+[[noreturn]] void bad_option(const char* function, const std::string& key,
+                             const std::string& wanted, const nlohmann::json& value) {
+  throw Error(ErrorCode::usage, std::string(function) + ": opts." + key + " must be " + wanted +
+                                    ", not " + value.dump());
+}
+
+int max_tokens_option(const nlohmann::json& value, const char* function) {
+  std::int64_t tokens = value.is_number_unsigned() && value.get<std::uint64_t>() > kMaxMaxTokens
+                            ? kMaxMaxTokens + 1
+                            : value.get<std::int64_t>();
+  if (tokens < 1 || tokens > kMaxMaxTokens)
+    bad_option(function, "max_tokens", "an integer in [1, " + std::to_string(kMaxMaxTokens) + "]",
+               value);
+  return static_cast<int>(tokens);
+}
+
+int timeout_ms_option(const nlohmann::json& value, const char* function) {
+  double seconds = value.get<double>();
+  // Rounded up: a tiny positive timeout must not become 0, which means "the default".
+  double ms = std::ceil(seconds * 1000);
+  if (!std::isfinite(seconds) || seconds <= 0 || ms > std::numeric_limits<int>::max())
+    bad_option(function, "timeout",
+               "a positive number of seconds up to " +
+                   std::to_string(std::numeric_limits<int>::max() / 1000),
+               value);
+  return static_cast<int>(ms);
+}
+
+double temperature_option(const nlohmann::json& value, const char* function) {
+  double temperature = value.get<double>();
+  if (!std::isfinite(temperature) || temperature < 0 || temperature > kMaxTemperature)
+    bad_option(function, "temperature", "a number in [0, 2]", value);
+  return temperature;
+}
+
 // Reads opts into the request; returns true when opts.stream is a function (left on the
 // stack top for the caller to take).
 bool read_options(lua_State* L, int index, llm::Request& request, CallKind kind,
@@ -308,11 +352,11 @@ bool read_options(lua_State* L, int index, llm::Request& request, CallKind kind,
     if (key == "model" && value.is_string())
       request.model = value;
     else if (key == "temperature" && value.is_number())
-      request.temperature = value.get<double>();
+      request.temperature = temperature_option(value, function);
     else if (key == "max_tokens" && value.is_number_integer())
-      request.max_tokens = value.get<int>();
+      request.max_tokens = max_tokens_option(value, function);
     else if (key == "timeout" && value.is_number())
-      request.total_timeout_ms = static_cast<int>(value.get<double>() * 1000);
+      request.total_timeout_ms = timeout_ms_option(value, function);
     else if (kind == CallKind::chat && key == "tools" && value.is_object()) {
       for (const auto& [name, spec] : value.items()) {
         if (!spec.is_object())

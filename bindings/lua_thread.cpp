@@ -159,6 +159,10 @@ int thread_push(lua_State* L) {
   refuse_after_await(run, "thread:push");
   std::string type(arg_string(L, 2, "thread:push", "type"));
   if (type.empty()) throw Error(ErrorCode::usage, "thread:push: the event type is empty");
+  // A type is a name: "done\0x" prints as "done" in a terminal, and readers of the store
+  // that use C strings (sqlite3 the shell) stop at the NUL.
+  if (type.find('\0') != std::string::npos)
+    throw Error(ErrorCode::usage, "thread:push: the event type contains a NUL byte");
   if (std::size_t bad = first_non_utf8(type); bad != std::string::npos)
     throw Error(ErrorCode::usage, "thread:push: the event type is " + describe_non_utf8(type, bad));
   refuse_host_event_type(type);

@@ -163,6 +163,11 @@ struct Host::Impl {
       file_config = runtime->load_config(config.config_file);
       config_dir = config.config_file.parent_path();
       check_config_keys(file_config, config.config_file);
+      if (config.store_settings_only) {
+        nlohmann::json store_only = nlohmann::json::object();
+        if (file_config.contains("store")) store_only["store"] = file_config["store"];
+        file_config = std::move(store_only);
+      }
     }
     RuntimeLimits limits = config_limits(file_config, config.config_file, RuntimeLimits{});
     if (config.step_cpu_ms > 0) limits.step_cpu_ms = config.step_cpu_ms;
@@ -175,8 +180,10 @@ struct Host::Impl {
 
     std::string store_uri = pick(config.store, "LUAGENT_STORE", file_config, "store");
     if (store_uri.empty()) store_uri = std::string(kDefaultStoreUri);
-    store = open_store(store_uri);
+    store = open_store(store_uri, config.store_must_exist ? StoreOpening::existing_only
+                                                          : StoreOpening::create_if_missing);
     runtime->set_store(store.get());
+    if (config.store_settings_only) return;
 
     std::string provider_name = pick(config.provider, "LUAGENT_PROVIDER", file_config, "provider");
     std::string model = pick(config.model, "LUAGENT_MODEL", file_config, "model");

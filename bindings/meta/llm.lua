@@ -5,9 +5,9 @@ local llm = {}
 
 ---@class luagent.llm.Options
 ---@field model? string
----@field temperature? number
----@field max_tokens? integer
----@field timeout? number seconds
+---@field temperature? number in [0, 2]
+---@field max_tokens? integer in [1, 10000000]
+---@field timeout? number seconds, positive (rounded up to whole milliseconds; at most 2147483)
 ---@field stream? fun(delta: string, partial: table|nil) called as text arrives; for llm.json `partial` is the object parsed so far. Its errors are logged, not raised; its CPU counts toward the step's limit
 
 ---@class luagent.llm.ChatOptions: luagent.llm.Options

@@ -59,6 +59,11 @@ int exit_code_for(Status status);
 
 /// Host settings from the common flags; the config file is looked up next to the agent.
 HostConfig host_config(const Args& args, const std::filesystem::path& agent_dir);
+/// Host settings for the commands that read or edit stored threads and run no agent (show,
+/// threads, fork, cancel; the readers of dev and replay): the store as `run` picks it
+/// (--store, LUAGENT_STORE, the config file's `store`, the default), which must exist, and
+/// nothing else from the config file (looked up as host_config() does).
+HostConfig stored_threads_config(const Args& args, const std::filesystem::path& agent_dir = {});
 /// The folder an AGENT argument names (empty when it names none).
 std::filesystem::path agent_dir_of(const Args& args, const std::string& agent);
 /// The folder of the agent that owns a stored thread.

@@ -33,7 +33,11 @@ Args parse_args(int argc, char** argv) {
           if (i + 1 >= argc) throw Error(ErrorCode::usage, arg + " needs a value");
           value = argv[++i];
         }
-        args.options[arg] = value;
+        // `--store=` used the default store and `--store a --store b` kept b without a
+        // word: both are slips worth stopping at.
+        if (value.empty()) throw Error(ErrorCode::usage, arg + " needs a value, not an empty one");
+        if (!args.options.emplace(arg, value).second)
+          throw Error(ErrorCode::usage, arg + " is given twice; give it once");
       } else if (std::find(kSwitches.begin(), kSwitches.end(), arg) != kSwitches.end()) {
         if (has_value) throw Error(ErrorCode::usage, arg + " takes no value");
         if (arg == "--json")

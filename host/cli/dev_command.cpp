@@ -86,9 +86,7 @@ int command_dev(const Args& args) {
   if (has(args, "--thread")) {
     if (args.positional.size() == 2)
       throw Error(ErrorCode::usage, "dev takes --thread T or a MESSAGE, not both");
-    HostConfig reader_config;
-    reader_config.store = option(args, "--store");
-    Host reader(reader_config);
+    Host reader(stored_threads_config(args, agent_dir));
     start = reader.get(option(args, "--thread"));
     // A thread that waits or ended has no next decision: re-take its last one.
     if (start.status() != Status::running) {

@@ -9,12 +9,6 @@
 namespace luagent::cli {
 namespace {
 
-luagent::HostConfig store_only(const Args& args) {
-  luagent::HostConfig config;
-  config.store = option(args, "--store");
-  return config;
-}
-
 // One markdown table cell: no newlines, no unescaped pipes, bounded length.
 std::string cell(const std::string& text, std::size_t max = 120) {
   std::string out;
@@ -100,7 +94,7 @@ int command_fork(const Args& args) {
     throw Error(ErrorCode::usage, "fork needs exactly one THREAD id and --at N");
   if (!has(args, "--at")) throw Error(ErrorCode::usage, "fork needs --at N (the last event kept)");
   std::int64_t at = positive_integer(option(args, "--at"), "--at");
-  luagent::Host host(store_only(args));
+  luagent::Host host(stored_threads_config(args));
   std::string id = host.fork(args.positional[0], at);
   Thread fork = host.get(id);
   if (args.json) {
@@ -121,7 +115,7 @@ int command_fork(const Args& args) {
 int command_cancel(const Args& args) {
   if (args.positional.size() != 1)
     throw Error(ErrorCode::usage, "cancel needs exactly one THREAD id");
-  luagent::Host host(store_only(args));
+  luagent::Host host(stored_threads_config(args));
   Event cancelled = host.cancel(args.positional[0], option(args, "--reason"));
   if (args.json)
     print_event_json(args.positional[0], cancelled);

@@ -61,9 +61,7 @@ int command_replay(const Args& args) {
   std::string agent_name = std::filesystem::weakly_canonical(agent_dir, ec).filename().string();
   Style style = make_style(args.json);
 
-  HostConfig reader_config;
-  reader_config.store = option(args, "--store");
-  Host reader(reader_config);
+  Host reader(stored_threads_config(args, agent_dir));
   struct Point {
     std::string thread_id;
     std::int64_t at;

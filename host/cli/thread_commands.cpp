@@ -32,6 +32,16 @@ luagent::HostConfig host_config(const Args& args, const std::filesystem::path& a
   return config;
 }
 
+luagent::HostConfig stored_threads_config(const Args& args,
+                                          const std::filesystem::path& agent_dir) {
+  luagent::HostConfig config;
+  config.store = option(args, "--store");
+  config.config_file = find_config(args, agent_dir);
+  config.store_settings_only = true;
+  config.store_must_exist = true;
+  return config;
+}
+
 // The folder an AGENT argument names, for finding its luagent.config.lua.
 std::filesystem::path agent_dir_of(const Args& args, const std::string& agent) {
   std::filesystem::path path(agent);
@@ -49,6 +59,7 @@ std::filesystem::path agent_dir_of_thread(const Args& args, const std::string& t
   luagent::HostConfig probe;
   probe.store = option(args, "--store");
   probe.config_file = find_config(args, {});
+  probe.store_must_exist = true;
   luagent::Host reader(probe);
   return reader.get(thread_id).agent_path;
 }
@@ -93,7 +104,9 @@ int command_resume(const Args& args) {
   const std::string& id = args.positional[0];
   std::filesystem::path agent_dir = agent_dir_of_thread(args, id);
   Style style = make_style(args.json);
-  luagent::Host host(host_config(args, agent_dir));
+  luagent::HostConfig config = host_config(args, agent_dir);
+  config.store_must_exist = true;
+  luagent::Host host(config);
   attach_printer(host, args, style);
   auto resumed = host.resume(id, std::move(resume));
   if (resumed.replayed) print_replayed(args, style, id, resumed);
@@ -107,9 +120,7 @@ int command_show(const Args& args) {
   std::string format = option(args, "--format", args.json ? "json" : "text");
   if (format != "text" && format != "json" && format != "llm" && format != "md")
     throw Error(ErrorCode::usage, "--format must be text, json, llm or md, not '" + format + "'");
-  luagent::HostConfig config;
-  config.store = option(args, "--store");
-  luagent::Host host(config);
+  luagent::Host host(stored_threads_config(args));
   Thread thread = host.get(args.positional[0]);
   if (format == "json") {
     nlohmann::json json = luagent::to_json(thread);
@@ -139,9 +150,7 @@ int command_threads(const Args& args) {
                   "--status must be one of running, awaiting_human, "
                   "awaiting_approval, done, failed, cancelled");
   }
-  luagent::HostConfig config;
-  config.store = option(args, "--store");
-  luagent::Host host(config);
+  luagent::Host host(stored_threads_config(args));
   luagent::ThreadQuery query;
   query.status = status;
   query.agent = option(args, "--agent");

@@ -150,10 +150,14 @@ Thread thread_from_fs_record(const nlohmann::json& record, std::string_view id) 
   return thread;
 }
 
-FsStore::FsStore(std::string uri, std::filesystem::path dir)
+FsStore::FsStore(std::string uri, std::filesystem::path dir, StoreOpening opening)
     : uri_(std::move(uri)), dir_(std::move(dir)) {
   std::error_code ec;
-  std::filesystem::create_directories(dir_, ec);
+  if (opening == StoreOpening::create_if_missing)
+    std::filesystem::create_directories(dir_, ec);
+  else if (!std::filesystem::exists(dir_, ec))
+    throw Error(ErrorCode::not_found,
+                "no store " + uri_ + ": " + dir_.string() + " does not exist");
   if (!std::filesystem::is_directory(dir_))
     throw Error(ErrorCode::config, "cannot use store " + uri_ + ": " + dir_.string() +
                                        " is not a folder that can be created");

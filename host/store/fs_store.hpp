@@ -13,7 +13,8 @@ namespace luagent {
 /// processes), <id>.calls.jsonl (LLM call traces, one per line).
 class FsStore final : public Store {
  public:
-  FsStore(std::string uri, std::filesystem::path dir);
+  FsStore(std::string uri, std::filesystem::path dir,
+          StoreOpening opening = StoreOpening::create_if_missing);
   ~FsStore() override;
   FsStore(const FsStore&) = delete;
   FsStore& operator=(const FsStore&) = delete;

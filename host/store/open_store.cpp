@@ -15,7 +15,7 @@ bool matches(const ListFilter& filter, const ThreadSummary& summary) {
   return true;
 }
 
-std::unique_ptr<Store> open_store(std::string_view uri) {
+std::unique_ptr<Store> open_store(std::string_view uri, StoreOpening opening) {
   auto colon = uri.find(':');
   if (colon == std::string_view::npos || colon == 0)
     throw Error(ErrorCode::config, "store URI '" + std::string(uri) +
@@ -25,11 +25,11 @@ std::unique_ptr<Store> open_store(std::string_view uri) {
   std::string_view rest = uri.substr(colon + 1);
   if (scheme == "sqlite") {
     if (rest.empty()) throw Error(ErrorCode::config, "store URI 'sqlite:' needs a file path");
-    return std::make_unique<SqliteStore>(std::string(uri), std::filesystem::path(rest));
+    return std::make_unique<SqliteStore>(std::string(uri), std::filesystem::path(rest), opening);
   }
   if (scheme == "fs") {
     if (rest.empty()) throw Error(ErrorCode::config, "store URI 'fs:' needs a folder");
-    return std::make_unique<FsStore>(std::string(uri), std::filesystem::path(rest));
+    return std::make_unique<FsStore>(std::string(uri), std::filesystem::path(rest), opening);
   }
   throw Error(ErrorCode::config, "unknown store scheme '" + std::string(scheme) + "' in '" +
                                      std::string(uri) + "': use sqlite:PATH or fs:DIR");

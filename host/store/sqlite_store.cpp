@@ -263,17 +263,23 @@ auto in_write_transaction(sqlite3* db, Statement& begin, Statement& commit, Stat
 
 }  // namespace
 
-SqliteStore::SqliteStore(std::string uri, const std::filesystem::path& path)
+SqliteStore::SqliteStore(std::string uri, const std::filesystem::path& path, StoreOpening opening)
     : uri_(std::move(uri)), path_(path) {
+  bool create = opening == StoreOpening::create_if_missing;
   std::error_code ec;
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
-  if (sqlite3_open_v2(path.c_str(), &db_,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                      nullptr) != SQLITE_OK) {
+  if (create && path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
+  // Without SQLITE_OPEN_CREATE SQLite itself refuses a missing file, so a file removed
+  // after the check below is not made either.
+  if (!create && !std::filesystem::exists(path, ec))
+    throw Error(ErrorCode::not_found,
+                "no store " + uri_ + ": " + path.string() + " does not exist");
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+  if (int status = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr); status != SQLITE_OK) {
     std::string message = db_ ? sqlite3_errmsg(db_) : "out of memory";
     sqlite3_close(db_);
     db_ = nullptr;
-    throw Error(ErrorCode::config, "cannot open store " + uri_ + ": " + message);
+    throw Error(!create && status == SQLITE_CANTOPEN ? ErrorCode::not_found : ErrorCode::config,
+                "cannot open store " + uri_ + ": " + message);
   }
   try {
     sqlite3_busy_timeout(db_, kBusyTimeoutMs);

@@ -17,7 +17,8 @@ class ThreadTips;
 /// sync_committed() may run on another.
 class SqliteStore final : public Store {
  public:
-  SqliteStore(std::string uri, const std::filesystem::path& path);
+  SqliteStore(std::string uri, const std::filesystem::path& path,
+              StoreOpening opening = StoreOpening::create_if_missing);
   ~SqliteStore() override;
 
   void create(Thread& thread) override;

@@ -106,9 +106,19 @@ class Store {
   virtual void write_rendering(const Thread& /*thread*/, std::string_view /*text*/) {}
 };
 
-/// Opens "sqlite:PATH" or "fs:DIR" (creating them if needed). Unknown schemes and
-/// unusable paths throw Error(config) naming the problem.
-std::unique_ptr<Store> open_store(std::string_view uri);
+/// Whether opening a store may make it.
+enum class StoreOpening {
+  create_if_missing,  // what launching a thread needs
+  /// For reading threads stored before: a missing SQLite file or fs: folder is
+  /// Error(not_found) naming it, and nothing is created (a mistyped path used to make an
+  /// empty store, parent folders included, and answer "no thread").
+  existing_only,
+};
+
+/// Opens "sqlite:PATH" or "fs:DIR". Unknown schemes and unusable paths throw
+/// Error(config) naming the problem.
+std::unique_ptr<Store> open_store(std::string_view uri,
+                                  StoreOpening opening = StoreOpening::create_if_missing);
 
 /// The default store of a project: sqlite:.luagent/threads.db in the working directory.
 inline constexpr std::string_view kDefaultStoreUri = "sqlite:.luagent/threads.db";

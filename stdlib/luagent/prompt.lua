@@ -33,6 +33,29 @@ local ROLES = { system = true, user = true, assistant = true, tool = true }
 
 local fmt = string.format
 
+-- Errors reach scripts as the host's modules raise them (bindings/lua_guard.cpp): a table
+-- { code =, message =, source =, line = } whose tostring is "message [code]", so a script
+-- reads err.code whichever module failed. Template errors keep the "name:line: " start in
+-- their message, as before, and carry the same as source and line.
+local ERROR_META = {
+  __name = "luagent.error",
+  __tostring = function(e) return tostring(e.message) .. " [" .. tostring(e.code) .. "]" end,
+}
+
+local function raise(code, message, source, line)
+  error(setmetatable({ code = code, message = message, source = source, line = line }, ERROR_META), 0)
+end
+
+-- A template that does not compile: code "syntax", as for a script (docs/errors.md).
+local function syntax_error(name, line, what)
+  raise("syntax", fmt("%s:%d: %s", name, line, what), name, line)
+end
+
+-- A render the variables (or the includes) make impossible: code "usage".
+local function render_error(name, line, what)
+  raise("usage", fmt("%s:%d: %s", name, line, what), name, line)
+end
+
 ---@class luagent.prompt.Options
 ---@field strict? boolean undefined variables in output are an error naming the variable and line
 ---@field name? string name used in error messages and to resolve includes (default "template")
@@ -90,21 +113,21 @@ local JSON_ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = 
 local function fallback_json(value)
   local out, seen = {}, {}
   local function enc(v, depth)
-    if depth > 100 then error("json: nesting deeper than 100", 0) end
+    if depth > 100 then raise("usage", "json: nesting deeper than 100") end
     local tv = type(v)
     if v == nil then
       out[#out + 1] = "null"
     elseif tv == "boolean" then
       out[#out + 1] = tostring(v)
     elseif tv == "number" then
-      if v ~= v or v == math.huge or v == -math.huge then error("json: cannot encode " .. tostring(v), 0) end
+      if v ~= v or v == math.huge or v == -math.huge then raise("usage", "json: cannot encode " .. tostring(v)) end
       out[#out + 1] = format_number(v)
     elseif tv == "string" then
       out[#out + 1] = '"' .. v:gsub('[%c"\\]', function(c)
         return JSON_ESCAPES[c] or fmt("\\u%04x", c:byte())
       end) .. '"'
     elseif tv == "table" then
-      if seen[v] then error("json: cannot encode a table that contains itself", 0) end
+      if seen[v] then raise("usage", "json: cannot encode a table that contains itself") end
       seen[v] = true
       local n = #v
       if n > 0 or next(v) == nil then
@@ -128,7 +151,7 @@ local function fallback_json(value)
       end
       seen[v] = nil
     else
-      error("json: cannot encode a " .. tv, 0)
+      raise("usage", "json: cannot encode a " .. tv)
     end
   end
   enc(value, 0)
@@ -193,7 +216,7 @@ function H.idx(base, key)
 end
 
 function H.need(v, what, name, line)
-  if v == nil then error(fmt("%s:%d: undefined variable '%s'", name, line, what), 0) end
+  if v == nil then render_error(name, line, fmt("undefined variable '%s'", what)) end
   return v
 end
 
@@ -204,7 +227,7 @@ function H.eq(a, b) return a == b end
 function H.cmp(a, b, op, name, line)
   local ta, tb = type(a), type(b)
   if ta ~= tb or (ta ~= "number" and ta ~= "string") then
-    error(fmt("%s:%d: cannot compare %s with %s using '%s'", name, line, ta, tb, op), 0)
+    render_error(name, line, fmt("cannot compare %s with %s using '%s'", ta, tb, op))
   end
   if op == "<" then return a < b elseif op == "<=" then return a <= b
   elseif op == ">" then return a > b else return a >= b end
@@ -213,11 +236,11 @@ end
 --- Returns values (and keys for two-variable loops) to iterate, and their count.
 function H.iter(seq, two, what, strict, name, line)
   if seq == nil then
-    if strict then error(fmt("%s:%d: undefined variable '%s'", name, line, what), 0) end
+    if strict then render_error(name, line, fmt("undefined variable '%s'", what)) end
     return {}, nil, 0
   end
   if type(seq) ~= "table" then
-    error(fmt("%s:%d: cannot loop over a %s ('%s')", name, line, type(seq), what), 0)
+    render_error(name, line, fmt("cannot loop over a %s ('%s')", type(seq), what))
   end
   local n = #seq
   if two then
@@ -317,7 +340,7 @@ local function lex(src, name)
     if strip_before then i = i + 1 end
     local j = open == "#" and src:find("#}", i, true) or find_close(src, i, close)
     if not j then
-      error(fmt("%s:%d: '{%s' is never closed with '%s'", name, line, open, close), 0)
+      syntax_error(name, line, fmt("'{%s' is never closed with '%s'", open, close))
     end
     local body_end = j - 1
     local strip_after = body_end >= i and src:sub(body_end, body_end) == "-"
@@ -344,7 +367,7 @@ local STRING_ESCAPES = { n = "\n", t = "\t", r = "\r", ["\\"] = "\\", ['"'] = '"
 
 local function tokenize(text, name, line)
   local toks, i, n = {}, 1, #text
-  local function fail(what) error(fmt("%s:%d: %s", name, line, what), 0) end
+  local function fail(what) syntax_error(name, line, what) end
   while i <= n do
     local c = text:sub(i, i)
     if c:match("%s") then
@@ -395,7 +418,7 @@ local function new_parser(text, name, line)
 end
 
 function Parser:peek(k) return self.toks[self.pos + (k or 0)] end
-function Parser:fail(what) error(fmt("%s:%d: %s", self.name, self.line, what), 0) end
+function Parser:fail(what) syntax_error(self.name, self.line, what) end
 
 function Parser:next()
   local tok = self.toks[self.pos]
@@ -615,7 +638,7 @@ local function build_tree(list, name)
   local root = { body = {} }
   local stack = { root }
   local function top() return stack[#stack] end
-  local function fail(line, what) error(fmt("%s:%d: %s", name, line, what), 0) end
+  local function fail(line, what) syntax_error(name, line, what) end
   for _, st in ipairs(list) do
     local t = st.t
     if t == "text" then
@@ -724,13 +747,13 @@ function Gen:expr(e, line, strict)
     elseif H.F[e.name] then
       fn = "H.F[" .. lit(e.name) .. "]"
     else
-      error(fmt("%s:%d: unknown filter '%s'", self.name, line, e.name), 0)
+      syntax_error(self.name, line, fmt("unknown filter '%s'", e.name))
     end
     local args = { self:expr(e.arg, line, strict and e.name ~= "default") }
     for _, a in ipairs(e.args) do args[#args + 1] = self:expr(a, line, false) end
     return fn .. "(" .. table.concat(args, ",") .. ")"
   end
-  error("internal: unknown expression " .. tostring(t))
+  raise("internal", "internal: unknown expression " .. tostring(t))
 end
 
 -- Variables visible to an included template: the caller's plus its loop variables.
@@ -872,7 +895,7 @@ end
 -- it starts at.
 local function compile(source, name, opts)
   if type(source) ~= "string" then
-    error(fmt("%s: template source must be a string, got %s", name, type(source)), 0)
+    raise("usage", fmt("%s: template source must be a string, got %s", name, type(source)))
   end
   local tree = build_tree(to_statements(lex(source, name), name), name)
   local g = setmetatable({ code = {}, counter = 0, scopes = {}, name = name,
@@ -885,7 +908,7 @@ local function compile(source, name, opts)
   g:emit(g:messages(tree) and "return render,messages" or "return render")
   local src = table.concat(g.code, "\n")
   local chunk, err = load(src, "=" .. name, "t", {})
-  if not chunk then error(fmt("%s: internal error compiling template: %s", name, err), 0) end
+  if not chunk then raise("internal", fmt("%s: internal error compiling template: %s", name, err)) end
   prompt._compiles = prompt._compiles + 1
   return chunk(H, name, opts.filters)
 end
@@ -911,13 +934,19 @@ local function read_file(path)
   if not loader then
     local ok, src = pcall(require, "luagent.source")
     if not ok or type(src) ~= "table" or type(src.read) ~= "function" then
-      error("prompt: no file loader (luagent.source is unavailable; call prompt.set_loader)", 0)
+      raise("config", "prompt: no file loader (luagent.source is unavailable; call prompt.set_loader)")
     end
     loader = src.read
   end
   local ok, text, version = pcall(loader, path)
-  if not ok then error(fmt("%s: cannot read prompt file: %s", path, tostring(text)), 0) end
-  if type(text) ~= "string" then error(fmt("%s: cannot read prompt file", path), 0) end
+  if not ok then
+    -- The loader's own code when it gives one (luagent.source: not_found, forbidden);
+    -- a loader raising a plain string could not find the file.
+    local code = type(text) == "table" and type(text.code) == "string" and text.code or "not_found"
+    local why = type(text) == "table" and text.message or text
+    raise(code, fmt("%s: cannot read prompt file: %s", path, tostring(why)))
+  end
+  if type(text) ~= "string" then raise("not_found", fmt("%s: cannot read prompt file", path)) end
   return text, version
 end
 
@@ -980,11 +1009,11 @@ function H.include(R, o, from, rel, vars, line)
       local cycle = {}
       for j = i, #stack do cycle[#cycle + 1] = stack[j] end
       cycle[#cycle + 1] = path
-      error(fmt("%s:%d: circular include: %s", from, line, table.concat(cycle, " -> ")), 0)
+      render_error(from, line, "circular include: " .. table.concat(cycle, " -> "))
     end
   end
   if #stack >= MAX_INCLUDE_DEPTH then
-    error(fmt("%s:%d: includes nested deeper than %d", from, line, MAX_INCLUDE_DEPTH), 0)
+    render_error(from, line, fmt("includes nested deeper than %d", MAX_INCLUDE_DEPTH))
   end
   local fn = file_function(path, R.opts)
   stack[#stack + 1] = path
@@ -1001,7 +1030,7 @@ local NO_VARS = {} -- the variables of a render given none; templates only read 
 -- Checks the variables; returns the render and messages functions (see compile).
 function Template:_functions(vars)
   if vars ~= nil and type(vars) ~= "table" then
-    error(fmt("%s: template variables must be a table, got %s", self.name, type(vars)), 0)
+    raise("usage", fmt("%s: template variables must be a table, got %s", self.name, type(vars)))
   end
   if self.fn then return self.fn, self.messages_fn end
   return file_function(self.path, self.opts)
@@ -1061,9 +1090,9 @@ Template.__call = Template.render
 
 local function check_opts(opts, where)
   if opts == nil then return {} end
-  if type(opts) ~= "table" then error(where .. ": options must be a table", 0) end
+  if type(opts) ~= "table" then raise("usage", where .. ": options must be a table") end
   if opts.filters ~= nil and type(opts.filters) ~= "table" then
-    error(where .. ": opts.filters must be a table of functions", 0)
+    raise("usage", where .. ": opts.filters must be a table of functions")
   end
   return opts
 end
@@ -1085,7 +1114,16 @@ end
 ---@param opts? luagent.prompt.Options
 ---@return luagent.prompt.Template
 function prompt.file(path, opts)
-  if type(path) ~= "string" or path == "" then error("prompt.file: path must be a non-empty string", 0) end
+  if type(path) ~= "string" or path == "" then raise("usage", "prompt.file: path must be a non-empty string") end
+  -- Refused here, not at the first render: the loader reads only inside the agent's folder.
+  -- Agents call this at their top level, which runs every step: a path with no ".." in it
+  -- (nearly all) is not folded.
+  local escapes = string.byte(path, 1) == 47 -- "/"
+  if not escapes and string.find(path, "..", 1, true) then
+    local folded = join_path("", path)
+    escapes = folded == ".." or string.sub(folded, 1, 3) == "../"
+  end
+  if escapes then raise("forbidden", fmt("prompt.file: '%s' is outside the agent's folder", path)) end
   opts = check_opts(opts, "prompt.file")
   return setmetatable({ name = path, path = path, opts = opts }, Template)
 end

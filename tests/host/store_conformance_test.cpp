@@ -333,3 +333,20 @@ BOOST_AUTO_TEST_CASE(fs_store_writes_a_readable_rendering_and_no_temp_files) {
   for (const auto& entry : std::filesystem::directory_iterator(s.dir / "threads"))
     BOOST_TEST(entry.path().string().find(".tmp") == std::string::npos, entry.path());
 }
+
+// A mistyped path used to make an empty store, parent folders included; opened existing
+// only, a missing store is not_found and nothing is made, while one that exists opens.
+BOOST_DATA_TEST_CASE(existing_only_opens_no_missing_store, bdata::make(kSchemes), scheme) {
+  test::TempDir dir;
+  std::string uri = scheme == "sqlite" ? "sqlite:" + (dir / "missing/threads.db").string()
+                                       : "fs:" + (dir / "missing").string();
+  BOOST_TEST(code_of([&] { open_store(uri, StoreOpening::existing_only); }) ==
+             ErrorCode::not_found);
+  BOOST_TEST(!std::filesystem::exists(dir / "missing"));
+  conformance::StoreUnderTest s(scheme);
+  Thread thread = new_thread("hello");
+  s.store->create(thread);
+  s.store.reset();
+  auto reopened = open_store(s.uri, StoreOpening::existing_only);
+  BOOST_TEST(reopened->load(thread.id).version() == 1);
+}

@@ -234,6 +234,7 @@ BOOST_AUTO_TEST_CASE(agent_raising_at_runtime_fails_the_thread_keeping_events) {
 
 BOOST_AUTO_TEST_CASE(unknown_thread_id) {
   Session s;
+  s.cli({"run", calculator(), "add 3 and 4"});  // makes the store
   auto result = s.cli({"resume", "th_doesnotexist", "--approve"});
   BOOST_TEST(result.exit_code == 2);
   BOOST_TEST(result.err.find("no thread th_doesnotexist") != std::string::npos, result.err);
@@ -370,4 +371,87 @@ BOOST_AUTO_TEST_CASE(show_formats) {
   BOOST_TEST(llm.out.find("<tool_response>\n7\n</tool_response>") != std::string::npos, llm.out);
   auto text = run_cli({"show", id, "--store", s.store}, {}, kCleanEnv);
   BOOST_TEST(text.out.find("user_input") != std::string::npos);
+}
+
+// show, threads, fork and cancel opened the default store whatever luagent.config.lua said:
+// `run` wrote to the config's fs:stored while `threads` listed an empty .luagent/threads.db.
+BOOST_AUTO_TEST_CASE(thread_commands_use_the_config_files_store) {
+  TempDir dir;
+  std::ofstream(dir / "luagent.config.lua")
+      << "store = 'fs:stored'\nprovider = 'replay'\ncassette = '" << calculator()
+      << "/cassette.jsonl'\n";
+  auto cli = [&](std::vector<std::string> args) {
+    args.push_back("--json");
+    return run_cli(args, dir.path().string(), kCleanEnv);
+  };
+  auto run = cli({"run", calculator(), "can you divide 3 by 4"});
+  BOOST_TEST_REQUIRE(run.exit_code == 10, run.err);
+  BOOST_TEST_REQUIRE(std::filesystem::is_directory(dir / "stored"));
+  std::string id = Session::thread_id(run);
+  auto listed = cli({"threads"});
+  BOOST_TEST(listed.exit_code == 0, listed.err);
+  BOOST_TEST(Session::lines(listed).size() == 1u, listed.out);
+  auto show = cli({"show", id});
+  BOOST_TEST(show.exit_code == 0, show.err);
+  auto fork = cli({"fork", id, "--at", "1"});
+  BOOST_TEST(fork.exit_code == 0, fork.err);
+  auto cancel = cli({"cancel", id});
+  BOOST_TEST(cancel.exit_code == 0, cancel.err);
+  BOOST_TEST(Session::lines(cli({"threads"})).size() == 2u);
+  BOOST_TEST(!std::filesystem::exists(dir / ".luagent"));  // the default store was never made
+}
+
+// A mistyped --store made an empty store (parent folders included) and answered "no
+// thread" or an empty list with exit 0. Only `run` may create a store.
+BOOST_AUTO_TEST_CASE(commands_that_read_threads_do_not_create_a_store) {
+  TempDir dir;
+  for (std::string store :
+       {"sqlite:" + (dir / "missing/threads.db").string(), "fs:" + (dir / "missing").string()}) {
+    std::string path = store.substr(store.find(':') + 1);
+    for (std::vector<std::string> args : {std::vector<std::string>{"resume", "th_x", "--approve"},
+                                          {"resume", "th_x"},
+                                          {"show", "th_x"},
+                                          {"threads"},
+                                          {"fork", "th_x", "--at", "1"},
+                                          {"cancel", "th_x"}}) {
+      std::string command = args[0];
+      args.push_back("--store");
+      args.push_back(store);
+      auto result = run_cli(args, dir.path().string(), kCleanEnv);
+      BOOST_TEST(result.exit_code == 2, command + " " + store + ": " + result.err);
+      BOOST_TEST(result.err.find("no store " + store + ": " + path + " does not exist") !=
+                     std::string::npos,
+                 command + " " + store + ": " + result.err);
+      BOOST_TEST(!std::filesystem::exists(dir / "missing"), command + " " + store);
+      BOOST_TEST(!std::filesystem::exists(dir / ".luagent"), command + " " + store);
+    }
+  }
+  // run still makes the store it launches into.
+  auto run = run_cli({"run", calculator(), "add 3 and 4", "--store",
+                      "sqlite:" + (dir / "missing/threads.db").string()},
+                     dir.path().string(), kCleanEnv);
+  BOOST_TEST(run.exit_code == 0, run.err);
+  BOOST_TEST(std::filesystem::exists(dir / "missing/threads.db"));
+}
+
+// `--store=` silently used the default store; `--store a --store b` kept b without a word;
+// `resume --say ""` stored an empty answer.
+BOOST_AUTO_TEST_CASE(empty_and_repeated_options_are_usage_errors) {
+  Session s;
+  auto empty = run_cli({"threads", "--store="}, s.dir.path().string(), kCleanEnv);
+  BOOST_TEST(empty.exit_code == 2);
+  BOOST_TEST(empty.err.find("--store needs a value, not an empty one") != std::string::npos,
+             empty.err);
+  auto twice = run_cli({"threads", "--store", s.store, "--store", s.store + "2"},
+                       s.dir.path().string(), kCleanEnv);
+  BOOST_TEST(twice.exit_code == 2);
+  BOOST_TEST(twice.err.find("--store is given twice") != std::string::npos, twice.err);
+  auto run = s.cli({"run", calculator(), "multiply 3 and xyz"});
+  BOOST_TEST_REQUIRE(run.exit_code == 10, run.err);
+  std::string id = Session::thread_id(run);
+  auto say = s.cli({"resume", id, "--say", ""});
+  BOOST_TEST(say.exit_code == 2);
+  BOOST_TEST(say.err.find("--say needs a value, not an empty one") != std::string::npos, say.err);
+  BOOST_TEST(s.show(id)["status"] == "awaiting_human");
+  BOOST_TEST(!std::filesystem::exists(s.dir / ".luagent"));
 }

@@ -364,6 +364,8 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
   refused([&] { f.host->launch("asker", Event::make("done", nullptr)); },
           "'done' events are written by luagent itself; a launch cannot");
   refused([&] { f.host->launch("asker", Event{}); }, "non-empty \"type\"");
+  refused([&] { f.host->launch("asker", Event::make(std::string("done\0x", 6), nullptr)); },
+          "the launch event's type contains a NUL byte");
   BOOST_TEST(f.host->list().empty());  // nothing was stored
 
   auto id = f.host->launch("asker", Event::user("go"));
@@ -372,6 +374,8 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
           "the resume event's data has a string that is not UTF-8");
   refused([&] { f.host->resume(id, Resume::say("ok", "key\xFF")); },
           "the resume event's key is not UTF-8 text (byte 0xFF at offset 3)");
+  refused([&] { f.host->resume(id, Resume::with_event(std::string("note\0", 5), "x")); },
+          "the resume event's type contains a NUL byte");
   f.host->resume(id, Resume::say("ok"));  // still usable
   f.pump_until_idle();
   BOOST_TEST(f.host->get(id).events.size() == 4u);

@@ -250,3 +250,65 @@ return function(thread) thread:push("said", llm.text("hi")) end
   for (const auto& line : log) logged = logged || line.find("stream callback failed") != line.npos;
   BOOST_TEST(logged);
 }
+
+// llm.* options out of range reached the provider as given or wrapped: max_tokens = 2^32 + 5
+// became 5, a huge timeout overflowed the milliseconds, timeout = 1e-4 became 0 ms (which
+// means "the default"), a temperature of 7 went to the API.
+BOOST_AUTO_TEST_CASE(llm_options_out_of_range_are_usage_errors) {
+  test::WireServer server;
+  server.set_handler([](const test::RecordedRequest&) {
+    test::ScriptedResponse response;
+    response.headers = {{"Content-Type", "application/json"}};
+    response.body = completion("plain hello");
+    response.latency = std::chrono::milliseconds(300);
+    return response;
+  });
+  Environment environment(server.url("/v1"));
+  test::TempDir dir;
+  std::filesystem::create_directories(dir / "checker");
+  std::ofstream(dir / "checker/agent.lua") << R"lua(
+local llm = require "luagent.llm"
+return function(thread)
+  local said = {}
+  for _, opts in ipairs({
+    { max_tokens = 0 }, { max_tokens = 10000001 }, { max_tokens = 4294967301 },
+    { timeout = 0 }, { timeout = -1 }, { timeout = 3e6 },
+    { temperature = -0.5 }, { temperature = 2.5 },
+  }) do
+    local ok, err = pcall(llm.text, "hi", opts)
+    said[#said + 1] = ok and "accepted" or (err.code .. " " .. err.message)
+  end
+  local ok, err = pcall(llm.text, "hi", { timeout = 1e-4 })
+  said[#said + 1] = ok and "accepted" or err.code
+  said[#said + 1] = llm.text("hi", { max_tokens = 100, temperature = 2, timeout = 30 })
+  thread:push("said", said)
+end
+)lua";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "threads.db").string();
+  config.provider = "openai";
+  config.model = "gpt-test";
+  Host host(config);
+  auto id = host.launch((dir / "checker").string(), Event::user("go"));
+  host.run_until_idle();
+  Thread thread = host.get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::done, to_json(thread).dump());
+  auto said = thread.events[thread.events.size() - 2].data;
+  const char* expected[] = {
+      "usage llm.text: opts.max_tokens must be an integer in [1, 10000000], not 0",
+      "usage llm.text: opts.max_tokens must be an integer in [1, 10000000], not 10000001",
+      "usage llm.text: opts.max_tokens must be an integer in [1, 10000000], not 4294967301",
+      "usage llm.text: opts.timeout must be a positive number of seconds up to 2147483, not 0",
+      "usage llm.text: opts.timeout must be a positive number of seconds up to 2147483, not -1",
+      "usage llm.text: opts.timeout must be a positive number of seconds up to 2147483, not "
+      "3000000.0",
+      "usage llm.text: opts.temperature must be a number in [0, 2], not -0.5",
+      "usage llm.text: opts.temperature must be a number in [0, 2], not 2.5",
+  };
+  BOOST_TEST_REQUIRE(said.size() == std::size(expected) + 2, said.dump());
+  for (std::size_t i = 0; i < std::size(expected); ++i)
+    BOOST_TEST(said[i].get<std::string>().find(expected[i]) != std::string::npos, said[i].dump());
+  // 1e-4 s is 1 ms, not "the default": the 300 ms reply is too late.
+  BOOST_TEST(said[std::size(expected)] != "accepted", said.dump());
+  BOOST_TEST(said.back() == "plain hello");
+}

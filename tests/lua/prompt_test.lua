@@ -463,4 +463,41 @@ t.test("path joining folds . and .. segments", function()
   t.eq(prompt._join_path("a", "/root.prompt"), "/root.prompt")
 end)
 
+t.test("errors are tables with a code, as the host's modules raise them", function()
+  prompt.set_loader(fake_source.read) -- the test before put in its own
+  local function caught(fn)
+    local ok, err = pcall(fn)
+    t.eq(ok, false)
+    t.eq(type(err), "table")
+    return err
+  end
+  local syntax = caught(function() prompt.template("a\n{% frobnicate %}") end)
+  t.eq(syntax.code, "syntax")
+  t.eq(syntax.message, "template:2: unknown tag 'frobnicate'")
+  t.eq(syntax.source, "template")
+  t.eq(syntax.line, 2)
+  t.eq(tostring(syntax), "template:2: unknown tag 'frobnicate' [syntax]")
+  t.eq(caught(function() prompt.template("{{ x }}", { strict = true }) {} end).code, "usage")
+  t.eq(caught(function() prompt.template(42) end).code, "usage")
+  t.eq(caught(function() prompt.template("x", 5) end).code, "usage")
+  local missing = caught(function() prompt.file("nowhere/x.prompt")() end)
+  t.eq(missing.code, "not_found")
+  t.eq(missing.message, "nowhere/x.prompt: cannot read prompt file: no such file: nowhere/x.prompt")
+  write("miss2/main.prompt", "{% include 'gone.prompt' %}")
+  t.eq(caught(function() prompt.file("miss2/main.prompt")() end).code, "not_found")
+end)
+
+t.test("prompt.file refuses a path outside the agent's folder when called", function()
+  local reads_before = reads
+  for _, path in ipairs { "../x.prompt", "..", "a/../../x.prompt", "/etc/passwd" } do
+    local ok, err = pcall(prompt.file, path)
+    t.eq(ok, false)
+    t.eq(err.code, "forbidden")
+    t.eq(err.message, "prompt.file: '" .. path .. "' is outside the agent's folder")
+  end
+  t.eq(reads, reads_before) -- refused before anything was read
+  write("ok/..name.prompt", "fine")
+  t.eq(prompt.file("ok/..name.prompt")(), "fine") -- a name that starts with "..", not a step up
+end)
+
 t.run()

@@ -295,6 +295,11 @@ BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
       "local t = {}; local c = t; for i = 1, 500 do c.n = {}; c = c.n end; "
       "thread:push('x', t)");
   BOOST_TEST(mentions(deep, "deeper than"), deep);
+  // Its other errors said "json.decode: ...", this one did not say whose it was.
+  auto decoded = attempt(
+      "require('luagent.json').decode(string.rep('[', 500) .. "
+      "string.rep(']', 500))");
+  BOOST_TEST(mentions(decoded, "json.decode: JSON nested deeper than"), decoded);
   auto fn = attempt("thread:push('x', { f = print })");
   BOOST_TEST(mentions(fn, "no JSON form"), fn);
   // {[2] = 'a', ['2'] = 'b'} used to become {"2": one of them}.
@@ -359,6 +364,9 @@ BOOST_AUTO_TEST_CASE(push_refuses_the_types_the_host_writes_and_execute_names_ba
              done);
   auto started = attempt("thread:push('tool_started', { call = 1 })");
   BOOST_TEST(mentions(started, "use thread:execute(call, fn)"), started);
+  // "done\0x" printed as "done", and the sqlite3 shell read it so.
+  auto nul = attempt("thread:push('done\\0x', 1)");
+  BOOST_TEST(mentions(nul, "thread:push: the event type contains a NUL byte [usage]"), nul);
   auto run = run_agent(
       "return function(thread)\n"
       "  local call = {}; thread:push('c', call)\n"

@@ -68,6 +68,15 @@ struct HostConfig {
   /// or the answer, which nobody was told was stored. For hosts that start many threads
   /// from a frame loop or a batch.
   bool launch_waits_for_disk = true;
+  /// Take only `store` from config_file and make no LLM provider: for callers that read or
+  /// edit stored threads and run no step (the CLI's show, threads, fork, cancel). They must
+  /// find the store `run` wrote to, and a provider the file names (its key, its cassette)
+  /// is none of their business.
+  bool store_settings_only = false;
+  /// Open the store only if it exists: a missing SQLite file or fs: folder is
+  /// Error(not_found) naming it and nothing is created. For callers that read threads
+  /// stored before, where a mistyped path made an empty store and "no thread".
+  bool store_must_exist = false;
 };
 
 /// What a reload of a watched agent (or of stdlib/) did; see Host::on_reload.
