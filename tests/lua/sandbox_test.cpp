@@ -547,23 +547,33 @@ BOOST_AUTO_TEST_CASE(pattern_backtracking_bomb_fails_the_step_with_limit) {
   BOOST_TEST(seconds.count() < 60.0);  // a generous bound; Lua's own matcher takes hours
 }
 
-// Plain find is linear (memmem) and metered: a loop of long plain searches, each under the
-// hook's 10000-instruction look at the clock, still ends at the step's CPU limit.
+// Plain find is linear (memmem) and metered. Each search here costs milliseconds and the loop
+// runs about 2000 of them between two of the count hook's looks at the clock, so unmetered
+// searches would run seconds past the limit; metered, the step ends near its 200 ms.
 BOOST_AUTO_TEST_CASE(plain_find_bomb_fails_the_step_with_limit) {
+  rusage before{};
+  ::getrusage(RUSAGE_SELF, &before);
   auto run = run_agent(
       "return function(thread)\n"
-      "  local hay, needle = ('a'):rep(1e7), ('a'):rep(5e6) .. 'b'\n"
+      "  local hay, needle = ('a'):rep(2e6), ('a'):rep(1e6) .. 'b'\n"
       "  thread:push('once', { hay:find(needle, 1, true) == nil })\n"
-      "  for _ = 1, 5000 do pcall(string.find, hay, needle, 1, true) end\n"
+      "  for _ = 1, 1e6 do pcall(string.find, hay, needle, 1, true) end\n"
       "  thread:push('swallowed', true)\n"
       "end\n",
       {}, limit_cpu_to_200_ms);
+  rusage after{};
+  ::getrusage(RUSAGE_SELF, &after);
+  auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  const double cpu_seconds = seconds(after.ru_utime) + seconds(after.ru_stime) -
+                             seconds(before.ru_utime) - seconds(before.ru_stime);
   BOOST_TEST(run.thread.status() == Status::failed);
   BOOST_TEST(run.thread.events.back().data["code"] == "limit");
   BOOST_REQUIRE(run.thread.events.size() >= 3u);
   BOOST_TEST(run.thread.events[1].type == "once");
   BOOST_TEST(run.thread.events[1].data[0] == true);
   for (const Event& event : run.thread.events) BOOST_TEST(event.type != "swallowed");
+  // A bound far above the limit, for shared machines; unmetered searches cost several seconds.
+  BOOST_TEST(cpu_seconds < 2.0, "the step used " << cpu_seconds << " s of CPU");
 }
 
 // The same bomb at an agent file's top level (outside any step, even under pcall) fails the
