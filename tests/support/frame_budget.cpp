@@ -1,5 +1,6 @@
 #include "support/frame_budget.hpp"
 
+#include <sys/resource.h>
 #include <time.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <map>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "luagent/luagent.hpp"
 #include "support/calculator_wire.hpp"
@@ -20,6 +22,13 @@ double thread_cpu_us() {
   timespec now{};
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
   return static_cast<double>(now.tv_sec) * 1e6 + static_cast<double>(now.tv_nsec) / 1e3;
+}
+
+// This thread's context switches so far: {involuntary, voluntary}.
+std::pair<long, long> thread_context_switches() {
+  rusage usage{};
+  ::getrusage(RUSAGE_THREAD, &usage);
+  return {usage.ru_nivcsw, usage.ru_nvcsw};
 }
 }  // namespace
 
@@ -43,12 +52,24 @@ std::string FrameBudgetFigures::summary() const {
       std::count_if(pump_cpu_us.begin(), pump_cpu_us.end(), [](double us) { return us > 3000; }));
   double cpu_max =
       pump_cpu_us.empty() ? 0 : *std::max_element(pump_cpu_us.begin(), pump_cpu_us.end());
+  // Of the pumps over 3 ms on the wall clock but not on the CPU: where the time went.
+  int preempted = 0, waited = 0;
+  const auto any_wait =
+      std::count_if(pump_waits.begin(), pump_waits.end(), [](long n) { return n > 0; });
+  for (std::size_t i = 0; i < pump_us.size() && i < pump_preemptions.size(); ++i) {
+    if (pump_us[i] <= 3000 || pump_cpu_us[i] > 3000) continue;
+    if (pump_preemptions[i] > 0) ++preempted;
+    if (pump_waits[i] > 0) ++waited;
+  }
   out << "threads " << threads << ", finished correctly " << finished_correctly << ", requests "
       << requests << ", wall " << wall_s << " s; pumps " << pump_us.size() << ": p50 "
       << percentile(50) << " us, p99 " << percentile(99) << " us, p99.9 " << percentile(99.9)
       << " us, max " << max() << " us, over 3 ms: " << over_3ms
       << "; on-CPU time of the pumping thread: max " << cpu_max
-      << " us, over 3 ms: " << cpu_over_3ms;
+      << " us, over 3 ms: " << cpu_over_3ms << "; of the " << over_3ms - cpu_over_3ms
+      << " over 3 ms on the wall clock only, preempted by the scheduler: " << preempted
+      << ", waited in the kernel: " << waited
+      << "; pumps that waited in the kernel at all: " << any_wait;
   return out.str();
 }
 
@@ -103,10 +124,14 @@ FrameBudgetFigures run_frame_budget(const std::filesystem::path& work_dir, int a
   while (ended.size() < ids.size() && Clock::now() - start < limit) {
     auto before = Clock::now();
     double cpu_before = thread_cpu_us();
+    auto switches_before = thread_context_switches();
     host.pump(budget);
     figures.pump_us.push_back(
         std::chrono::duration<double, std::micro>(Clock::now() - before).count());
     figures.pump_cpu_us.push_back(thread_cpu_us() - cpu_before);
+    auto switches_after = thread_context_switches();
+    figures.pump_preemptions.push_back(switches_after.first - switches_before.first);
+    figures.pump_waits.push_back(switches_after.second - switches_before.second);
     for (const Update& update : host.updates()) {
       if (update.kind == Update::Kind::paused) {
         host.resume(update.thread_id, Resume::approve());  // immediate approval

@@ -17,6 +17,11 @@ struct FrameBudgetFigures {
   /// The CPU time the calling thread spent in each pump call: on a shared machine a pump
   /// can take long on the wall clock because the thread was not running at all.
   std::vector<double> pump_cpu_us;
+  /// Context switches of the calling thread during each pump call: involuntary ones mean
+  /// the scheduler took the CPU away (a shared machine), voluntary ones that the pump
+  /// waited in the kernel (a lock, a blocking syscall).
+  std::vector<long> pump_preemptions;
+  std::vector<long> pump_waits;
   int threads = 0;
   int finished_correctly = 0;  // done with "The result is 18."
   std::vector<std::string> problems;
