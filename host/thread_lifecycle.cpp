@@ -55,10 +55,13 @@ void check_outside_event(const Event& event, std::string_view verb) {
       event_type::outcome_unknown, event_type::done,         event_type::failed,
       event_type::cancelled,       event_type::error};
   if (event.type.empty()) throw Error(ErrorCode::usage, "the event needs a non-empty \"type\"");
-  // A type is a name: "done\0x" prints as "done" in a terminal, and readers of the store
-  // that use C strings (sqlite3 the shell) stop at the NUL.
-  if (event.type.find('\0') != std::string::npos)
-    throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's type contains a NUL byte");
+  // A type and an idempotency key are names: "done\0x" prints as "done" in a terminal,
+  // and readers of the store that use C strings (sqlite3 the shell) stop at the NUL.
+  for (const std::string* name : {&event.type, &event.key})
+    if (name->find('\0') != std::string::npos)
+      throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's " +
+                                        (name == &event.type ? "type" : "key") +
+                                        " contains a NUL byte");
   if (kHostTypes.count(event.type))
     throw Error(ErrorCode::usage, "'" + event.type + "' events are written by luagent itself; a " +
                                       std::string(verb) +

@@ -376,6 +376,8 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
           "the resume event's key is not UTF-8 text (byte 0xFF at offset 3)");
   refused([&] { f.host->resume(id, Resume::with_event(std::string("note\0", 5), "x")); },
           "the resume event's type contains a NUL byte");
+  refused([&] { f.host->resume(id, Resume::say("ok", std::string("k\0x", 3))); },
+          "the resume event's key contains a NUL byte");
   f.host->resume(id, Resume::say("ok"));  // still usable
   f.pump_until_idle();
   BOOST_TEST(f.host->get(id).events.size() == 4u);
