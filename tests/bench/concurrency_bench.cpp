@@ -49,9 +49,9 @@ Figures run_host(const std::string& base_url, int runs) {
   test::write_calculator_agent(dir / "calculator", base_url);
   HostConfig config;
   const char* store_dir = std::getenv("CONCURRENCY_BENCH_STORE_DIR");
-  config.store = "sqlite:" + ((store_dir ? std::filesystem::path(store_dir) : dir.path()) /
-                              ("concurrency-" + std::to_string(getpid()) + ".db"))
-                                 .string();
+  // A folder of its own there, removed at the end with the database's -wal and -shm files.
+  test::TempDir store_folder(store_dir ? std::filesystem::path(store_dir) : dir.path());
+  config.store = "sqlite:" + (store_folder / "concurrency.db").string();
   config.agents_dir = dir.path();
   config.config_file = dir / "calculator/luagent.config.lua";
   config.collect_updates = false;

@@ -46,9 +46,9 @@ Figures run_host(const std::string& base_url, int threads, int concurrency,
   HostConfig config;
   // PEER_BENCH_STORE_DIR=/dev/shm separates SQLite's fsync cost from the rest.
   const char* store_dir = std::getenv("PEER_BENCH_STORE_DIR");
-  config.store = "sqlite:" + ((store_dir ? std::filesystem::path(store_dir) : dir.path()) /
-                              ("threads-" + std::to_string(getpid()) + ".db"))
-                                 .string();
+  // A folder of its own there, removed at the end with the database's -wal and -shm files.
+  test::TempDir store_folder(store_dir ? std::filesystem::path(store_dir) : dir.path());
+  config.store = "sqlite:" + (store_folder / "threads.db").string();
   config.agents_dir = dir.path();
   config.config_file = dir / "calculator/luagent.config.lua";
   config.collect_updates = false;

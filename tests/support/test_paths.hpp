@@ -19,7 +19,9 @@ inline std::filesystem::path cli_path() {
 /// A fresh, empty directory under the system temp dir, removed when the object dies.
 class TempDir {
  public:
-  TempDir();
+  /// A new folder under `parent` (default: the system's temp folder), removed with all
+  /// it holds when this goes away.
+  explicit TempDir(const std::filesystem::path& parent = std::filesystem::temp_directory_path());
   ~TempDir();
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
