@@ -32,12 +32,21 @@ std::pair<long, long> thread_context_switches() {
 }
 }  // namespace
 
+namespace {
+double percentile_of(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  auto index = static_cast<std::size_t>(p / 100.0 * static_cast<double>(values.size() - 1));
+  return values[index];
+}
+}  // namespace
+
 double FrameBudgetFigures::percentile(double p) const {
-  if (pump_us.empty()) return 0;
-  std::vector<double> sorted = pump_us;
-  std::sort(sorted.begin(), sorted.end());
-  auto index = static_cast<std::size_t>(p / 100.0 * static_cast<double>(sorted.size() - 1));
-  return sorted[index];
+  return percentile_of(pump_us, p);
+}
+
+double FrameBudgetFigures::cpu_percentile(double p) const {
+  return percentile_of(pump_cpu_us, p);
 }
 
 double FrameBudgetFigures::max() const {
@@ -65,7 +74,7 @@ std::string FrameBudgetFigures::summary() const {
       << requests << ", wall " << wall_s << " s; pumps " << pump_us.size() << ": p50 "
       << percentile(50) << " us, p99 " << percentile(99) << " us, p99.9 " << percentile(99.9)
       << " us, max " << max() << " us, over 3 ms: " << over_3ms
-      << "; on-CPU time of the pumping thread: max " << cpu_max
+      << "; on-CPU time of the pumping thread: p99 " << cpu_percentile(99) << " us, max " << cpu_max
       << " us, over 3 ms: " << cpu_over_3ms << "; of the " << over_3ms - cpu_over_3ms
       << " over 3 ms on the wall clock only, preempted by the scheduler: " << preempted
       << ", waited in the kernel: " << waited
@@ -75,7 +84,8 @@ std::string FrameBudgetFigures::summary() const {
 
 FrameBudgetFigures run_frame_budget(const std::filesystem::path& work_dir, int agents,
                                     std::chrono::microseconds budget,
-                                    std::chrono::milliseconds frame, std::chrono::seconds limit) {
+                                    std::chrono::milliseconds frame, std::chrono::seconds limit,
+                                    Grinding grinding) {
   using Clock = std::chrono::steady_clock;
   FrameBudgetFigures figures;
   CalculatorModel model(source_dir() / "examples/calculator/cassette.jsonl");
@@ -85,7 +95,8 @@ FrameBudgetFigures run_frame_budget(const std::filesystem::path& work_dir, int a
     return std::chrono::milliseconds(50 + static_cast<int>((n * 7919) % 451));
   }));
   write_calculator_agent(work_dir / "calculator", server.url("/v1"));
-  // The grinder: the same agent, but multiply spins ~30M Lua instructions first.
+  // The grinder: the same agent, but multiply first spins ~30M Lua instructions adding
+  // integers, or builds 300,000 200-byte strings (about 135 MB of garbage).
   write_calculator_agent(work_dir / "grinder", server.url("/v1"));
   {
     std::ifstream in(work_dir / "grinder/agent.lua");
@@ -95,9 +106,12 @@ FrameBudgetFigures run_frame_budget(const std::filesystem::path& work_dir, int a
     const std::string from = "multiply = function(c) return c.a * c.b end";
     auto at = source.find(from);
     if (at == std::string::npos) throw std::runtime_error("calculator agent.lua changed shape");
+    const char* loop = grinding == Grinding::integers
+                           ? "local x = 0 for i = 1, 30000000 do x = x + i % 3 end "
+                           : "local t = {} for i = 1, 300000 do t[i % 100 + 1] = "
+                             "('x'):rep(200) .. i end ";
     source.replace(at, from.size(),
-                   "multiply = function(c) local x = 0 for i = 1, 30000000 do x = x + i % 3 end "
-                   "return c.a * c.b end");
+                   std::string("multiply = function(c) ") + loop + "return c.a * c.b end");
     std::ofstream(work_dir / "grinder/agent.lua") << source;
   }
 

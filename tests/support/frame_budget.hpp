@@ -28,16 +28,22 @@ struct FrameBudgetFigures {
   double wall_s = 0;
   std::size_t requests = 0;
 
-  double percentile(double p) const;
+  double percentile(double p) const;      // of pump_us
+  double cpu_percentile(double p) const;  // of pump_cpu_us
   double max() const;
   /// "pumps 1234, p50 .. p99 .. p99.9 .. max .. us".
   std::string summary() const;
 };
 
+/// What the grinder's tight loop does: add integers (no allocation), or build 200-byte
+/// strings (garbage by the megabyte, which the collector must keep up with in the budget).
+enum class Grinding { integers, strings };
+
 /// Runs the scenario with the store in `work_dir` (tmpfs keeps fsync out of the figures).
 FrameBudgetFigures run_frame_budget(const std::filesystem::path& work_dir, int agents,
                                     std::chrono::microseconds budget,
                                     std::chrono::milliseconds frame = std::chrono::milliseconds(16),
-                                    std::chrono::seconds limit = std::chrono::seconds(120));
+                                    std::chrono::seconds limit = std::chrono::seconds(120),
+                                    Grinding grinding = Grinding::integers);
 
 }  // namespace luagent::test
