@@ -146,6 +146,7 @@ return wrapped, run_agent
 // Lua instructions between two looks of the count hook at the clocks: the pump's
 // budget and the CPU limit are kept to within that much work.
 constexpr int kHookInstructions = 10000;
+constexpr int kHookInstructionsAllocating = 1000;  // while a step makes garbage fast
 
 // The message of a crossed CPU limit: "<who_used> more than N ms of CPU (...)".
 std::string cpu_limit_crossed(const RuntimeLimits& limits, std::string_view who_used) {
@@ -365,7 +366,7 @@ void* limited_alloc(void* ud, void* ptr, size_t old_size, size_t new_size) {
     runtime->memory_used_ = runtime->memory_used_ - old_size + new_size;
     if (new_size > old_size) {
       runtime->allocated_since_gc_ += new_size - old_size;
-      runtime->allocated_in_resume_ += new_size - old_size;
+      runtime->allocated_since_look_ += new_size - old_size;
     }
   }
   return result;
@@ -406,12 +407,16 @@ void count_hook(lua_State* L, lua_Debug*) {
     lua_error(L);
   }
   if (!runtime.current_) return;
-  // The collector runs between steps (collect_garbage); a step that makes garbage by
-  // the megabyte collects it as it goes, in its own time.
-  if (runtime.allocated_in_resume_ >= LuaRuntime::kInStepGcBytes) {
-    runtime.allocated_in_resume_ = 0;
-    runtime.collect_garbage(std::nullopt);
-  }
+  // The collector runs between steps (collect_garbage); a step making garbage fast pays
+  // for it as it goes, in its own slice. While it does, the hook looks more often: its
+  // instructions allocate, and a fresh page of heap costs a page fault, so 10,000 of them
+  // can take milliseconds.
+  const std::size_t made = runtime.allocated_since_look_;
+  runtime.allocated_since_look_ = 0;
+  if (made >= LuaRuntime::kGcMakerBytes) runtime.collect_garbage_made_by_step(made);
+  const int look_every =
+      made >= LuaRuntime::kGcMakerBytes ? kHookInstructionsAllocating : kHookInstructions;
+  if (lua_gethookcount(L) != look_every) lua_sethook(L, count_hook, LUA_MASKCOUNT, look_every);
   // The pump's budget ran out: pause this coroutine (a hook may yield with no values
   // where Lua allows it); the prelude's forward or resume() sees the pause.
   if (runtime.slice_deadline_ns_ != 0 && !runtime.hook_yielded_ && lua_isyieldable(L) &&
@@ -719,7 +724,7 @@ void LuaRuntime::open_state() {
   lua_rawsetp(L_, LUA_REGISTRYINDEX, &kRuntimeKey);
   // The collector runs when run_ready() says, inside the caller's budget (see
   // collect_garbage), not wherever an allocation in some agent's step tips it over.
-  lua_gc(L_, LUA_GCINC, 0, 0, 10);  // basic steps of 2^10 bytes' worth of work
+  lua_gc(L_, LUA_GCINC, 0, 0, kGcStepLog2);  // small basic steps: see collect_garbage
   lua_gc(L_, LUA_GCSTOP);
   // Libraries one by one; io, os, debug and package are never opened.
   luaL_requiref(L_, LUA_GNAME, luaopen_base, 1);
@@ -1063,6 +1068,14 @@ bool LuaRuntime::take_hook_yield(lua_State* co) {
 
 std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
   std::size_t resumed = 0;
+  // A new deadline is a new pump: its budget is whole.
+  if (deadline && deadline != overdue_gc_deadline_) {
+    overdue_gc_deadline_ = deadline;
+    collect_overdue_garbage();
+    // A step that took the whole budget (the atomic one) is the pump's work: runs, even
+    // the one a pump resumes past its deadline, go on in the next.
+    if (Clock::now() >= *deadline) return 0;
+  }
   apply_commits();  // runs whose events are durable now go on
   finish_committed();
   // The turn's commit runs after the last resume, inside the caller's budget: Lua work
@@ -1104,33 +1117,70 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
   return resumed;
 }
 
+bool LuaRuntime::gc_step() {
+  auto start = Clock::now();
+  bool cycle_done = lua_gc(L_, LUA_GCSTEP, 0) != 0;
+  auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+  gc_step_max_this_cycle_ns_ = std::max<std::int64_t>(took, gc_step_max_this_cycle_ns_);
+  gc_step_max_ns_ = std::max(gc_step_max_ns_, took);
+  allocated_since_gc_ -= std::min(allocated_since_gc_, kGcStepBytes);
+  if (cycle_done) {
+    // The longest step of the last two cycles: the atomic step comes once a cycle.
+    gc_step_max_ns_ = std::max(gc_step_max_last_cycle_ns_, gc_step_max_this_cycle_ns_);
+    gc_step_max_last_cycle_ns_ = gc_step_max_this_cycle_ns_;
+    gc_step_max_this_cycle_ns_ = 0;
+    // The next cycle starts when the heap has doubled, or grown by kGcMaxPauseBytes: a
+    // heap made mostly of one step's fresh garbage need not double (each new page is a
+    // page fault), and a pause must end well before the memory limit, where Lua would
+    // run a full collection at once inside some allocation.
+    gc_pause_until_ = std::min(memory_used_ * 2, memory_used_ + kGcMaxPauseBytes);
+    if (memory_limit_) gc_pause_until_ = std::min(gc_pause_until_, memory_limit_ / 4 * 3);
+    allocated_since_gc_ = 0;
+  }
+  return cycle_done;
+}
+
 void LuaRuntime::collect_garbage(std::optional<Clock::time_point> deadline) {
-  // Lua's own pacing, driven from here: a basic step (1 KiB of work, see open_state) per
-  // KiB allocated, and a pause after each cycle until the heap has doubled; steps stop at
-  // the deadline. Work put off while budgets were spent is done anyway, a little per
-  // call, once it is far behind (kOverdueGcBytes).
-  constexpr std::size_t kStepBytes = std::size_t{1} << 10;
+  // Lua's own pacing, driven from here: a basic step (see open_state) per kGcStepBytes
+  // allocated, and a pause after each cycle (see gc_step). With a deadline, a step starts
+  // only with room for the longest seen lately (the cycle's atomic step cannot be split);
+  // work put off that way is done by collect_overdue_garbage.
   if (memory_used_ < gc_pause_until_) {
     allocated_since_gc_ = 0;
     return;
   }
-  int overdue_steps = 0;
-  while (allocated_since_gc_ >= kStepBytes) {
-    // A step may be the cycle's atomic one, which cannot be split (about 2 ms for a
-    // 10 MiB heap here): start one only with room for the longest seen lately.
-    auto start = Clock::now();
-    if (deadline && start + std::chrono::nanoseconds(gc_step_max_ns_) >= *deadline &&
-        (allocated_since_gc_ < kOverdueGcBytes || ++overdue_steps > 32))
-      break;
-    bool cycle_done = lua_gc(L_, LUA_GCSTEP, 0) != 0;
-    auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
-    gc_step_max_ns_ = std::max<std::int64_t>(took, gc_step_max_ns_ - gc_step_max_ns_ / 1024);
-    allocated_since_gc_ -= kStepBytes;
-    if (cycle_done) {
-      gc_pause_until_ = memory_used_ * 2;
-      allocated_since_gc_ = 0;
-      break;
-    }
+  while (allocated_since_gc_ >= kGcStepBytes) {
+    if (deadline && Clock::now() + std::chrono::nanoseconds(gc_step_max_ns_) >= *deadline) break;
+    if (gc_step()) break;
+  }
+}
+
+void LuaRuntime::collect_overdue_garbage() {
+  // When budgets have been spent for long (a step grinding through every pump), the
+  // collector's work is far behind: one step runs anyway, first thing in the pump, so
+  // that even the atomic step (which may be longer than the whole budget) runs alone.
+  if (memory_used_ < gc_pause_until_) {
+    allocated_since_gc_ = 0;
+    return;
+  }
+  if (allocated_since_gc_ >= kOverdueGcBytes) gc_step();
+}
+
+void LuaRuntime::collect_garbage_made_by_step(std::size_t made) {
+  // From the count hook, in a step that made `made` bytes since it last looked. Outside a
+  // pump the collector catches up at once, as Lua's own would. In a pump it works until
+  // the slice ends, and at least a step per kGcMakerPaceBytes made even past that: a step
+  // allocating faster than its garbage is collected is slowed to the collector's pace,
+  // the heap stays bounded, and the pump's budget holds (but for the atomic step, which
+  // cannot be split).
+  if (memory_used_ < gc_pause_until_) {
+    allocated_since_gc_ = 0;
+    return;
+  }
+  const std::size_t at_least = made / kGcMakerPaceBytes;
+  for (std::size_t steps = 0; allocated_since_gc_ >= kGcStepBytes; ++steps) {
+    if (steps >= at_least && slice_deadline_ns_ != 0 && steady_ns() >= slice_deadline_ns_) break;
+    if (gc_step()) break;
   }
 }
 
@@ -1178,7 +1228,7 @@ void LuaRuntime::resume(Run& run, int nargs) {
   }
   Run* previous = current_;
   current_ = &run;
-  allocated_in_resume_ = 0;
+  allocated_since_look_ = 0;
   run.slice_started_ns = thread_cpu_ns();
   int results = 0;
   int status = lua_resume(run.coroutine, L_, nargs, &results);

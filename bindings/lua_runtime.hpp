@@ -267,16 +267,34 @@ class LuaRuntime final : public AgentRuntime {
   std::size_t memory_used_ = 0;
   LuaHeap lua_heap_;  // serves the Lua state (limited_alloc); closed with it in ~LuaRuntime
   // The collector is paced here, not by allocations (see collect_garbage): bytes allocated
-  // since it last caught up (and within the current resume: a step making garbage by the
-  // megabyte collects from the count hook), the heap size the next cycle waits for, and
-  // the longest step seen lately (it decays slowly).
+  // since it last caught up (and by the running step since the count hook last looked: a
+  // step making garbage fast pays for it from the hook), the heap size the next cycle
+  // waits for, and the longest step of the last two cycles (see gc_step).
   std::size_t allocated_since_gc_ = 0;
-  std::size_t allocated_in_resume_ = 0;  // by the run resumed last: its own garbage
+  std::size_t allocated_since_look_ = 0;  // by the running step since the hook last looked
   std::size_t gc_pause_until_ = 0;
-  std::int64_t gc_step_max_ns_ = 0;
+  // Until two cycles have shown how long the atomic step takes, assume 2 ms (500 suspended
+  // runs here take 1.6-3.4 ms): a pump begins it only with that much room left.
+  static constexpr std::int64_t kGcAtomicStepGuessNs = 2'000'000;
+  std::int64_t gc_step_max_ns_ = kGcAtomicStepGuessNs;
+  std::int64_t gc_step_max_this_cycle_ns_ = 0;
+  std::int64_t gc_step_max_last_cycle_ns_ = kGcAtomicStepGuessNs;
   static constexpr std::size_t kOverdueGcBytes = std::size_t{32} << 20;
-  static constexpr std::size_t kInStepGcBytes = std::size_t{4} << 20;
+  // A basic step of the collector is 2^kGcStepLog2 bytes' worth of work (Lua's stepsize:
+  // some 800 objects marked or swept), so steps fit between other work in a pump; one is
+  // owed per kGcStepBytes allocated, Lua's own pace.
+  static constexpr int kGcStepLog2 = 7;
+  static constexpr std::size_t kGcStepBytes = std::size_t{1} << kGcStepLog2;
+  // A step that made this much since the count hook last looked pays for its garbage,
+  // at least a basic step per kGcMakerPaceBytes (see collect_garbage_made_by_step).
+  static constexpr std::size_t kGcMakerBytes = std::size_t{32} << 10;
+  static constexpr std::size_t kGcMakerPaceBytes = std::size_t{8} << 10;
+  static constexpr std::size_t kGcMaxPauseBytes = std::size_t{8} << 20;
+  bool gc_step();  // one basic step; true when it ended a cycle
   void collect_garbage(std::optional<Clock::time_point> deadline);
+  void collect_overdue_garbage();
+  std::optional<Clock::time_point> overdue_gc_deadline_;  // of the pump that last paid
+  void collect_garbage_made_by_step(std::size_t made);
   int host_depth_ = 0;  // >0 while C++ bodies run: the allocator does not fail there
 
   friend void* limited_alloc(void*, void*, size_t, size_t);
