@@ -1117,6 +1117,13 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
   return resumed;
 }
 
+bool LuaRuntime::gc_pausing() {
+  // Between cycles nothing is owed: the next one starts when the heap reaches the mark.
+  if (memory_used_ >= gc_pause_until_) return false;
+  allocated_since_gc_ = 0;
+  return true;
+}
+
 bool LuaRuntime::gc_step() {
   auto start = Clock::now();
   bool cycle_done = lua_gc(L_, LUA_GCSTEP, 0) != 0;
@@ -1143,12 +1150,9 @@ bool LuaRuntime::gc_step() {
 void LuaRuntime::collect_garbage(std::optional<Clock::time_point> deadline) {
   // Lua's own pacing, driven from here: a basic step (see open_state) per kGcStepBytes
   // allocated, and a pause after each cycle (see gc_step). With a deadline, a step starts
-  // only with room for the longest seen lately (the cycle's atomic step cannot be split);
-  // work put off that way is done by collect_overdue_garbage.
-  if (memory_used_ < gc_pause_until_) {
-    allocated_since_gc_ = 0;
-    return;
-  }
+  // only with room for the longest step of the last two cycles (the atomic one, which
+  // cannot be split); work put off that way is done by collect_overdue_garbage.
+  if (gc_pausing()) return;
   while (allocated_since_gc_ >= kGcStepBytes) {
     if (deadline && Clock::now() + std::chrono::nanoseconds(gc_step_max_ns_) >= *deadline) break;
     if (gc_step()) break;
@@ -1159,10 +1163,7 @@ void LuaRuntime::collect_overdue_garbage() {
   // When budgets have been spent for long (a step grinding through every pump), the
   // collector's work is far behind: one step runs anyway, first thing in the pump, so
   // that even the atomic step (which may be longer than the whole budget) runs alone.
-  if (memory_used_ < gc_pause_until_) {
-    allocated_since_gc_ = 0;
-    return;
-  }
+  if (gc_pausing()) return;
   if (allocated_since_gc_ >= kOverdueGcBytes) gc_step();
 }
 
@@ -1173,10 +1174,7 @@ void LuaRuntime::collect_garbage_made_by_step(std::size_t made) {
   // allocating faster than its garbage is collected is slowed to the collector's pace,
   // the heap stays bounded, and the pump's budget holds (but for the atomic step, which
   // cannot be split).
-  if (memory_used_ < gc_pause_until_) {
-    allocated_since_gc_ = 0;
-    return;
-  }
+  if (gc_pausing()) return;
   const std::size_t at_least = made / kGcMakerPaceBytes;
   for (std::size_t steps = 0; allocated_since_gc_ >= kGcStepBytes; ++steps) {
     if (steps >= at_least && slice_deadline_ns_ != 0 && steady_ns() >= slice_deadline_ns_) break;

@@ -290,7 +290,8 @@ class LuaRuntime final : public AgentRuntime {
   static constexpr std::size_t kGcMakerBytes = std::size_t{32} << 10;
   static constexpr std::size_t kGcMakerPaceBytes = std::size_t{8} << 10;
   static constexpr std::size_t kGcMaxPauseBytes = std::size_t{8} << 20;
-  bool gc_step();  // one basic step; true when it ended a cycle
+  bool gc_pausing();  // true between cycles (and nothing is owed then)
+  bool gc_step();     // one basic step; true when it ended a cycle
   void collect_garbage(std::optional<Clock::time_point> deadline);
   void collect_overdue_garbage();
   std::optional<Clock::time_point> overdue_gc_deadline_;  // of the pump that last paid
