@@ -59,8 +59,7 @@ std::vector<EventLoop::Task> EventLoop::take_posted() {
   return tasks;
 }
 
-int EventLoop::turn(std::chrono::milliseconds max_wait,
-                    std::optional<Clock::time_point> deliver_until) {
+int EventLoop::turn(std::chrono::milliseconds max_wait, std::optional<Clock::time_point> deadline) {
   auto wait = max_wait;
   if (!timers_.empty()) {
     auto until_timer =
@@ -68,7 +67,7 @@ int EventLoop::turn(std::chrono::milliseconds max_wait,
     wait = std::clamp(until_timer, std::chrono::milliseconds(0), wait);
   }
   for (const IoDriver* driver : drivers_)
-    if (driver->has_queued_completions()) wait = std::chrono::milliseconds(0);
+    if (driver->has_queued_work()) wait = std::chrono::milliseconds(0);
   if (wait.count() > 0) {
     std::unique_lock lock(mutex_);
     if (!posted_.empty()) wait = std::chrono::milliseconds(0);
@@ -90,7 +89,7 @@ int EventLoop::turn(std::chrono::milliseconds max_wait,
   }
 
   int ran = 0;
-  for (IoDriver* driver : drivers_) ran += static_cast<int>(driver->perform(deliver_until));
+  for (IoDriver* driver : drivers_) ran += static_cast<int>(driver->perform(deadline));
   for (auto& task : take_posted()) {
     task();
     ++ran;

@@ -25,14 +25,16 @@ class IoDriver {
   virtual ~IoDriver() = default;
   /// Transfers in flight, including finished ones whose completion is not yet delivered.
   virtual bool active() const = 0;
-  /// Completions known but not yet delivered (held back by a deadline): the next turn
-  /// must not block.
-  virtual bool has_queued_completions() const = 0;
+  /// Work held back by a deadline (completions not yet delivered, transfers not yet
+  /// started): the next turn must not block.
+  virtual bool has_queued_work() const = 0;
   virtual void wait(std::chrono::milliseconds max_wait) = 0;  // block for I/O
-  /// Moves I/O forward and delivers completions; returns how many it delivered. With
-  /// `deliver_until`, stops delivering once that instant has passed (after at least one,
-  /// so every call makes progress) and keeps the rest, in order, for the next call.
-  virtual std::size_t perform(std::optional<Clock::time_point> deliver_until) = 0;
+  /// Moves I/O forward and delivers completions; returns how many it delivered. With a
+  /// `deadline`, work that can wait stops once that instant has passed (or, for work whose
+  /// cost is estimated beforehand, once it would pass it): it does at least one piece of
+  /// each kind per call, so every call makes progress, and keeps the rest, in order, for
+  /// the next call.
+  virtual std::size_t perform(std::optional<Clock::time_point> deadline) = 0;
   virtual void wakeup() = 0;  // thread-safe
 };
 
@@ -52,10 +54,11 @@ class EventLoop {
 
   /// One turn: waits at most `max_wait` for work (less if a timer is due), then runs
   /// driver completions, posted tasks and due timers. Returns the number of those run.
-  /// `deliver_until` bounds the driver completions (see IoDriver::perform); it is how a
-  /// time-budgeted pump keeps a burst of completions from overrunning its frame.
+  /// `deadline` bounds the drivers' work (see IoDriver::perform); it is how a
+  /// time-budgeted pump keeps a burst of completions, or of new transfers, from
+  /// overrunning its frame.
   int turn(std::chrono::milliseconds max_wait,
-           std::optional<Clock::time_point> deliver_until = std::nullopt);
+           std::optional<Clock::time_point> deadline = std::nullopt);
   /// True while timers are pending or a driver has transfers (or undelivered completions).
   bool busy() const;
 

@@ -83,11 +83,15 @@ class HttpTransport : public IoDriver {
   std::size_t in_flight() const { return transfers_.size(); }
   /// Completions decided but not yet delivered (perform() ran out of its deadline).
   std::size_t queued_completions() const { return completions_.size(); }
+  /// Transfers started but not yet handed to libcurl (perform() had no room for them).
+  std::size_t waiting_to_start() const { return waiting_to_start_.size(); }
 
   bool active() const override;
-  bool has_queued_completions() const override { return !completions_.empty(); }
+  bool has_queued_work() const override {
+    return !completions_.empty() || !waiting_to_start_.empty();
+  }
   void wait(std::chrono::milliseconds max_wait) override;
-  std::size_t perform(std::optional<Clock::time_point> deliver_until) override;
+  std::size_t perform(std::optional<Clock::time_point> deadline) override;
   void wakeup() override;
 
  private:
@@ -107,7 +111,7 @@ class HttpTransport : public IoDriver {
   };
 
   void add_to_multi(Transfer& transfer);
-  void add_started_in_callbacks();
+  std::size_t add_waiting_transfers(std::optional<Clock::time_point> deadline);
   void queue_completion(Transfer& transfer, Ending ending, int curl_code = 0);
   void drive_curl(Clock::time_point now);
   void collect_curl_results();
@@ -130,7 +134,11 @@ class HttpTransport : public IoDriver {
   int wake_fd_ = -1;  // eventfd in the epoll set: wakeup() from any thread
   TransferId next_id_ = 1;
   std::unordered_map<TransferId, std::unique_ptr<Transfer>> transfers_;
-  std::vector<TransferId> to_add_;                   // started while libcurl was on the stack
+  std::deque<TransferId> waiting_to_start_;  // started, not yet in the multi handle
+  // What handing one transfer to libcurl costs in the drive that follows, estimated from
+  // earlier drives (see add_waiting_transfers); first a guess.
+  static constexpr double kStartCostGuessNs = 100'000;
+  double start_cost_ns_ = kStartCostGuessNs;
   std::deque<Completion> completions_;               // decided, in order, not yet delivered
   std::vector<IdleDeadline> idle_heap_;              // min-heap on due; entries may be stale (lazy)
   std::optional<Clock::time_point> curl_timer_due_;  // libcurl's single timer
@@ -138,7 +146,6 @@ class HttpTransport : public IoDriver {
   int ready_count_ = 0;
   bool ready_from_wait_ = false;     // wait() polled: perform() uses its events
   std::vector<CURL*> idle_handles_;  // reset easy handles kept for reuse
-  bool in_curl_ = false;             // inside curl_multi_socket_action (its callbacks)
   // Sockets libcurl opened through SocketHooks, until it closes them through SocketHooks:
   // what each has in the epoll set (0: not in it) and whether libcurl watches it. Such a
   // socket stays in the set while its connection idles in libcurl's cache, so reusing the

@@ -587,6 +587,40 @@ BOOST_AUTO_TEST_CASE(cancellations_are_delivered_one_per_perform_in_call_order_p
   BOOST_TEST(client.transport.in_flight() == 0u);
 }
 
+// Handing a burst of transfers to libcurl at once costs a pump their connects in one
+// call; with a deadline they are handed over while their cost fits, at least one a call.
+BOOST_AUTO_TEST_CASE(transfers_past_the_deadline_wait_to_start_one_per_perform_in_order) {
+  WireServer server;
+  server.set_handler(
+      [](const luagent::test::RecordedRequest& request) { return text_response(request.body); });
+  Client client;
+  constexpr int kTransfers = 12;
+  std::vector<luagent::llm::TransferId> ids;
+  std::vector<std::shared_ptr<Outcome>> outcomes;
+  for (int i = 0; i < kTransfers; ++i) {
+    luagent::llm::TransferId id = 0;
+    outcomes.push_back(client.fetch(post(server, "/c", std::to_string(i)), &id));
+    ids.push_back(id);
+  }
+  BOOST_TEST(client.transport.waiting_to_start() == std::size_t{kTransfers});
+  client.transport.cancel(ids[0]);  // stopped while it waits: skipped, never sent
+  for (int turn = 1; turn < kTransfers; ++turn) {
+    auto start = std::chrono::steady_clock::now();
+    client.loop.turn(2s, std::chrono::steady_clock::now() - 1ms);  // deadline passed
+    BOOST_TEST(elapsed_since(start).count() < 500);  // never blocks with transfers waiting
+    BOOST_TEST(client.transport.waiting_to_start() == std::size_t(kTransfers - 1 - turn));
+  }
+  BOOST_TEST(outcomes[0]->done);
+  BOOST_TEST(outcomes[0]->error->code() == ErrorCode::cancelled);
+  for (int i = 1; i < kTransfers; ++i) client.wait_for(outcomes[i]);
+  for (int i = 1; i < kTransfers; ++i) {
+    BOOST_TEST(!outcomes[i]->error.has_value());
+    BOOST_TEST(outcomes[i]->body == std::to_string(i));
+  }
+  BOOST_TEST(server.request_count() == std::size_t{kTransfers - 1});
+  BOOST_TEST(!client.loop.busy());
+}
+
 BOOST_AUTO_TEST_CASE(wakeup_from_another_thread_interrupts_wait) {
   Client client;
   auto start = std::chrono::steady_clock::now();

@@ -34,11 +34,18 @@ luagent::test::FrameBudgetFigures run_scenario(luagent::test::Grinding grinding)
 
 }  // namespace
 
+// On the pumping thread's CPU, which preemption does not touch, no pump may exceed 3 ms.
+// The last one that did was the first: its second loop turn handed 40 new transfers to
+// libcurl at once, 1.7 ms of connects after the runs had used the budget. Not under ASan,
+// which makes every unsplittable piece several times longer.
 BOOST_AUTO_TEST_CASE(five_hundred_agents_never_stall_a_2ms_pump) {
   auto figures = run_scenario(luagent::test::Grinding::integers);
   BOOST_TEST(figures.finished_correctly == 500);
   BOOST_TEST(figures.percentile(99) < 25000.0);
   BOOST_TEST(figures.max() < 250000.0);
+#if !defined(__SANITIZE_ADDRESS__)
+  BOOST_TEST(*std::max_element(figures.pump_cpu_us.begin(), figures.pump_cpu_us.end()) < 3000.0);
+#endif
 }
 
 // The grinder builds strings instead (about 135 MB of garbage): the collector must keep up
