@@ -172,7 +172,9 @@ class Host {
 
   /// Runs ready work (replies that arrived, new steps, time-sliced Lua) for at most
   /// `budget` and never waits for I/O: long Lua work is paused at the deadline and
-  /// continued by the next pump. Returns the number of steps still in flight.
+  /// continued by the next pump, and so is work that would not fit, such as delivering
+  /// more replies or sending more requests (at least one of each per pump, so every pump
+  /// makes progress). Returns the number of steps still in flight.
   std::size_t pump(std::chrono::microseconds budget);
   /// Runs until no step is in flight.
   void run_until_idle();
