@@ -505,7 +505,8 @@ void push_env_loaded(lua_State* L, int env) {
   lua_remove(L, -2);
 }
 
-// A new table with weak keys (entries go when their key is collected).
+}  // namespace
+
 void push_weak_keyed_table(lua_State* L) {
   lua_createtable(L, 0, 0);
   lua_createtable(L, 0, 1);
@@ -513,8 +514,6 @@ void push_weak_keyed_table(lua_State* L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
 }
-
-}  // namespace
 
 void push_registry_weak_table(lua_State* L, const void* registry_key) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, registry_key) == LUA_TTABLE) return;
@@ -1020,6 +1019,8 @@ void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks 
   run->coroutine_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   push_run_environment();
   run->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  push_weak_keyed_table(L);
+  run->calls_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   lua_State* co = run->coroutine;
   lua_rawgetp(co, LUA_REGISTRYINDEX, &kRunnerKey);
@@ -1315,6 +1316,7 @@ void LuaRuntime::finish(Run& run, const std::optional<Error>& error) {
   runs_.erase(run.id);
   luaL_unref(L_, LUA_REGISTRYINDEX, owned->coroutine_ref);
   luaL_unref(L_, LUA_REGISTRYINDEX, owned->env_ref);
+  luaL_unref(L_, LUA_REGISTRYINDEX, owned->calls_ref);
   luaL_unref(L_, LUA_REGISTRYINDEX, owned->stream_ref);
   if (owned->callbacks.on_finished) owned->callbacks.on_finished(owned->thread, error);
 }

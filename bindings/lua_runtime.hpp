@@ -45,8 +45,9 @@ struct Run {
   lua_State* coroutine = nullptr;
   int coroutine_ref = LUA_NOREF;
   int env_ref = LUA_NOREF;
-  bool awaiting = false;     // thread:await was called; the step must end
-  bool lost_thread = false;  // an append lost its compare-and-swap: another writer owns it
+  int calls_ref = LUA_NOREF;  // weak-keyed table: pushed Lua table -> event id
+  bool awaiting = false;      // thread:await was called; the step must end
+  bool lost_thread = false;   // an append lost its compare-and-swap: another writer owns it
   std::int64_t step_start_version = 0;  // events the thread had when this step began
   // Set while the run waits for the host (an LLM call); taken by the continuation.
   std::optional<llm::Outcome> outcome;
@@ -319,6 +320,8 @@ class HostCallScope {
   LuaRuntime& runtime_;
 };
 
+/// Pushes a new table with weak keys (entries go when their key is collected).
+void push_weak_keyed_table(lua_State* L);
 /// Pushes the weak-keyed table the registry holds at `registry_key`, made on first use.
 void push_registry_weak_table(lua_State* L, const void* registry_key);
 

@@ -18,10 +18,6 @@ namespace luagent::lua {
 namespace {
 
 char kThreadMetatableKey;
-// Weak-keyed: the Lua table pushed as an event's data -> that event's id. One table for
-// every run, since a run's tables never reach another: a table per run cost each step a
-// table, its metatable and a registry reference.
-char kCallsByTableKey;
 
 struct ThreadHandle {
   std::uint64_t run_id;
@@ -58,20 +54,20 @@ void push_event(lua_State* L, const Event& event) {
 
 // Remembers that the Lua table at `index` is the data of event `id`, so that
 // thread:execute(step, fn) and thread:await(kind, step) can name the call.
-void remember_call(lua_State* L, int index, std::int64_t id) {
+void remember_call(lua_State* L, Run& run, int index, std::int64_t id) {
   if (lua_type(L, index) != LUA_TTABLE) return;
   index = lua_absindex(L, index);
-  push_registry_weak_table(L, &kCallsByTableKey);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, run.calls_ref);
   lua_pushvalue(L, index);
   lua_pushinteger(L, id);
   lua_rawset(L, -3);
   lua_pop(L, 1);
 }
 
-std::int64_t recall_call(lua_State* L, int index) {
+std::int64_t recall_call(lua_State* L, Run& run, int index) {
   if (lua_type(L, index) != LUA_TTABLE) return 0;
   index = lua_absindex(L, index);
-  push_registry_weak_table(L, &kCallsByTableKey);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, run.calls_ref);
   lua_pushvalue(L, index);
   lua_rawget(L, -2);
   std::int64_t id = lua_tointeger(L, -1);
@@ -175,7 +171,7 @@ int thread_push(lua_State* L) {
   std::vector<Event> stored =
       runtime.append_behind(run, {Event::make(std::move(type), std::move(data))});
   HostCallScope scope(L);
-  remember_call(L, 3, stored.front().id);
+  remember_call(L, run, 3, stored.front().id);
   push_event(L, stored.front());
   return 1;
 }
@@ -190,7 +186,7 @@ int thread_await(lua_State* L) {
   nlohmann::json data = {{"kind", kind}};
   nlohmann::json payload = to_json(L, 3, "thread:await payload");
   if (!payload.is_null()) data["payload"] = std::move(payload);
-  if (std::int64_t call = recall_call(L, 3)) data["call"] = call;
+  if (std::int64_t call = recall_call(L, run, 3)) data["call"] = call;
   LuaRuntime::from(L).append_behind(run,
                                     {Event::make(std::string(event_type::await), std::move(data))});
   run.awaiting = true;  // no more pushes: the step must end
@@ -213,7 +209,7 @@ int thread_resumed(lua_State* L) {
         call >= 1 && call <= n) {
       HostCallScope scope(L);
       push_json(L, events[static_cast<std::size_t>(call - 1)].data);
-      remember_call(L, -1, call);
+      remember_call(L, run, -1, call);
       lua_createtable(L, 0, 2);
       lua_pushboolean(L, 1);
       lua_setfield(L, -2, "approved");
@@ -229,7 +225,7 @@ int thread_resumed(lua_State* L) {
   HostCallScope scope(L);
   push_json(L, await.data.value("payload", nlohmann::json()));
   if (auto call = await.data.find("call"); call != await.data.end() && call->is_number_integer())
-    remember_call(L, -1, call->get<std::int64_t>());
+    remember_call(L, run, -1, call->get<std::int64_t>());
   if (answer.data.is_string()) {
     lua_createtable(L, 0, 2);
     push_json(L, answer.data);
@@ -268,7 +264,7 @@ int thread_tool_begin(lua_State* L) {
   Run& run = checked_run(L, "thread:execute");
   refuse_after_await(run, "thread:execute");
   bool idempotent = lua_toboolean(L, 3);
-  std::int64_t call = recall_call(L, 2);
+  std::int64_t call = recall_call(L, run, 2);
   if (!call)
     throw Error(ErrorCode::usage,
                 "thread:execute: the call is not an event of this thread; push it first "
