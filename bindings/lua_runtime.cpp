@@ -449,34 +449,134 @@ int readonly_newindex(lua_State* L) {
   });
 }
 
-// Pushes a read-only view of the table at `index`: reads and pairs() see the table,
-// writes raise. Views are created per run so even rawset stays within one run.
-void push_readonly_view(lua_State* L, int index) {
+// Read-only views of shared tables: reads and pairs() see the table, writes raise. Views are
+// made per run, so even a rawset on one stays within that run; their metatable is made once
+// per shared table. A view of a shared module hands out the tables inside it as views too:
+// otherwise one run could change, say, luagent.context.HIDDEN under every other. What such
+// a view hands out (a module's functions, the views of its tables) it keeps, so the next
+// access is a plain field. Views of the standard libraries, which hold only functions and
+// numbers, index the library directly.
+enum class Nested { plain, guarded };
+void push_readonly_view(lua_State* L, int index, Nested nested);
+
+char kPlainViewMetatablesKey;    // weak: standard library -> the metatable of its views
+char kGuardedViewMetatablesKey;  // weak: shared module table -> the metatable of its views
+
+// Keeps the value on top as field `key` of the view at `view` (leaving it on top).
+void keep_in_view(lua_State* L, int view, int key) {
+  lua_pushvalue(L, key);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, view);
+}
+
+// __index, __pairs and __len of a guarded view (upvalue 1: the shared table). A table is
+// handed out as the view this run's view keeps for it.
+int guarded_index(lua_State* L) {
+  lua_pushvalue(L, 2);
+  switch (lua_rawget(L, lua_upvalueindex(1))) {
+    case LUA_TTABLE:
+      push_readonly_view(L, -1, Nested::guarded);
+      keep_in_view(L, 1, 2);
+      break;
+    case LUA_TFUNCTION:
+      keep_in_view(L, 1, 2);
+      break;
+    default:
+      break;
+  }
+  return 1;
+}
+
+int guarded_next(lua_State* L) {  // upvalue 1: the shared table, 2: the view
+  lua_settop(L, 2);
+  if (!lua_next(L, lua_upvalueindex(1))) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    lua_pushvalue(L, -2);
+    if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      push_readonly_view(L, -1, Nested::guarded);
+      lua_pushvalue(L, -3);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, lua_upvalueindex(2));
+    }
+    lua_remove(L, -2);
+  }
+  return 2;
+}
+
+int guarded_pairs(lua_State* L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, 1);
+  lua_pushcclosure(L, guarded_next, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushnil(L);
+  return 3;
+}
+
+int guarded_len(lua_State* L) {
+  lua_pushinteger(L, static_cast<lua_Integer>(lua_rawlen(L, lua_upvalueindex(1))));
+  return 1;
+}
+
+int plain_next(lua_State* L) {
+  lua_settop(L, 2);
+  if (lua_next(L, 1)) return 2;
+  lua_pushnil(L);
+  return 1;
+}
+
+int plain_pairs(lua_State* L) {
+  lua_pushcfunction(L, plain_next);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushnil(L);
+  return 3;
+}
+
+// Pushes the metatable of the views of the table at `index`, made on first use.
+void push_view_metatable(lua_State* L, int index, Nested nested) {
   index = lua_absindex(L, index);
-  lua_createtable(L, 0, 0);
-  lua_createtable(L, 0, 4);
+  push_registry_weak_table(
+      L, nested == Nested::guarded ? &kGuardedViewMetatablesKey : &kPlainViewMetatablesKey);
+  int made = lua_gettop(L);
   lua_pushvalue(L, index);
-  lua_setfield(L, -2, "__index");
+  if (lua_rawget(L, made) == LUA_TTABLE) {
+    lua_remove(L, made);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 5);
+  if (nested == Nested::guarded) {
+    const std::pair<const char*, lua_CFunction> closures[] = {
+        {"__index", guarded_index}, {"__pairs", guarded_pairs}, {"__len", guarded_len}};
+    for (const auto& [event, function] : closures) {
+      lua_pushvalue(L, index);
+      lua_pushcclosure(L, function, 1);
+      lua_setfield(L, -2, event);
+    }
+  } else {
+    lua_pushvalue(L, index);
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, index);
+    lua_pushcclosure(L, plain_pairs, 1);
+    lua_setfield(L, -2, "__pairs");
+  }
   lua_pushcfunction(L, readonly_newindex);
   lua_setfield(L, -2, "__newindex");
-  lua_pushvalue(L, index);
-  lua_pushcclosure(
-      L,
-      [](lua_State* L) -> int {
-        lua_pushcfunction(L, [](lua_State* L) -> int {
-          lua_settop(L, 2);
-          if (lua_next(L, 1)) return 2;
-          lua_pushnil(L);
-          return 1;
-        });
-        lua_pushvalue(L, lua_upvalueindex(1));
-        lua_pushnil(L);
-        return 3;
-      },
-      1);
-  lua_setfield(L, -2, "__pairs");
   lua_pushliteral(L, "readonly");
   lua_setfield(L, -2, "__metatable");
+  lua_pushvalue(L, index);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, made);
+  lua_remove(L, made);
+}
+
+void push_readonly_view(lua_State* L, int index, Nested nested) {
+  index = lua_absindex(L, index);
+  lua_createtable(L, 0, 0);
+  push_view_metatable(L, index, nested);
   lua_setmetatable(L, -2);
 }
 
@@ -603,7 +703,7 @@ int lua_require(lua_State* L) {
       }
       lua_remove(L, -2);
       if (lua_type(L, -1) == LUA_TTABLE) {
-        push_readonly_view(L, -1);
+        push_readonly_view(L, -1, Nested::guarded);
         lua_remove(L, -2);
       }
     } else {
@@ -803,7 +903,7 @@ void LuaRuntime::push_run_environment() {
   int base = lua_gettop(L);
   for (const char* name : kSafeLibraries) {
     lua_getfield(L, base, name);
-    push_readonly_view(L, -1);
+    push_readonly_view(L, -1, Nested::plain);
     lua_setfield(L, env, name);
     lua_pop(L, 1);
   }

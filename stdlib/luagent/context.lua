@@ -13,6 +13,7 @@ local fmt = string.format
 
 --- Event types the host records for its own bookkeeping; hidden from the model by default.
 --- `error` and `outcome_unknown` are NOT here: the model must see them (factor 9).
+--- Every run shares it, so agents can only read it; `skip` changes it per call.
 context.HIDDEN = {
   await = true, approval = true, tool_started = true, done = true, cancelled = true, llm_call = true,
 }

@@ -211,13 +211,12 @@ t.test("xml strips indentation that keys bring, the first time and after", funct
   end
 end)
 
-t.test("changes to context.HIDDEN apply from the next call; skip leaves it alone", function()
+t.test("context.HIDDEN is shared by every run: read-only to agents, skip changes it per call", function()
   local events = { { type = "user_input", data = "hi" }, { type = "note", data = "n" } }
-  context.HIDDEN.note = true
-  local ok, out = pcall(context.xml, events)
-  context.HIDDEN.note = nil
-  t.ok(ok, out)
-  t.eq(out, "\n<user_input>\nhi\n</user_input>\n")
+  local ok, err = pcall(function() context.HIDDEN.note = true end)
+  t.ok(not ok and tostring(err):find("cannot change the shared library table", 1, true), tostring(err))
+  t.eq(context.HIDDEN.note, nil)
+  t.eq(context.xml(events, { skip = { note = true } }), "\n<user_input>\nhi\n</user_input>\n")
   t.eq(context.xml(events, { skip = { await = false } }), "\n<user_input>\nhi\n</user_input>\n\n\n<note>\nn\n</note>\n")
   t.eq(context.HIDDEN.await, true)
 end)

@@ -427,6 +427,62 @@ BOOST_AUTO_TEST_CASE(shared_modules_are_read_only_to_agents) {
   BOOST_TEST(mentions(failure, "cannot change the shared library table"), failure);
 }
 
+// A shared module's nested tables are as shared as the module: one run must not change
+// them under another (luagent.context.HIDDEN decides what every run's model sees).
+BOOST_AUTO_TEST_CASE(tables_inside_shared_modules_are_read_only_too) {
+  auto write = attempt("require('luagent.context').HIDDEN.llm_call = false");
+  BOOST_TEST(mentions(write, "cannot change the shared library table"), write);
+  auto deeper = attempt(
+      "local t = setmetatable({}, { __index = require('luagent.context') })\n"
+      "t.HIDDEN.done = false");
+  BOOST_TEST(mentions(deeper, "cannot change the shared library table"), deeper);
+
+  // One run writes around the view (rawset on it); the next run of the same host reads.
+  test::TempDir dir;
+  std::filesystem::create_directories(dir / "agent");
+  std::ofstream(dir / "agent" / "agent.lua")
+      << "local context = require 'luagent.context'\n"
+         "return function(thread)\n"
+         "  if thread:last('user_input').data == 'write' then\n"
+         "    rawset(context.HIDDEN, 'llm_call', false)\n"
+         "    rawset(context.HIDDEN, 'mine', true)\n"
+         "    return\n"
+         "  end\n"
+         "  local n = 0\n"
+         "  for type, hidden in pairs(context.HIDDEN) do\n"
+         "    if hidden then n = n + 1 end\n"
+         "  end\n"
+         "  local listed\n"
+         "  for key, value in pairs(context) do\n"
+         "    if key == 'HIDDEN' then listed = value end\n"
+         "  end\n"
+         "  local ok = pcall(function() listed.done = false end)\n"
+         "  thread:push('read', { llm_call = context.HIDDEN.llm_call,\n"
+         "                        mine = context.HIDDEN.mine or false, n = n,\n"
+         "                        same = context.HIDDEN == context.HIDDEN,\n"
+         "                        listed_same = listed == context.HIDDEN,\n"
+         "                        listed_writable = ok, length = #context.HIDDEN })\n"
+         "end\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  Host host(config);
+  auto writer = host.launch((dir / "agent").string(), Event::user("write"));
+  host.run_until_idle();
+  BOOST_TEST(host.get(writer).status() == Status::done);
+  auto reader = host.launch((dir / "agent").string(), Event::user("read"));
+  host.run_until_idle();
+  Thread read = host.get(reader);
+  BOOST_TEST_REQUIRE(read.status() == Status::done);
+  const auto& data = read.events[1].data;
+  BOOST_TEST(data["llm_call"] == true);  // the writer changed only its own view
+  BOOST_TEST(data["mine"] == false);
+  BOOST_TEST(data["n"].get<int>() >= 5);
+  BOOST_TEST(data["same"] == true);
+  BOOST_TEST(data["listed_same"] == true);  // pairs() hands out the same view
+  BOOST_TEST(data["listed_writable"] == false);
+  BOOST_TEST(data["length"] == 0);
+}
+
 BOOST_AUTO_TEST_CASE(agent_modules_with_one_name_stay_per_agent) {
   // Two agents each with their own tools.lua: loading one must not hand it to the other.
   test::TempDir dir;
