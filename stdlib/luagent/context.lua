@@ -624,10 +624,12 @@ end
 -- tokens
 ----------------------------------------------------------------------------
 
-local tokenizer -- set by the host when it has a real one
+-- Installed tokenizers, by the coroutine that installed them. The module is shared by every
+-- run of the host: one agent's function must never run inside another's step.
+local tokenizers = setmetatable({}, { __mode = "k" })
 
----Estimates the number of tokens in `text`: ceil(UTF-8 characters / 4), or the host's
----tokenizer once one is installed with `context.set_tokenizer`.
+---Estimates the number of tokens in `text`: ceil(UTF-8 characters / 4), or the tokenizer
+---this run installed with `context.set_tokenizer`.
 ---@param text string
 ---@param model? string passed to the host tokenizer
 ---@return integer
@@ -635,16 +637,18 @@ function context.tokens(text, model)
   if type(text) ~= "string" then
     error("context.tokens: expected a string, got " .. type(text), 0)
   end
+  local tokenizer = tokenizers[coroutine.running()]
   if tokenizer then return tokenizer(text, model) end
   local chars = utf8.len(text) or #text
   return (chars + 3) // 4
 end
 
----Installs a real token counter (the host does this when it has one); nil restores the estimate.
+---Installs a real token counter for the calling run (its step; inside a coroutine the agent
+---made, for that coroutine); nil restores the estimate. Other runs are not affected.
 ---@param fn? fun(text: string, model?: string): integer
 function context.set_tokenizer(fn)
   if fn ~= nil and type(fn) ~= "function" then error("context.set_tokenizer: expected a function", 0) end
-  tokenizer = fn
+  tokenizers[coroutine.running()] = fn
 end
 
 return context

@@ -483,6 +483,30 @@ BOOST_AUTO_TEST_CASE(tables_inside_shared_modules_are_read_only_too) {
   BOOST_TEST(data["length"] == 0);
 }
 
+// A shared module's state set by one run must not reach the next: a tokenizer installed by
+// one agent would run its code inside another's step.
+BOOST_AUTO_TEST_CASE(a_tokenizer_one_run_installs_stays_in_that_run) {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir / "agent");
+  std::ofstream(dir / "agent" / "agent.lua")
+      << "local context = require 'luagent.context'\n"
+         "return function(thread)\n"
+         "  if thread:last('user_input').data == 'install' then\n"
+         "    context.set_tokenizer(function() return 1000 end)\n"
+         "  end\n"
+         "  thread:push('counted', { tokens = context.tokens('abcdefgh') })\n"
+         "end\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  Host host(config);
+  auto installer = host.launch((dir / "agent").string(), Event::user("install"));
+  host.run_until_idle();
+  auto other = host.launch((dir / "agent").string(), Event::user("count"));
+  host.run_until_idle();
+  BOOST_TEST(host.get(installer).events[1].data["tokens"] == 1000);
+  BOOST_TEST(host.get(other).events[1].data["tokens"] == 2);  // the estimate: 8 chars / 4
+}
+
 BOOST_AUTO_TEST_CASE(agent_modules_with_one_name_stay_per_agent) {
   // Two agents each with their own tools.lua: loading one must not hand it to the other.
   test::TempDir dir;
