@@ -919,25 +919,35 @@ prompt._compiles = 0
 -- loader, file cache, includes
 ----------------------------------------------------------------------------
 
-local loader -- fn(path) -> text, version
-local file_cache = {} -- key -> { version = v, fn = render function }
+-- The module is shared by every run of the host, so a loader set with set_loader belongs to
+-- the coroutine that set it (one agent's function must never read another's prompts), and
+-- each loader has a cache of its own (what it read must never serve another loader).
+local default_loader -- luagent.source.read, looked up on first use
+local loaders = setmetatable({}, { __mode = "k" }) -- coroutine -> fn(path) -> text, version
+local file_caches = setmetatable({}, { __mode = "k" }) -- loader -> { key -> compiled file }
 
----Replaces the function that reads prompt files (default: `require("luagent.source").read`).
+---Replaces, for the calling run (its step; inside a coroutine the agent made, for that
+---coroutine), the function that reads prompt files (default: `require("luagent.source").read`).
 ---@param fn fun(path: string): string, any returns the text and a version that changes with it
 function prompt.set_loader(fn)
   assert(type(fn) == "function", "prompt.set_loader: expected a function")
-  loader = fn
-  file_cache = {}
+  loaders[coroutine.running()] = fn
 end
 
-local function read_file(path)
-  if not loader then
+local function current_loader()
+  local loader = loaders[coroutine.running()]
+  if loader then return loader end
+  if not default_loader then
     local ok, src = pcall(require, "luagent.source")
     if not ok or type(src) ~= "table" or type(src.read) ~= "function" then
       raise("config", "prompt: no file loader (luagent.source is unavailable; call prompt.set_loader)")
     end
-    loader = src.read
+    default_loader = src.read
   end
+  return default_loader
+end
+
+local function read_file(loader, path)
   local ok, text, version = pcall(loader, path)
   if not ok then
     -- The loader's own code when it gives one (luagent.source: not_found, forbidden);
@@ -967,8 +977,14 @@ end
 -- Returns the render and messages functions for a file (see compile), recompiling only
 -- when its version changed.
 local function file_function(path, opts)
-  local text, version = read_file(path)
+  local loader = current_loader()
+  local text, version = read_file(loader, path)
   local key = cache_key(path, opts)
+  local file_cache = file_caches[loader]
+  if not file_cache then
+    file_cache = {}
+    file_caches[loader] = file_cache
+  end
   local entry = file_cache[key]
   if entry and version ~= nil and entry.version == version then return entry.fn, entry.messages_fn end
   if entry and version == nil and entry.text == text then return entry.fn, entry.messages_fn end

@@ -507,6 +507,31 @@ BOOST_AUTO_TEST_CASE(a_tokenizer_one_run_installs_stays_in_that_run) {
   BOOST_TEST(host.get(other).events[1].data["tokens"] == 2);  // the estimate: 8 chars / 4
 }
 
+// Likewise a prompt loader: one agent's must never read (or forge) another's prompt files,
+// nor may what it read be served from the cache to a run without it.
+BOOST_AUTO_TEST_CASE(a_prompt_loader_one_run_installs_stays_in_that_run) {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir / "agent");
+  std::ofstream(dir / "agent" / "hello.prompt") << "real {{ who }}";
+  std::ofstream(dir / "agent" / "agent.lua")
+      << "local prompt = require 'luagent.prompt'\n"
+         "return function(thread)\n"
+         "  if thread:last('user_input').data == 'forge' then\n"
+         "    prompt.set_loader(function(path) return 'forged {{ who }}', 1 end)\n"
+         "  end\n"
+         "  thread:push('rendered', { text = prompt.file('hello.prompt') { who = 'x' } })\n"
+         "end\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  Host host(config);
+  auto forger = host.launch((dir / "agent").string(), Event::user("forge"));
+  host.run_until_idle();
+  auto other = host.launch((dir / "agent").string(), Event::user("read"));
+  host.run_until_idle();
+  BOOST_TEST(host.get(forger).events[1].data["text"] == "forged x");
+  BOOST_TEST(host.get(other).events[1].data["text"] == "real x");
+}
+
 BOOST_AUTO_TEST_CASE(agent_modules_with_one_name_stay_per_agent) {
   // Two agents each with their own tools.lua: loading one must not hand it to the other.
   test::TempDir dir;
