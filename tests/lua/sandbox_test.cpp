@@ -57,6 +57,26 @@ std::string attempt(const std::string& statement) {
   return run_agent("return function(thread)\n" + statement + "\nend\n").failure();
 }
 
+// Runs one agent twice in one host (one Lua state, one set of shared modules): first with
+// `first` as the user's input, then with `second`. Returns both threads.
+std::pair<Thread, Thread> two_runs_in_one_host(
+    const std::string& body, const std::string& first, const std::string& second,
+    const std::map<std::string, std::string>& files = {}) {
+  test::TempDir dir;
+  auto folder = dir / "agent";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "agent.lua") << body;
+  for (const auto& [name, text] : files) std::ofstream(folder / name) << text;
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  Host host(config);
+  auto one = host.launch(folder.string(), Event::user(first));
+  host.run_until_idle();
+  auto two = host.launch(folder.string(), Event::user(second));
+  host.run_until_idle();
+  return {host.get(one), host.get(two)};
+}
+
 bool mentions(const std::string& text, const std::string& what) {
   return text.find(what) != std::string::npos;
 }
@@ -438,40 +458,31 @@ BOOST_AUTO_TEST_CASE(tables_inside_shared_modules_are_read_only_too) {
   BOOST_TEST(mentions(deeper, "cannot change the shared library table"), deeper);
 
   // One run writes around the view (rawset on it); the next run of the same host reads.
-  test::TempDir dir;
-  std::filesystem::create_directories(dir / "agent");
-  std::ofstream(dir / "agent" / "agent.lua")
-      << "local context = require 'luagent.context'\n"
-         "return function(thread)\n"
-         "  if thread:last('user_input').data == 'write' then\n"
-         "    rawset(context.HIDDEN, 'llm_call', false)\n"
-         "    rawset(context.HIDDEN, 'mine', true)\n"
-         "    return\n"
-         "  end\n"
-         "  local n = 0\n"
-         "  for type, hidden in pairs(context.HIDDEN) do\n"
-         "    if hidden then n = n + 1 end\n"
-         "  end\n"
-         "  local listed\n"
-         "  for key, value in pairs(context) do\n"
-         "    if key == 'HIDDEN' then listed = value end\n"
-         "  end\n"
-         "  local ok = pcall(function() listed.done = false end)\n"
-         "  thread:push('read', { llm_call = context.HIDDEN.llm_call,\n"
-         "                        mine = context.HIDDEN.mine or false, n = n,\n"
-         "                        same = context.HIDDEN == context.HIDDEN,\n"
-         "                        listed_same = listed == context.HIDDEN,\n"
-         "                        listed_writable = ok, length = #context.HIDDEN })\n"
-         "end\n";
-  HostConfig config;
-  config.store = "sqlite:" + (dir / "t.db").string();
-  Host host(config);
-  auto writer = host.launch((dir / "agent").string(), Event::user("write"));
-  host.run_until_idle();
-  BOOST_TEST(host.get(writer).status() == Status::done);
-  auto reader = host.launch((dir / "agent").string(), Event::user("read"));
-  host.run_until_idle();
-  Thread read = host.get(reader);
+  auto [writer, read] = two_runs_in_one_host(
+      "local context = require 'luagent.context'\n"
+      "return function(thread)\n"
+      "  if thread:last('user_input').data == 'write' then\n"
+      "    rawset(context.HIDDEN, 'llm_call', false)\n"
+      "    rawset(context.HIDDEN, 'mine', true)\n"
+      "    return\n"
+      "  end\n"
+      "  local n = 0\n"
+      "  for type, hidden in pairs(context.HIDDEN) do\n"
+      "    if hidden then n = n + 1 end\n"
+      "  end\n"
+      "  local listed\n"
+      "  for key, value in pairs(context) do\n"
+      "    if key == 'HIDDEN' then listed = value end\n"
+      "  end\n"
+      "  local ok = pcall(function() listed.done = false end)\n"
+      "  thread:push('read', { llm_call = context.HIDDEN.llm_call,\n"
+      "                        mine = context.HIDDEN.mine or false, n = n,\n"
+      "                        same = context.HIDDEN == context.HIDDEN,\n"
+      "                        listed_same = listed == context.HIDDEN,\n"
+      "                        listed_writable = ok, length = #context.HIDDEN })\n"
+      "end\n",
+      "write", "read");
+  BOOST_TEST(writer.status() == Status::done);
   BOOST_TEST_REQUIRE(read.status() == Status::done);
   const auto& data = read.events[1].data;
   BOOST_TEST(data["llm_call"] == true);  // the writer changed only its own view
@@ -486,50 +497,33 @@ BOOST_AUTO_TEST_CASE(tables_inside_shared_modules_are_read_only_too) {
 // A shared module's state set by one run must not reach the next: a tokenizer installed by
 // one agent would run its code inside another's step.
 BOOST_AUTO_TEST_CASE(a_tokenizer_one_run_installs_stays_in_that_run) {
-  test::TempDir dir;
-  std::filesystem::create_directories(dir / "agent");
-  std::ofstream(dir / "agent" / "agent.lua")
-      << "local context = require 'luagent.context'\n"
-         "return function(thread)\n"
-         "  if thread:last('user_input').data == 'install' then\n"
-         "    context.set_tokenizer(function() return 1000 end)\n"
-         "  end\n"
-         "  thread:push('counted', { tokens = context.tokens('abcdefgh') })\n"
-         "end\n";
-  HostConfig config;
-  config.store = "sqlite:" + (dir / "t.db").string();
-  Host host(config);
-  auto installer = host.launch((dir / "agent").string(), Event::user("install"));
-  host.run_until_idle();
-  auto other = host.launch((dir / "agent").string(), Event::user("count"));
-  host.run_until_idle();
-  BOOST_TEST(host.get(installer).events[1].data["tokens"] == 1000);
-  BOOST_TEST(host.get(other).events[1].data["tokens"] == 2);  // the estimate: 8 chars / 4
+  auto [installer, other] = two_runs_in_one_host(
+      "local context = require 'luagent.context'\n"
+      "return function(thread)\n"
+      "  if thread:last('user_input').data == 'install' then\n"
+      "    context.set_tokenizer(function() return 1000 end)\n"
+      "  end\n"
+      "  thread:push('counted', { tokens = context.tokens('abcdefgh') })\n"
+      "end\n",
+      "install", "count");
+  BOOST_TEST(installer.events[1].data["tokens"] == 1000);
+  BOOST_TEST(other.events[1].data["tokens"] == 2);  // the estimate: 8 chars / 4
 }
 
 // Likewise a prompt loader: one agent's must never read (or forge) another's prompt files,
 // nor may what it read be served from the cache to a run without it.
 BOOST_AUTO_TEST_CASE(a_prompt_loader_one_run_installs_stays_in_that_run) {
-  test::TempDir dir;
-  std::filesystem::create_directories(dir / "agent");
-  std::ofstream(dir / "agent" / "hello.prompt") << "real {{ who }}";
-  std::ofstream(dir / "agent" / "agent.lua")
-      << "local prompt = require 'luagent.prompt'\n"
-         "return function(thread)\n"
-         "  if thread:last('user_input').data == 'forge' then\n"
-         "    prompt.set_loader(function(path) return 'forged {{ who }}', 1 end)\n"
-         "  end\n"
-         "  thread:push('rendered', { text = prompt.file('hello.prompt') { who = 'x' } })\n"
-         "end\n";
-  HostConfig config;
-  config.store = "sqlite:" + (dir / "t.db").string();
-  Host host(config);
-  auto forger = host.launch((dir / "agent").string(), Event::user("forge"));
-  host.run_until_idle();
-  auto other = host.launch((dir / "agent").string(), Event::user("read"));
-  host.run_until_idle();
-  BOOST_TEST(host.get(forger).events[1].data["text"] == "forged x");
-  BOOST_TEST(host.get(other).events[1].data["text"] == "real x");
+  auto [forger, other] = two_runs_in_one_host(
+      "local prompt = require 'luagent.prompt'\n"
+      "return function(thread)\n"
+      "  if thread:last('user_input').data == 'forge' then\n"
+      "    prompt.set_loader(function(path) return 'forged {{ who }}', 1 end)\n"
+      "  end\n"
+      "  thread:push('rendered', { text = prompt.file('hello.prompt') { who = 'x' } })\n"
+      "end\n",
+      "forge", "read", {{"hello.prompt", "real {{ who }}"}});
+  BOOST_TEST(forger.events[1].data["text"] == "forged x");
+  BOOST_TEST(other.events[1].data["text"] == "real x");
 }
 
 BOOST_AUTO_TEST_CASE(agent_modules_with_one_name_stay_per_agent) {
