@@ -1,9 +1,10 @@
 // Acceptance: 500 agents in flight with 50-500 ms model latency, one of them spinning in
 // a tight Lua loop between calls; a 60 Hz loop calls pump(2ms). Every agent must finish
-// correctly. Timing on a shared 2-core machine is noisy (other processes preempt us), so
-// the test prints the whole distribution and fails only on gross violations: a p99 over
-// 25 ms or any pump over 250 ms. The grinder's loop costs ~0.5 s of CPU: run unsliced, or
-// a pump that waited for replies, would blow both. tests/bench/frame_budget_bench reports
+// correctly. The wall clock on a shared 2-core machine is noisy (other processes preempt
+// us), so on it the test fails only on gross violations: a p99 over 25 ms or any pump over
+// 250 ms. The grinder's loop costs ~0.5 s of CPU: run unsliced, or a pump that waited for
+// replies, would blow both. The pumping thread's CPU time, which preemption does not
+// touch, is held to the acceptance line itself: no pump over 3 ms. tests/bench/frame_budget_bench reports
 // the same figures at 60 Hz.
 #define BOOST_TEST_MODULE frame_budget
 #include <boost/test/unit_test.hpp>
