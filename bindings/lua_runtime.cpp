@@ -807,10 +807,11 @@ LuaRuntime& LuaRuntime::from(lua_State* L) {
 }
 
 Run& LuaRuntime::require_run(const char* function) const {
-  if (!current_)
+  Run* run = current_run();
+  if (!run)
     throw Error(ErrorCode::usage,
                 std::string(function) + " can only be called while an agent step runs");
-  return *current_;
+  return *run;
 }
 
 void LuaRuntime::log(std::string_view level, std::string_view message) const {
@@ -1686,8 +1687,9 @@ void LuaRuntime::record_call(Run& run, const llm::Outcome& outcome, nlohmann::js
 }
 
 std::string LuaRuntime::read_agent_file(std::string_view relative, std::string* version) {
-  std::filesystem::path dir = current_ ? current_->agent.dir : loading_dir_;
-  const AgentFiles* files = current_ ? current_->files.get() : loading_files_.get();
+  const Run* run = current_run();
+  std::filesystem::path dir = run ? run->agent.dir : loading_dir_;
+  const AgentFiles* files = run ? run->files.get() : loading_files_.get();
   if (dir.empty())
     throw Error(ErrorCode::usage, "files can only be read while an agent loads or runs");
   std::filesystem::path rel(relative);

@@ -136,8 +136,10 @@ class LuaRuntime final : public AgentRuntime {
   /// the step in progress when called from inside one, else toward this call alone.
   int pcall_limited(int nargs, int nresults, int message_handler, Run* charged = nullptr);
   const RuntimeServices& services() const { return services_; }
-  /// The run whose coroutine is executing now; nullptr outside agent code.
-  Run* current_run() const { return current_; }
+  /// The run whose coroutine is executing now; nullptr outside agent code, and while an
+  /// agent's file loads: a tool that launches another agent loads it inside the calling
+  /// step, and that agent's top level is no run's (its folder and environment are its own).
+  Run* current_run() const { return loading_files_ ? nullptr : current_; }
   Run& require_run(const char* function) const;
   /// The run with `id`, or nullptr once it has ended.
   Run* find_run(std::uint64_t id) const {

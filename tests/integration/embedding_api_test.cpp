@@ -555,3 +555,33 @@ BOOST_AUTO_TEST_CASE(run_serves_until_stop_and_post_runs_on_the_host_thread) {
   BOOST_REQUIRE(!id.empty());
   BOOST_TEST(f.host->get(id).status() == Status::done);
 }
+
+// A tool that launches another agent loads it inside the calling step. What the loading
+// agent requires comes from its own folder, into its own environment, not the calling
+// run's.
+BOOST_AUTO_TEST_CASE(an_agent_launched_from_a_tool_loads_its_modules_from_its_own_folder) {
+  Fixture f(Agents{{"caller", R"(
+local host = require "luagent.host"
+return function(thread)
+  thread:push("child", host.call("spawn", {}))
+  thread:push("words", require "words")
+end)"},
+                   {"callee", R"(
+local words = require "only_here" -- at load time too
+return function(thread) thread:push("words", words) end)"}});
+  std::ofstream(f.dir / "caller" / "words.lua") << R"(return "the caller's words")";
+  std::ofstream(f.dir / "callee" / "only_here.lua") << R"(return "the callee's words")";
+  std::string child;
+  f.host->tool("spawn", nullptr, [&](const nlohmann::json&) {
+    child = f.host->launch("callee", Event::user("go"));
+    return child;
+  });
+  auto id = f.host->launch("caller", Event::user("go"));
+  f.pump_until_idle();
+  for (const auto& [thread_id, words] :
+       {std::pair{id, "the caller's words"}, std::pair{child, "the callee's words"}}) {
+    Thread thread = f.host->get(thread_id);
+    BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
+    BOOST_TEST(thread.events.at(thread.events.size() - 2).data == words);
+  }
+}
