@@ -23,10 +23,12 @@ namespace {
 
 char kRuntimeKey;
 char kBaseEnvKey;
-char kModuleCacheKey;  // name -> shared module value (stdlib and built-in modules)
-char kEnvLoadedKey;    // weak: environment -> its module cache
-char kRunnerKey;       // the prelude's run_agent(chunk, thread)
-char kSliceKey;        // the value a time-sliced coroutine passes up to the host
+char kModuleCacheKey;   // name -> shared module value (stdlib and built-in modules)
+char kEnvLoadedKey;     // weak: environment -> its module cache
+char kRunnerKey;        // the prelude's run_agent(chunk, thread)
+char kChunkStarterKey;  // { [1] = the requiring environment }: agent and module chunks' _ENV
+char kModuleChunksKey;  // weak values: content hash .. chunk name -> a compiled module chunk
+char kSliceKey;         // the value a time-sliced coroutine passes up to the host
 
 std::int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
@@ -607,33 +609,63 @@ void push_env_loaded(lua_State* L, int env) {
 
 }  // namespace
 
-void push_weak_keyed_table(lua_State* L) {
+namespace {
+
+void push_weak_table(lua_State* L, const char* mode) {
   lua_createtable(L, 0, 0);
   lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
+  lua_pushstring(L, mode);
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
 }
 
-void push_registry_weak_table(lua_State* L, const void* registry_key) {
+}  // namespace
+
+void push_weak_keyed_table(lua_State* L) {
+  push_weak_table(L, "k");
+}
+
+void push_registry_weak_table(lua_State* L, const void* registry_key, const char* mode) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, registry_key) == LUA_TTABLE) return;
   lua_pop(L, 1);
-  push_weak_keyed_table(L);
+  push_weak_table(L, mode);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, registry_key);
 }
 
 namespace {
 
-// Compiles `source` as module `name` with `_ENV` = the table at `env`, runs it, and
-// leaves its value (true when it returns nothing).
-void run_module_chunk(lua_State* L, const std::string& source, const std::string& chunkname,
-                      int env, const std::string& name) {
-  env = lua_absindex(L, env);
-  if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK)
-    throw located_error(ErrorCode::syntax, lua_tostring(L, -1));
-  lua_pushvalue(L, env);
+// Agent files (agent.lua and its modules) compile once and run once per run, each time in
+// that run's environment. The chunk's only upvalue is the starter table; its first
+// statement makes `_ENV` a local holding the requiring environment (starter[1] returns
+// it), so the chunk's functions close over the run's own. The statement sits on line 1 in
+// front of the file, so every line number stays the file's, and once `_ENV` is a local
+// nothing in the file can name the starter.
+constexpr std::string_view kPerRunChunkPrefix = "local _ENV = _ENV[1]();";
+
+int requiring_environment(lua_State* L) {
+  LuaRuntime::from(L).push_requiring_environment(L);
+  return 1;
+}
+
+// Compiles `source` (text only) as a per-run chunk; leaves it, or the error message.
+int load_per_run_chunk(lua_State* L, std::string_view source, const std::string& chunkname) {
+  // A binary chunk is refused as Lua refuses it, without the prefix in front of it.
+  if (!source.empty() && source.front() == LUA_SIGNATURE[0])
+    return luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t");
+  std::string text;
+  text.reserve(kPerRunChunkPrefix.size() + source.size());
+  text.append(kPerRunChunkPrefix).append(source);
+  int status = luaL_loadbufferx(L, text.data(), text.size(), chunkname.c_str(), "t");
+  if (status != LUA_OK) return status;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &kChunkStarterKey);
   lua_setupvalue(L, -2, 1);
+  return LUA_OK;
+}
+
+// Runs the module chunk on top of the stack as module `name` and leaves its value (true
+// when it returns nothing) in its place.
+void call_module_chunk(lua_State* L, const std::string& name) {
   lua_pushcfunction(L, pcall_traceback);
   lua_insert(L, -2);
   lua_pushstring(L, name.c_str());
@@ -647,6 +679,24 @@ void run_module_chunk(lua_State* L, const std::string& source, const std::string
     lua_pop(L, 1);
     lua_pushboolean(L, 1);
   }
+}
+
+// Pushes the chunk of an agent's module: compiled once per content (`version`, the file's
+// hash) and kept while the collector lets it, where every run used to compile it again.
+void push_agent_module_chunk(lua_State* L, std::string_view source, std::string_view version,
+                             const std::string& chunkname) {
+  push_registry_weak_table(L, &kModuleChunksKey, "v");
+  std::string key = std::string(version) + chunkname;
+  if (lua_getfield(L, -1, key.c_str()) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    if (load_per_run_chunk(L, source, chunkname) != LUA_OK)
+      throw located_error(ErrorCode::syntax, lua_tostring(L, -1));
+    if (!version.empty()) {  // a file without a hash is compiled each time
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, key.c_str());
+    }
+  }
+  lua_remove(L, -2);
 }
 
 }  // namespace
@@ -667,13 +717,7 @@ int lua_require(lua_State* L) {
                                             "' is not a module name (letters, digits, _ - and "
                                             "dots; no paths)");
     HostCallScope scope(L);
-    // The requiring environment: the run's, the loading agent's, or the base.
-    if (Run* run = runtime.current_run())
-      lua_rawgeti(L, LUA_REGISTRYINDEX, run->env_ref);
-    else if (runtime.loading_env_ref_ != LUA_NOREF)
-      lua_rawgeti(L, LUA_REGISTRYINDEX, runtime.loading_env_ref_);
-    else
-      lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
+    runtime.push_requiring_environment(L);
     int env = lua_gettop(L);
     push_env_loaded(L, env);
     int cache = lua_gettop(L);
@@ -693,10 +737,14 @@ int lua_require(lua_State* L) {
           if (!std::filesystem::exists(path))
             throw Error(ErrorCode::not_found,
                         "require: no module '" + name + "' (looked in " + path.string() + ")");
+          // Shared by every run: compiled with the base environment, run once.
+          std::string source = read_file(path, kMaxSourceBytes);
+          std::string chunkname = "@stdlib/luagent/" + relative + ".lua";
+          if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK)
+            throw located_error(ErrorCode::syntax, lua_tostring(L, -1));
           lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
-          run_module_chunk(L, read_file(path, kMaxSourceBytes),
-                           "@stdlib/luagent/" + relative + ".lua", -1, name);
-          lua_remove(L, -2);
+          lua_setupvalue(L, -2, 1);
+          call_module_chunk(L, name);
         }
         lua_pushvalue(L, -1);
         lua_setfield(L, -3, name.c_str());
@@ -709,8 +757,10 @@ int lua_require(lua_State* L) {
     } else {
       std::string relative = name;
       std::replace(relative.begin(), relative.end(), '.', '/');
-      run_module_chunk(L, runtime.read_agent_file(relative + ".lua"), "@" + relative + ".lua", env,
-                       name);
+      std::string version;
+      std::string source = runtime.read_agent_file(relative + ".lua", &version);
+      push_agent_module_chunk(L, source, version, "@" + relative + ".lua");
+      call_module_chunk(L, name);  // in the requiring environment (env)
     }
     lua_pushvalue(L, -1);
     lua_setfield(L, cache, name.c_str());
@@ -814,6 +864,15 @@ Run& LuaRuntime::require_run(const char* function) const {
   return *run;
 }
 
+void LuaRuntime::push_requiring_environment(lua_State* L) const {
+  if (const Run* run = current_run())
+    lua_rawgeti(L, LUA_REGISTRYINDEX, run->env_ref);
+  else if (loading_env_ref_ != LUA_NOREF)
+    lua_rawgeti(L, LUA_REGISTRYINDEX, loading_env_ref_);
+  else
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
+}
+
 void LuaRuntime::log(std::string_view level, std::string_view message) const {
   if (services_.log) services_.log(level, message);
 }
@@ -889,6 +948,10 @@ void LuaRuntime::build_base_environment() {
     throw Error(ErrorCode::internal, std::string("prelude: ") + lua_tostring(L, -1));
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kRunnerKey);
   lua_setfield(L, base, "coroutine");
+  lua_createtable(L, 1, 0);
+  lua_pushcfunction(L, requiring_environment);
+  lua_rawseti(L, -2, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &kChunkStarterKey);
   lua_pushvalue(L, base);
   lua_setfield(L, base, "_G");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
@@ -985,20 +1048,14 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   const std::string& source = files->files.at("agent.lua").text;
   std::string chunkname = "@" + info.name + "/agent.lua";
   lua_State* L = L_;
-  if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK) {
+  lua_pushcfunction(L, pcall_traceback);
+  if (load_per_run_chunk(L, source, chunkname) != LUA_OK) {
     Error error = located_error(ErrorCode::syntax, lua_tostring(L, -1));
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     throw error;
   }
-  LoadedAgent loaded{info, files, {}, std::move(shape), now};
-  lua_dump(
-      L,
-      [](lua_State*, const void* p, size_t size, void* ud) -> int {
-        static_cast<std::string*>(ud)->append(static_cast<const char*>(p), size);
-        return 0;
-      },
-      &loaded.bytecode, 0);
-  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  LoadedAgent loaded{info, files, luaL_ref(L, LUA_REGISTRYINDEX), std::move(shape), now};
 
   // Run the chunk once now, so an error at load time is reported before any thread
   // depends on it, with the previous version (if any) still loaded.
@@ -1006,13 +1063,9 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   auto previous_files = loading_files_;
   loading_dir_ = dir;
   loading_files_ = files;
-  lua_pushcfunction(L, pcall_traceback);
-  luaL_loadbufferx(L, loaded.bytecode.data(), loaded.bytecode.size(), chunkname.c_str(), "b");
-  push_run_environment();
   int previous_env = loading_env_ref_;
-  lua_pushvalue(L, -1);
+  push_run_environment();
   loading_env_ref_ = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_setupvalue(L, -2, 1);
   int status = pcall_limited(0, 1, -2);
   luaL_unref(L, LUA_REGISTRYINDEX, loading_env_ref_);
   loading_env_ref_ = previous_env;
@@ -1021,13 +1074,19 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   if (status != LUA_OK) {
     Error error = error_from_lua(L, -1);
     lua_pop(L, 2);
+    luaL_unref(L, LUA_REGISTRYINDEX, loaded.chunk_ref);
     throw Error(error.code() == ErrorCode::runtime ? ErrorCode::syntax : error.code(),
                 "loading the agent: " + error.message(), error.source(), error.line());
   }
   bool is_function = lua_type(L, -1) == LUA_TFUNCTION;
   lua_pop(L, 2);
-  if (!is_function)
+  if (!is_function) {
+    luaL_unref(L, LUA_REGISTRYINDEX, loaded.chunk_ref);
     throw Error(ErrorCode::syntax, "agent.lua must return a function(thread)", chunkname.substr(1));
+  }
+  // Runs in flight keep the chunk they started with on their own stacks.
+  if (auto replaced = agents_.find(dir); replaced != agents_.end())
+    luaL_unref(L, LUA_REGISTRYINDEX, replaced->second.chunk_ref);
   agents_[dir] = std::move(loaded);
   return info;
 }
@@ -1125,10 +1184,7 @@ void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks 
 
   lua_State* co = run->coroutine;
   lua_rawgetp(co, LUA_REGISTRYINDEX, &kRunnerKey);
-  std::string chunkname = "@" + loaded.info.name + "/agent.lua";
-  luaL_loadbufferx(co, loaded.bytecode.data(), loaded.bytecode.size(), chunkname.c_str(), "b");
-  lua_rawgeti(co, LUA_REGISTRYINDEX, run->env_ref);
-  lua_setupvalue(co, -2, 1);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, loaded.chunk_ref);  // takes the run's environment
   push_thread_object(co, run->id);
   lua_sethook(co, count_hook, LUA_MASKCOUNT, kHookInstructions);
 

@@ -136,6 +136,9 @@ class LuaRuntime final : public AgentRuntime {
   /// the step in progress when called from inside one, else toward this call alone.
   int pcall_limited(int nargs, int nresults, int message_handler, Run* charged = nullptr);
   const RuntimeServices& services() const { return services_; }
+  /// Pushes the environment agent code loading or running now has: the run's, the loading
+  /// agent's, or the base one.
+  void push_requiring_environment(lua_State* L) const;
   /// The run whose coroutine is executing now; nullptr outside agent code, and while an
   /// agent's file loads: a tool that launches another agent loads it inside the calling
   /// step, and that agent's top level is no run's (its folder and environment are its own).
@@ -188,9 +191,9 @@ class LuaRuntime final : public AgentRuntime {
   struct LoadedAgent {
     AgentInfo info;
     std::shared_ptr<const AgentFiles> files;
-    std::string bytecode;      // agent.lua compiled once; instantiated per run
-    FolderShape shape;         // of the folder when it loaded
-    std::int64_t read_at = 0;  // when the files were read (CLOCK_REALTIME, nanoseconds)
+    int chunk_ref = LUA_NOREF;  // agent.lua compiled once, run once per run (a registry ref)
+    FolderShape shape;          // of the folder when it loaded
+    std::int64_t read_at = 0;   // when the files were read (CLOCK_REALTIME, nanoseconds)
   };
   /// A requested agent path as load_agent last canonicalised it, and the inode it named.
   struct ResolvedFolder {
@@ -325,8 +328,9 @@ class HostCallScope {
 
 /// Pushes a new table with weak keys (entries go when their key is collected).
 void push_weak_keyed_table(lua_State* L);
-/// Pushes the weak-keyed table the registry holds at `registry_key`, made on first use.
-void push_registry_weak_table(lua_State* L, const void* registry_key);
+/// Pushes the weak table the registry holds at `registry_key`, made on first use: weak
+/// keys ("k", entries go with their key) or weak values ("v", with their value).
+void push_registry_weak_table(lua_State* L, const void* registry_key, const char* mode = "k");
 
 /// For a long C call the count hook cannot interrupt (a string pattern match): throws
 /// Error(limit) once the running step, or limited code outside any step, has used its CPU,

@@ -547,6 +547,92 @@ BOOST_AUTO_TEST_CASE(agent_modules_with_one_name_stay_per_agent) {
   BOOST_TEST(host.get(b).events[1].data["name"] == "second");
 }
 
+// agent.lua and its modules compile once per version and run once per run: each run gets
+// fresh top-level locals, its own globals, and `...` as Lua gives it (nothing for the
+// agent file, the module's name for a module).
+BOOST_AUTO_TEST_CASE(agent_files_compiled_once_still_run_fresh_in_each_run) {
+  auto [one, two] = two_runs_in_one_host(
+      "local counter = require 'counter'\n"
+      "local steps, args = 0, select('#', ...)\n"
+      "greeting = (greeting or '') .. 'hi'\n"
+      "return function(thread)\n"
+      "  steps = steps + 1\n"
+      "  thread:push('seen', { steps = steps, bumps = counter.bump(), module_globals = "
+      "counter.globals(),\n"
+      "    greeting = greeting, args = args, module_name = counter.name, env_is_G = "
+      "rawequal(_ENV, _G) })\n"
+      "end\n",
+      "a", "b",
+      {{"counter.lua",
+        "local name = ...\n"
+        "local n = 0\n"
+        "module_loads = (module_loads or 0) + 1\n"
+        "return { name = name, bump = function() n = n + 1 return n end,\n"
+        "         globals = function() return module_loads end }\n"}});
+  for (const Thread* thread : {&one, &two}) {
+    BOOST_TEST_REQUIRE(thread->status() == Status::done, thread->events.back().data.dump());
+    const auto& seen = thread->events[1].data;
+    BOOST_TEST(seen["steps"] == 1);
+    BOOST_TEST(seen["bumps"] == 1);
+    BOOST_TEST(seen["module_globals"] == 1);
+    BOOST_TEST(seen["greeting"] == "hi");
+    BOOST_TEST(seen["args"] == 0);
+    BOOST_TEST(seen["module_name"] == "counter");
+    BOOST_TEST(seen["env_is_G"] == true);
+  }
+}
+
+// A module's compiled chunk is kept by its content: an edit between two launches is what
+// the second run requires, and going back to the first text serves the first again.
+BOOST_AUTO_TEST_CASE(an_edited_agent_module_is_compiled_again) {
+  test::TempDir dir;
+  auto folder = dir / "agent";
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder / "agent.lua")
+      << "return function(thread) thread:push('word', require 'word') end\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  Host host(config);
+  std::vector<std::string> seen;
+  for (const char* word : {"first", "second", "first"}) {
+    std::ofstream(folder / "word.lua") << "return '" << word << "'\n";
+    auto id = host.launch(folder.string(), Event::user("go"));
+    host.run_until_idle();
+    seen.push_back(host.get(id).events.at(1).data.get<std::string>());
+  }
+  BOOST_TEST(seen == (std::vector<std::string>{"first", "second", "first"}),
+             boost::test_tools::per_element());
+}
+
+// Errors name the file's own lines, the first included, and a missing global is a global.
+BOOST_AUTO_TEST_CASE(errors_in_agent_files_name_the_files_own_lines) {
+  // A file that fails to load fails the launch.
+  auto load_error = [](const std::string& body, const std::map<std::string, std::string>& files) {
+    try {
+      run_agent(body, files);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(loaded)");
+  };
+  auto top = load_error("nope()\nreturn function(thread) end\n", {});
+  BOOST_TEST(mentions(top, "agent.lua:1:"), top);
+  BOOST_TEST(mentions(top, "global 'nope'"), top);
+  auto module = load_error("local helper = require 'helper'\nreturn function(thread) end\n",
+                           {{"helper.lua", "local x = 1\n\nerror('broken helper')\n"}});
+  BOOST_TEST(mentions(module, "helper.lua:3:"), module);
+  BOOST_TEST(mentions(module, "broken helper"), module);
+  auto syntax =
+      run_agent("return function(thread)\nend\n", {{"helper.lua", "x = = 1\n"}}).failure();
+  BOOST_TEST(syntax.empty(), syntax);  // never required: never compiled
+  auto required = run_agent("return function(thread) require 'helper' end\n",
+                            {{"helper.lua", "return 1\nx = = 1\n"}});
+  const auto& failed = required.thread.events.back().data;
+  BOOST_TEST(failed.value("source", "") == "helper.lua", failed.dump());
+  BOOST_TEST(failed.value("line", 0) == 2, failed.dump());
+  BOOST_TEST(failed.value("code", "") == "syntax", failed.dump());
+}
+
 BOOST_AUTO_TEST_CASE(schemas_compile_once_and_show_their_json) {
   auto run = run_agent(
       "local llm = require 'luagent.llm'\n"
