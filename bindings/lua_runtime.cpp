@@ -1,6 +1,5 @@
 #include "lua_runtime.hpp"
 
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -17,6 +16,7 @@
 #include "lua_json_convert.hpp"
 #include "lua_modules.hpp"
 #include "lua_string.hpp"
+#include "sha256.hpp"
 
 namespace luagent::lua {
 namespace {
@@ -175,19 +175,6 @@ std::string read_file(const std::filesystem::path& path, std::size_t limit) {
   in.read(text.data(), static_cast<std::streamsize>(size));
   text.resize(static_cast<std::size_t>(in.gcount()));
   return text;
-}
-
-std::string sha256_hex(const std::string& data, std::size_t hex_chars = 64) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned int i = 0; i < length && hex.size() < hex_chars; ++i) {
-    hex += kHex[digest[i] >> 4];
-    hex += kHex[digest[i] & 15];
-  }
-  return hex.substr(0, hex_chars);
 }
 
 // Files that make up an agent version: its code and its prompts.

@@ -5,7 +5,6 @@
 #include "store/sqlite_store.hpp"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 
 #include "failpoint.hpp"
 #include "luagent/error.hpp"
+#include "sha256.hpp"
 
 namespace luagent {
 namespace {
@@ -143,19 +143,6 @@ struct SqliteStore::Statements {
 };
 
 namespace {
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned int i = 0; i < length; ++i) {
-    hex += kHex[digest[i] >> 4];
-    hex += kHex[digest[i] & 15];
-  }
-  return hex;
-}
 
 void exec(sqlite3* db, const char* sql) {
   char* message = nullptr;

@@ -272,3 +272,31 @@ BOOST_AUTO_TEST_CASE(a_rolled_back_batch_leaves_every_version_as_it_was) {
   BOOST_TEST(store->append(first.id, 1, {Event::make("a", 1)}).events.at(0).id == 2);
   BOOST_TEST(store->append(second.id, 1, {once}).events.at(0).id == 2);
 }
+
+// A long request body is kept once, under its SHA-256, however many calls sent it; the
+// calls read back with the body in place.
+BOOST_AUTO_TEST_CASE(long_request_bodies_are_stored_once_under_their_sha256) {
+  test::TempDir dir;
+  auto store = open_store("sqlite:" + (dir / "t.db").string());
+  Thread thread = new_thread("hi");
+  store->create(thread);
+  const std::string body = "{\"messages\":[]}" + std::string(300, 'x');
+  for (int i = 0; i < 2; ++i) store->record_call(thread.id, 1, {{"request", body}, {"model", "m"}});
+  auto calls = store->calls(thread.id);
+  BOOST_TEST_REQUIRE(calls.size() == 2u);
+  for (const auto& call : calls) BOOST_TEST(call.value("request", "") == body);
+  sqlite3* db = nullptr;
+  BOOST_TEST_REQUIRE(sqlite3_open((dir / "t.db").c_str(), &db) == SQLITE_OK);
+  std::vector<std::string> hashes;
+  sqlite3_exec(
+      db, "SELECT hash FROM llm_requests",
+      [](void* out, int, char** values, char**) {
+        static_cast<std::vector<std::string>*>(out)->push_back(values[0]);
+        return 0;
+      },
+      &hashes, nullptr);
+  sqlite3_close(db);
+  BOOST_TEST(hashes == (std::vector<std::string>{
+                           "16efc74780141e001ebe0655bda7e3ae89680238629cccfc29d90aeaa4dbd472"}),
+             boost::test_tools::per_element());
+}
