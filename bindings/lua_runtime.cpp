@@ -1332,6 +1332,11 @@ std::size_t LuaRuntime::queued_records() const {
   return records;
 }
 
+bool LuaRuntime::has_step_in_flight(const std::string& thread_id) const {
+  return std::any_of(runs_.begin(), runs_.end(),
+                     [&](const auto& entry) { return entry.second->thread.id == thread_id; });
+}
+
 bool LuaRuntime::cancel_run(const std::string& thread_id, const std::string& reason) {
   // A step that has ended but waits for its commit ends now; there is nothing to cancel.
   drain_commits();

@@ -112,6 +112,7 @@ class LuaRuntime final : public AgentRuntime {
   void start_step(const AgentInfo& agent, Thread thread, RunCallbacks callbacks,
                   std::size_t unflushed_events = 0) override;
   std::size_t runs_in_flight() const override { return runs_.size(); }
+  bool has_step_in_flight(const std::string& thread_id) const override;
   std::size_t run_ready(std::optional<Clock::time_point> deadline) override;
   bool has_ready() const override { return !ready_.empty() || (syncer_ && syncer_->has_synced()); }
   bool cancel_run(const std::string& thread_id, const std::string& reason) override;

@@ -75,6 +75,8 @@ class AgentRuntime {
   virtual std::size_t run_ready(std::optional<Clock::time_point> deadline) = 0;
   /// True when run_ready() has work now.
   virtual bool has_ready() const = 0;
+  /// True while a step of this runtime runs on `thread_id`.
+  virtual bool has_step_in_flight(const std::string& thread_id) const = 0;
   /// Ends the step in flight on `thread_id` with a `cancelled` event; false when none is.
   virtual bool cancel_run(const std::string& thread_id, const std::string& reason) = 0;
   virtual void set_provider(llm::Provider* provider) = 0;

@@ -384,6 +384,12 @@ struct Host::Impl {
   // Continues a thread whose step was interrupted: settles its unfinished tool calls,
   // then runs the agent again from the thread as stored.
   ResumeResult recover(Thread thread) {
+    // Its status says running either way: a second step beside the live one would settle
+    // the live one's tool calls as outcome_unknown and run them again.
+    if (runtime->has_step_in_flight(thread.id))
+      throw Error(ErrorCode::conflict, "thread " + thread.id +
+                                           " has a step in flight in this host; it was not "
+                                           "interrupted (cancel it, or let the step end)");
     if (thread.status() != Status::running)
       throw Error(ErrorCode::conflict,
                   "thread " + thread.id + " was not interrupted (it is " +

@@ -585,3 +585,46 @@ return function(thread) thread:push("words", words) end)"}});
     BOOST_TEST(thread.events.at(thread.events.size() - 2).data == words);
   }
 }
+
+// Recovering a thread whose step still runs in this host would start a second step
+// beside it: the live step's started tool call would be settled outcome_unknown and run
+// again. It is a conflict, and the live step finishes with its call run once.
+BOOST_AUTO_TEST_CASE(continue_of_a_thread_whose_step_is_in_flight_is_a_conflict) {
+  Fixture f(Agents{{"payer", R"(
+local host = require "luagent.host"
+return function(thread)
+  local call = { intent = "pay", amount = 5 }
+  thread:push("pay", call)
+  thread:execute(call, function(c)
+    host.call("wait", {})
+    return host.call("pay", { amount = c.amount })
+  end)
+end)"}});
+  std::vector<ToolReply> waiting;
+  int paid = 0;
+  f.host->async_tool("wait", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { waiting.push_back(reply); });
+  f.host->tool("pay", nullptr, [&](const nlohmann::json&) { return ++paid; });
+  auto id = f.host->launch("payer", Event::user("go"));
+  for (int i = 0; i < 2000 && waiting.empty(); ++i) {
+    f.host->pump(2ms);
+    std::this_thread::sleep_for(1ms);
+  }
+  BOOST_REQUIRE_EQUAL(waiting.size(), 1u);
+  for (auto attempt : {std::function<void()>([&] { f.host->continue_thread(id); }),
+                       std::function<void()>([&] { f.host->resume(id, Resume::recover()); })}) {
+    try {
+      attempt();
+      BOOST_FAIL("a thread with a step in flight was recovered");
+    } catch (const Error& e) {
+      BOOST_TEST((e.code() == ErrorCode::conflict));
+      BOOST_TEST(mentions(e.what(), "in flight"), e.what());
+    }
+  }
+  waiting[0].ok(true);
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
+  BOOST_TEST(paid == 1);
+  for (const Event& event : thread.events) BOOST_TEST(event.type != "outcome_unknown");
+}

@@ -117,6 +117,7 @@ struct Resume {
   static Resume with_event(std::string type, nlohmann::json data, std::string key = {});
   /// No answer: continue a thread whose step was interrupted (a crash). Started tool calls
   /// without a result get outcome_unknown (idempotent ones are retried by the agent).
+  /// Refused (conflict) while this host has a step in flight on the thread.
   static Resume recover();
 };
 
@@ -188,7 +189,10 @@ class Host {
   /// Throws the load error (syntax, not_found, ...) with file:line.
   std::string agent_version(const std::string& agent);
   /// Starts the next step of a stored thread that is running with no step in flight: a
-  /// thread copied into this host's store, or one a crashed process left running.
+  /// thread copied into this host's store, or one a crashed process left running. Throws
+  /// conflict when this host still has a step in flight on it (and for a thread that is
+  /// not running). A step live in another process is not seen here: the first of the two
+  /// to append wins, the other loses its compare-and-swap.
   void continue_thread(const std::string& thread_id);
   /// What changed since the last call (events, pauses, ends, streamed text), in order.
   std::vector<Update> updates();
