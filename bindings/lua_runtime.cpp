@@ -1215,10 +1215,10 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
   // A new deadline is a new pump: its budget is whole.
   if (deadline && deadline != overdue_gc_deadline_) {
     overdue_gc_deadline_ = deadline;
-    collect_overdue_garbage();
-    // A step that took the whole budget (the atomic one) is the pump's work: runs, even
-    // the one a pump resumes past its deadline, go on in the next.
-    if (Clock::now() >= *deadline) return 0;
+    // A collector step that took the whole budget (the atomic one) is the pump's work:
+    // runs, even the one a pump resumes past its deadline, go on in the next. Without
+    // one, a budget already spent (zero, or tiny) still resumes one run.
+    if (collect_overdue_garbage() && Clock::now() >= *deadline) return 0;
   }
   apply_commits();  // runs whose events are durable now go on
   finish_committed();
@@ -1303,12 +1303,13 @@ void LuaRuntime::collect_garbage(std::optional<Clock::time_point> deadline) {
   }
 }
 
-void LuaRuntime::collect_overdue_garbage() {
+bool LuaRuntime::collect_overdue_garbage() {
   // When budgets have been spent for long (a step grinding through every pump), the
   // collector's work is far behind: one step runs anyway, first thing in the pump, so
   // that even the atomic step (which may be longer than the whole budget) runs alone.
-  if (gc_pausing()) return;
-  if (allocated_since_gc_ >= kOverdueGcBytes) gc_step();
+  if (gc_pausing() || allocated_since_gc_ < kOverdueGcBytes) return false;
+  gc_step();
+  return true;
 }
 
 void LuaRuntime::collect_garbage_made_by_step(std::size_t made) {

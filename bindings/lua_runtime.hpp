@@ -300,7 +300,7 @@ class LuaRuntime final : public AgentRuntime {
   bool gc_pausing();  // true between cycles (and nothing is owed then)
   bool gc_step();     // one basic step; true when it ended a cycle
   void collect_garbage(std::optional<Clock::time_point> deadline);
-  void collect_overdue_garbage();
+  bool collect_overdue_garbage();                         // true when it ran a collector step
   std::optional<Clock::time_point> overdue_gc_deadline_;  // of the pump that last paid
   void collect_garbage_made_by_step(std::size_t made);
   int host_depth_ = 0;  // >0 while C++ bodies run: the allocator does not fail there

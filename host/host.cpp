@@ -1,5 +1,6 @@
 // Host: wires the store, the provider and the agent runtime together and
 // implements the verbs (launch, resume, get, list) on top of them.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
@@ -596,6 +597,10 @@ std::size_t Host::pump(std::chrono::microseconds budget) {
     bool& flag;
     ~Release() { flag = false; }
   } release{impl_->driving};
+  // A budget of zero or less still makes progress (one of each, as any budget); one past
+  // a day is a day, where Clock::now() + budget would overflow.
+  budget = std::clamp<std::chrono::microseconds>(budget, std::chrono::microseconds(0),
+                                                 std::chrono::hours(24));
   auto deadline = Clock::now() + budget;
   // Never waits: take what the I/O has delivered, run what is ready, repeat while either
   // makes progress and the budget lasts.

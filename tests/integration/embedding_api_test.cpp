@@ -628,3 +628,23 @@ end)"}});
   BOOST_TEST(paid == 1);
   for (const Event& event : thread.events) BOOST_TEST(event.type != "outcome_unknown");
 }
+
+// Every pump makes progress, whatever its budget: zero, less than nothing, or "no limit"
+// spelled as the largest duration (which must not overflow the deadline).
+BOOST_AUTO_TEST_CASE(pumps_with_zero_negative_or_huge_budgets_make_progress) {
+  for (auto budget : {std::chrono::microseconds(0), std::chrono::microseconds(-5),
+                      std::chrono::microseconds(1), std::chrono::microseconds::max()}) {
+    Fixture f(Agents{{"adder", kCallsAdd}});
+    f.host->tool("add", nullptr,
+                 [](const nlohmann::json& a) { return a["a"].get<int>() + a["b"].get<int>(); });
+    auto id = f.host->launch("adder", Event::user("go"));
+    int pumps = 0;
+    while (f.host->pump(budget) > 0 && pumps < 2000) {
+      ++pumps;
+      std::this_thread::sleep_for(1ms);
+    }
+    Thread thread = f.host->get(id);
+    BOOST_TEST(thread.status() == Status::done, "budget " << budget.count() << " us");
+    BOOST_TEST(thread.events.at(1).data.get<int>() == 5);
+  }
+}
