@@ -18,6 +18,7 @@
 #include "lua_json_convert.hpp"
 #include "lua_modules.hpp"
 #include "lua_runtime.hpp"
+#include "utf8_text.hpp"
 
 namespace luagent::lua {
 namespace {
@@ -265,7 +266,12 @@ nlohmann::json messages_from(lua_State* L, int index, const char* function) {
   if (lua_type(L, index) == LUA_TSTRING) {
     size_t length = 0;
     const char* text = lua_tolstring(L, index, &length);
-    return nlohmann::json::array({{{"role", "user"}, {"content", std::string(text, length)}}});
+    std::string_view prompt(text, length);
+    // Checked here, as the message list's strings are: the request is JSON text.
+    if (std::size_t bad = first_non_utf8(prompt); bad != std::string_view::npos)
+      throw Error(ErrorCode::usage,
+                  std::string(function) + ": the prompt is " + describe_non_utf8(prompt, bad));
+    return nlohmann::json::array({{{"role", "user"}, {"content", std::string(prompt)}}});
   }
   if (lua_type(L, index) != LUA_TTABLE)
     throw Error(ErrorCode::usage, std::string(function) +

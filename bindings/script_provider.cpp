@@ -11,6 +11,7 @@
 #include "lua_guard.hpp"
 #include "lua_json_convert.hpp"
 #include "lua_runtime.hpp"
+#include "utf8_text.hpp"
 
 namespace luagent::lua {
 namespace {
@@ -61,22 +62,28 @@ class ScriptProvider final : public llm::Provider {
       if (request.response_schema) table["schema"] = request.response_schema->json();
       push_json(L, table);
     }
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    // Under the CPU limit, as an agent file's top level: a model that never returns
+    // would otherwise hold the pump that delivers its reply for good.
+    if (runtime_.pcall_limited(1, 1, 0) != LUA_OK) {
       Error error = error_from_lua(L, -1);
       outcome.result =
           Error(error.code() == ErrorCode::runtime ? ErrorCode::provider : error.code(),
                 "the script model failed: " + error.message(), error.source(), error.line());
-    } else if (lua_type(L, -1) == LUA_TSTRING) {
+    } else if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TTABLE) {
+      if (lua_type(L, -1) == LUA_TTABLE) lua_getfield(L, -1, "text");
       llm::Reply reply;
-      reply.text = lua_tostring(L, -1);
+      if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t length = 0;
+        const char* text = lua_tolstring(L, -1, &length);
+        reply.text.assign(text, length);
+      }
       reply.finish_reason = "stop";
-      outcome.result = std::move(reply);
-    } else if (lua_type(L, -1) == LUA_TTABLE) {
-      lua_getfield(L, -1, "text");
-      llm::Reply reply;
-      if (lua_type(L, -1) == LUA_TSTRING) reply.text = lua_tostring(L, -1);
-      reply.finish_reason = "stop";
-      outcome.result = std::move(reply);
+      // A model's reply is JSON text on every other provider's wire: UTF-8 only.
+      if (std::size_t bad = first_non_utf8(reply.text); bad != std::string::npos)
+        outcome.result = Error(ErrorCode::provider,
+                               "the script model's reply is " + describe_non_utf8(reply.text, bad));
+      else
+        outcome.result = std::move(reply);
     } else {
       outcome.result = Error(ErrorCode::provider,
                              "the script model must return a string or "
@@ -108,7 +115,7 @@ std::unique_ptr<llm::Provider> LuaRuntime::make_script_provider(const std::files
   }
   push_run_environment();
   lua_setupvalue(L, -2, 1);
-  if (lua_pcall(L, 0, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TFUNCTION) {
+  if (pcall_limited(0, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TFUNCTION) {
     std::string message =
         lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "it must return a function(request)";
     lua_pop(L, 1);

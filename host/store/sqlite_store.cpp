@@ -634,7 +634,9 @@ void SqliteStore::insert_call(std::string_view thread_id, std::int64_t event_id,
     s.insert_request.reset().bind_unowned(1, hash).bind_unowned(2, body).step();
     trace["request_sha256"] = std::move(hash);
   }
-  const std::string text = trace.dump();
+  // Provenance never fails a commit: text a provider let through that is not UTF-8 is
+  // kept with U+FFFD in place of its bad bytes (JSON text is UTF-8).
+  const std::string text = trace.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   s.insert_call.reset().bind_unowned(1, thread_id).bind(2, event_id).bind_unowned(3, text).step();
 }
 

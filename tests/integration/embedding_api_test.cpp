@@ -648,3 +648,52 @@ BOOST_AUTO_TEST_CASE(pumps_with_zero_negative_or_huge_budgets_make_progress) {
     BOOST_TEST(thread.events.at(1).data.get<int>() == 5);
   }
 }
+
+// The script provider (a Lua function plays the model) keeps a real provider's rules: a
+// model that never returns is stopped by the CPU limit, a reply that is not UTF-8 fails
+// its call, and so does a prompt that is not; each a clear error in its step, and the
+// host goes on.
+BOOST_AUTO_TEST_CASE(script_models_and_prompts_that_break_the_rules_fail_their_call) {
+  test::TempDir dir;
+  const std::map<std::string, std::string> agents = {
+      {"latin1",
+       "local llm = require 'luagent.llm'\n"
+       "return function(thread)\n"
+       "  local ok, e = pcall(llm.text, 'caf\\233')\n"
+       "  thread:push('refused', e.message)\n"
+       "end\n"},
+      {"asker",
+       "local llm = require 'luagent.llm'\n"
+       "return function(thread) thread:push('reply', llm.text(thread:last().data)) end"}};
+  for (const auto& [name, source] : agents) {
+    std::filesystem::create_directories(dir / name);
+    std::ofstream(dir / name / "agent.lua") << source;
+  }
+  std::ofstream(dir / "model.lua") << "return function(r)\n"
+                                      "  local text = r.messages[1].content\n"
+                                      "  if text == 'spin' then while true do end end\n"
+                                      "  if text == 'latin1' then return 'caf\\233' end\n"
+                                      "  return 'fine'\n"
+                                      "end\n";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  config.agents_dir = dir.path();
+  config.provider = "script";
+  config.script = dir / "model.lua";
+  config.step_cpu_ms = 300;
+  Host host(config);
+  auto refused = host.launch("latin1", Event::user("go"));
+  auto spin = host.launch("asker", Event::user("spin"));
+  auto latin1 = host.launch("asker", Event::user("latin1"));
+  auto fine = host.launch("asker", Event::user("hello"));
+  host.run_until_idle();
+  auto refusal = host.get(refused).events.at(1).data.get<std::string>();
+  BOOST_TEST(mentions(refusal, "llm.text: the prompt is not UTF-8"), refusal);
+  const Event spun = host.get(spin).events.back();
+  BOOST_TEST(spun.type == "failed");
+  BOOST_TEST(spun.data.value("code", "") == "limit", spun.data.dump());
+  const Event bad = host.get(latin1).events.back();
+  BOOST_TEST(bad.type == "failed");
+  BOOST_TEST(mentions(bad.data.value("message", ""), "reply is not UTF-8"), bad.data.dump());
+  BOOST_TEST(host.get(fine).events.at(1).data == "fine");
+}
