@@ -1797,6 +1797,9 @@ nlohmann::json LuaRuntime::load_config(const std::filesystem::path& file) {
     HostCallScope scope(L);
     if (lua_type(L, -1) == LUA_TTABLE) {
       config = to_json(L, -1, "config");
+    } else if (!lua_isnil(L, -1)) {
+      throw Error(ErrorCode::config, "the config must set globals or return a table, not a " +
+                                         std::string(luaL_typename(L, -1)));
     } else {
       lua_pushnil(L);
       lua_setfield(L, -4, "_G");

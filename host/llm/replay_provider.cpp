@@ -29,6 +29,10 @@ ReplayProvider::ReplayProvider(EventLoop& loop, const std::filesystem::path& cas
                                std::chrono::milliseconds latency)
     : loop_(loop), path_(cassette), latency_(latency) {
   std::ifstream in(cassette);
+  std::error_code ec;
+  if (std::filesystem::is_directory(cassette, ec))  // opens, and reads as empty
+    throw Error(ErrorCode::config,
+                "the cassette " + cassette.string() + " is a folder, not a JSONL file");
   if (!in)
     throw Error(ErrorCode::config, "cannot read the cassette " + cassette.string() +
                                        " (the replay provider needs one: set cassette = ... in "

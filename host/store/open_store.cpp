@@ -16,6 +16,8 @@ bool matches(const ListFilter& filter, const ThreadSummary& summary) {
 }
 
 std::unique_ptr<Store> open_store(std::string_view uri, StoreOpening opening) {
+  if (uri.find('\0') != std::string_view::npos)
+    throw Error(ErrorCode::config, "store URI has a NUL byte in it");
   auto colon = uri.find(':');
   if (colon == std::string_view::npos || colon == 0)
     throw Error(ErrorCode::config, "store URI '" + std::string(uri) +
@@ -25,6 +27,12 @@ std::unique_ptr<Store> open_store(std::string_view uri, StoreOpening opening) {
   std::string_view rest = uri.substr(colon + 1);
   if (scheme == "sqlite") {
     if (rest.empty()) throw Error(ErrorCode::config, "store URI 'sqlite:' needs a file path");
+    // SQLite reads these as an in-memory database (or a URI that may name one): threads
+    // acknowledged as stored would be gone when the host ends.
+    if (rest == ":memory:" || rest.substr(0, 5) == "file:")
+      throw Error(ErrorCode::config, "store URI '" + std::string(uri) +
+                                         "' is not a file: SQLite keeps nothing of an in-memory "
+                                         "database; give a file path");
     return std::make_unique<SqliteStore>(std::string(uri), std::filesystem::path(rest), opening);
   }
   if (scheme == "fs") {

@@ -240,6 +240,39 @@ end)"}});
   BOOST_TEST(mentions(failure, "to"), failure);
 }
 
+// What a tool can get wrong names the tool: a $ref that leads nowhere is refused when the
+// tool is registered (not by the first call), a throw of something not a std::exception
+// fails the step naming it, and a ToolReply with no call behind it is refused.
+BOOST_AUTO_TEST_CASE(tool_mistakes_are_refused_or_reported_naming_the_tool) {
+  Fixture f(Agents{{"adder", kCallsAdd}});
+  auto add = [](const nlohmann::json&) -> nlohmann::json { throw 42; };
+  const nlohmann::json nowhere = {{"type", "object"},
+                                  {"properties", {{"a", {{"$ref", "#/definitions/nope"}}}}}};
+  for (const nlohmann::json& schema :
+       {nowhere, nlohmann::json{{"$ref", "#"}},
+        nlohmann::json{{"properties", {{"a", {{"$ref", "other.json"}}}}}}}) {
+    try {
+      f.host->tool("add", schema, add);
+      BOOST_ERROR("accepted " << schema.dump());
+    } catch (const Error& e) {
+      BOOST_TEST((e.code() == ErrorCode::usage));
+      BOOST_TEST(mentions(e.what(), "host tool 'add'"), e.what());
+      BOOST_TEST(mentions(e.what(), "$ref"), e.what());
+    }
+  }
+  f.host->tool("add",
+               {{"type", "object"},
+                {"$defs", {{"n", {{"type", "number"}}}}},
+                {"properties", {{"a", {{"$ref", "#/$defs/n"}}}, {"b", {{"$ref", "#/$defs/n"}}}}}},
+               add);
+  auto id = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  const Event failed = f.host->get(id).events.back();
+  BOOST_TEST(failure_of(failed) ==
+             "host tool 'add' failed: it threw something not a std::exception");
+  BOOST_CHECK_THROW(ToolReply(nullptr), Error);
+}
+
 BOOST_AUTO_TEST_CASE(a_bad_tool_schema_is_refused_at_registration_naming_the_entry) {
   Fixture f(Agents{{"adder", kCallsAdd}});
   auto add = [](const nlohmann::json& a) { return a["a"].get<int>() + a["b"].get<int>(); };
@@ -334,11 +367,12 @@ BOOST_AUTO_TEST_CASE(unknown_agent_and_unknown_thread_are_not_found) {
   } catch (const Error& e) {
     BOOST_TEST((e.code() == ErrorCode::not_found));
   }
-  for (auto verb : {0, 1, 2}) {
+  for (auto verb : {0, 1, 2, 3}) {
     try {
       if (verb == 0) f.host->resume("th_missing", Resume::approve());
       if (verb == 1) f.host->cancel("th_missing");
       if (verb == 2) f.host->get("th_missing");
+      if (verb == 3) f.host->calls("th_missing");  // was an empty list
       BOOST_FAIL("accepted an unknown thread");
     } catch (const Error& e) {
       BOOST_TEST((e.code() == ErrorCode::not_found), e.what());
@@ -409,6 +443,20 @@ BOOST_AUTO_TEST_CASE(host_config_values_out_of_range_are_refused) {
   refused([](HostConfig& c) { c.watch_poll_interval = 0ms; },
           "watch_poll_interval must be a positive number of milliseconds, not 0");
   refused([&](HostConfig& c) { c.agents_dir = dir / "a_file"; }, "is a file, not a folder");
+  // Stores that would keep nothing, or name another file than written.
+  refused([](HostConfig& c) { c.store = "sqlite::memory:"; }, "is not a file");
+  refused([](HostConfig& c) { c.store = "sqlite:file::memory:"; }, "is not a file");
+  refused([&](HostConfig& c) { c.store = std::string("sqlite:a\0b", 10); }, "NUL");
+  // A config file must set globals or return a table; a cassette is a file.
+  std::ofstream(dir / "returns_42.lua") << "return 42";
+  refused([&](HostConfig& c) { c.config_file = dir / "returns_42.lua"; },
+          "must set globals or return a table, not a number");
+  refused(
+      [&](HostConfig& c) {
+        c.provider = "replay";
+        c.cassette = dir.path();
+      },
+      "is a folder, not a JSONL file");
   HostConfig fine;
   fine.store = "sqlite:" + (dir / "t.db").string();
   fine.agents_dir = dir / "not_yet_made";  // may be created later
