@@ -67,6 +67,9 @@ int host_call(lua_State* L) {
       throw Error(e.code(), "host tool '" + name + "' failed: " + e.message());
     } catch (const std::exception& e) {
       throw Error(ErrorCode::runtime, "host tool '" + name + "' failed: " + e.what());
+    } catch (...) {
+      throw Error(ErrorCode::runtime,
+                  "host tool '" + name + "' failed: it threw something not a std::exception");
     }
     HostCallScope scope(L);
     push_json(L, result);
@@ -87,13 +90,21 @@ int host_call(lua_State* L) {
   run.waiting_host = true;
   run.host_result.reset();
   run.host_error.reset();
+  std::optional<std::string> thrown;
   try {
     tool->async(args, ToolReply(state));
   } catch (const std::exception& e) {
+    thrown = e.what();
+  } catch (...) {
+    thrown = "it threw something not a std::exception";
+  }
+  if (thrown) {
     run.waiting_host = false;
-    std::lock_guard lock(state->mutex);
-    state->answered = true;  // no late answer may resume a call that already failed
-    throw Error(ErrorCode::runtime, "host tool '" + name + "' failed: " + e.what());
+    {
+      std::lock_guard lock(state->mutex);
+      state->answered = true;  // no late answer may resume a call that already failed
+    }
+    throw Error(ErrorCode::runtime, "host tool '" + name + "' failed: " + *thrown);
   }
   lua_settop(L, 1);  // the name stays for the continuation's messages
   yield_for_host(L, host_call_continue);

@@ -587,7 +587,9 @@ std::string Host::render_context(const Thread& thread) {
 
 std::vector<nlohmann::json> Host::calls(const std::string& thread_id) {
   impl_->check_thread("calls");
-  return impl_->store->calls(thread_id);
+  auto calls = impl_->store->calls(thread_id);
+  if (calls.empty()) impl_->store->load(thread_id);  // an unknown thread is not_found, as in get()
+  return calls;
 }
 
 std::size_t Host::pump(std::chrono::microseconds budget) {

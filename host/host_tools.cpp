@@ -73,7 +73,10 @@ ToolReply::State::~State() {
   if (!answered && deliver) deliver(std::nullopt, "the tool dropped its reply without answering");
 }
 
-ToolReply::ToolReply(std::shared_ptr<State> state) : state_(std::move(state)) {}
+ToolReply::ToolReply(std::shared_ptr<State> state) : state_(std::move(state)) {
+  if (!state_)
+    throw Error(ErrorCode::usage, "ToolReply: no call to answer (the host makes replies)");
+}
 
 void ToolReply::ok(nlohmann::json result) const {
   std::lock_guard lock(state_->mutex);

@@ -1,11 +1,11 @@
 #include "luagent/thread.hpp"
 
 #include <openssl/rand.h>
+#include <algorithm>
 
 #include <array>
 #include <cctype>
 #include <chrono>
-#include <cstdio>
 #include <ctime>
 #include <ostream>
 
@@ -124,20 +124,17 @@ std::int64_t now_ms() {
 // gmtime_r + snprintf cost about 4,000 instructions a call.
 std::string format_utc(std::int64_t unix_ms) {
   using namespace std::chrono;
+  // ISO 8601's four-digit years: floor<days> overflows near the ends of int64 milliseconds,
+  // and std::chrono::year stops at ±32767, so a stored time beyond them (another process,
+  // a damaged row) is written as the nearest one that is.
+  constexpr std::int64_t kYear0 = -62'167'219'200'000;        // 0000-01-01T00:00:00.000Z
+  constexpr std::int64_t kYear9999End = 253'402'300'799'999;  // 9999-12-31T23:59:59.999Z
+  unix_ms = std::clamp(unix_ms, kYear0, kYear9999End);
   const sys_time<milliseconds> time{milliseconds(unix_ms)};
   const sys_days day = floor<days>(time);
   const year_month_day date{day};
   const hh_mm_ss<milliseconds> clock{time - day};
   const int year = static_cast<int>(date.year());
-  if (year < 0 || year > 9999) {  // outside ISO 8601's four digits: rare, keep it simple
-    char buffer[64];
-    std::snprintf(
-        buffer, sizeof buffer, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", year,
-        static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
-        static_cast<int>(clock.hours().count()), static_cast<int>(clock.minutes().count()),
-        static_cast<int>(clock.seconds().count()), static_cast<int>(clock.subseconds().count()));
-    return buffer;
-  }
   std::string text = "0000-00-00T00:00:00.000Z";
   auto put = [&text](std::size_t at, std::size_t digits, long long value) {
     for (std::size_t i = at + digits; i-- > at; value /= 10)

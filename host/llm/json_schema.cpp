@@ -400,6 +400,27 @@ class Validator {
  public:
   Validator(const json& root, std::vector<std::string>& repairs) : root_(root), repairs_(repairs) {}
 
+  // Resolves every $ref of the schema once, so one that leads nowhere is refused where the
+  // schema is made, not by the first value checked against it. Values under const, enum,
+  // default and examples are data, not schema.
+  void check_refs() {
+    std::vector<std::pair<const json*, std::string>> pending{{&root_, ""}};
+    while (!pending.empty()) {
+      auto [schema, path] = pending.back();
+      pending.pop_back();
+      if (schema->is_array()) {
+        for (std::size_t i = 0; i < schema->size(); ++i)
+          pending.push_back({&(*schema)[i], path + "[" + std::to_string(i) + "]"});
+        continue;
+      }
+      if (!schema->is_object()) continue;
+      if (auto ref = schema->find("$ref"); ref != schema->end()) resolve(*ref, path);
+      for (const auto& [key, value] : schema->items())
+        if (key != "const" && key != "enum" && key != "default" && key != "examples")
+          pending.push_back({&value, join_path(path, key)});
+    }
+  }
+
   void validate(json& value, const json& schema, const std::string& path, int depth) {
     if (depth > kMaxValidationDepth)
       throw Error(ErrorCode::limit, where(path) + ": schema or value nests deeper than " +
@@ -1048,6 +1069,8 @@ bool fits(const Node& node, const json& value) {
 
 CompiledSchema::CompiledSchema(nlohmann::json schema) : schema_(std::move(schema)) {
   root_ = Compiler(nodes_).compile(schema_, 0);
+  std::vector<std::string> unused;
+  Validator(schema_, unused).check_refs();
   try {
     text_ = schema_.dump();
   } catch (const nlohmann::json::exception&) {

@@ -2,6 +2,7 @@
 #define BOOST_TEST_MODULE event_time
 #include <boost/test/unit_test.hpp>
 
+#include <limits>
 #include <random>
 
 #include "luagent/error.hpp"
@@ -50,4 +51,16 @@ BOOST_AUTO_TEST_CASE(times_that_name_no_instant_are_refused) {
     }
   }
   BOOST_CHECK_EQUAL(parse_utc("2024-02-29T23:59:59.999Z"), 1709251199999);
+}
+
+// A stored time outside ISO 8601's four-digit years (another process, a damaged row) is
+// written as the nearest one inside them: the extremes of int64 overflowed floor<days>
+// (UBSan), and years past 32767 wrapped to negative ones.
+BOOST_AUTO_TEST_CASE(times_beyond_four_digit_years_are_written_as_the_nearest_inside) {
+  BOOST_CHECK_EQUAL(format_utc(std::numeric_limits<std::int64_t>::min()),
+                    "0000-01-01T00:00:00.000Z");
+  BOOST_CHECK_EQUAL(format_utc(-62'167'219'200'001), "0000-01-01T00:00:00.000Z");
+  BOOST_CHECK_EQUAL(format_utc(1'000'000'000'000'000), "9999-12-31T23:59:59.999Z");
+  BOOST_CHECK_EQUAL(format_utc(std::numeric_limits<std::int64_t>::max()),
+                    "9999-12-31T23:59:59.999Z");
 }

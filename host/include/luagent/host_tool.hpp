@@ -16,6 +16,7 @@ namespace luagent {
 class ToolReply {
  public:
   struct State;  // host-internal
+  /// Made by the host for each call; a null state throws Error(usage).
   explicit ToolReply(std::shared_ptr<State> state);
 
   /// Completes the call with `result`; the agent's coroutine resumes at the next pump.

@@ -168,7 +168,8 @@ class Host {
 
   /// The thread as luagent.context.xml renders it: what the model sees.
   std::string render_context(const Thread& thread);
-  /// The recorded LLM calls of a thread (provider, model, tokens, latency, request).
+  /// The recorded LLM calls of a thread (provider, model, tokens, latency, request). Throws
+  /// not_found for an unknown thread.
   std::vector<nlohmann::json> calls(const std::string& thread_id);
 
   /// Runs ready work (replies that arrived, new steps, time-sliced Lua) for at most
