@@ -200,7 +200,8 @@ class Host {
   std::vector<Update> updates();
   /// Serves until stop(): waits for I/O and runs every step as work arrives.
   void run();
-  /// Makes run() return. Thread-safe.
+  /// Makes run() return. Thread-safe. A stop() that comes while run() is not serving is
+  /// kept, and the next run() returns at once: a stop racing run()'s start is never lost.
   void stop();
   /// Runs `task` on the host's thread during the next pump()/run(). Thread-safe.
   void post(std::function<void()> task);
