@@ -83,6 +83,18 @@ void check_outside_event(const Event& event, std::string_view verb) {
         throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's data has " + what +
                                           " that is " + describe_non_utf8(text, bad));
     };
+    // A discarded value is what nlohmann::json::parse(text, nullptr, false) returns for text
+    // that is not JSON: stored, it reads back as a corrupt thread. A binary value would be
+    // written as an object {"bytes", "subtype"} and read back as one: not what was given.
+    if (value.is_discarded())
+      throw Error(ErrorCode::usage,
+                  "the " + std::string(verb) +
+                      " event's data holds a discarded value (what nlohmann::json::parse "
+                      "returns for text that is not JSON); check the parse before sending it");
+    if (value.is_binary())
+      throw Error(ErrorCode::usage, "the " + std::string(verb) +
+                                        " event's data holds a binary value, which JSON has no "
+                                        "form for; encode the bytes (as hex or base64) first");
     if (value.is_string()) check(value.get_ref<const std::string&>(), "a string");
     if (value.is_object())
       for (const auto& [key, item] : value.items()) {

@@ -67,6 +67,21 @@ bool mentions(const std::string& text, const std::string& what) {
   return text.find(what) != std::string::npos;
 }
 
+// Expects `call` to throw luagent::Error with `code` and a message that says `why`. Any
+// other exception escapes to Boost, which reports it.
+void refused(const std::function<void()>& call, const std::string& why,
+             ErrorCode code = ErrorCode::usage) {
+  try {
+    call();
+    BOOST_ERROR("accepted: " + why);
+  } catch (const Error& e) {
+    BOOST_TEST((e.code() == code), e.what());
+    BOOST_TEST(mentions(e.what(), why), e.what());
+  }
+}
+
+const char* kAsker = "return function(thread) return thread:await('human') end";
+
 const char* kCallsAdd = R"(
 local host = require "luagent.host"
 return function(thread)
@@ -349,16 +364,7 @@ BOOST_AUTO_TEST_CASE(unknown_agent_and_unknown_thread_are_not_found) {
 // launch() used to store any first event: a host-written type (a thread born `done`), no
 // type at all, or bytes that are not UTF-8, which threw out of the store as a JSON error.
 BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
-  Fixture f(Agents{{"asker", "return function(thread) return thread:await('human') end"}});
-  auto refused = [&](const std::function<void()>& call, const std::string& why) {
-    try {
-      call();
-      BOOST_ERROR("accepted: " + why);
-    } catch (const Error& e) {
-      BOOST_TEST((e.code() == ErrorCode::usage), e.what());
-      BOOST_TEST(mentions(e.what(), why), e.what());
-    }
-  };
+  Fixture f(Agents{{"asker", kAsker}});
   refused([&] { f.host->launch("asker", Event::user("caf\xE9")); },
           "the launch event's data has a string that is not UTF-8 text (byte 0xE9 at offset 3)");
   refused([&] { f.host->launch("asker", Event::make("done", nullptr)); },
@@ -381,6 +387,41 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
   f.host->resume(id, Resume::say("ok"));  // still usable
   f.pump_until_idle();
   BOOST_TEST(f.host->get(id).events.size() == 4u);
+}
+
+// A nlohmann "discarded" value (what parse(text, nullptr, false) returns for text that is
+// not JSON) used to be stored as given; every later get, cancel or fork of the thread then
+// threw `corrupt`, for good. A binary value was stored as an object it never was.
+BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_discarded_json_values) {
+  Fixture f(Agents{{"asker", kAsker}});
+  const auto not_json = nlohmann::json::parse("{not json", nullptr, false);
+  BOOST_REQUIRE(not_json.is_discarded());
+  auto launch = [&](nlohmann::json data) {
+    f.host->launch("asker", Event::make("webhook", std::move(data)));
+  };
+  refused([&] { launch(not_json); }, "the launch event's data holds a discarded value");
+  refused(
+      [&] {
+        launch({{"body", {1, not_json}}});
+      },
+      "the launch event's data holds a discarded value");
+  refused(
+      [&] {
+        launch(nlohmann::json::binary({1, 2}));
+      },
+      "the launch event's data holds a binary value");
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+
+  auto id = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  auto resume = [&](nlohmann::json data) {
+    f.host->resume(id, Resume::with_event("webhook", std::move(data)));
+  };
+  refused([&] { resume(not_json); }, "the resume event's data holds a discarded value");
+  refused([&] { resume({{"body", not_json}}); }, "the resume event's data holds a discarded value");
+  BOOST_TEST(f.host->get(id).events.size() == 2u);  // and it still reads, forks, cancels
+  f.host->fork(id, 2);
+  BOOST_TEST(f.host->cancel(id).type == "cancelled");
 }
 
 // HostConfig values that cannot mean anything: a negative limit used to read as the default,
