@@ -4,6 +4,7 @@
 #include <set>
 #include <vector>
 
+#include "json_depth.hpp"
 #include "luagent/error.hpp"
 #include "utf8_text.hpp"
 
@@ -72,12 +73,19 @@ void check_outside_event(const Event& event, std::string_view verb) {
       throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's " +
                                         (text == &event.type ? "type" : "key") + " is " +
                                         describe_non_utf8(*text, bad));
-  // Every string and key of the data, without recursion (the data may nest deeply) and
-  // cheaper than dump(), which would check the same.
-  std::vector<const nlohmann::json*> pending = {&event.data};
+  // Every value, string and key of the data, without recursion (the data may nest deeply)
+  // and cheaper than dump(), which would check the same strings.
+  std::vector<std::pair<const nlohmann::json*, int>> pending = {{&event.data, 0}};
   while (!pending.empty()) {
-    const nlohmann::json& value = *pending.back();
+    auto [at, depth] = pending.back();
+    const nlohmann::json& value = *at;
     pending.pop_back();
+    // A step converts the data to Lua, which stops at this depth: deeper data would fail
+    // every step of the thread, and far deeper would overflow the stores' recursive writer.
+    if (depth > kMaxJsonDepth)
+      throw Error(ErrorCode::usage, "the " + std::string(verb) +
+                                        " event's data is nested deeper than " +
+                                        std::to_string(kMaxJsonDepth) + " levels");
     auto check = [&](const std::string& text, const char* what) {
       if (std::size_t bad = first_non_utf8(text); bad != std::string::npos)
         throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's data has " + what +
@@ -99,10 +107,10 @@ void check_outside_event(const Event& event, std::string_view verb) {
     if (value.is_object())
       for (const auto& [key, item] : value.items()) {
         check(key, "a key");
-        pending.push_back(&item);
+        pending.emplace_back(&item, depth + 1);
       }
     if (value.is_array())
-      for (const auto& item : value) pending.push_back(&item);
+      for (const auto& item : value) pending.emplace_back(&item, depth + 1);
   }
   if (event.type == event_type::approval &&
       !(event.data.is_object() && event.data.contains("approved") &&

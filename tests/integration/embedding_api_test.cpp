@@ -424,6 +424,39 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_discarded_json_values) {
   BOOST_TEST(f.host->cancel(id).type == "cancelled");
 }
 
+// `levels` arrays around a number: the number sits `levels` below the top.
+nlohmann::json nested(std::size_t levels) {
+  return nlohmann::json::parse(std::string(levels, '[') + "1" + std::string(levels, ']'));
+}
+
+// Data nested deeper than the JSON depth limit used to be stored: the step then failed on
+// it (`limit`) every time it read the thread, and at ~75k levels the store's recursive
+// writer overflowed the stack. The deepest data a step can read is still taken.
+BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_data_nested_past_the_depth_limit) {
+  Fixture f(
+      Agents{{"reader", "return function(thread) thread:events() thread:await('human') end"}});
+  auto launch = [&](nlohmann::json data) {
+    return f.host->launch("reader", Event::make("webhook", std::move(data)));
+  };
+  const std::string why = "the launch event's data is nested deeper than 100 levels";
+  refused([&] { launch(nested(101)); }, why);
+  refused([&] { launch({{"a", nested(100)}}); }, why);
+  refused([&] { launch(nested(100'000)); }, why);
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+
+  auto id = launch(nested(100));
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).status() == Status::awaiting_human, failure_of(f.last(id)));
+  auto resume = [&](nlohmann::json data) {
+    f.host->resume(id, Resume::with_event("webhook", std::move(data)));
+  };
+  refused([&] { resume(nested(101)); }, "the resume event's data is nested deeper than 100");
+  refused([&] { resume(nested(100'000)); }, "the resume event's data is nested deeper than 100");
+  resume({{"a", nested(99)}});
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).status() == Status::awaiting_human, failure_of(f.last(id)));
+}
+
 // HostConfig values that cannot mean anything: a negative limit used to read as the default,
 // a negative watch_poll_interval made the watcher wait forever, and an agents_dir that is a
 // file only showed up as "no agent" on every launch.
