@@ -518,6 +518,7 @@ std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
 
 Event Host::cancel(const std::string& thread_id, const std::string& reason) {
   impl_->check_thread("cancel");
+  check_cancel_reason(reason);  // before a step in flight is stopped for it
   // A step of this host in flight stops first (its on_finished reports the end).
   if (impl_->runtime->cancel_run(thread_id, reason)) {
     Thread thread = impl_->store->load(thread_id);

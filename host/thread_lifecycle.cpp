@@ -29,7 +29,15 @@ Thread fork_thread(Store& store, std::string_view id, std::int64_t at_event) {
   return fork;
 }
 
+void check_cancel_reason(const std::string& reason) {
+  // The reason is stored as a JSON string, which nlohmann refuses to write unless it is
+  // UTF-8: checked before anything changes, not inside the store (or a step's commit).
+  if (std::size_t bad = first_non_utf8(reason); bad != std::string::npos)
+    throw Error(ErrorCode::usage, "the cancel reason is " + describe_non_utf8(reason, bad));
+}
+
 Event cancel_thread(Store& store, std::string_view id, const std::string& reason) {
+  check_cancel_reason(reason);
   // A step in another process may append meanwhile; cancel wins after a few tries.
   for (int attempt = 0;; ++attempt) {
     Thread thread = store.load(id);

@@ -17,8 +17,11 @@ namespace luagent {
 /// Throws not_found for an unknown thread or an event it does not have.
 Thread fork_thread(Store& store, std::string_view id, std::int64_t at_event);
 
+/// Throws usage for a cancel reason that is not UTF-8 (the store could not write it).
+void check_cancel_reason(const std::string& reason);
+
 /// Appends `cancelled {reason}` to a thread that has not ended. Throws conflict (with the
-/// thread's status) for a done, failed or cancelled thread.
+/// thread's status) for a done, failed or cancelled thread, usage for a bad reason.
 Event cancel_thread(Store& store, std::string_view id, const std::string& reason);
 
 /// Throws usage unless `event` may come from outside the agent (`verb`: "launch",

@@ -457,6 +457,20 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_data_nested_past_the_depth_limit) 
   BOOST_TEST(f.host->get(id).status() == Status::awaiting_human, failure_of(f.last(id)));
 }
 
+// A cancel reason that is not UTF-8 used to throw nlohmann's type_error out of the store
+// (in flight: from inside the step's commit), not a luagent::Error.
+BOOST_AUTO_TEST_CASE(cancel_refuses_a_reason_that_is_not_utf8) {
+  Fixture f(Agents{{"asker", kAsker}});
+  auto id = f.host->launch("asker", Event::user("go"));  // its step is in flight
+  const std::string why = "the cancel reason is not UTF-8 text (byte 0xFF at offset 4)";
+  refused([&] { f.host->cancel(id, "why \xFF"); }, why);
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).status() == Status::awaiting_human);
+  refused([&] { f.host->cancel(id, "why \xFF"); }, why);  // waiting, no step in flight
+  BOOST_TEST(f.host->get(id).status() == Status::awaiting_human);
+  BOOST_TEST(f.host->cancel(id, "why not").data == nlohmann::json({{"reason", "why not"}}));
+}
+
 // HostConfig values that cannot mean anything: a negative limit used to read as the default,
 // a negative watch_poll_interval made the watcher wait forever, and an agents_dir that is a
 // file only showed up as "no agent" on every launch.

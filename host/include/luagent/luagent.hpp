@@ -158,7 +158,8 @@ class Host {
   std::string fork(const std::string& thread_id, std::int64_t at_event);
   /// Ends a running or waiting thread: its step in flight in this host (if any) stops and
   /// `cancelled` is appended; a step running in another process loses its next
-  /// compare-and-swap. Throws not_found for an unknown thread, conflict when it has ended.
+  /// compare-and-swap. Throws not_found for an unknown thread, conflict when it has ended,
+  /// usage for a reason that is not UTF-8.
   Event cancel(const std::string& thread_id, const std::string& reason = {});
   std::vector<ThreadSummary> list(const ThreadQuery& query);
   Thread get(const std::string& thread_id);
