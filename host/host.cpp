@@ -223,9 +223,18 @@ struct Host::Impl {
   // The agent `agent` names: a folder, a path to its agent.lua, or a folder under
   // agents_dir; loaded as load() does.
   AgentInfo load_named(const std::string& agent) {
+    // "" would be agents_dir itself, and the file system reads a name only up to a NUL.
+    if (agent.empty())
+      throw Error(ErrorCode::usage,
+                  "the agent name is empty; give a folder under agents_dir or a path to one");
+    if (agent.find('\0') != std::string::npos)
+      throw Error(ErrorCode::usage, "the agent name contains a NUL byte");
+    // The error_code forms: a name the file system cannot take (longer than NAME_MAX, say)
+    // is no agent, not a filesystem_error.
+    std::error_code ec;
     std::filesystem::path as_path(agent);
-    if (std::filesystem::is_directory(as_path)) return load(as_path);
-    if (as_path.filename() == "agent.lua" && std::filesystem::exists(as_path))
+    if (std::filesystem::is_directory(as_path, ec)) return load(as_path);
+    if (as_path.filename() == "agent.lua" && std::filesystem::exists(as_path, ec))
       return load(as_path.parent_path().empty() ? "." : as_path.parent_path());
     auto under = config.agents_dir / agent;
     auto nothing_there = [&] {
@@ -233,13 +242,13 @@ struct Host::Impl {
                                              "/agent.lua and " + under.string() + "/agent.lua)");
     };
     // A watcher would watch a folder that is not there yet: look first.
-    if (watcher && !std::filesystem::is_directory(under)) throw nothing_there();
+    if (watcher && !std::filesystem::is_directory(under, ec)) throw nothing_there();
     try {
       // Without one, the runtime looks at the folder itself (it stats it on every launch
       // anyway): looking here first would cost a second stat.
       return load(under);
     } catch (const Error& e) {
-      if (e.code() == ErrorCode::not_found && !std::filesystem::is_directory(under))
+      if (e.code() == ErrorCode::not_found && !std::filesystem::is_directory(under, ec))
         throw nothing_there();
       throw;
     }

@@ -471,6 +471,40 @@ BOOST_AUTO_TEST_CASE(cancel_refuses_a_reason_that_is_not_utf8) {
   BOOST_TEST(f.host->cancel(id, "why not").data == nlohmann::json({{"reason", "why not"}}));
 }
 
+// Agent names that name no agent: "" used to run agents_dir itself as the agent, a name
+// with a NUL was cut at it ("asker\0x" ran asker), and one longer than a file name may be
+// threw std::filesystem::filesystem_error out of launch() and agent_version().
+BOOST_AUTO_TEST_CASE(launch_refuses_agent_names_that_name_no_agent) {
+  Fixture f(Agents{{"asker", kAsker}});
+  std::ofstream(f.dir / "agent.lua") << kAsker;  // agents_dir would load as an agent itself
+  const std::string with_nul("asker\0x", 7), too_long(300, 'a');
+  HostConfig config;  // a watching host looks the agent up by another path
+  config.store = "sqlite:" + (f.dir / "w.db").string();
+  config.agents_dir = f.dir.path();
+  config.watch = true;
+  Host watching(config);
+  for (auto [host, verb] : {std::pair{f.host.get(), "launch"},
+                            {f.host.get(), "agent_version"},
+                            {&watching, "launch"},
+                            {&watching, "agent_version"}}) {
+    auto call = [&](const std::string& agent) {
+      if (std::string_view(verb) == "launch")
+        host->launch(agent, Event::user("go"));
+      else
+        host->agent_version(agent);
+    };
+    BOOST_TEST_CONTEXT(verb << (host == &watching ? " (watching)" : "")) {
+      refused([&] { call(""); }, "the agent name is empty");
+      refused([&] { call(with_nul); }, "the agent name contains a NUL byte");
+      refused([&] { call(too_long); }, "no agent '" + too_long + "'", ErrorCode::not_found);
+      refused([&] { call("asker/" + too_long); }, "no agent 'asker/", ErrorCode::not_found);
+    }
+  }
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+  BOOST_TEST(watching.list().empty());
+  BOOST_TEST(!f.host->agent_version("asker").empty());
+}
+
 // HostConfig values that cannot mean anything: a negative limit used to read as the default,
 // a negative watch_poll_interval made the watcher wait forever, and an agents_dir that is a
 // file only showed up as "no agent" on every launch.

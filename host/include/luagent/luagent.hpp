@@ -145,7 +145,8 @@ class Host {
   Host& operator=(const Host&) = delete;
 
   /// Starts a thread of `agent` (a name under agents_dir, or a folder) with `first`;
-  /// returns its id. The step runs in pump()/run_until_idle().
+  /// returns its id. The step runs in pump()/run_until_idle(). Throws usage for an empty
+  /// agent name or one with a NUL byte, not_found when it names no agent.
   std::string launch(const std::string& agent, Event first);
   /// Appends the answer to a waiting thread and starts the next step. An idempotency key
   /// seen before wins over everything: the same event returns the first outcome (replayed),
