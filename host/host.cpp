@@ -102,6 +102,11 @@ Resume Resume::say(std::string text, std::string key) {
 }
 
 Resume Resume::with_event(std::string type, nlohmann::json data, std::string key) {
+  // Without a type the event would read as no answer at all: a recover() that drops `data`.
+  if (type.empty())
+    throw Error(ErrorCode::usage,
+                "Resume::with_event needs a non-empty event type (Resume::recover() is the "
+                "resume without an answer)");
   Resume resume{Event::make(std::move(type), std::move(data))};
   resume.event.key = std::move(key);
   return resume;
@@ -393,11 +398,16 @@ struct Host::Impl {
   // Continues a thread whose step was interrupted: settles its unfinished tool calls,
   // then runs the agent again from the thread as stored.
   ResumeResult recover(Thread thread) {
-    if (thread.status() != Status::running)
+    // Said without the CLI's flags: C++ callers, the CLI and the HTTP API all read it.
+    Status status = thread.status();
+    if (status != Status::running)
       throw Error(ErrorCode::conflict,
                   "thread " + thread.id + " was not interrupted (it is " +
-                      std::string(status_name(thread.status())) +
-                      "); answer it with --approve, --reject, --say or --event");
+                      std::string(status_name(status)) + "): " +
+                      (status == Status::awaiting_approval || status == Status::awaiting_human
+                           ? "it waits for an answer (an approval, a rejection, a human "
+                             "response or another event)"
+                           : "it has ended, and there is nothing to continue"));
     AgentInfo info = agent_of(thread);
     ResumeResult result;
     if (auto outcomes = unfinished_call_outcomes(thread); !outcomes.empty()) {
@@ -482,7 +492,9 @@ std::string Host::launch(const std::string& agent, Event first) {
 ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   impl_->check_thread("resume");
   Thread thread = impl_->store->load(thread_id);
-  if (resume.event.type.empty() && resume.event.key.empty())
+  // Only an event with nothing in it (Resume::recover()) is no answer; one with data or a
+  // key but no type is a mistake that check_outside_event names.
+  if (resume.event.type.empty() && resume.event.key.empty() && resume.event.data.is_null())
     return impl_->recover(std::move(thread));
   check_outside_event(resume.event, "resume");
   // A key seen before wins over the status: a duplicate webhook after the thread moved on

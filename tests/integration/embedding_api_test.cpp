@@ -505,6 +505,41 @@ BOOST_AUTO_TEST_CASE(launch_refuses_agent_names_that_name_no_agent) {
   BOOST_TEST(!f.host->agent_version("asker").empty());
 }
 
+// Resume::with_event("", data) used to act as Resume::recover(), dropping the data; and
+// recover()'s refusal told C++ callers to use the CLI's --approve, --reject, --say, --event.
+BOOST_AUTO_TEST_CASE(resume_refuses_an_event_without_a_type_and_recover_speaks_plainly) {
+  Fixture f(Agents{{"asker", kAsker}, {"quick", "return function(thread) end"}});
+  auto id = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  refused(
+      [&] {
+        f.host->resume(id, Resume::with_event("", {{"text", "hi"}}));
+      },
+      "Resume::with_event needs a non-empty event type");
+  refused([&] { f.host->resume(id, Resume::with_event("", nullptr, "key-1")); },
+          "Resume::with_event needs a non-empty event type");
+  refused([&] { f.host->resume(id, Resume{Event::make("", "hi")}); }, "non-empty \"type\"");
+  BOOST_TEST(f.host->get(id).events.size() == 2u);
+
+  auto recover_says = [&](const std::string& thread_id) -> std::string {
+    try {
+      f.host->resume(thread_id, Resume::recover());
+    } catch (const Error& e) {
+      BOOST_TEST((e.code() == ErrorCode::conflict), e.what());
+      BOOST_TEST(!mentions(e.what(), "--"), e.what());  // no CLI flags
+      return e.what();
+    }
+    BOOST_ERROR("recover accepted " + thread_id);
+    return {};
+  };
+  BOOST_TEST(mentions(recover_says(id),
+                      "was not interrupted (it is awaiting_human): it waits "
+                      "for an answer"));
+  auto done = f.host->launch("quick", Event::user("go"));
+  f.pump_until_idle();
+  BOOST_TEST(mentions(recover_says(done), "was not interrupted (it is done): it has ended"));
+}
+
 // HostConfig values that cannot mean anything: a negative limit used to read as the default,
 // a negative watch_poll_interval made the watcher wait forever, and an agents_dir that is a
 // file only showed up as "no agent" on every launch.

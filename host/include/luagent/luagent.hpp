@@ -114,9 +114,11 @@ struct Resume {
   static Resume reject(std::string comment, std::string key = {});
   static Resume say(std::string text, std::string key = {});
   /// Any typed event (`type` must not be one the host writes itself, e.g. tool_started).
+  /// Throws usage for an empty `type`.
   static Resume with_event(std::string type, nlohmann::json data, std::string key = {});
-  /// No answer: continue a thread whose step was interrupted (a crash). Started tool calls
-  /// without a result get outcome_unknown (idempotent ones are retried by the agent).
+  /// No answer (an event without type, key or data): continue a thread whose step was
+  /// interrupted (a crash). Started tool calls without a result get outcome_unknown
+  /// (idempotent ones are retried by the agent).
   static Resume recover();
 };
 
