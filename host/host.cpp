@@ -467,6 +467,9 @@ std::string Host::launch(const std::string& agent, Event first) {
   impl_->check_thread("launch");
   check_outside_event(first, "launch");
   AgentInfo info = impl_->load_named(agent);
+  // The event's time is the host's to give, as its id is the store's: a caller's at_ms (a
+  // copy of another thread's event, or any number) would misdate the thread.
+  first.at_ms = now_ms();
   Thread thread;
   thread.id = new_thread_id();
   thread.agent = info.name;
@@ -497,6 +500,7 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   if (resume.event.type.empty() && resume.event.key.empty() && resume.event.data.is_null())
     return impl_->recover(std::move(thread));
   check_outside_event(resume.event, "resume");
+  resume.event.at_ms = now_ms();  // the host's to give, as in launch()
   // A key seen before wins over the status: a duplicate webhook after the thread moved on
   // gets the first outcome.
   if (auto replay = Impl::replay_of_key(thread, resume.event)) return *replay;

@@ -75,6 +75,13 @@ void check_outside_event(const Event& event, std::string_view verb) {
     throw Error(ErrorCode::usage, "'" + event.type + "' events are written by luagent itself; a " +
                                       std::string(verb) +
                                       " cannot supply one (use cancel to cancel a thread)");
+  // A version says which agent scripts wrote the event (provenance): an event from outside
+  // claiming one would be forged. Refused rather than cleared, so the caller learns of it.
+  if (!event.version.empty())
+    throw Error(ErrorCode::usage,
+                "the " + std::string(verb) +
+                    " event's version is set; luagent sets it only on events an agent's "
+                    "scripts write, so an event from outside has none");
   // Checked here, not when the store writes it: a commit carries other runs' events too.
   for (const std::string* text : {&event.type, &event.key})
     if (std::size_t bad = first_non_utf8(*text); bad != std::string::npos)

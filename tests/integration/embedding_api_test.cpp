@@ -540,6 +540,43 @@ BOOST_AUTO_TEST_CASE(resume_refuses_an_event_without_a_type_and_recover_speaks_p
   BOOST_TEST(mentions(recover_says(done), "was not interrupted (it is done): it has ended"));
 }
 
+// An event's id, time and version are the host's to give: launch() and resume() used to
+// keep a caller's at_ms (-5 stayed -5) and version (so a webhook could claim to have come
+// from an agent version: forged provenance).
+BOOST_AUTO_TEST_CASE(launch_and_resume_set_the_fields_the_host_owns) {
+  Fixture f(Agents{{"asker", kAsker}});
+  auto from_caller = [](Event event) {
+    event.id = 42;
+    event.at_ms = -5;
+    return event;
+  };
+  auto forged = Event::user("go");
+  forged.version = "0123456789ab";
+  refused([&] { f.host->launch("asker", forged); }, "the launch event's version is set");
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+
+  const auto before = now_ms();
+  auto id = f.host->launch("asker", from_caller(Event::user("go")));
+  f.pump_until_idle();
+  auto answer = Resume::say("ok");
+  answer.event.version = "0123456789ab";
+  refused([&] { f.host->resume(id, answer); }, "the resume event's version is set");
+  BOOST_TEST(f.host->get(id).events.size() == 2u);
+  answer.event = from_caller(answer.event);
+  answer.event.version.clear();
+  auto resumed = f.host->resume(id, answer);
+  BOOST_TEST(resumed.events.at(0).id == 3);
+  f.pump_until_idle();
+  auto thread = f.host->get(id);
+  for (std::size_t i : {0u, 2u}) {  // the launch event and the answer
+    const Event& event = thread.events.at(i);
+    BOOST_TEST(event.id == static_cast<std::int64_t>(i + 1));
+    BOOST_TEST(event.at_ms >= before);
+    BOOST_TEST(event.at_ms <= now_ms());
+    BOOST_TEST(event.version.empty());
+  }
+}
+
 // HostConfig values that cannot mean anything: a negative limit used to read as the default,
 // a negative watch_poll_interval made the watcher wait forever, and an agents_dir that is a
 // file only showed up as "no agent" on every launch.

@@ -148,7 +148,8 @@ class Host {
 
   /// Starts a thread of `agent` (a name under agents_dir, or a folder) with `first`;
   /// returns its id. The step runs in pump()/run_until_idle(). Throws usage for an empty
-  /// agent name or one with a NUL byte, not_found when it names no agent.
+  /// agent name or one with a NUL byte, not_found when it names no agent. The host numbers
+  /// and dates `first` itself and refuses one with a version (see Event).
   std::string launch(const std::string& agent, Event first);
   /// Appends the answer to a waiting thread and starts the next step. An idempotency key
   /// seen before wins over everything: the same event returns the first outcome (replayed),
