@@ -1,5 +1,6 @@
 #include "thread_lifecycle.hpp"
 
+#include <cmath>
 #include <map>
 #include <set>
 #include <vector>
@@ -118,6 +119,12 @@ void check_outside_event(const Event& event, std::string_view verb) {
       throw Error(ErrorCode::usage, "the " + std::string(verb) +
                                         " event's data holds a binary value, which JSON has no "
                                         "form for; encode the bytes (as hex or base64) first");
+    // nlohmann writes them as null: the thread would hold another value than it was given,
+    // and Lua's thread:push refuses them for the same reason.
+    if (value.is_number_float() && !std::isfinite(value.get<double>()))
+      throw Error(ErrorCode::usage, "the " + std::string(verb) +
+                                        " event's data has NaN or infinity, which JSON has no "
+                                        "form for");
     if (value.is_string()) check(value.get_ref<const std::string&>(), "a string");
     if (value.is_object())
       for (const auto& [key, item] : value.items()) {

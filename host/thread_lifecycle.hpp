@@ -27,9 +27,9 @@ Event cancel_thread(Store& store, std::string_view id, const std::string& reason
 /// Throws usage unless `event` may come from outside the agent (`verb`: "launch",
 /// "resume"): a non-empty type that is not one of the types the host writes itself
 /// (tool_started, done, ...), no version (provenance is the host's to give), and data
-/// the store writes and reads back as given: UTF-8
-/// text throughout, no discarded (failed parse) or binary values, and no deeper than
-/// kMaxJsonDepth (json_depth.hpp), which a step could not read.
+/// the store writes and reads back as given: UTF-8 text throughout, no NaN or infinity,
+/// no discarded (failed parse) or binary values, and no deeper than kMaxJsonDepth
+/// (json_depth.hpp), which a step could not read.
 void check_outside_event(const Event& event, std::string_view verb);
 
 /// outcome_unknown events for the tool calls of an interrupted thread that started and

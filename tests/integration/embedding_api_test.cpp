@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <thread>
 
 #include "luagent/luagent.hpp"
@@ -575,6 +576,30 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_set_the_fields_the_host_owns) {
     BOOST_TEST(event.at_ms <= now_ms());
     BOOST_TEST(event.version.empty());
   }
+}
+
+// NaN and infinity in a caller's data used to be stored as null, while Lua's thread:push
+// refuses them: now both refuse them.
+BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_nan_and_infinity) {
+  Fixture f(Agents{{"asker", kAsker}});
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  auto launch = [&](nlohmann::json data) {
+    f.host->launch("asker", Event::make("reading", std::move(data)));
+  };
+  const std::string why = "the launch event's data has NaN or infinity, which JSON has no form";
+  refused([&] { launch(nan); }, why);
+  refused([&] { launch({{"t", {1.5, -inf}}}); }, why);
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+
+  auto id = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  refused(
+      [&] {
+        f.host->resume(id, Resume::with_event("reading", {{"t", inf}}));
+      },
+      "the resume event's data has NaN or infinity");
+  BOOST_TEST(f.host->get(id).events.size() == 2u);
 }
 
 // HostConfig values that cannot mean anything: a negative limit used to read as the default,
