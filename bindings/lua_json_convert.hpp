@@ -6,9 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
-namespace luagent::lua {
+#include "json_depth.hpp"  // kMaxJsonDepth, shared with the host's checks of event data
 
-inline constexpr int kMaxJsonDepth = 100;
+namespace luagent::lua {
 
 /// Pushes `value`. JSON null becomes nil inside objects and luagent.json.null inside arrays;
 /// arrays get a metatable marking them as arrays so they round-trip (even when empty).

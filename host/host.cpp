@@ -103,6 +103,11 @@ Resume Resume::say(std::string text, std::string key) {
 }
 
 Resume Resume::with_event(std::string type, nlohmann::json data, std::string key) {
+  // Without a type the event would read as no answer at all: a recover() that drops `data`.
+  if (type.empty())
+    throw Error(ErrorCode::usage,
+                "Resume::with_event needs a non-empty event type (Resume::recover() is the "
+                "resume without an answer)");
   Resume resume{Event::make(std::move(type), std::move(data))};
   resume.event.key = std::move(key);
   return resume;
@@ -224,9 +229,18 @@ struct Host::Impl {
   // The agent `agent` names: a folder, a path to its agent.lua, or a folder under
   // agents_dir; loaded as load() does.
   AgentInfo load_named(const std::string& agent) {
+    // "" would be agents_dir itself, and the file system reads a name only up to a NUL.
+    if (agent.empty())
+      throw Error(ErrorCode::usage,
+                  "the agent name is empty; give a folder under agents_dir or a path to one");
+    if (agent.find('\0') != std::string::npos)
+      throw Error(ErrorCode::usage, "the agent name contains a NUL byte");
+    // The error_code forms: a name the file system cannot take (longer than NAME_MAX, say)
+    // is no agent, not a filesystem_error.
+    std::error_code ec;
     std::filesystem::path as_path(agent);
-    if (std::filesystem::is_directory(as_path)) return load(as_path);
-    if (as_path.filename() == "agent.lua" && std::filesystem::exists(as_path))
+    if (std::filesystem::is_directory(as_path, ec)) return load(as_path);
+    if (as_path.filename() == "agent.lua" && std::filesystem::exists(as_path, ec))
       return load(as_path.parent_path().empty() ? "." : as_path.parent_path());
     auto under = config.agents_dir / agent;
     auto nothing_there = [&] {
@@ -234,13 +248,13 @@ struct Host::Impl {
                                              "/agent.lua and " + under.string() + "/agent.lua)");
     };
     // A watcher would watch a folder that is not there yet: look first.
-    if (watcher && !std::filesystem::is_directory(under)) throw nothing_there();
+    if (watcher && !std::filesystem::is_directory(under, ec)) throw nothing_there();
     try {
       // Without one, the runtime looks at the folder itself (it stats it on every launch
       // anyway): looking here first would cost a second stat.
       return load(under);
     } catch (const Error& e) {
-      if (e.code() == ErrorCode::not_found && !std::filesystem::is_directory(under))
+      if (e.code() == ErrorCode::not_found && !std::filesystem::is_directory(under, ec))
         throw nothing_there();
       throw;
     }
@@ -391,11 +405,16 @@ struct Host::Impl {
       throw Error(ErrorCode::conflict, "thread " + thread.id +
                                            " has a step in flight in this host; it was not "
                                            "interrupted (cancel it, or let the step end)");
-    if (thread.status() != Status::running)
+    // Said without the CLI's flags: C++ callers, the CLI and the HTTP API all read it.
+    Status status = thread.status();
+    if (status != Status::running)
       throw Error(ErrorCode::conflict,
                   "thread " + thread.id + " was not interrupted (it is " +
-                      std::string(status_name(thread.status())) +
-                      "); answer it with --approve, --reject, --say or --event");
+                      std::string(status_name(status)) + "): " +
+                      (status == Status::awaiting_approval || status == Status::awaiting_human
+                           ? "it waits for an answer (an approval, a rejection, a human "
+                             "response or another event)"
+                           : "it has ended, and there is nothing to continue"));
     AgentInfo info = agent_of(thread);
     ResumeResult result;
     if (auto outcomes = unfinished_call_outcomes(thread); !outcomes.empty()) {
@@ -455,6 +474,9 @@ std::string Host::launch(const std::string& agent, Event first) {
   impl_->check_thread("launch");
   check_outside_event(first, "launch");
   AgentInfo info = impl_->load_named(agent);
+  // The event's time is the host's to give, as its id is the store's: a caller's at_ms (a
+  // copy of another thread's event, or any number) would misdate the thread.
+  first.at_ms = now_ms();
   Thread thread;
   thread.id = new_thread_id();
   thread.agent = info.name;
@@ -480,9 +502,12 @@ std::string Host::launch(const std::string& agent, Event first) {
 ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   impl_->check_thread("resume");
   Thread thread = impl_->store->load(thread_id);
-  if (resume.event.type.empty() && resume.event.key.empty())
+  // Only an event with nothing in it (Resume::recover()) is no answer; one with data or a
+  // key but no type is a mistake that check_outside_event names.
+  if (resume.event.type.empty() && resume.event.key.empty() && resume.event.data.is_null())
     return impl_->recover(std::move(thread));
   check_outside_event(resume.event, "resume");
+  resume.event.at_ms = now_ms();  // the host's to give, as in launch()
   // A key seen before wins over the status: a duplicate webhook after the thread moved on
   // gets the first outcome.
   if (auto replay = Impl::replay_of_key(thread, resume.event)) return *replay;
@@ -525,6 +550,7 @@ std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
 
 Event Host::cancel(const std::string& thread_id, const std::string& reason) {
   impl_->check_thread("cancel");
+  check_cancel_reason(reason);  // before a step in flight is stopped for it
   // A step of this host in flight stops first (its on_finished reports the end).
   if (impl_->runtime->cancel_run(thread_id, reason)) {
     Thread thread = impl_->store->load(thread_id);

@@ -1,9 +1,11 @@
 #include "thread_lifecycle.hpp"
 
+#include <cmath>
 #include <map>
 #include <set>
 #include <vector>
 
+#include "json_depth.hpp"
 #include "luagent/error.hpp"
 #include "utf8_text.hpp"
 
@@ -28,7 +30,15 @@ Thread fork_thread(Store& store, std::string_view id, std::int64_t at_event) {
   return fork;
 }
 
+void check_cancel_reason(const std::string& reason) {
+  // The reason is stored as a JSON string, which nlohmann refuses to write unless it is
+  // UTF-8: checked before anything changes, not inside the store (or a step's commit).
+  if (std::size_t bad = first_non_utf8(reason); bad != std::string::npos)
+    throw Error(ErrorCode::usage, "the cancel reason is " + describe_non_utf8(reason, bad));
+}
+
 Event cancel_thread(Store& store, std::string_view id, const std::string& reason) {
+  check_cancel_reason(reason);
   // A step in another process may append meanwhile; cancel wins after a few tries.
   for (int attempt = 0;; ++attempt) {
     Thread thread = store.load(id);
@@ -66,31 +76,63 @@ void check_outside_event(const Event& event, std::string_view verb) {
     throw Error(ErrorCode::usage, "'" + event.type + "' events are written by luagent itself; a " +
                                       std::string(verb) +
                                       " cannot supply one (use cancel to cancel a thread)");
+  // A version says which agent scripts wrote the event (provenance): an event from outside
+  // claiming one would be forged. Refused rather than cleared, so the caller learns of it.
+  if (!event.version.empty())
+    throw Error(ErrorCode::usage,
+                "the " + std::string(verb) +
+                    " event's version is set; luagent sets it only on events an agent's "
+                    "scripts write, so an event from outside has none");
   // Checked here, not when the store writes it: a commit carries other runs' events too.
   for (const std::string* text : {&event.type, &event.key})
     if (std::size_t bad = first_non_utf8(*text); bad != std::string::npos)
       throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's " +
                                         (text == &event.type ? "type" : "key") + " is " +
                                         describe_non_utf8(*text, bad));
-  // Every string and key of the data, without recursion (the data may nest deeply) and
-  // cheaper than dump(), which would check the same.
-  std::vector<const nlohmann::json*> pending = {&event.data};
+  // Every value, string and key of the data, without recursion (the data may nest deeply)
+  // and cheaper than dump(), which would check the same strings.
+  std::vector<std::pair<const nlohmann::json*, int>> pending = {{&event.data, 0}};
   while (!pending.empty()) {
-    const nlohmann::json& value = *pending.back();
+    auto [at, depth] = pending.back();
+    const nlohmann::json& value = *at;
     pending.pop_back();
+    // A step converts the data to Lua, which stops at this depth: deeper data would fail
+    // every step of the thread, and far deeper would overflow the stores' recursive writer.
+    if (depth > kMaxJsonDepth)
+      throw Error(ErrorCode::usage, "the " + std::string(verb) +
+                                        " event's data is nested deeper than " +
+                                        std::to_string(kMaxJsonDepth) + " levels");
     auto check = [&](const std::string& text, const char* what) {
       if (std::size_t bad = first_non_utf8(text); bad != std::string::npos)
         throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's data has " + what +
                                           " that is " + describe_non_utf8(text, bad));
     };
+    // A discarded value is what nlohmann::json::parse(text, nullptr, false) returns for text
+    // that is not JSON: stored, it reads back as a corrupt thread. A binary value would be
+    // written as an object {"bytes", "subtype"} and read back as one: not what was given.
+    if (value.is_discarded())
+      throw Error(ErrorCode::usage,
+                  "the " + std::string(verb) +
+                      " event's data holds a discarded value (what nlohmann::json::parse "
+                      "returns for text that is not JSON); check the parse before sending it");
+    if (value.is_binary())
+      throw Error(ErrorCode::usage, "the " + std::string(verb) +
+                                        " event's data holds a binary value, which JSON has no "
+                                        "form for; encode the bytes (as hex or base64) first");
+    // nlohmann writes them as null: the thread would hold another value than it was given,
+    // and Lua's thread:push refuses them for the same reason.
+    if (value.is_number_float() && !std::isfinite(value.get<double>()))
+      throw Error(ErrorCode::usage, "the " + std::string(verb) +
+                                        " event's data has NaN or infinity, which JSON has no "
+                                        "form for");
     if (value.is_string()) check(value.get_ref<const std::string&>(), "a string");
     if (value.is_object())
       for (const auto& [key, item] : value.items()) {
         check(key, "a key");
-        pending.push_back(&item);
+        pending.emplace_back(&item, depth + 1);
       }
     if (value.is_array())
-      for (const auto& item : value) pending.push_back(&item);
+      for (const auto& item : value) pending.emplace_back(&item, depth + 1);
   }
   if (event.type == event_type::approval &&
       !(event.data.is_object() && event.data.contains("approved") &&

@@ -17,13 +17,19 @@ namespace luagent {
 /// Throws not_found for an unknown thread or an event it does not have.
 Thread fork_thread(Store& store, std::string_view id, std::int64_t at_event);
 
+/// Throws usage for a cancel reason that is not UTF-8 (the store could not write it).
+void check_cancel_reason(const std::string& reason);
+
 /// Appends `cancelled {reason}` to a thread that has not ended. Throws conflict (with the
-/// thread's status) for a done, failed or cancelled thread.
+/// thread's status) for a done, failed or cancelled thread, usage for a bad reason.
 Event cancel_thread(Store& store, std::string_view id, const std::string& reason);
 
 /// Throws usage unless `event` may come from outside the agent (`verb`: "launch",
 /// "resume"): a non-empty type that is not one of the types the host writes itself
-/// (tool_started, done, ...), and UTF-8 text throughout (the store could not write it).
+/// (tool_started, done, ...), no version (provenance is the host's to give), and data
+/// the store writes and reads back as given: UTF-8 text throughout, no NaN or infinity,
+/// no discarded (failed parse) or binary values, and no deeper than kMaxJsonDepth
+/// (json_depth.hpp), which a step could not read.
 void check_outside_event(const Event& event, std::string_view verb);
 
 /// outcome_unknown events for the tool calls of an interrupted thread that started and

@@ -56,9 +56,11 @@ Resume resume_from_args(const Args& args) {
     auto json = nlohmann::json::parse(option(args, "--event"), nullptr, /*allow_exceptions=*/false);
     if (json.is_discarded())
       throw Error(ErrorCode::usage, "--event is not JSON; give {\"type\": \"...\", \"data\": ...}");
-    if (!json.is_object() || !json.contains("type") || !json["type"].is_string())
+    if (!json.is_object() || !json.contains("type") || !json["type"].is_string() ||
+        json["type"].get_ref<const std::string&>().empty())
       throw Error(ErrorCode::usage,
-                  "--event needs a JSON object with a string \"type\" (and optional \"data\")");
+                  "--event needs a JSON object with a non-empty string \"type\" "
+                  "(and optional \"data\")");
     for (const auto& [field, value] : json.items())
       if (field != "type" && field != "data")
         throw Error(ErrorCode::usage, "--event: unknown field \"" + field +

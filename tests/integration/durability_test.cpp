@@ -561,6 +561,7 @@ BOOST_AUTO_TEST_CASE(bad_input_is_a_clear_error_and_touches_nothing) {
       {{"fork", waiting}, "needs --at"},
       {{"resume", waiting, "--event", "{not json"}, "not JSON"},
       {{"resume", waiting, "--event", R"({"data":1})"}, "string \"type\""},
+      {{"resume", waiting, "--event", R"({"type":"","data":1})"}, "non-empty string \"type\""},
       {{"resume", waiting, "--event", R"({"type":"tool_response","data":1})"},
        "written by luagent itself"},
       {{"resume", waiting, "--event", R"({"type":"approval","data":"yes"})"}, "approved"},

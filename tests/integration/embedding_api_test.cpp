@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <thread>
 
 #include "luagent/luagent.hpp"
@@ -66,6 +67,21 @@ std::string failure_of(const Event& event) {
 bool mentions(const std::string& text, const std::string& what) {
   return text.find(what) != std::string::npos;
 }
+
+// Expects `call` to throw luagent::Error with `code` and a message that says `why`. Any
+// other exception escapes to Boost, which reports it.
+void refused(const std::function<void()>& call, const std::string& why,
+             ErrorCode code = ErrorCode::usage) {
+  try {
+    call();
+    BOOST_ERROR("accepted: " + why);
+  } catch (const Error& e) {
+    BOOST_TEST((e.code() == code), e.what());
+    BOOST_TEST(mentions(e.what(), why), e.what());
+  }
+}
+
+const char* kAsker = "return function(thread) return thread:await('human') end";
 
 const char* kCallsAdd = R"(
 local host = require "luagent.host"
@@ -383,16 +399,7 @@ BOOST_AUTO_TEST_CASE(unknown_agent_and_unknown_thread_are_not_found) {
 // launch() used to store any first event: a host-written type (a thread born `done`), no
 // type at all, or bytes that are not UTF-8, which threw out of the store as a JSON error.
 BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
-  Fixture f(Agents{{"asker", "return function(thread) return thread:await('human') end"}});
-  auto refused = [&](const std::function<void()>& call, const std::string& why) {
-    try {
-      call();
-      BOOST_ERROR("accepted: " + why);
-    } catch (const Error& e) {
-      BOOST_TEST((e.code() == ErrorCode::usage), e.what());
-      BOOST_TEST(mentions(e.what(), why), e.what());
-    }
-  };
+  Fixture f(Agents{{"asker", kAsker}});
   refused([&] { f.host->launch("asker", Event::user("caf\xE9")); },
           "the launch event's data has a string that is not UTF-8 text (byte 0xE9 at offset 3)");
   refused([&] { f.host->launch("asker", Event::make("done", nullptr)); },
@@ -415,6 +422,218 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
   f.host->resume(id, Resume::say("ok"));  // still usable
   f.pump_until_idle();
   BOOST_TEST(f.host->get(id).events.size() == 4u);
+}
+
+// A nlohmann "discarded" value (what parse(text, nullptr, false) returns for text that is
+// not JSON) used to be stored as given; every later get, cancel or fork of the thread then
+// threw `corrupt`, for good. A binary value was stored as an object it never was.
+BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_discarded_json_values) {
+  Fixture f(Agents{{"asker", kAsker}});
+  const auto not_json = nlohmann::json::parse("{not json", nullptr, false);
+  BOOST_REQUIRE(not_json.is_discarded());
+  auto launch = [&](nlohmann::json data) {
+    f.host->launch("asker", Event::make("webhook", std::move(data)));
+  };
+  refused([&] { launch(not_json); }, "the launch event's data holds a discarded value");
+  refused(
+      [&] {
+        launch({{"body", {1, not_json}}});
+      },
+      "the launch event's data holds a discarded value");
+  refused(
+      [&] {
+        launch(nlohmann::json::binary({1, 2}));
+      },
+      "the launch event's data holds a binary value");
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+
+  auto id = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  auto resume = [&](nlohmann::json data) {
+    f.host->resume(id, Resume::with_event("webhook", std::move(data)));
+  };
+  refused([&] { resume(not_json); }, "the resume event's data holds a discarded value");
+  refused([&] { resume({{"body", not_json}}); }, "the resume event's data holds a discarded value");
+  BOOST_TEST(f.host->get(id).events.size() == 2u);  // and it still reads, forks, cancels
+  f.host->fork(id, 2);
+  BOOST_TEST(f.host->cancel(id).type == "cancelled");
+}
+
+// `levels` arrays around a number: the number sits `levels` below the top.
+nlohmann::json nested(std::size_t levels) {
+  return nlohmann::json::parse(std::string(levels, '[') + "1" + std::string(levels, ']'));
+}
+
+// Data nested deeper than the JSON depth limit used to be stored: the step then failed on
+// it (`limit`) every time it read the thread, and at ~75k levels the store's recursive
+// writer overflowed the stack. The deepest data a step can read is still taken.
+BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_data_nested_past_the_depth_limit) {
+  Fixture f(
+      Agents{{"reader", "return function(thread) thread:events() thread:await('human') end"}});
+  auto launch = [&](nlohmann::json data) {
+    return f.host->launch("reader", Event::make("webhook", std::move(data)));
+  };
+  const std::string why = "the launch event's data is nested deeper than 100 levels";
+  refused([&] { launch(nested(101)); }, why);
+  refused([&] { launch({{"a", nested(100)}}); }, why);
+  refused([&] { launch(nested(100'000)); }, why);
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+
+  auto id = launch(nested(100));
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).status() == Status::awaiting_human, failure_of(f.last(id)));
+  auto resume = [&](nlohmann::json data) {
+    f.host->resume(id, Resume::with_event("webhook", std::move(data)));
+  };
+  refused([&] { resume(nested(101)); }, "the resume event's data is nested deeper than 100");
+  refused([&] { resume(nested(100'000)); }, "the resume event's data is nested deeper than 100");
+  resume({{"a", nested(99)}});
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).status() == Status::awaiting_human, failure_of(f.last(id)));
+}
+
+// A cancel reason that is not UTF-8 used to throw nlohmann's type_error out of the store
+// (in flight: from inside the step's commit), not a luagent::Error.
+BOOST_AUTO_TEST_CASE(cancel_refuses_a_reason_that_is_not_utf8) {
+  Fixture f(Agents{{"asker", kAsker}});
+  auto id = f.host->launch("asker", Event::user("go"));  // its step is in flight
+  const std::string why = "the cancel reason is not UTF-8 text (byte 0xFF at offset 4)";
+  refused([&] { f.host->cancel(id, "why \xFF"); }, why);
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).status() == Status::awaiting_human);
+  refused([&] { f.host->cancel(id, "why \xFF"); }, why);  // waiting, no step in flight
+  BOOST_TEST(f.host->get(id).status() == Status::awaiting_human);
+  BOOST_TEST(f.host->cancel(id, "why not").data == nlohmann::json({{"reason", "why not"}}));
+}
+
+// Agent names that name no agent: "" used to run agents_dir itself as the agent, a name
+// with a NUL was cut at it ("asker\0x" ran asker), and one longer than a file name may be
+// threw std::filesystem::filesystem_error out of launch() and agent_version().
+BOOST_AUTO_TEST_CASE(launch_refuses_agent_names_that_name_no_agent) {
+  Fixture f(Agents{{"asker", kAsker}});
+  std::ofstream(f.dir / "agent.lua") << kAsker;  // agents_dir would load as an agent itself
+  const std::string with_nul("asker\0x", 7), too_long(300, 'a');
+  HostConfig config;  // a watching host looks the agent up by another path
+  config.store = "sqlite:" + (f.dir / "w.db").string();
+  config.agents_dir = f.dir.path();
+  config.watch = true;
+  Host watching(config);
+  for (auto [host, verb] : {std::pair{f.host.get(), "launch"},
+                            {f.host.get(), "agent_version"},
+                            {&watching, "launch"},
+                            {&watching, "agent_version"}}) {
+    auto call = [&](const std::string& agent) {
+      if (std::string_view(verb) == "launch")
+        host->launch(agent, Event::user("go"));
+      else
+        host->agent_version(agent);
+    };
+    BOOST_TEST_CONTEXT(verb << (host == &watching ? " (watching)" : "")) {
+      refused([&] { call(""); }, "the agent name is empty");
+      refused([&] { call(with_nul); }, "the agent name contains a NUL byte");
+      refused([&] { call(too_long); }, "no agent '" + too_long + "'", ErrorCode::not_found);
+      refused([&] { call("asker/" + too_long); }, "no agent 'asker/", ErrorCode::not_found);
+    }
+  }
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+  BOOST_TEST(watching.list().empty());
+  BOOST_TEST(!f.host->agent_version("asker").empty());
+}
+
+// Resume::with_event("", data) used to act as Resume::recover(), dropping the data; and
+// recover()'s refusal told C++ callers to use the CLI's --approve, --reject, --say, --event.
+BOOST_AUTO_TEST_CASE(resume_refuses_an_event_without_a_type_and_recover_speaks_plainly) {
+  Fixture f(Agents{{"asker", kAsker}, {"quick", "return function(thread) end"}});
+  auto id = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  refused(
+      [&] {
+        f.host->resume(id, Resume::with_event("", {{"text", "hi"}}));
+      },
+      "Resume::with_event needs a non-empty event type");
+  refused([&] { f.host->resume(id, Resume::with_event("", nullptr, "key-1")); },
+          "Resume::with_event needs a non-empty event type");
+  refused([&] { f.host->resume(id, Resume{Event::make("", "hi")}); }, "non-empty \"type\"");
+  BOOST_TEST(f.host->get(id).events.size() == 2u);
+
+  auto recover_says = [&](const std::string& thread_id) -> std::string {
+    try {
+      f.host->resume(thread_id, Resume::recover());
+    } catch (const Error& e) {
+      BOOST_TEST((e.code() == ErrorCode::conflict), e.what());
+      BOOST_TEST(!mentions(e.what(), "--"), e.what());  // no CLI flags
+      return e.what();
+    }
+    BOOST_ERROR("recover accepted " + thread_id);
+    return {};
+  };
+  BOOST_TEST(mentions(recover_says(id),
+                      "was not interrupted (it is awaiting_human): it waits "
+                      "for an answer"));
+  auto done = f.host->launch("quick", Event::user("go"));
+  f.pump_until_idle();
+  BOOST_TEST(mentions(recover_says(done), "was not interrupted (it is done): it has ended"));
+}
+
+// An event's id, time and version are the host's to give: launch() and resume() used to
+// keep a caller's at_ms (-5 stayed -5) and version (so a webhook could claim to have come
+// from an agent version: forged provenance).
+BOOST_AUTO_TEST_CASE(launch_and_resume_set_the_fields_the_host_owns) {
+  Fixture f(Agents{{"asker", kAsker}});
+  auto from_caller = [](Event event) {
+    event.id = 42;
+    event.at_ms = -5;
+    return event;
+  };
+  auto forged = Event::user("go");
+  forged.version = "0123456789ab";
+  refused([&] { f.host->launch("asker", forged); }, "the launch event's version is set");
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+
+  const auto before = now_ms();
+  auto id = f.host->launch("asker", from_caller(Event::user("go")));
+  f.pump_until_idle();
+  auto answer = Resume::say("ok");
+  answer.event.version = "0123456789ab";
+  refused([&] { f.host->resume(id, answer); }, "the resume event's version is set");
+  BOOST_TEST(f.host->get(id).events.size() == 2u);
+  answer.event = from_caller(answer.event);
+  answer.event.version.clear();
+  auto resumed = f.host->resume(id, answer);
+  BOOST_TEST(resumed.events.at(0).id == 3);
+  f.pump_until_idle();
+  auto thread = f.host->get(id);
+  for (std::size_t i : {0u, 2u}) {  // the launch event and the answer
+    const Event& event = thread.events.at(i);
+    BOOST_TEST(event.id == static_cast<std::int64_t>(i + 1));
+    BOOST_TEST(event.at_ms >= before);
+    BOOST_TEST(event.at_ms <= now_ms());
+    BOOST_TEST(event.version.empty());
+  }
+}
+
+// NaN and infinity in a caller's data used to be stored as null, while Lua's thread:push
+// refuses them: now both refuse them.
+BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_nan_and_infinity) {
+  Fixture f(Agents{{"asker", kAsker}});
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  auto launch = [&](nlohmann::json data) {
+    f.host->launch("asker", Event::make("reading", std::move(data)));
+  };
+  const std::string why = "the launch event's data has NaN or infinity, which JSON has no form";
+  refused([&] { launch(nan); }, why);
+  refused([&] { launch({{"t", {1.5, -inf}}}); }, why);
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+
+  auto id = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  refused(
+      [&] {
+        f.host->resume(id, Resume::with_event("reading", {{"t", inf}}));
+      },
+      "the resume event's data has NaN or infinity");
+  BOOST_TEST(f.host->get(id).events.size() == 2u);
 }
 
 // HostConfig values that cannot mean anything: a negative limit used to read as the default,

@@ -114,10 +114,12 @@ struct Resume {
   static Resume reject(std::string comment, std::string key = {});
   static Resume say(std::string text, std::string key = {});
   /// Any typed event (`type` must not be one the host writes itself, e.g. tool_started).
+  /// Throws usage for an empty `type`.
   static Resume with_event(std::string type, nlohmann::json data, std::string key = {});
-  /// No answer: continue a thread whose step was interrupted (a crash). Started tool calls
-  /// without a result get outcome_unknown (idempotent ones are retried by the agent).
-  /// Refused (conflict) while this host has a step in flight on the thread.
+  /// No answer (an event without type, key or data): continue a thread whose step was
+  /// interrupted (a crash). Started tool calls without a result get outcome_unknown
+  /// (idempotent ones are retried by the agent). Refused (conflict) while this host has a
+  /// step in flight on the thread.
   static Resume recover();
 };
 
@@ -146,7 +148,9 @@ class Host {
   Host& operator=(const Host&) = delete;
 
   /// Starts a thread of `agent` (a name under agents_dir, or a folder) with `first`;
-  /// returns its id. The step runs in pump()/run_until_idle().
+  /// returns its id. The step runs in pump()/run_until_idle(). Throws usage for an empty
+  /// agent name or one with a NUL byte, not_found when it names no agent. The host numbers
+  /// and dates `first` itself and refuses one with a version (see Event).
   std::string launch(const std::string& agent, Event first);
   /// Appends the answer to a waiting thread and starts the next step. An idempotency key
   /// seen before wins over everything: the same event returns the first outcome (replayed),
@@ -159,7 +163,8 @@ class Host {
   std::string fork(const std::string& thread_id, std::int64_t at_event);
   /// Ends a running or waiting thread: its step in flight in this host (if any) stops and
   /// `cancelled` is appended; a step running in another process loses its next
-  /// compare-and-swap. Throws not_found for an unknown thread, conflict when it has ended.
+  /// compare-and-swap. Throws not_found for an unknown thread, conflict when it has ended,
+  /// usage for a reason that is not UTF-8.
   Event cancel(const std::string& thread_id, const std::string& reason = {});
   std::vector<ThreadSummary> list(const ThreadQuery& query);
   Thread get(const std::string& thread_id);

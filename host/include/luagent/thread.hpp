@@ -14,13 +14,17 @@
 namespace luagent {
 
 /// One entry of a thread. `id` is the 1-based position in the thread.
+///
+/// An event given to Host::launch or Host::resume brings its type, data and key: the store
+/// numbers it (any `id` is replaced), the host stamps `at_ms` with the time it took it (any
+/// value is replaced: Event::make's too), and a non-empty `version` is refused (usage).
 struct Event {
   std::int64_t id = 0;
   std::string type;  // "user_input", an intent ("multiply"), "tool_response", "await", ...
   nlohmann::json data;
   std::int64_t at_ms = 0;  // Unix time in milliseconds, set by the store's caller
   /// Content hash of the agent scripts and prompts that produced the event (provenance);
-  /// empty for events from outside the agent (the CLI, a webhook).
+  /// empty for events from outside the agent (the CLI, a webhook), which cannot set it.
   std::string version;
   /// Idempotency key of a resume event; empty otherwise.
   std::string key;
