@@ -585,3 +585,35 @@ return function(thread) thread:push("words", words) end)"}});
     BOOST_TEST(thread.events.at(thread.events.size() - 2).data == words);
   }
 }
+
+// A posted task that threw used to drop every task queued behind it in the same turn,
+// the host's own too (here an asynchronous tool's answer): its run waited forever.
+BOOST_AUTO_TEST_CASE(a_throwing_posted_task_loses_nothing_queued_behind_it) {
+  Fixture f(Agents{{"waiter", R"(
+return function(thread)
+  thread:push("path", require("luagent.host").call("find_path", {}))
+end)"}});
+  std::vector<ToolReply> replies;
+  f.host->async_tool("find_path", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  auto id = f.host->launch("waiter", Event::user("go"));
+  for (int i = 0; i < 20 && replies.empty(); ++i) f.host->pump(2ms);
+  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  std::vector<std::string> ran;
+  f.host->post([] { throw std::runtime_error("ui"); });
+  f.host->post([&] { ran.push_back("second"); });
+  replies[0].ok("north");  // queued behind both
+  f.host->post([&] { ran.push_back("third"); });
+  try {
+    f.host->pump(2ms);
+    BOOST_ERROR("the task's exception did not reach pump()");
+  } catch (const std::runtime_error& e) {
+    BOOST_TEST(e.what() == std::string("ui"));
+  }
+  BOOST_TEST(ran.empty());
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(ran == (std::vector<std::string>{"second", "third"}));
+  Thread thread = f.host->get(id);
+  BOOST_TEST(thread.status() == Status::done);
+  BOOST_TEST(thread.events.at(1).data == "north");
+}

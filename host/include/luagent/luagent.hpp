@@ -196,7 +196,11 @@ class Host {
   void run();
   /// Makes run() return. Thread-safe.
   void stop();
-  /// Runs `task` on the host's thread during the next pump()/run(). Thread-safe.
+  /// Runs `task` on the host's thread during the next pump()/run(). Thread-safe. An
+  /// exception `task` throws comes out of that pump() / run() / run_until_idle(), which
+  /// stops there; nothing else queued is lost: the tasks behind it (the host's own, such
+  /// as a ToolReply's answer, too) stay queued in order, ahead of newer ones, and run in
+  /// the next call.
   void post(std::function<void()> task);
 
   /// Registers a synchronous C++ tool that agents call with
