@@ -117,7 +117,11 @@ struct Host::Impl {
   std::unique_ptr<Store> store;
   std::unique_ptr<AgentRuntime> runtime;
   std::unique_ptr<llm::Provider> provider;
-  std::function<void(const Thread&, const Event&)> on_event;
+  using EventCallback = std::function<void(const Thread&, const Event&)>;
+  using ReloadCallback = std::function<void(const ReloadReport&)>;
+  // The embedder's callbacks, held by shared_ptr and called through a copy of it: one may
+  // replace itself from inside (on_event(nullptr)), and the one running must outlive its call.
+  std::shared_ptr<const EventCallback> on_event;
   // Embedding: tools, updates, the owning thread and run()'s stop flag.
   HostTools tools;
   std::vector<Update> pending_updates;
@@ -135,6 +139,8 @@ struct Host::Impl {
   }
 
   void check_thread(const char* verb) const;
+  /// Reports a stored event: updates(), then the on_event callback.
+  void notify_event(const Thread& thread, const Event& event);
   void note_update(Update::Kind kind, const Thread& thread, const Event* event,
                    std::string text = {});
 
@@ -249,10 +255,7 @@ struct Host::Impl {
   // runtime reports them once flushed (HostConfig::launch_waits_for_disk off).
   void start(const AgentInfo& agent, Thread thread, std::size_t unflushed_events = 0) {
     RunCallbacks callbacks;
-    callbacks.on_event = [this](const Thread& t, const Event& e) {
-      note_update(Update::Kind::event, t, &e);
-      if (on_event) on_event(t, e);
-    };
+    callbacks.on_event = [this](const Thread& t, const Event& e) { notify_event(t, e); };
     callbacks.on_finished = [this](const Thread& t, const std::optional<Error>& error) {
       if (error) config.log("error", "thread " + t.id + ": " + error->what());
       write_rendering(t);
@@ -272,7 +275,10 @@ struct Host::Impl {
   };
   std::map<std::filesystem::path, WatchedAgent> watched;  // by canonical folder
   std::filesystem::path stdlib_root;
-  std::function<void(const ReloadReport&)> on_reload;
+  std::shared_ptr<const ReloadCallback> on_reload;  // as on_event
+  void notify_reload(const ReloadReport& report) {
+    if (auto callback = on_reload) (*callback)(report);
+  }
   std::unique_ptr<FileWatcher> watcher;  // last: stopped before the loop and runtime go
 
   void start_watching() {
@@ -323,7 +329,7 @@ struct Host::Impl {
                                           "serving: ") +
                                   e.what());
         }
-        if (on_reload) on_reload(report);
+        notify_reload(report);
         continue;
       }
       auto found = watched.find(root);
@@ -353,7 +359,7 @@ struct Host::Impl {
                                      : "version " + agent.info.version + " keeps serving") +
                                 ": " + e.what());
       }
-      if (on_reload) on_reload(report);
+      notify_reload(report);
     }
   }
 
@@ -376,8 +382,7 @@ struct Host::Impl {
   void report(Thread& thread, const std::vector<Event>& events) {
     for (const Event& event : events) {
       thread.events.push_back(event);
-      note_update(Update::Kind::event, thread, &thread.events.back());
-      if (on_event) on_event(thread, event);
+      notify_event(thread, thread.events.back());
     }
   }
 
@@ -441,7 +446,8 @@ Host::~Host() = default;
 
 void Host::on_event(std::function<void(const Thread&, const Event&)> callback) {
   impl_->check_thread("on_event");
-  impl_->on_event = std::move(callback);
+  impl_->on_event =
+      callback ? std::make_shared<const Impl::EventCallback>(std::move(callback)) : nullptr;
 }
 
 std::string Host::launch(const std::string& agent, Event first) {
@@ -462,10 +468,7 @@ std::string Host::launch(const std::string& agent, Event first) {
     return id;
   }
   impl_->store->create(thread);
-  for (const Event& event : thread.events) {
-    impl_->note_update(Update::Kind::event, thread, &event);
-    if (impl_->on_event) impl_->on_event(thread, event);
-  }
+  for (const Event& event : thread.events) impl_->notify_event(thread, event);
   impl_->start(info, std::move(thread));
   return id;
 }
@@ -526,8 +529,7 @@ Event Host::cancel(const std::string& thread_id, const std::string& reason) {
   }
   Event cancelled = cancel_thread(*impl_->store, thread_id, reason);
   Thread thread = impl_->store->load(thread_id);
-  impl_->note_update(Update::Kind::event, thread, &cancelled);
-  if (impl_->on_event) impl_->on_event(thread, cancelled);
+  impl_->notify_event(thread, cancelled);
   impl_->note_finished(thread, std::nullopt);
   impl_->write_rendering(thread);
   return cancelled;
@@ -546,7 +548,8 @@ std::vector<ThreadSummary> Host::list(const ThreadQuery& query) {
 
 void Host::on_reload(std::function<void(const ReloadReport&)> callback) {
   impl_->check_thread("on_reload");
-  impl_->on_reload = std::move(callback);
+  impl_->on_reload =
+      callback ? std::make_shared<const Impl::ReloadCallback>(std::move(callback)) : nullptr;
 }
 
 std::string Host::agent_version(const std::string& agent) {
@@ -646,6 +649,11 @@ void Host::Impl::note_update(Update::Kind kind, const Thread& thread, const Even
   if (event) update.event = *event;
   update.text = std::move(text);
   pending_updates.push_back(std::move(update));
+}
+
+void Host::Impl::notify_event(const Thread& thread, const Event& event) {
+  note_update(Update::Kind::event, thread, &event);
+  if (auto callback = on_event) (*callback)(thread, event);
 }
 
 std::vector<Update> Host::updates() {

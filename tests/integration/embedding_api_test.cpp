@@ -25,7 +25,8 @@ struct Fixture {
   std::vector<std::string> log;
   std::unique_ptr<Host> host;
 
-  explicit Fixture(const Agents& agents) {
+  explicit Fixture(const Agents& agents,
+                   const std::function<void(HostConfig&)>& configure = nullptr) {
     for (const auto& [name, source] : agents) {
       std::filesystem::create_directories(dir / name);
       std::ofstream(dir / name / "agent.lua") << source;
@@ -36,6 +37,7 @@ struct Fixture {
     config.log = [this](std::string_view level, std::string_view message) {
       log.push_back(std::string(level) + ": " + std::string(message));
     };
+    if (configure) configure(config);
     host = std::make_unique<Host>(config);
   }
 
@@ -584,6 +586,62 @@ return function(thread) thread:push("words", words) end)"}});
     BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
     BOOST_TEST(thread.events.at(thread.events.size() - 2).data == words);
   }
+}
+
+// Replacing the callback from inside itself used to destroy the std::function running.
+// What the callbacks record lives outside them: one destroyed while it runs must not be
+// what tells the test so.
+namespace {
+bool g_event_callback_destroyed = false;
+bool g_reload_callback_destroyed = false;
+std::vector<std::string> g_calls;
+Host* g_host = nullptr;
+
+// Sets its flag when the callback holding it is destroyed.
+struct Witness {
+  bool* destroyed;
+  ~Witness() { *destroyed = true; }
+};
+
+void save_atomically(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path.string() + ".tmp") << text;
+  std::filesystem::rename(path.string() + ".tmp", path);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(on_event_and_on_reload_may_replace_themselves_from_inside) {
+  Fixture f(Agents{{"adder", kCallsAdd}}, [](HostConfig& config) {
+    config.watch = true;
+    config.watch_mode = "poll";
+    config.watch_poll_interval = 10ms;
+  });
+  f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
+  g_host = f.host.get();
+  f.host->on_event([witness = std::make_shared<Witness>(&g_event_callback_destroyed)](
+                       const Thread&, const Event& e) {
+    g_host->on_event([](const Thread&, const Event& later) { g_calls.push_back(later.type); });
+    g_calls.push_back(g_event_callback_destroyed ? "destroyed while it ran" : "first " + e.type);
+  });
+  auto id = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  BOOST_TEST(g_event_callback_destroyed);  // once it had returned
+  BOOST_TEST(g_calls == (std::vector<std::string>{"first user_input", "sum", "done"}));
+  BOOST_TEST(f.host->get(id).status() == Status::done);
+
+  g_calls.clear();
+  f.host->on_reload([witness = std::make_shared<Witness>(&g_reload_callback_destroyed)](
+                        const ReloadReport& report) {
+    g_host->on_reload(nullptr);
+    g_calls.push_back(g_reload_callback_destroyed ? "destroyed while it ran" : report.agent);
+  });
+  save_atomically(f.dir / "adder" / "agent.lua", std::string(kCallsAdd) + "\n-- saved again\n");
+  for (int i = 0; i < 500 && g_calls.empty(); ++i) {
+    f.host->pump(2ms);
+    std::this_thread::sleep_for(2ms);
+  }
+  BOOST_TEST(g_calls == std::vector<std::string>{"adder"});
+  BOOST_TEST(g_reload_callback_destroyed);
+  g_host = nullptr;
 }
 
 // A posted task that threw used to drop every task queued behind it in the same turn,

@@ -179,10 +179,12 @@ class Host {
   /// Runs until no step is in flight.
   void run_until_idle();
 
-  /// Called for every event as soon as it is stored.
+  /// Called for every event as soon as it is stored. Replaces the callback set before
+  /// (nullptr: none), also from inside that callback: the one running finishes its call.
   void on_event(std::function<void(const Thread&, const Event&)> callback);
 
   /// Called after each reload of a watched agent or of stdlib/, successful or not (watch).
+  /// Replaces the callback set before, as on_event does.
   void on_reload(std::function<void(const ReloadReport&)> callback);
   /// Loads `agent` (when watched: the version serving now) and returns its content hash.
   /// Throws the load error (syntax, not_found, ...) with file:line.
