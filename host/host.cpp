@@ -139,6 +139,12 @@ struct Host::Impl {
   }
 
   void check_thread(const char* verb) const;
+  /// Runs an embedder's callback. What it throws stops here, in the log: the host's
+  /// bookkeeping around the call (a thread to finish, a step to start) must complete as
+  /// if it had returned, or a thread is left done in the store and running in the host.
+  /// `about` (called only then) names what the call was about.
+  template <typename Call, typename About>
+  void call_guarded(std::string_view callback, const Call& call, const About& about);
   /// Reports a stored event: updates(), then the on_event callback.
   void notify_event(const Thread& thread, const Event& event);
   void note_update(Update::Kind kind, const Thread& thread, const Event* event,
@@ -277,7 +283,9 @@ struct Host::Impl {
   std::filesystem::path stdlib_root;
   std::shared_ptr<const ReloadCallback> on_reload;  // as on_event
   void notify_reload(const ReloadReport& report) {
-    if (auto callback = on_reload) (*callback)(report);
+    if (auto callback = on_reload)
+      call_guarded(
+          "on_reload", [&] { (*callback)(report); }, [&] { return "agent " + report.agent; });
   }
   std::unique_ptr<FileWatcher> watcher;  // last: stopped before the loop and runtime go
 
@@ -651,9 +659,29 @@ void Host::Impl::note_update(Update::Kind kind, const Thread& thread, const Even
   pending_updates.push_back(std::move(update));
 }
 
+template <typename Call, typename About>
+void Host::Impl::call_guarded(std::string_view callback, const Call& call, const About& about) {
+  std::string thrown;
+  try {
+    call();
+    return;
+  } catch (const std::exception& e) {
+    thrown = e.what();
+  } catch (...) {
+    thrown = "an exception that is not a std::exception";
+  }
+  config.log("error", "the " + std::string(callback) + " callback threw: " + thrown + " (" +
+                          about() + "); the host went on as if it had returned");
+}
+
 void Host::Impl::notify_event(const Thread& thread, const Event& event) {
   note_update(Update::Kind::event, thread, &event);
-  if (auto callback = on_event) (*callback)(thread, event);
+  if (auto callback = on_event)
+    call_guarded(
+        "on_event", [&] { (*callback)(thread, event); },
+        [&] {
+          return "thread " + thread.id + ", event " + std::to_string(event.id) + " " + event.type;
+        });
 }
 
 std::vector<Update> Host::updates() {

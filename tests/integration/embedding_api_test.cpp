@@ -5,8 +5,10 @@
 #define BOOST_TEST_MODULE embedding_api
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <thread>
 
 #include "luagent/luagent.hpp"
@@ -58,6 +60,12 @@ struct Fixture {
     return thread.events.back();
   }
   Thread thread;
+
+  bool logged(const std::string& line) const {
+    for (const std::string& entry : log)
+      if (entry.find(line) != std::string::npos) return true;
+    return false;
+  }
 };
 
 std::string failure_of(const Event& event) {
@@ -642,6 +650,68 @@ BOOST_AUTO_TEST_CASE(on_event_and_on_reload_may_replace_themselves_from_inside) 
   BOOST_TEST(g_calls == std::vector<std::string>{"adder"});
   BOOST_TEST(g_reload_callback_destroyed);
   g_host = nullptr;
+}
+
+// An exception from on_event used to leave pump() in the middle of the host's
+// bookkeeping: a thread done in the store but never finished (pump() kept returning 1),
+// or during launch() / resume() an answer stored with no step started.
+BOOST_AUTO_TEST_CASE(a_throwing_on_event_is_logged_and_every_thread_still_advances) {
+  Fixture f(Agents{{"asker", R"(
+return function(thread)
+  local call, answer = thread:resumed()
+  if call then thread:push("name", answer) return thread end
+  return thread:await("human", { q = "name?" })
+end)"}});
+  std::set<std::string> throw_on;
+  f.host->on_event([&](const Thread&, const Event& e) {
+    if (throw_on.count(e.type)) throw std::runtime_error("the UI broke on " + e.type);
+  });
+  throw_on = {"user_input", "await", "human_response", "name", "done"};
+  auto id = f.host->launch("asker", Event::user("go"));  // does not throw
+  f.pump_until_idle(2ms, 2000);
+  BOOST_REQUIRE(f.host->get(id).status() == Status::awaiting_human);
+  f.host->resume(id, Resume::say("Ada"));  // does not throw
+  f.pump_until_idle(2ms, 2000);
+  f.host->run_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST(thread.status() == Status::done);
+  BOOST_TEST(thread.events.size() == 5u);
+  std::vector<Update::Kind> kinds;
+  for (const Update& u : f.host->updates()) kinds.push_back(u.kind);
+  BOOST_REQUIRE(!kinds.empty());
+  BOOST_TEST((std::count(kinds.begin(), kinds.end(), Update::Kind::paused) == 1));
+  BOOST_TEST((kinds.back() == Update::Kind::done));
+  for (const char* type : {"user_input", "await", "human_response", "name", "done"})
+    BOOST_TEST(f.logged(std::string("error: the on_event callback threw: the UI broke on ") + type),
+               type);
+  BOOST_CHECK_THROW(f.host->cancel(id), Error);  // ended: nothing appended after done
+  BOOST_TEST(f.host->get(id).events.size() == 5u);
+}
+
+BOOST_AUTO_TEST_CASE(a_throwing_on_reload_is_logged_and_the_reload_still_serves) {
+  Fixture f(Agents{{"adder", kCallsAdd}}, [](HostConfig& config) {
+    config.watch = true;
+    config.watch_mode = "poll";
+    config.watch_poll_interval = 10ms;
+  });
+  f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
+  std::string before = f.host->agent_version("adder");
+  int reports = 0;
+  f.host->on_reload([&](const ReloadReport&) {
+    ++reports;
+    throw std::runtime_error("the reload panel broke");
+  });
+  save_atomically(f.dir / "adder" / "agent.lua", std::string(kCallsAdd) + "\n-- saved again\n");
+  for (int i = 0; i < 500 && reports == 0; ++i) {
+    f.host->pump(2ms);  // does not throw
+    std::this_thread::sleep_for(2ms);
+  }
+  BOOST_TEST(reports == 1);
+  BOOST_TEST(f.logged("error: the on_reload callback threw: the reload panel broke"));
+  BOOST_TEST(f.host->agent_version("adder") != before);
+  auto id = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).status() == Status::done);
 }
 
 // A posted task that threw used to drop every task queued behind it in the same turn,

@@ -181,10 +181,15 @@ class Host {
 
   /// Called for every event as soon as it is stored. Replaces the callback set before
   /// (nullptr: none), also from inside that callback: the one running finishes its call.
+  /// An exception the callback throws does not leave the host: it is logged through
+  /// HostConfig::log at level "error" ("the on_event callback threw: " and its what()), and
+  /// the host goes on as if the callback had returned (the step starts or continues, the
+  /// thread finishes; launch() and resume() return normally).
   void on_event(std::function<void(const Thread&, const Event&)> callback);
 
   /// Called after each reload of a watched agent or of stdlib/, successful or not (watch).
-  /// Replaces the callback set before, as on_event does.
+  /// Replaces the callback set before, as on_event does. An exception it throws is logged
+  /// ("the on_reload callback threw: ...") and the reload stands, as on_event's.
   void on_reload(std::function<void(const ReloadReport&)> callback);
   /// Loads `agent` (when watched: the version serving now) and returns its content hash.
   /// Throws the load error (syntax, not_found, ...) with file:line.
