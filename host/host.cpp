@@ -127,6 +127,9 @@ struct Host::Impl {
   std::vector<Update> pending_updates;
   std::thread::id owner = std::this_thread::get_id();
   bool driving = false;  // inside pump()/run(): a callback must not drive the loop again
+  // Host::cancel calls so far. launch() and resume() compare it around reporting their
+  // event, to find a callback that cancelled the thread before its step started.
+  std::uint64_t cancels = 0;
   // What a loop turn inside pump() has cost lately (I/O on every socket that stirred:
   // requests the last runs started, replies arriving). pump() starts another turn only
   // with this much budget left, so a turn begun just before the deadline cannot carry
@@ -139,6 +142,11 @@ struct Host::Impl {
   }
 
   void check_thread(const char* verb) const;
+  /// True when a callback cancelled `thread_id` since Host::cancel had been called
+  /// `cancels_before` times: the step it was about to get must not start.
+  bool cancelled_since(const std::string& thread_id, std::uint64_t cancels_before) {
+    return cancels != cancels_before && store->load(thread_id).status() == Status::cancelled;
+  }
   /// Runs an embedder's callback. What it throws stops here, in the log: the host's
   /// bookkeeping around the call (a thread to finish, a step to start) must complete as
   /// if it had returned, or a thread is left done in the store and running in the host.
@@ -387,11 +395,15 @@ struct Host::Impl {
     }
   }
 
-  void report(Thread& thread, const std::vector<Event>& events) {
+  // Reports events appended to `thread` before its step starts; false when a callback
+  // cancelled the thread meanwhile (then the step must not start).
+  bool report(Thread& thread, const std::vector<Event>& events) {
+    std::uint64_t cancels_before = cancels;
     for (const Event& event : events) {
       thread.events.push_back(event);
       notify_event(thread, thread.events.back());
     }
+    return !cancelled_since(thread.id, cancels_before);
   }
 
   // Continues a thread whose step was interrupted: settles its unfinished tool calls,
@@ -406,7 +418,7 @@ struct Host::Impl {
     ResumeResult result;
     if (auto outcomes = unfinished_call_outcomes(thread); !outcomes.empty()) {
       result.events = store->append(thread.id, thread.version(), std::move(outcomes)).events;
-      report(thread, result.events);
+      if (!report(thread, result.events)) return result;
     }
     start(info, std::move(thread));
     return result;
@@ -476,7 +488,9 @@ std::string Host::launch(const std::string& agent, Event first) {
     return id;
   }
   impl_->store->create(thread);
+  std::uint64_t cancels_before = impl_->cancels;
   for (const Event& event : thread.events) impl_->notify_event(thread, event);
+  if (impl_->cancelled_since(id, cancels_before)) return id;  // by an on_event callback
   impl_->start(info, std::move(thread));
   return id;
 }
@@ -515,8 +529,7 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
     impl_->start(info, std::move(thread), appended.events.size());
     return result;
   }
-  impl_->report(thread, appended.events);
-  impl_->start(info, std::move(thread));
+  if (impl_->report(thread, appended.events)) impl_->start(info, std::move(thread));
   return result;
 }
 
@@ -529,6 +542,7 @@ std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
 
 Event Host::cancel(const std::string& thread_id, const std::string& reason) {
   impl_->check_thread("cancel");
+  ++impl_->cancels;
   // A step of this host in flight stops first (its on_finished reports the end).
   if (impl_->runtime->cancel_run(thread_id, reason)) {
     Thread thread = impl_->store->load(thread_id);

@@ -596,6 +596,130 @@ return function(thread) thread:push("words", words) end)"}});
   }
 }
 
+// An on_event callback that cancels the thread it is told about used to free the run
+// under the loop reporting its events, and the Thread the callback held with it.
+BOOST_AUTO_TEST_CASE(cancel_from_on_event_of_the_same_thread_ends_it_cleanly) {
+  Fixture f(Agents{{"adder_then_waits", R"(
+local host = require "luagent.host"
+return function(thread)
+  thread:push("sum", host.call("add", { a = 2, b = 3 }))
+  host.call("slow", {})
+  thread:push("late", true)
+end)"},
+                   {"adder", kCallsAdd}});
+  f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
+  std::vector<ToolReply> replies;
+  f.host->async_tool("slow", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  std::string cancelling;
+  std::vector<std::string> seen;  // what the callback read after its cancel returned
+  std::vector<std::string> refused;
+  f.host->on_event([&](const Thread& t, const Event& e) {
+    if (e.type != "sum" || t.id != cancelling) return;
+    try {
+      Event cancelled = f.host->cancel(t.id);
+      seen.push_back(cancelled.type + " " + t.id + " " + e.type);
+    } catch (const Error& error) {
+      refused.push_back(error.what());
+    }
+  });
+  auto id = cancelling = f.host->launch("adder_then_waits", Event::user("go"));
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(refused.empty());
+  BOOST_TEST(seen == std::vector<std::string>{"cancelled " + id + " sum"});
+  Thread thread = f.host->get(id);
+  BOOST_TEST(thread.status() == Status::cancelled);
+  std::vector<std::string> types;
+  for (const Event& e : thread.events) types.push_back(e.type);
+  BOOST_TEST(types == (std::vector<std::string>{"user_input", "sum", "cancelled"}));
+  auto updates = f.host->updates();
+  BOOST_REQUIRE(!updates.empty());
+  BOOST_TEST((updates.back().kind == Update::Kind::cancelled));
+  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  replies[0].ok(1);  // a late answer is harmless
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(f.host->get(id).events.size() == 3u);
+
+  // The sum and the done of this agent commit together: by the time the sum is reported
+  // the thread has ended, and the cancel says so instead of appending after `done`.
+  auto ended = cancelling = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle(2ms, 2000);
+  BOOST_REQUIRE_EQUAL(refused.size(), 1u);
+  BOOST_TEST(mentions(refused[0], "done"), refused[0]);
+  BOOST_TEST(f.host->get(ended).status() == Status::done);
+  BOOST_TEST(f.host->get(ended).events.back().type == "done");
+  BOOST_TEST(f.host->pump(2ms) == 0u);  // still usable
+}
+
+// Runs whose events commit together: the callback told of one run's event cancels the
+// other, whose events in that commit are reported before its `cancelled`.
+BOOST_AUTO_TEST_CASE(cancel_from_on_event_of_another_thread_reports_its_events_first) {
+  Fixture f(Agents{{"ticker", R"(
+return function(thread)
+  thread:push("tick", 1)
+  require("luagent.host").call("slow", {})
+end)"}});
+  std::vector<ToolReply> replies;
+  f.host->async_tool("slow", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  std::string first, second;
+  std::map<std::string, std::vector<std::string>> told;
+  f.host->on_event([&](const Thread& t, const Event& e) {
+    told[t.id].push_back(e.type);
+    if (t.id == first && e.type == "tick") f.host->cancel(second);
+  });
+  first = f.host->launch("ticker", Event::user("go"));
+  second = f.host->launch("ticker", Event::user("go"));
+  for (int i = 0; i < 200 && f.host->get(second).status() != Status::cancelled; ++i)
+    f.host->pump(2ms);
+  for (const ToolReply& reply : replies) reply.ok(nullptr);
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(f.host->get(first).status() == Status::done);
+  std::vector<std::string> types;
+  for (const Event& e : f.host->get(second).events) types.push_back(e.type);
+  BOOST_TEST(types == (std::vector<std::string>{"user_input", "tick", "cancelled"}));
+  BOOST_TEST(told[second] == types);
+}
+
+// A cancel from on_event while launch() or resume() reports its event, before the step
+// has started: the step must not start (it used to run the agent on the cancelled thread,
+// calling its tools, and fail on the lost compare-and-swap).
+BOOST_AUTO_TEST_CASE(cancel_from_on_event_during_launch_or_resume_starts_no_step) {
+  Fixture f(Agents{{"asker", R"(
+local host = require "luagent.host"
+return function(thread)
+  local call, answer = thread:resumed()
+  host.call("add", {})
+  if call then return thread end
+  return thread:await("human", { q = "name?" })
+end)"}});
+  int tool_calls = 0;
+  f.host->tool("add", nullptr, [&](const nlohmann::json&) { return ++tool_calls; });
+  std::string cancel_on;
+  f.host->on_event([&](const Thread& t, const Event& e) {
+    if (e.type == cancel_on) f.host->cancel(t.id, "changed my mind");
+  });
+  cancel_on = "user_input";
+  auto launched = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(tool_calls == 0);
+  BOOST_TEST(f.host->get(launched).status() == Status::cancelled);
+  BOOST_TEST(f.host->get(launched).events.size() == 2u);
+
+  cancel_on = "human_response";
+  auto asked = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle(2ms, 2000);
+  BOOST_REQUIRE(f.host->get(asked).status() == Status::awaiting_human);
+  BOOST_TEST(tool_calls == 1);
+  f.host->resume(asked, Resume::say("Ada"));
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(tool_calls == 1);
+  Thread thread = f.host->get(asked);
+  BOOST_TEST(thread.status() == Status::cancelled);
+  BOOST_TEST(thread.events.at(thread.events.size() - 2).type == "human_response");
+  for (const std::string& line : f.log) BOOST_TEST(line.rfind("error:", 0) != 0, line);
+}
+
 // Replacing the callback from inside itself used to destroy the std::function running.
 // What the callbacks record lives outside them: one destroyed while it runs must not be
 // what tells the test so.

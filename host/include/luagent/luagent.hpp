@@ -159,6 +159,9 @@ class Host {
   /// Ends a running or waiting thread: its step in flight in this host (if any) stops and
   /// `cancelled` is appended; a step running in another process loses its next
   /// compare-and-swap. Throws not_found for an unknown thread, conflict when it has ended.
+  /// Callable from inside on_event, for the thread being reported too: the events stored
+  /// before the cancel are reported first, and a step that has not started yet (an event
+  /// launch() or resume() is reporting) never starts.
   Event cancel(const std::string& thread_id, const std::string& reason = {});
   std::vector<ThreadSummary> list(const ThreadQuery& query);
   Thread get(const std::string& thread_id);
