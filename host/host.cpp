@@ -127,6 +127,10 @@ struct Host::Impl {
   std::vector<Update> pending_updates;
   std::thread::id owner = std::this_thread::get_id();
   bool driving = false;  // inside pump()/run(): a callback must not drive the loop again
+  // Embedder callbacks (on_event, on_reload, host tools) running now. They must not drive
+  // the loop either, even when called outside pump(), from launch() or cancel(): the
+  // runtime keeps the runs they may be told of (and end) until its loop runs again.
+  int callbacks_running = 0;
   // Host::cancel calls so far. launch() and resume() compare it around reporting their
   // event, to find a callback that cancelled the thread before its step started.
   std::uint64_t cancels = 0;
@@ -142,6 +146,12 @@ struct Host::Impl {
   }
 
   void check_thread(const char* verb) const;
+  /// Counts a callback running for as long as it exists (see callbacks_running).
+  struct CallbackScope {
+    explicit CallbackScope(Impl& impl) : impl(impl) { ++impl.callbacks_running; }
+    ~CallbackScope() { --impl.callbacks_running; }
+    Impl& impl;
+  };
   /// True when a callback cancelled `thread_id` since Host::cancel had been called
   /// `cancels_before` times: the step it was about to get must not start.
   bool cancelled_since(const std::string& thread_id, std::uint64_t cancels_before) {
@@ -656,10 +666,13 @@ void Host::Impl::check_thread(const char* verb) const {
                 std::string("Host::") + verb +
                     " called from another thread; a Host belongs to the thread that created it "
                     "(use Host::post to hand work to it)");
-  if (driving && (std::string_view(verb) == "pump" || std::string_view(verb) == "run" ||
-                  std::string_view(verb) == "run_until_idle"))
-    throw Error(ErrorCode::usage, std::string("Host::") + verb +
-                                      " called from inside a callback of the host's own loop");
+  if ((driving || callbacks_running > 0) &&
+      (std::string_view(verb) == "pump" || std::string_view(verb) == "run" ||
+       std::string_view(verb) == "run_until_idle"))
+    throw Error(ErrorCode::usage,
+                std::string("Host::") + verb +
+                    " called from inside a callback (a host tool, on_event, on_reload or a "
+                    "posted task)");
 }
 
 void Host::Impl::note_update(Update::Kind kind, const Thread& thread, const Event* event,
@@ -677,6 +690,7 @@ template <typename Call, typename About>
 void Host::Impl::call_guarded(std::string_view callback, const Call& call, const About& about) {
   std::string thrown;
   try {
+    CallbackScope scope(*this);
     call();
     return;
   } catch (const std::exception& e) {
@@ -732,13 +746,29 @@ void Host::post(std::function<void()> task) {
 void Host::tool(const std::string& name, nlohmann::json schema, ToolFunction function) {
   impl_->check_thread("tool");
   if (!function) throw Error(ErrorCode::usage, "host tool '" + name + "' has no function");
-  impl_->tools.add(HostTool{name, std::move(schema), std::move(function), {}, nullptr});
+  impl_->tools.add(
+      HostTool{name,
+               std::move(schema),
+               [impl = impl_.get(), function = std::move(function)](const nlohmann::json& args) {
+                 Impl::CallbackScope scope(*impl);
+                 return function(args);
+               },
+               {},
+               nullptr});
 }
 
 void Host::async_tool(const std::string& name, nlohmann::json schema, AsyncToolFunction function) {
   impl_->check_thread("async_tool");
   if (!function) throw Error(ErrorCode::usage, "host tool '" + name + "' has no function");
-  impl_->tools.add(HostTool{name, std::move(schema), {}, std::move(function), nullptr});
+  impl_->tools.add(HostTool{name,
+                            std::move(schema),
+                            {},
+                            [impl = impl_.get(), function = std::move(function)](
+                                const nlohmann::json& args, ToolReply reply) {
+                              Impl::CallbackScope scope(*impl);
+                              function(args, std::move(reply));
+                            },
+                            nullptr});
 }
 
 }  // namespace luagent

@@ -681,6 +681,26 @@ end)"}});
   BOOST_TEST(told[second] == types);
 }
 
+// launch() reports its event outside any pump: a callback there must not pump either.
+BOOST_AUTO_TEST_CASE(pump_from_on_event_outside_a_pump_is_a_usage_error) {
+  Fixture f(Agents{{"adder", kCallsAdd}});
+  f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
+  std::vector<std::string> refused;
+  f.host->on_event([&](const Thread&, const Event&) {
+    try {
+      f.host->pump(1ms);
+    } catch (const Error& e) {
+      refused.push_back(e.what());
+    }
+  });
+  auto id = f.host->launch("adder", Event::user("go"));
+  BOOST_REQUIRE_EQUAL(refused.size(), 1u);
+  BOOST_TEST(mentions(refused[0], "from inside a callback"), refused[0]);
+  f.pump_until_idle();
+  BOOST_TEST(refused.size() == 3u);
+  BOOST_TEST(f.host->get(id).status() == Status::done);
+}
+
 // A cancel from on_event while launch() or resume() reports its event, before the step
 // has started: the step must not start (it used to run the agent on the cancelled thread,
 // calling its tools, and fail on the lost compare-and-swap).
