@@ -820,6 +820,7 @@ LuaRuntime::LuaRuntime(RuntimeServices services) : services_(std::move(services)
 LuaRuntime::~LuaRuntime() {
   syncer_.reset();  // what was committed is flushed before the store goes
   runs_.clear();
+  retired_runs_.clear();
   if (L_) lua_close(L_);
 }
 
@@ -1160,6 +1161,8 @@ void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks 
   run->thread = std::move(thread);
   run->callbacks = std::move(callbacks);
   run->step_start_version = run->thread.version();
+  unflushed_events = std::min(unflushed_events, run->thread.events.size());
+  run->durable_events = run->reported_events = run->thread.events.size() - unflushed_events;
   lua_State* L = L_;
 
   run->coroutine = lua_newthread(L);
@@ -1177,7 +1180,7 @@ void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks 
 
   ready_.push_back({run->id, 2});  // runs in run_ready(), inside the caller's budget
   Run& started = *runs_.emplace(run->id, std::move(run)).first->second;
-  report_when_flushed(started, std::min(unflushed_events, started.thread.events.size()));
+  report_when_flushed(started, unflushed_events);
 }
 
 // The caller's events (a launch's first, a resume's answer) ride on the next flush as if
@@ -1187,9 +1190,8 @@ void LuaRuntime::report_when_flushed(Run& run, std::size_t count) {
   if (count == 0) return;
   const std::size_t first = run.thread.events.size() - count;
   if (!syncer_) {  // no deferred flushing: the commit was durable when it returned
-    if (run.callbacks.on_event)
-      for (std::size_t e = first; e < run.thread.events.size(); ++e)
-        run.callbacks.on_event(run.thread, run.thread.events[e]);
+    run.durable_events = run.thread.events.size();
+    report_durable_events(run.id);
     return;
   }
   PendingCommit pending;
@@ -1211,6 +1213,7 @@ bool LuaRuntime::take_hook_yield(lua_State* co) {
 }
 
 std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
+  retired_runs_.clear();  // no callback is on the stack: nothing refers to them any more
   std::size_t resumed = 0;
   // A new deadline is a new pump: its budget is whole.
   if (deadline && deadline != overdue_gc_deadline_) {
@@ -1258,6 +1261,7 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
     finish_committed();
   } while (!ready_.empty() && (!deadline || Clock::now() < lua_deadline()));
   collect_garbage(deadline);
+  retired_runs_.clear();
   return resumed;
 }
 
@@ -1349,16 +1353,44 @@ bool LuaRuntime::cancel_run(const std::string& thread_id, const std::string& rea
   if (current_ == run)
     throw Error(ErrorCode::conflict,
                 "thread " + thread_id + " cannot cancel itself from inside its own step");
+  // From an on_event callback of this run, the events stored before the cancel that are
+  // still to be reported go first, in order.
+  const std::uint64_t run_id = run->id;
+  report_durable_events(run_id);
+  run = find_run(run_id);
+  if (!run) return false;  // one of those callbacks cancelled it
+  // A step whose end is durable (done, or paused) and still being reported ends as it
+  // would have; the caller then cancels the stored thread, or finds it ended.
+  if (run->finishing && run->uncommitted_events == 0) {
+    finish(*run, run->finish_error);
+    return false;
+  }
+  // Its failed event being reported (fail_run): the thread has ended.
+  Status status = run->thread.status();
+  if (status == Status::done || status == Status::failed || status == Status::cancelled)
+    return false;
   if (run->pending_call && services_.provider) services_.provider->cancel(run->pending_call);
-  std::optional<Error> error;
-  try {
+  // The cancel goes on a copy of the thread: a callback up the stack may hold the run's
+  // thread and its events, which must stay as they are.
+  Thread ended = run->thread;
+  std::optional<Error> error = run->commit_error;
+  if (!error) {
     nlohmann::json data = nlohmann::json::object();
     if (!reason.empty()) data["reason"] = reason;
-    append(*run, {Event::make(std::string(event_type::cancelled), std::move(data))});
-  } catch (const Error& e) {
-    error = e;
+    Event cancelled = Event::make(std::string(event_type::cancelled), std::move(data));
+    cancelled.version = run->agent.version;
+    try {
+      auto stored = services_.store->append(ended.id, ended.version(), {std::move(cancelled)});
+      ended.events.insert(ended.events.end(), stored.events.begin(), stored.events.end());
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::conflict) run->lost_thread = true;
+      error = e;
+    }
   }
-  finish(*run, error);
+  // Out of runs_ before anyone hears of it: a callback cancelling it again finds it ended.
+  retire(run_id);
+  if (!error && run->callbacks.on_event) run->callbacks.on_event(ended, ended.events.back());
+  if (run->callbacks.on_finished) run->callbacks.on_finished(ended, error);
   if (error) throw *error;
   return true;
 }
@@ -1462,19 +1494,44 @@ void LuaRuntime::fail_run(Run& run, const Error& error) {
 }
 
 void LuaRuntime::finish(Run& run, const std::optional<Error>& error) {
-  auto owned = std::move(runs_.at(run.id));
-  runs_.erase(run.id);
-  luaL_unref(L_, LUA_REGISTRYINDEX, owned->coroutine_ref);
-  luaL_unref(L_, LUA_REGISTRYINDEX, owned->env_ref);
-  luaL_unref(L_, LUA_REGISTRYINDEX, owned->calls_ref);
-  luaL_unref(L_, LUA_REGISTRYINDEX, owned->stream_ref);
-  if (owned->callbacks.on_finished) owned->callbacks.on_finished(owned->thread, error);
+  Run* ended = retire(run.id);
+  if (!ended) return;  // a callback up the stack cancelled it: that was its end
+  if (ended->callbacks.on_finished) ended->callbacks.on_finished(ended->thread, error);
+}
+
+Run* LuaRuntime::retire(std::uint64_t run_id) {
+  auto found = runs_.find(run_id);
+  if (found == runs_.end()) return nullptr;
+  Run* run = found->second.get();
+  retired_runs_.push_back(std::move(found->second));
+  runs_.erase(found);
+  luaL_unref(L_, LUA_REGISTRYINDEX, run->coroutine_ref);
+  luaL_unref(L_, LUA_REGISTRYINDEX, run->env_ref);
+  luaL_unref(L_, LUA_REGISTRYINDEX, run->calls_ref);
+  luaL_unref(L_, LUA_REGISTRYINDEX, run->stream_ref);
+  run->coroutine_ref = run->env_ref = run->calls_ref = run->stream_ref = LUA_NOREF;
+  return run;
+}
+
+void LuaRuntime::report_durable_events(std::uint64_t run_id) {
+  for (Run* run = find_run(run_id); run && run->reported_events < run->durable_events;
+       run = find_run(run_id)) {
+    const std::size_t index = run->reported_events++;
+    if (run->callbacks.on_event) run->callbacks.on_event(run->thread, run->thread.events[index]);
+  }
 }
 
 void LuaRuntime::queue_append(Run& run, std::vector<Event> events, bool behind) {
   for (Event& event : events)
     if (event.version.empty()) event.version = run.agent.version;
   run.uncommitted_events += static_cast<std::int64_t>(events.size());
+  if (!behind) {
+    // apply_commit inserts these into the thread: with room made now, that moves no event
+    // a callback of the same commit may be holding.
+    auto& stored = run.thread.events;
+    if (stored.capacity() < stored.size() + events.size())
+      stored.reserve(std::max(stored.size() + events.size(), 2 * stored.capacity()));
+  }
   queued_appends_.push_back({run.id, run.thread.version(), std::move(events), behind});
 }
 
@@ -1566,19 +1623,26 @@ void LuaRuntime::request_flush() {
 
 void LuaRuntime::apply_commits() {
   if (!syncer_) return;
-  for (auto& [number, error] : syncer_->take_synced()) {
-    // Flushes finish in the order they were asked for; one covers every commit asked
-    // for with it.
-    if (in_commit_.empty() || in_commit_.front().number != number)
-      throw Error(ErrorCode::internal, "group commit flushes came back out of order");
-    while (!in_commit_.empty() && in_commit_.front().number == number) {
-      PendingCommit pending = std::move(in_commit_.front());
-      in_commit_.pop_front();
-      if (error)  // committed but not known to be on disk: not acknowledged
-        for (auto& result : pending.results)
-          if (std::holds_alternative<AppendResult>(result)) result = *error;
-      apply_commit(pending);
+  for (auto& flushed : syncer_->take_synced()) synced_flushes_.push_back(std::move(flushed));
+  // A callback of apply_commit may drain the commits (a cancel) and so call this again:
+  // the inner call goes on from where the outer one was, as both take each commit off
+  // in_commit_ before applying it. Flushes finish in the order they were asked for; one
+  // covers every commit asked for with it.
+  while (!synced_flushes_.empty()) {
+    const std::uint64_t number = synced_flushes_.front().first;
+    if (in_commit_.empty() || in_commit_.front().number != number) {
+      if (!in_commit_.empty() && in_commit_.front().number != 0 &&
+          in_commit_.front().number < number)
+        throw Error(ErrorCode::internal, "group commit flushes came back out of order");
+      synced_flushes_.pop_front();  // every commit it covered is applied
+      continue;
     }
+    PendingCommit pending = std::move(in_commit_.front());
+    in_commit_.pop_front();
+    if (const std::optional<Error>& error = synced_flushes_.front().second)
+      for (auto& result : pending.results)  // committed but not known to be on disk
+        if (std::holds_alternative<AppendResult>(result)) result = *error;
+    apply_commit(pending);
   }
 }
 
@@ -1590,7 +1654,9 @@ void LuaRuntime::drain_commits() {
 }
 
 // Runs are not finished or failed here (this also runs inside append(), under a caller
-// that holds the run): they are scheduled, or queued for finish_committed().
+// that holds the run): they are scheduled, or queued for finish_committed(). Every run takes
+// its share first, and only then are the events reported: the callbacks may cancel any run
+// of the commit, and that cancel must find the run's thread as stored.
 void LuaRuntime::apply_commit(const PendingCommit& pending) {
   auto& results = pending.results;
   for (std::size_t i = 0; i < pending.shares.size(); ++i) {
@@ -1627,18 +1693,20 @@ void LuaRuntime::apply_commit(const PendingCommit& pending) {
       run.thread.events.insert(
           run.thread.events.begin() + static_cast<std::ptrdiff_t>(first + behind),
           stored.begin() + static_cast<std::ptrdiff_t>(behind), stored.end());
-    }
-    if (run.callbacks.on_event)  // now durable: tell the host about every one
-      for (std::size_t e = first; e < first + stored.size(); ++e)
-        run.callbacks.on_event(run.thread, run.thread.events[e]);
-    if (share.waits) {
       run.appending = false;
       run.appended =
           std::vector<Event>(stored.begin() + static_cast<std::ptrdiff_t>(behind), stored.end());
       schedule(run);
-    } else if (run.finishing && run.uncommitted_events == 0) {
-      ended_runs_.push_back({run.id, run.finish_error});
     }
+    run.durable_events = first + stored.size();  // now durable: the host hears of them below
+  }
+  for (std::size_t i = 0; i < pending.shares.size(); ++i) {
+    if (!std::holds_alternative<AppendResult>(results[i])) continue;
+    const std::uint64_t run_id = pending.shares[i].run_id;
+    report_durable_events(run_id);
+    Run* run = find_run(run_id);  // a callback may have ended it
+    if (run && run->finishing && run->uncommitted_events == 0)
+      ended_runs_.push_back({run->id, run->finish_error});
   }
 }
 
@@ -1665,10 +1733,9 @@ std::vector<Event> LuaRuntime::append(Run& run, std::vector<Event> events) {
     if (error.code() == ErrorCode::conflict) run.lost_thread = true;
     throw;
   }
-  for (const Event& event : result.events) {
-    run.thread.events.push_back(event);
-    if (run.callbacks.on_event) run.callbacks.on_event(run.thread, event);
-  }
+  run.thread.events.insert(run.thread.events.end(), result.events.begin(), result.events.end());
+  run.durable_events = run.thread.events.size();
+  report_durable_events(run.id);
   return result.events;
 }
 

@@ -71,6 +71,10 @@ struct Run {
   std::optional<Error> commit_error;  // what it appended behind failed to commit
   std::optional<std::vector<Event>> appended;
   std::optional<Error> append_error;
+  // thread.events[0, durable_events) are durable; the first reported_events of them have
+  // been reported through callbacks.on_event (see LuaRuntime::report_durable_events).
+  std::size_t durable_events = 0;
+  std::size_t reported_events = 0;
   // Set while the run waits for an asynchronous host tool (luagent.host); the answer
   // lands in host_result or host_error and the run is scheduled.
   bool waiting_host = false;
@@ -114,7 +118,9 @@ class LuaRuntime final : public AgentRuntime {
   std::size_t runs_in_flight() const override { return runs_.size(); }
   bool has_step_in_flight(const std::string& thread_id) const override;
   std::size_t run_ready(std::optional<Clock::time_point> deadline) override;
-  bool has_ready() const override { return !ready_.empty() || (syncer_ && syncer_->has_synced()); }
+  bool has_ready() const override {
+    return !ready_.empty() || !synced_flushes_.empty() || (syncer_ && syncer_->has_synced());
+  }
   bool cancel_run(const std::string& thread_id, const std::string& reason) override;
   /// Queues `run` to continue (with no values) at the next run_ready().
   void schedule(Run& run) { ready_.push_back({run.id, 0}); }
@@ -207,7 +213,16 @@ class LuaRuntime final : public AgentRuntime {
   void push_run_environment();
   friend class ScriptProvider;
   void resume(Run& run, int nargs);
+  /// Ends the run: retires it, then reports its end (callbacks.on_finished). Nothing when
+  /// it has ended already (a callback up the stack cancelled it).
   void finish(Run& run, const std::optional<Error>& error);
+  /// Takes the run out of runs_ into retired_runs_ and releases its Lua references;
+  /// nullptr when it is not in flight.
+  Run* retire(std::uint64_t run_id);
+  /// Reports the run's durable events not yet reported, in order. A callback may end the
+  /// run (a cancel) or report some itself (a cancel reports what comes before it): the run
+  /// is looked up again, and its count read again, after every call.
+  void report_durable_events(std::uint64_t run_id);
   void fail_run(Run& run, const Error& error);
   std::filesystem::path find_stdlib() const;
   const LoadedAgent& loaded_agent(const AgentInfo& agent);
@@ -218,6 +233,11 @@ class LuaRuntime final : public AgentRuntime {
   std::map<std::filesystem::path, LoadedAgent> agents_;
   std::map<std::string, ResolvedFolder> resolved_folders_;  // by the requested path's text
   std::unordered_map<std::uint64_t, std::unique_ptr<Run>> runs_;
+  // Runs that ended, kept until run_ready() begins or ends, when no callback is on the
+  // stack: a callback may end the run whose event it is told of (Host::cancel from
+  // on_event), and the code that called it, and the callback itself, still hold the run
+  // and its thread.
+  std::vector<std::unique_ptr<Run>> retired_runs_;
   std::uint64_t next_run_id_ = 1;
   struct QueuedAppend {
     std::uint64_t run_id;
@@ -246,6 +266,9 @@ class LuaRuntime final : public AgentRuntime {
   void request_flush();
   std::unique_ptr<CommitSyncer> syncer_;  // null: commits are durable when they return
   std::deque<PendingCommit> in_commit_;   // committed, waiting for their flush, oldest first
+  // Flushes taken from the syncer whose commits are not all applied yet, oldest first: a
+  // member, so an apply_commits() called from inside a callback of another goes on with them.
+  std::deque<std::pair<std::uint64_t, std::optional<Error>>> synced_flushes_;
   void end_step(Run& run, std::optional<Error> error);
   /// Events and traces waiting for the next commit.
   std::size_t queued_records() const;

@@ -59,6 +59,12 @@ std::vector<EventLoop::Task> EventLoop::take_posted() {
   return tasks;
 }
 
+void EventLoop::requeue_front(std::vector<Task>& tasks, std::size_t first) {
+  std::lock_guard lock(mutex_);
+  posted_.insert(posted_.begin(), std::make_move_iterator(tasks.begin() + first),
+                 std::make_move_iterator(tasks.end()));
+}
+
 int EventLoop::turn(std::chrono::milliseconds max_wait, std::optional<Clock::time_point> deadline) {
   auto wait = max_wait;
   if (!timers_.empty()) {
@@ -90,8 +96,17 @@ int EventLoop::turn(std::chrono::milliseconds max_wait, std::optional<Clock::tim
 
   int ran = 0;
   for (IoDriver* driver : drivers_) ran += static_cast<int>(driver->perform(deadline));
-  for (auto& task : take_posted()) {
-    task();
+  std::vector<Task> tasks = take_posted();
+  for (std::size_t next = 0; next < tasks.size();) {
+    try {
+      tasks[next++]();
+    } catch (...) {
+      // The exception is the caller's (Host::pump, run), but the tasks behind the one that
+      // threw are not its to lose: host-internal ones (a tool's answer, a provider's reply)
+      // are a run's only way on. They go back ahead of anything posted since, in order.
+      requeue_front(tasks, next);
+      throw;
+    }
     ++ran;
   }
   auto now = Clock::now();

@@ -54,6 +54,8 @@ class EventLoop {
 
   /// One turn: waits at most `max_wait` for work (less if a timer is due), then runs
   /// driver completions, posted tasks and due timers. Returns the number of those run.
+  /// A task that throws ends the turn with its exception; the posted tasks behind it stay
+  /// queued, ahead of newer ones, for the next turn.
   /// `deadline` bounds the drivers' work (see IoDriver::perform); it is how a
   /// time-budgeted pump keeps a burst of completions, or of new transfers, from
   /// overrunning its frame.
@@ -64,6 +66,8 @@ class EventLoop {
 
  private:
   std::vector<Task> take_posted();
+  /// Puts tasks[first..] back at the head of the queue (a task before them threw).
+  void requeue_front(std::vector<Task>& tasks, std::size_t first);
 
   mutable std::mutex mutex_;  // guards posted_ and sleeping_
   std::condition_variable posted_cv_;

@@ -123,12 +123,23 @@ struct Host::Impl {
   std::unique_ptr<Store> store;
   std::unique_ptr<AgentRuntime> runtime;
   std::unique_ptr<llm::Provider> provider;
-  std::function<void(const Thread&, const Event&)> on_event;
+  using EventCallback = std::function<void(const Thread&, const Event&)>;
+  using ReloadCallback = std::function<void(const ReloadReport&)>;
+  // The embedder's callbacks, held by shared_ptr and called through a copy of it: one may
+  // replace itself from inside (on_event(nullptr)), and the one running must outlive its call.
+  std::shared_ptr<const EventCallback> on_event;
   // Embedding: tools, updates, the owning thread and run()'s stop flag.
   HostTools tools;
   std::vector<Update> pending_updates;
   std::thread::id owner = std::this_thread::get_id();
   bool driving = false;  // inside pump()/run(): a callback must not drive the loop again
+  // Embedder callbacks (on_event, on_reload, host tools) running now. They must not drive
+  // the loop either, even when called outside pump(), from launch() or cancel(): the
+  // runtime keeps the runs they may be told of (and end) until its loop runs again.
+  int callbacks_running = 0;
+  // Host::cancel calls so far. launch() and resume() compare it around reporting their
+  // event, to find a callback that cancelled the thread before its step started.
+  std::uint64_t cancels = 0;
   // What a loop turn inside pump() has cost lately (I/O on every socket that stirred:
   // requests the last runs started, replies arriving). pump() starts another turn only
   // with this much budget left, so a turn begun just before the deadline cannot carry
@@ -141,6 +152,25 @@ struct Host::Impl {
   }
 
   void check_thread(const char* verb) const;
+  /// Counts a callback running for as long as it exists (see callbacks_running).
+  struct CallbackScope {
+    explicit CallbackScope(Impl& impl) : impl(impl) { ++impl.callbacks_running; }
+    ~CallbackScope() { --impl.callbacks_running; }
+    Impl& impl;
+  };
+  /// True when a callback cancelled `thread_id` since Host::cancel had been called
+  /// `cancels_before` times: the step it was about to get must not start.
+  bool cancelled_since(const std::string& thread_id, std::uint64_t cancels_before) {
+    return cancels != cancels_before && store->load(thread_id).status() == Status::cancelled;
+  }
+  /// Runs an embedder's callback. What it throws stops here, in the log: the host's
+  /// bookkeeping around the call (a thread to finish, a step to start) must complete as
+  /// if it had returned, or a thread is left done in the store and running in the host.
+  /// `about` (called only then) names what the call was about.
+  template <typename Call, typename About>
+  void call_guarded(std::string_view callback, const Call& call, const About& about);
+  /// Reports a stored event: updates(), then the on_event callback.
+  void notify_event(const Thread& thread, const Event& event);
   void note_update(Update::Kind kind, const Thread& thread, const Event* event,
                    std::string text = {});
 
@@ -264,10 +294,7 @@ struct Host::Impl {
   // runtime reports them once flushed (HostConfig::launch_waits_for_disk off).
   void start(const AgentInfo& agent, Thread thread, std::size_t unflushed_events = 0) {
     RunCallbacks callbacks;
-    callbacks.on_event = [this](const Thread& t, const Event& e) {
-      note_update(Update::Kind::event, t, &e);
-      if (on_event) on_event(t, e);
-    };
+    callbacks.on_event = [this](const Thread& t, const Event& e) { notify_event(t, e); };
     callbacks.on_finished = [this](const Thread& t, const std::optional<Error>& error) {
       if (error) config.log("error", "thread " + t.id + ": " + error->what());
       write_rendering(t);
@@ -287,7 +314,12 @@ struct Host::Impl {
   };
   std::map<std::filesystem::path, WatchedAgent> watched;  // by canonical folder
   std::filesystem::path stdlib_root;
-  std::function<void(const ReloadReport&)> on_reload;
+  std::shared_ptr<const ReloadCallback> on_reload;  // as on_event
+  void notify_reload(const ReloadReport& report) {
+    if (auto callback = on_reload)
+      call_guarded(
+          "on_reload", [&] { (*callback)(report); }, [&] { return "agent " + report.agent; });
+  }
   std::unique_ptr<FileWatcher> watcher;  // last: stopped before the loop and runtime go
 
   void start_watching() {
@@ -338,7 +370,7 @@ struct Host::Impl {
                                           "serving: ") +
                                   e.what());
         }
-        if (on_reload) on_reload(report);
+        notify_reload(report);
         continue;
       }
       auto found = watched.find(root);
@@ -368,7 +400,7 @@ struct Host::Impl {
                                      : "version " + agent.info.version + " keeps serving") +
                                 ": " + e.what());
       }
-      if (on_reload) on_reload(report);
+      notify_reload(report);
     }
   }
 
@@ -388,12 +420,15 @@ struct Host::Impl {
     }
   }
 
-  void report(Thread& thread, const std::vector<Event>& events) {
+  // Reports events appended to `thread` before its step starts; false when a callback
+  // cancelled the thread meanwhile (then the step must not start).
+  bool report(Thread& thread, const std::vector<Event>& events) {
+    std::uint64_t cancels_before = cancels;
     for (const Event& event : events) {
       thread.events.push_back(event);
-      note_update(Update::Kind::event, thread, &thread.events.back());
-      if (on_event) on_event(thread, event);
+      notify_event(thread, thread.events.back());
     }
+    return !cancelled_since(thread.id, cancels_before);
   }
 
   // Continues a thread whose step was interrupted: settles its unfinished tool calls,
@@ -419,7 +454,7 @@ struct Host::Impl {
     ResumeResult result;
     if (auto outcomes = unfinished_call_outcomes(thread); !outcomes.empty()) {
       result.events = store->append(thread.id, thread.version(), std::move(outcomes)).events;
-      report(thread, result.events);
+      if (!report(thread, result.events)) return result;
     }
     start(info, std::move(thread));
     return result;
@@ -467,7 +502,8 @@ Host::~Host() = default;
 
 void Host::on_event(std::function<void(const Thread&, const Event&)> callback) {
   impl_->check_thread("on_event");
-  impl_->on_event = std::move(callback);
+  impl_->on_event =
+      callback ? std::make_shared<const Impl::EventCallback>(std::move(callback)) : nullptr;
 }
 
 std::string Host::launch(const std::string& agent, Event first) {
@@ -491,10 +527,9 @@ std::string Host::launch(const std::string& agent, Event first) {
     return id;
   }
   impl_->store->create(thread);
-  for (const Event& event : thread.events) {
-    impl_->note_update(Update::Kind::event, thread, &event);
-    if (impl_->on_event) impl_->on_event(thread, event);
-  }
+  std::uint64_t cancels_before = impl_->cancels;
+  for (const Event& event : thread.events) impl_->notify_event(thread, event);
+  if (impl_->cancelled_since(id, cancels_before)) return id;  // by an on_event callback
   impl_->start(info, std::move(thread));
   return id;
 }
@@ -536,8 +571,7 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
     impl_->start(info, std::move(thread), appended.events.size());
     return result;
   }
-  impl_->report(thread, appended.events);
-  impl_->start(info, std::move(thread));
+  if (impl_->report(thread, appended.events)) impl_->start(info, std::move(thread));
   return result;
 }
 
@@ -551,6 +585,7 @@ std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
 Event Host::cancel(const std::string& thread_id, const std::string& reason) {
   impl_->check_thread("cancel");
   check_cancel_reason(reason);  // before a step in flight is stopped for it
+  ++impl_->cancels;
   // A step of this host in flight stops first (its on_finished reports the end).
   if (impl_->runtime->cancel_run(thread_id, reason)) {
     Thread thread = impl_->store->load(thread_id);
@@ -559,8 +594,7 @@ Event Host::cancel(const std::string& thread_id, const std::string& reason) {
   }
   Event cancelled = cancel_thread(*impl_->store, thread_id, reason);
   Thread thread = impl_->store->load(thread_id);
-  impl_->note_update(Update::Kind::event, thread, &cancelled);
-  if (impl_->on_event) impl_->on_event(thread, cancelled);
+  impl_->notify_event(thread, cancelled);
   impl_->note_finished(thread, std::nullopt);
   impl_->write_rendering(thread);
   return cancelled;
@@ -579,7 +613,8 @@ std::vector<ThreadSummary> Host::list(const ThreadQuery& query) {
 
 void Host::on_reload(std::function<void(const ReloadReport&)> callback) {
   impl_->check_thread("on_reload");
-  impl_->on_reload = std::move(callback);
+  impl_->on_reload =
+      callback ? std::make_shared<const Impl::ReloadCallback>(std::move(callback)) : nullptr;
 }
 
 std::string Host::agent_version(const std::string& agent) {
@@ -670,10 +705,13 @@ void Host::Impl::check_thread(const char* verb) const {
                 std::string("Host::") + verb +
                     " called from another thread; a Host belongs to the thread that created it "
                     "(use Host::post to hand work to it)");
-  if (driving && (std::string_view(verb) == "pump" || std::string_view(verb) == "run" ||
-                  std::string_view(verb) == "run_until_idle"))
-    throw Error(ErrorCode::usage, std::string("Host::") + verb +
-                                      " called from inside a callback of the host's own loop");
+  if ((driving || callbacks_running > 0) &&
+      (std::string_view(verb) == "pump" || std::string_view(verb) == "run" ||
+       std::string_view(verb) == "run_until_idle"))
+    throw Error(ErrorCode::usage,
+                std::string("Host::") + verb +
+                    " called from inside a callback (a host tool, on_event, on_reload or a "
+                    "posted task)");
 }
 
 void Host::Impl::note_update(Update::Kind kind, const Thread& thread, const Event* event,
@@ -685,6 +723,32 @@ void Host::Impl::note_update(Update::Kind kind, const Thread& thread, const Even
   if (event) update.event = *event;
   update.text = std::move(text);
   pending_updates.push_back(std::move(update));
+}
+
+template <typename Call, typename About>
+void Host::Impl::call_guarded(std::string_view callback, const Call& call, const About& about) {
+  std::string thrown;
+  try {
+    CallbackScope scope(*this);
+    call();
+    return;
+  } catch (const std::exception& e) {
+    thrown = e.what();
+  } catch (...) {
+    thrown = "an exception that is not a std::exception";
+  }
+  config.log("error", "the " + std::string(callback) + " callback threw: " + thrown + " (" +
+                          about() + "); the host went on as if it had returned");
+}
+
+void Host::Impl::notify_event(const Thread& thread, const Event& event) {
+  note_update(Update::Kind::event, thread, &event);
+  if (auto callback = on_event)
+    call_guarded(
+        "on_event", [&] { (*callback)(thread, event); },
+        [&] {
+          return "thread " + thread.id + ", event " + std::to_string(event.id) + " " + event.type;
+        });
 }
 
 std::vector<Update> Host::updates() {
@@ -721,13 +785,29 @@ void Host::post(std::function<void()> task) {
 void Host::tool(const std::string& name, nlohmann::json schema, ToolFunction function) {
   impl_->check_thread("tool");
   if (!function) throw Error(ErrorCode::usage, "host tool '" + name + "' has no function");
-  impl_->tools.add(HostTool{name, std::move(schema), std::move(function), {}, nullptr});
+  impl_->tools.add(
+      HostTool{name,
+               std::move(schema),
+               [impl = impl_.get(), function = std::move(function)](const nlohmann::json& args) {
+                 Impl::CallbackScope scope(*impl);
+                 return function(args);
+               },
+               {},
+               nullptr});
 }
 
 void Host::async_tool(const std::string& name, nlohmann::json schema, AsyncToolFunction function) {
   impl_->check_thread("async_tool");
   if (!function) throw Error(ErrorCode::usage, "host tool '" + name + "' has no function");
-  impl_->tools.add(HostTool{name, std::move(schema), {}, std::move(function), nullptr});
+  impl_->tools.add(HostTool{name,
+                            std::move(schema),
+                            {},
+                            [impl = impl_.get(), function = std::move(function)](
+                                const nlohmann::json& args, ToolReply reply) {
+                              Impl::CallbackScope scope(*impl);
+                              function(args, std::move(reply));
+                            },
+                            nullptr});
 }
 
 }  // namespace luagent

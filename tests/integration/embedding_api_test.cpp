@@ -5,9 +5,11 @@
 #define BOOST_TEST_MODULE embedding_api
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <set>
 #include <thread>
 
 #include "luagent/luagent.hpp"
@@ -26,7 +28,8 @@ struct Fixture {
   std::vector<std::string> log;
   std::unique_ptr<Host> host;
 
-  explicit Fixture(const Agents& agents) {
+  explicit Fixture(const Agents& agents,
+                   const std::function<void(HostConfig&)>& configure = nullptr) {
     for (const auto& [name, source] : agents) {
       std::filesystem::create_directories(dir / name);
       std::ofstream(dir / name / "agent.lua") << source;
@@ -37,6 +40,7 @@ struct Fixture {
     config.log = [this](std::string_view level, std::string_view message) {
       log.push_back(std::string(level) + ": " + std::string(message));
     };
+    if (configure) configure(config);
     host = std::make_unique<Host>(config);
   }
 
@@ -57,6 +61,12 @@ struct Fixture {
     return thread.events.back();
   }
   Thread thread;
+
+  bool logged(const std::string& line) const {
+    for (const std::string& entry : log)
+      if (entry.find(line) != std::string::npos) return true;
+    return false;
+  }
 };
 
 std::string failure_of(const Event& event) {
@@ -963,4 +973,298 @@ BOOST_AUTO_TEST_CASE(script_models_and_prompts_that_break_the_rules_fail_their_c
   BOOST_TEST(bad.type == "failed");
   BOOST_TEST(mentions(bad.data.value("message", ""), "reply is not UTF-8"), bad.data.dump());
   BOOST_TEST(host.get(fine).events.at(1).data == "fine");
+}
+
+// An on_event callback that cancels the thread it is told about used to free the run
+// under the loop reporting its events, and the Thread the callback held with it.
+BOOST_AUTO_TEST_CASE(cancel_from_on_event_of_the_same_thread_ends_it_cleanly) {
+  Fixture f(Agents{{"adder_then_waits", R"(
+local host = require "luagent.host"
+return function(thread)
+  thread:push("sum", host.call("add", { a = 2, b = 3 }))
+  host.call("slow", {})
+  thread:push("late", true)
+end)"},
+                   {"adder", kCallsAdd}});
+  f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
+  std::vector<ToolReply> replies;
+  f.host->async_tool("slow", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  std::string cancelling;
+  std::vector<std::string> seen;  // what the callback read after its cancel returned
+  std::vector<std::string> refused;
+  f.host->on_event([&](const Thread& t, const Event& e) {
+    if (e.type != "sum" || t.id != cancelling) return;
+    try {
+      Event cancelled = f.host->cancel(t.id);
+      seen.push_back(cancelled.type + " " + t.id + " " + e.type);
+    } catch (const Error& error) {
+      refused.push_back(error.what());
+    }
+  });
+  auto id = cancelling = f.host->launch("adder_then_waits", Event::user("go"));
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(refused.empty());
+  BOOST_TEST(seen == std::vector<std::string>{"cancelled " + id + " sum"});
+  Thread thread = f.host->get(id);
+  BOOST_TEST(thread.status() == Status::cancelled);
+  std::vector<std::string> types;
+  for (const Event& e : thread.events) types.push_back(e.type);
+  BOOST_TEST(types == (std::vector<std::string>{"user_input", "sum", "cancelled"}));
+  auto updates = f.host->updates();
+  BOOST_REQUIRE(!updates.empty());
+  BOOST_TEST((updates.back().kind == Update::Kind::cancelled));
+  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  replies[0].ok(1);  // a late answer is harmless
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(f.host->get(id).events.size() == 3u);
+
+  // The sum and the done of this agent commit together: by the time the sum is reported
+  // the thread has ended, and the cancel says so instead of appending after `done`.
+  auto ended = cancelling = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle(2ms, 2000);
+  BOOST_REQUIRE_EQUAL(refused.size(), 1u);
+  BOOST_TEST(mentions(refused[0], "done"), refused[0]);
+  BOOST_TEST(f.host->get(ended).status() == Status::done);
+  BOOST_TEST(f.host->get(ended).events.back().type == "done");
+  BOOST_TEST(f.host->pump(2ms) == 0u);  // still usable
+}
+
+// Runs whose events commit together: the callback told of one run's event cancels the
+// other, whose events in that commit are reported before its `cancelled`.
+BOOST_AUTO_TEST_CASE(cancel_from_on_event_of_another_thread_reports_its_events_first) {
+  Fixture f(Agents{{"ticker", R"(
+return function(thread)
+  thread:push("tick", 1)
+  require("luagent.host").call("slow", {})
+end)"}});
+  std::vector<ToolReply> replies;
+  f.host->async_tool("slow", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  std::string first, second;
+  std::map<std::string, std::vector<std::string>> told;
+  f.host->on_event([&](const Thread& t, const Event& e) {
+    told[t.id].push_back(e.type);
+    if (t.id == first && e.type == "tick") f.host->cancel(second);
+  });
+  first = f.host->launch("ticker", Event::user("go"));
+  second = f.host->launch("ticker", Event::user("go"));
+  for (int i = 0; i < 200 && f.host->get(second).status() != Status::cancelled; ++i)
+    f.host->pump(2ms);
+  for (const ToolReply& reply : replies) reply.ok(nullptr);
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(f.host->get(first).status() == Status::done);
+  std::vector<std::string> types;
+  for (const Event& e : f.host->get(second).events) types.push_back(e.type);
+  BOOST_TEST(types == (std::vector<std::string>{"user_input", "tick", "cancelled"}));
+  BOOST_TEST(told[second] == types);
+}
+
+// launch() reports its event outside any pump: a callback there must not pump either.
+BOOST_AUTO_TEST_CASE(pump_from_on_event_outside_a_pump_is_a_usage_error) {
+  Fixture f(Agents{{"adder", kCallsAdd}});
+  f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
+  std::vector<std::string> refused;
+  f.host->on_event([&](const Thread&, const Event&) {
+    try {
+      f.host->pump(1ms);
+    } catch (const Error& e) {
+      refused.push_back(e.what());
+    }
+  });
+  auto id = f.host->launch("adder", Event::user("go"));
+  BOOST_REQUIRE_EQUAL(refused.size(), 1u);
+  BOOST_TEST(mentions(refused[0], "from inside a callback"), refused[0]);
+  f.pump_until_idle();
+  BOOST_TEST(refused.size() == 3u);
+  BOOST_TEST(f.host->get(id).status() == Status::done);
+}
+
+// A cancel from on_event while launch() or resume() reports its event, before the step
+// has started: the step must not start (it used to run the agent on the cancelled thread,
+// calling its tools, and fail on the lost compare-and-swap).
+BOOST_AUTO_TEST_CASE(cancel_from_on_event_during_launch_or_resume_starts_no_step) {
+  Fixture f(Agents{{"asker", R"(
+local host = require "luagent.host"
+return function(thread)
+  local call, answer = thread:resumed()
+  host.call("add", {})
+  if call then return thread end
+  return thread:await("human", { q = "name?" })
+end)"}});
+  int tool_calls = 0;
+  f.host->tool("add", nullptr, [&](const nlohmann::json&) { return ++tool_calls; });
+  std::string cancel_on;
+  f.host->on_event([&](const Thread& t, const Event& e) {
+    if (e.type == cancel_on) f.host->cancel(t.id, "changed my mind");
+  });
+  cancel_on = "user_input";
+  auto launched = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(tool_calls == 0);
+  BOOST_TEST(f.host->get(launched).status() == Status::cancelled);
+  BOOST_TEST(f.host->get(launched).events.size() == 2u);
+
+  cancel_on = "human_response";
+  auto asked = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle(2ms, 2000);
+  BOOST_REQUIRE(f.host->get(asked).status() == Status::awaiting_human);
+  BOOST_TEST(tool_calls == 1);
+  f.host->resume(asked, Resume::say("Ada"));
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(tool_calls == 1);
+  Thread thread = f.host->get(asked);
+  BOOST_TEST(thread.status() == Status::cancelled);
+  BOOST_TEST(thread.events.at(thread.events.size() - 2).type == "human_response");
+  for (const std::string& line : f.log) BOOST_TEST(line.rfind("error:", 0) != 0, line);
+}
+
+// Replacing the callback from inside itself used to destroy the std::function running.
+// What the callbacks record lives outside them: one destroyed while it runs must not be
+// what tells the test so.
+namespace {
+bool g_event_callback_destroyed = false;
+bool g_reload_callback_destroyed = false;
+std::vector<std::string> g_calls;
+Host* g_host = nullptr;
+
+// Sets its flag when the callback holding it is destroyed.
+struct Witness {
+  bool* destroyed;
+  ~Witness() { *destroyed = true; }
+};
+
+void save_atomically(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path.string() + ".tmp") << text;
+  std::filesystem::rename(path.string() + ".tmp", path);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(on_event_and_on_reload_may_replace_themselves_from_inside) {
+  Fixture f(Agents{{"adder", kCallsAdd}}, [](HostConfig& config) {
+    config.watch = true;
+    config.watch_mode = "poll";
+    config.watch_poll_interval = 10ms;
+  });
+  f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
+  g_host = f.host.get();
+  f.host->on_event([witness = std::make_shared<Witness>(&g_event_callback_destroyed)](
+                       const Thread&, const Event& e) {
+    g_host->on_event([](const Thread&, const Event& later) { g_calls.push_back(later.type); });
+    g_calls.push_back(g_event_callback_destroyed ? "destroyed while it ran" : "first " + e.type);
+  });
+  auto id = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  BOOST_TEST(g_event_callback_destroyed);  // once it had returned
+  BOOST_TEST(g_calls == (std::vector<std::string>{"first user_input", "sum", "done"}));
+  BOOST_TEST(f.host->get(id).status() == Status::done);
+
+  g_calls.clear();
+  f.host->on_reload([witness = std::make_shared<Witness>(&g_reload_callback_destroyed)](
+                        const ReloadReport& report) {
+    g_host->on_reload(nullptr);
+    g_calls.push_back(g_reload_callback_destroyed ? "destroyed while it ran" : report.agent);
+  });
+  save_atomically(f.dir / "adder" / "agent.lua", std::string(kCallsAdd) + "\n-- saved again\n");
+  for (int i = 0; i < 500 && g_calls.empty(); ++i) {
+    f.host->pump(2ms);
+    std::this_thread::sleep_for(2ms);
+  }
+  BOOST_TEST(g_calls == std::vector<std::string>{"adder"});
+  BOOST_TEST(g_reload_callback_destroyed);
+  g_host = nullptr;
+}
+
+// An exception from on_event used to leave pump() in the middle of the host's
+// bookkeeping: a thread done in the store but never finished (pump() kept returning 1),
+// or during launch() / resume() an answer stored with no step started.
+BOOST_AUTO_TEST_CASE(a_throwing_on_event_is_logged_and_every_thread_still_advances) {
+  Fixture f(Agents{{"asker", R"(
+return function(thread)
+  local call, answer = thread:resumed()
+  if call then thread:push("name", answer) return thread end
+  return thread:await("human", { q = "name?" })
+end)"}});
+  std::set<std::string> throw_on;
+  f.host->on_event([&](const Thread&, const Event& e) {
+    if (throw_on.count(e.type)) throw std::runtime_error("the UI broke on " + e.type);
+  });
+  throw_on = {"user_input", "await", "human_response", "name", "done"};
+  auto id = f.host->launch("asker", Event::user("go"));  // does not throw
+  f.pump_until_idle(2ms, 2000);
+  BOOST_REQUIRE(f.host->get(id).status() == Status::awaiting_human);
+  f.host->resume(id, Resume::say("Ada"));  // does not throw
+  f.pump_until_idle(2ms, 2000);
+  f.host->run_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST(thread.status() == Status::done);
+  BOOST_TEST(thread.events.size() == 5u);
+  std::vector<Update::Kind> kinds;
+  for (const Update& u : f.host->updates()) kinds.push_back(u.kind);
+  BOOST_REQUIRE(!kinds.empty());
+  BOOST_TEST((std::count(kinds.begin(), kinds.end(), Update::Kind::paused) == 1));
+  BOOST_TEST((kinds.back() == Update::Kind::done));
+  for (const char* type : {"user_input", "await", "human_response", "name", "done"})
+    BOOST_TEST(f.logged(std::string("error: the on_event callback threw: the UI broke on ") + type),
+               type);
+  BOOST_CHECK_THROW(f.host->cancel(id), Error);  // ended: nothing appended after done
+  BOOST_TEST(f.host->get(id).events.size() == 5u);
+}
+
+BOOST_AUTO_TEST_CASE(a_throwing_on_reload_is_logged_and_the_reload_still_serves) {
+  Fixture f(Agents{{"adder", kCallsAdd}}, [](HostConfig& config) {
+    config.watch = true;
+    config.watch_mode = "poll";
+    config.watch_poll_interval = 10ms;
+  });
+  f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
+  std::string before = f.host->agent_version("adder");
+  int reports = 0;
+  f.host->on_reload([&](const ReloadReport&) {
+    ++reports;
+    throw std::runtime_error("the reload panel broke");
+  });
+  save_atomically(f.dir / "adder" / "agent.lua", std::string(kCallsAdd) + "\n-- saved again\n");
+  for (int i = 0; i < 500 && reports == 0; ++i) {
+    f.host->pump(2ms);  // does not throw
+    std::this_thread::sleep_for(2ms);
+  }
+  BOOST_TEST(reports == 1);
+  BOOST_TEST(f.logged("error: the on_reload callback threw: the reload panel broke"));
+  BOOST_TEST(f.host->agent_version("adder") != before);
+  auto id = f.host->launch("adder", Event::user("go"));
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).status() == Status::done);
+}
+
+// A posted task that threw used to drop every task queued behind it in the same turn,
+// the host's own too (here an asynchronous tool's answer): its run waited forever.
+BOOST_AUTO_TEST_CASE(a_throwing_posted_task_loses_nothing_queued_behind_it) {
+  Fixture f(Agents{{"waiter", R"(
+return function(thread)
+  thread:push("path", require("luagent.host").call("find_path", {}))
+end)"}});
+  std::vector<ToolReply> replies;
+  f.host->async_tool("find_path", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  auto id = f.host->launch("waiter", Event::user("go"));
+  for (int i = 0; i < 20 && replies.empty(); ++i) f.host->pump(2ms);
+  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  std::vector<std::string> ran;
+  f.host->post([] { throw std::runtime_error("ui"); });
+  f.host->post([&] { ran.push_back("second"); });
+  replies[0].ok("north");  // queued behind both
+  f.host->post([&] { ran.push_back("third"); });
+  try {
+    f.host->pump(2ms);
+    BOOST_ERROR("the task's exception did not reach pump()");
+  } catch (const std::runtime_error& e) {
+    BOOST_TEST(e.what() == std::string("ui"));
+  }
+  BOOST_TEST(ran.empty());
+  f.pump_until_idle(2ms, 2000);
+  BOOST_TEST(ran == (std::vector<std::string>{"second", "third"}));
+  Thread thread = f.host->get(id);
+  BOOST_TEST(thread.status() == Status::done);
+  BOOST_TEST(thread.events.at(1).data == "north");
 }

@@ -164,7 +164,10 @@ class Host {
   /// Ends a running or waiting thread: its step in flight in this host (if any) stops and
   /// `cancelled` is appended; a step running in another process loses its next
   /// compare-and-swap. Throws not_found for an unknown thread, conflict when it has ended,
-  /// usage for a reason that is not UTF-8.
+  /// usage for a reason that is not UTF-8. Callable from inside on_event, for the thread
+  /// being reported too: the events stored before the cancel are reported first, and a
+  /// step that has not started yet (an event launch() or resume() is reporting) never
+  /// starts.
   Event cancel(const std::string& thread_id, const std::string& reason = {});
   std::vector<ThreadSummary> list(const ThreadQuery& query);
   Thread get(const std::string& thread_id);
@@ -187,10 +190,17 @@ class Host {
   /// Runs until no step is in flight.
   void run_until_idle();
 
-  /// Called for every event as soon as it is stored.
+  /// Called for every event as soon as it is stored. Replaces the callback set before
+  /// (nullptr: none), also from inside that callback: the one running finishes its call.
+  /// An exception the callback throws does not leave the host: it is logged through
+  /// HostConfig::log at level "error" ("the on_event callback threw: " and its what()), and
+  /// the host goes on as if the callback had returned (the step starts or continues, the
+  /// thread finishes; launch() and resume() return normally).
   void on_event(std::function<void(const Thread&, const Event&)> callback);
 
   /// Called after each reload of a watched agent or of stdlib/, successful or not (watch).
+  /// Replaces the callback set before, as on_event does. An exception it throws is logged
+  /// ("the on_reload callback threw: ...") and the reload stands, as on_event's.
   void on_reload(std::function<void(const ReloadReport&)> callback);
   /// Loads `agent` (when watched: the version serving now) and returns its content hash.
   /// Throws the load error (syntax, not_found, ...) with file:line.
@@ -208,7 +218,11 @@ class Host {
   /// Makes run() return. Thread-safe. A stop() that comes while run() is not serving is
   /// kept, and the next run() returns at once: a stop racing run()'s start is never lost.
   void stop();
-  /// Runs `task` on the host's thread during the next pump()/run(). Thread-safe.
+  /// Runs `task` on the host's thread during the next pump()/run(). Thread-safe. An
+  /// exception `task` throws comes out of that pump() / run() / run_until_idle(), which
+  /// stops there; nothing else queued is lost: the tasks behind it (the host's own, such
+  /// as a ToolReply's answer, too) stay queued in order, ahead of newer ones, and run in
+  /// the next call.
   void post(std::function<void()> task);
 
   /// Registers a synchronous C++ tool that agents call with
