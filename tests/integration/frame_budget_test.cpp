@@ -4,8 +4,8 @@
 // us), so on it the test fails only on gross violations: a p99 over 25 ms or any pump over
 // 250 ms. The grinder's loop costs ~0.5 s of CPU: run unsliced, or a pump that waited for
 // replies, would blow both. The pumping thread's CPU time, which preemption does not
-// touch, is held to the acceptance line itself: no pump over 3 ms. tests/bench/frame_budget_bench reports
-// the same figures at 60 Hz.
+// touch, is held to the acceptance line itself: no pump over 3 ms. tests/bench/frame_budget_bench
+// reports the same figures at 60 Hz.
 #define BOOST_TEST_MODULE frame_budget
 #include <boost/test/unit_test.hpp>
 
