@@ -93,6 +93,14 @@ void refused(const std::function<void()>& call, const std::string& why,
 
 const char* kAsker = "return function(thread) return thread:await('human') end";
 
+// Waits for a human's answer, then pushes it as "name" and ends.
+const char* kAsksForAName = R"(
+return function(thread)
+  local call, answer = thread:resumed()
+  if call then thread:push("name", answer) return thread end
+  return thread:await("human", { q = "name?" })
+end)";
+
 const char* kCallsAdd = R"(
 local host = require "luagent.host"
 return function(thread)
@@ -786,13 +794,8 @@ BOOST_AUTO_TEST_CASE(cancel_ends_a_waiting_run_and_refuses_an_ended_thread) {
 }
 
 BOOST_AUTO_TEST_CASE(updates_report_events_pauses_ends_and_failures_in_order) {
-  Fixture f(Agents{{"asker", R"(
-return function(thread)
-  local call, answer = thread:resumed()
-  if call then thread:push("name", answer) return thread end
-  return thread:await("human", { q = "name?" })
-end)"},
-                   {"broken", "return function(thread) error('boom') end"}});
+  Fixture f(
+      Agents{{"asker", kAsksForAName}, {"broken", "return function(thread) error('boom') end"}});
   auto asker = f.host->launch("asker", Event::user("hi"));
   auto broken = f.host->launch("broken", Event::user("hi"));
   f.pump_until_idle();
@@ -1188,12 +1191,7 @@ BOOST_AUTO_TEST_CASE(on_event_and_on_reload_may_replace_themselves_from_inside) 
 // bookkeeping: a thread done in the store but never finished (pump() kept returning 1),
 // or during launch() / resume() an answer stored with no step started.
 BOOST_AUTO_TEST_CASE(a_throwing_on_event_is_logged_and_every_thread_still_advances) {
-  Fixture f(Agents{{"asker", R"(
-return function(thread)
-  local call, answer = thread:resumed()
-  if call then thread:push("name", answer) return thread end
-  return thread:await("human", { q = "name?" })
-end)"}});
+  Fixture f(Agents{{"asker", kAsksForAName}});
   std::set<std::string> throw_on;
   f.host->on_event([&](const Thread&, const Event& e) {
     if (throw_on.count(e.type)) throw std::runtime_error("the UI broke on " + e.type);
