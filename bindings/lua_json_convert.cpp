@@ -99,6 +99,10 @@ struct Converter {
   }
 
   nlohmann::json convert(int index, int depth) {
+    // Every value, a table's scalars too: push_value refuses the same depth on the way back,
+    // so a value one level too deep would be stored and fail every later step reading it.
+    if (depth > kMaxJsonDepth)
+      fail(ErrorCode::limit, "nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     index = lua_absindex(L, index);
     switch (lua_type(L, index)) {
       case LUA_TNONE:
@@ -129,8 +133,6 @@ struct Converter {
   }
 
   nlohmann::json convert_table(int index, int depth) {
-    if (depth > kMaxJsonDepth)
-      fail(ErrorCode::limit, "nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     const void* table = lua_topointer(L, index);
     for (const void* open : open_tables)
       if (open == table) fail(ErrorCode::usage, "the table contains itself (a cycle)");

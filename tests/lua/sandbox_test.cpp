@@ -318,6 +318,17 @@ BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
       "local t = {}; local c = t; for i = 1, 500 do c.n = {}; c = c.n end; "
       "thread:push('x', t)");
   BOOST_TEST(mentions(deep, "deeper than"), deep);
+  // The bound holds for a table's scalars too: one at depth 101 was stored, and every
+  // later read of the thread (the next step's thread:events()) failed with it.
+  auto nest = [](int levels) {
+    return "local t = 1; for i = 1, " + std::to_string(levels) +
+           " do t = { t } end; thread:push('x', t)";
+  };
+  auto one_too_deep = attempt(nest(101));
+  BOOST_TEST(mentions(one_too_deep, "deeper than 100"), one_too_deep);
+  auto deepest = run_agent("return function(thread)\n" + nest(100) +
+                           "\nthread:push('read', #thread:events())\nend\n");
+  BOOST_TEST(deepest.failure().empty(), deepest.failure());
   // Its other errors said "json.decode: ...", this one did not say whose it was.
   auto decoded = attempt(
       "require('luagent.json').decode(string.rep('[', 500) .. "
