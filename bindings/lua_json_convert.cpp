@@ -219,8 +219,8 @@ void push_array_metatable(lua_State* L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kArrayMetatableKey);
 }
 
-void push_json(lua_State* L, const nlohmann::json& value) {
-  push_value(L, value, 0, false);
+void push_json(lua_State* L, const nlohmann::json& value, int wrapping_levels) {
+  push_value(L, value, -wrapping_levels, false);
 }
 
 nlohmann::json to_json(lua_State* L, int index, const char* what) {

@@ -12,7 +12,9 @@ namespace luagent::lua {
 
 /// Pushes `value`. JSON null becomes nil inside objects and luagent.json.null inside arrays;
 /// arrays get a metatable marking them as arrays so they round-trip (even when empty).
-void push_json(lua_State* L, const nlohmann::json& value);
+/// `wrapping_levels`: how many levels of `value` the host built around data that was
+/// checked against kMaxJsonDepth on its own (an event list around event data is two).
+void push_json(lua_State* L, const nlohmann::json& value, int wrapping_levels = 0);
 /// Converts the Lua value at `index`. Tables with keys 1..n are arrays, other tables objects
 /// (string keys; integer keys become strings). Throws Error(usage) for functions,
 /// userdata, cycles, NaN/inf, strings that are not UTF-8, depth over kMaxJsonDepth, or

@@ -1914,7 +1914,7 @@ std::string LuaRuntime::render_context(const Thread& thread) {
       json.erase("version");
       events.push_back(std::move(json));
     }
-    push_json(L, events);
+    push_json(L, events, 2);  // the list and each event around the event's own data
   }
   if (pcall_limited(1, 1, 0) != LUA_OK) {
     Error error = error_from_lua(L, -1);
