@@ -270,6 +270,9 @@ struct Host::Impl {
     std::error_code ec;
     std::filesystem::path as_path(agent);
     if (std::filesystem::is_directory(as_path, ec)) return load(as_path);
+    if (ec == std::errc::filename_too_long)  // said once: the name is the whole story
+      throw Error(ErrorCode::not_found,
+                  "no agent '" + agent + "': the name is longer than a file name can be");
     if (as_path.filename() == "agent.lua" && std::filesystem::exists(as_path, ec))
       return load(as_path.parent_path().empty() ? "." : as_path.parent_path());
     auto under = config.agents_dir / agent;
