@@ -1,5 +1,6 @@
 #include "failpoint.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,6 +13,7 @@ namespace {
 struct Armed {
   std::string name;
   long remaining = 1;
+  bool stop = false;  // SIGSTOP instead of exiting
 };
 
 std::vector<Armed>& armed_points() {
@@ -30,8 +32,15 @@ std::vector<Armed>& armed_points() {
         Armed point;
         auto colon = item.find(':');
         point.name = item.substr(0, colon);
-        if (colon != std::string::npos)
-          point.remaining = std::max(1L, std::atol(item.c_str() + colon + 1));
+        while (colon != std::string::npos) {  // then :N and :stop, in either order
+          std::size_t next = item.find(':', colon + 1);
+          std::string field = item.substr(colon + 1, next - colon - 1);
+          if (field == "stop")
+            point.stop = true;
+          else
+            point.remaining = std::max(1L, std::atol(field.c_str()));
+          colon = next;
+        }
         parsed.push_back(point);
       }
       start = end + 1;
@@ -47,10 +56,12 @@ void failpoint(std::string_view name) {
   for (Armed& point : armed_points()) {
     if (point.name != name || --point.remaining > 0) continue;
     // Say where, with write(2) only: nothing that might flush or run destructors.
-    std::string message = "luagent: failpoint " + point.name + " reached, exiting\n";
+    std::string message = "luagent: failpoint " + point.name + " reached, " +
+                          (point.stop ? "stopping\n" : "exiting\n");
     ssize_t ignored = write(STDERR_FILENO, message.data(), message.size());
     (void)ignored;
-    _exit(kFailpointExitCode);
+    if (!point.stop) _exit(kFailpointExitCode);
+    raise(SIGSTOP);  // alive, mid-step, until SIGCONT (or SIGKILL)
   }
 }
 

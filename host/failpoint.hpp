@@ -1,7 +1,8 @@
 // Crash points for the crash test. LUAGENT_FAILPOINT=NAME[:N][,NAME[:N]...] makes the
 // process _exit(kFailpointExitCode) the N-th time (default: the first) execution reaches
-// failpoint(NAME). Compiled into every build so the tested binary is the shipped one;
-// inert (one getenv at first use) when the variable is unset.
+// failpoint(NAME). NAME[:N]:stop stops it there instead (SIGSTOP): a process alive in the
+// middle of a step, for tests of what other processes see. Compiled into every build so the tested
+// binary is the shipped one; inert (one getenv at first use) when the variable is unset.
 #pragma once
 
 #include <string_view>
