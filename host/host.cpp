@@ -15,11 +15,16 @@
 #include "llm/provider_factory.hpp"
 #include "llm/replay_provider.hpp"
 #include "luagent/luagent.hpp"
+#include "step_locks.hpp"
 #include "store/store.hpp"
 #include "thread_lifecycle.hpp"
 
 namespace luagent {
 namespace {
+
+// How long resume() waits for the host whose step paused a thread to let go of it (its
+// last events flushing: 1-20 ms of fsync on this machine's disk, seconds on a slow one).
+constexpr std::chrono::milliseconds kPausingStepPatience{5000};
 
 std::string env_or(const char* name, const std::string& fallback = {}) {
   const char* value = std::getenv(name);
@@ -121,6 +126,8 @@ struct Host::Impl {
   HostConfig config;
   EventLoop loop;
   std::unique_ptr<Store> store;
+  // Before the runtime: a run it ends on its way out releases its thread's lock here.
+  std::unique_ptr<StepLocks> step_locks;
   std::unique_ptr<AgentRuntime> runtime;
   std::unique_ptr<llm::Provider> provider;
   using EventCallback = std::function<void(const Thread&, const Event&)>;
@@ -219,6 +226,8 @@ struct Host::Impl {
     store = open_store(store_uri, config.store_must_exist ? StoreOpening::existing_only
                                                           : StoreOpening::create_if_missing);
     runtime->set_store(store.get());
+    if (auto file = store->step_lock_file(); !file.empty())
+      step_locks = std::make_unique<StepLocks>(file);
     if (config.store_settings_only) return;
 
     std::string provider_name = pick(config.provider, "LUAGENT_PROVIDER", file_config, "provider");
@@ -295,10 +304,13 @@ struct Host::Impl {
 
   // `unflushed_events`: the thread's last events are committed but not on disk yet; the
   // runtime reports them once flushed (HostConfig::launch_waits_for_disk off).
-  void start(const AgentInfo& agent, Thread thread, std::size_t unflushed_events = 0) {
+  // `hold`: the thread's step lock, which the step keeps until it ends.
+  void start(const AgentInfo& agent, Thread thread, StepLockHold& hold,
+             std::size_t unflushed_events = 0) {
     RunCallbacks callbacks;
     callbacks.on_event = [this](const Thread& t, const Event& e) { notify_event(t, e); };
     callbacks.on_finished = [this](const Thread& t, const std::optional<Error>& error) {
+      if (step_locks) step_locks->release(t.id);
       if (error) config.log("error", "thread " + t.id + ": " + error->what());
       write_rendering(t);
       note_finished(t, error);
@@ -307,6 +319,26 @@ struct Host::Impl {
       note_update(Update::Kind::chunk, t, nullptr, std::string(text));
     };
     runtime->start_step(agent, std::move(thread), std::move(callbacks), unflushed_events);
+    hold.keep();
+  }
+
+  // Marks a step of `thread_id` in flight, for other processes to see (StepLocks); null
+  // when another process (or another Host of this one) has one in flight.
+  std::unique_ptr<StepLockHold> try_hold_step(const std::string& thread_id) {
+    if (step_locks && !step_locks->try_hold(thread_id)) return nullptr;
+    return std::make_unique<StepLockHold>(step_locks.get(), thread_id);
+  }
+  Error in_flight_elsewhere(const std::string& thread_id) const {
+    return Error(ErrorCode::conflict,
+                 "thread " + thread_id + " has a step in flight in another process using " +
+                     store->uri() +
+                     " (or in another Host of this one); it was not interrupted (let the step "
+                     "end, or cancel it)");
+  }
+  std::unique_ptr<StepLockHold> hold_step(const std::string& thread_id) {
+    auto hold = try_hold_step(thread_id);
+    if (!hold) throw in_flight_elsewhere(thread_id);
+    return hold;
   }
 
   // ---- hot reload (HostConfig::watch) ----------------------------------------------
@@ -453,13 +485,15 @@ struct Host::Impl {
                            ? "it waits for an answer (an approval, a rejection, a human "
                              "response or another event)"
                            : "it has ended, and there is nothing to continue"));
+    // Running by its events, and not here: interrupted only if no other process runs it.
+    auto hold = hold_step(thread.id);
     AgentInfo info = agent_of(thread);
     ResumeResult result;
     if (auto outcomes = unfinished_call_outcomes(thread); !outcomes.empty()) {
       result.events = store->append(thread.id, thread.version(), std::move(outcomes)).events;
       if (!report(thread, result.events)) return result;
     }
-    start(info, std::move(thread));
+    start(info, std::move(thread), *hold);
     return result;
   }
 
@@ -523,17 +557,18 @@ std::string Host::launch(const std::string& agent, Event first) {
   thread.created_ms = now_ms();
   thread.events.push_back(std::move(first));
   std::string id = thread.id;
+  auto hold = impl_->hold_step(id);  // before the thread exists for anyone to resume
   if (!impl_->config.launch_waits_for_disk) {
     impl_->store->create_unflushed(thread);
     std::size_t unflushed = thread.events.size();
-    impl_->start(info, std::move(thread), unflushed);
+    impl_->start(info, std::move(thread), *hold, unflushed);
     return id;
   }
   impl_->store->create(thread);
   std::uint64_t cancels_before = impl_->cancels;
   for (const Event& event : thread.events) impl_->notify_event(thread, event);
   if (impl_->cancelled_since(id, cancels_before)) return id;  // by an on_event callback
-  impl_->start(info, std::move(thread));
+  impl_->start(info, std::move(thread), *hold);
   return id;
 }
 
@@ -546,21 +581,36 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
     return impl_->recover(std::move(thread));
   check_outside_event(resume.event, "resume");
   resume.event.at_ms = now_ms();  // the host's to give, as in launch()
-  // A key seen before wins over the status: a duplicate webhook after the thread moved on
-  // gets the first outcome.
-  if (auto replay = Impl::replay_of_key(thread, resume.event)) return *replay;
-  Status status = thread.status();
   const std::string& type = resume.event.type;
-  auto refuse = [&](const std::string& wanted) {
-    throw Error(ErrorCode::conflict, "thread " + thread_id + " is not " + wanted + " (it is " +
-                                         std::string(status_name(status)) + ")");
-  };
-  if (type == event_type::approval && status != Status::awaiting_approval)
-    refuse("awaiting approval");
-  if (type == event_type::human_response && status != Status::awaiting_human)
-    refuse("awaiting a human response");
-  if (status != Status::awaiting_approval && status != Status::awaiting_human)
-    refuse("waiting for an answer");
+  // The step that paused it may still be flushing its last events, in another process:
+  // the answer waits for it to let go. If the thread takes another answer meanwhile, this
+  // one is judged again against the thread as it is then, as if it had come a moment later.
+  const auto give_up = std::chrono::steady_clock::now() + kPausingStepPatience;
+  std::unique_ptr<StepLockHold> hold;
+  while (!hold) {
+    // A key seen before wins over the status: a duplicate webhook after the thread moved
+    // on gets the first outcome.
+    if (auto replay = Impl::replay_of_key(thread, resume.event)) return *replay;
+    Status status = thread.status();
+    auto refuse = [&](const std::string& wanted) {
+      throw Error(ErrorCode::conflict, "thread " + thread_id + " is not " + wanted + " (it is " +
+                                           std::string(status_name(status)) + ")");
+    };
+    if (type == event_type::approval && status != Status::awaiting_approval)
+      refuse("awaiting approval");
+    if (type == event_type::human_response && status != Status::awaiting_human)
+      refuse("awaiting a human response");
+    if (status != Status::awaiting_approval && status != Status::awaiting_human)
+      refuse("waiting for an answer");
+    while (!(hold = impl_->try_hold_step(thread.id))) {
+      if (std::chrono::steady_clock::now() >= give_up) throw impl_->in_flight_elsewhere(thread_id);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      Thread now = impl_->store->load(thread_id);
+      if (now.version() == thread.version()) continue;
+      thread = std::move(now);
+      break;  // judged again
+    }
+  }
   AgentInfo info = impl_->agent_of(thread);
   const bool wait_for_disk = impl_->config.launch_waits_for_disk;
   auto appended =
@@ -571,10 +621,10 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   if (appended.replayed) return result;  // the same answer was given before; nothing runs again
   if (!wait_for_disk) {
     thread.events.insert(thread.events.end(), appended.events.begin(), appended.events.end());
-    impl_->start(info, std::move(thread), appended.events.size());
+    impl_->start(info, std::move(thread), *hold, appended.events.size());
     return result;
   }
-  if (impl_->report(thread, appended.events)) impl_->start(info, std::move(thread));
+  if (impl_->report(thread, appended.events)) impl_->start(info, std::move(thread), *hold);
   return result;
 }
 

@@ -39,6 +39,8 @@ class SqliteStore final : public Store {
   AppendResult append_unflushed(std::string_view id, std::int64_t expected_version,
                                 std::vector<Event> events) override;
   std::string uri() const override { return uri_; }
+  /// Beside the database, as SQLite's own -wal and -shm files are.
+  std::filesystem::path step_lock_file() const override { return path_.string() + "-steps"; }
 
  private:
   struct Statements;

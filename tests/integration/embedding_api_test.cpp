@@ -919,6 +919,56 @@ end)"}});
   for (const Event& event : thread.events) BOOST_TEST(event.type != "outcome_unknown");
 }
 
+// A step in flight in another process looked interrupted to a second one: its status is
+// running by its events either way. Recovering it settled the live step's started call as
+// outcome_unknown (an idempotent tool ran again, beside the live run), and the live step
+// then lost its thread. Two hosts on one store stand for the two processes here (the
+// locks are per open file, so they see each other as two processes do); the CLI test
+// kills a real one.
+BOOST_AUTO_TEST_CASE(continue_of_a_thread_whose_step_runs_in_another_host_waits_for_its_end) {
+  Fixture f(Agents{{"payer", R"(
+local host = require "luagent.host"
+return function(thread)
+  local call = { intent = "pay", amount = 5 }
+  thread:push("pay", call)
+  thread:execute(call, function(c)
+    host.call("wait", {})
+    return host.call("pay", { amount = c.amount })
+  end)
+end)"}});
+  std::vector<ToolReply> waiting;
+  f.host->async_tool("wait", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { waiting.push_back(reply); });
+  f.host->tool("pay", nullptr, [&](const nlohmann::json&) { return 1; });
+  auto id = f.host->launch("payer", Event::user("go"));
+  for (int i = 0; i < 2000 && waiting.empty(); ++i) {
+    f.host->pump(2ms);
+    std::this_thread::sleep_for(1ms);
+  }
+  BOOST_REQUIRE_EQUAL(waiting.size(), 1u);
+
+  HostConfig config;
+  config.store = "sqlite:" + (f.dir / "t.db").string();
+  config.agents_dir = f.dir.path();
+  auto other = std::make_unique<Host>(config);
+  int paid_by_other = 0;
+  other->tool("wait", nullptr, [](const nlohmann::json&) { return true; });
+  other->tool("pay", nullptr, [&](const nlohmann::json&) { return ++paid_by_other; });
+  refused([&] { other->continue_thread(id); },
+          "has a step in flight in another process using sqlite:", ErrorCode::conflict);
+  BOOST_TEST(other->get(id).events.back().type == "tool_started");  // nothing written
+
+  f.host.reset();  // the first process ends with its step in flight: its lock goes with it
+  waiting.clear();
+  other->continue_thread(id);
+  while (other->pump(2ms) > 0) std::this_thread::sleep_for(1ms);
+  Thread thread = other->get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
+  int unknown = 0;
+  for (const Event& event : thread.events) unknown += event.type == "outcome_unknown";
+  BOOST_TEST(unknown == 1);
+}
+
 // Every pump makes progress, whatever its budget: zero, less than nothing, or "no limit"
 // spelled as the largest duration (which must not overflow the deadline).
 BOOST_AUTO_TEST_CASE(pumps_with_zero_negative_or_huge_budgets_make_progress) {

@@ -156,7 +156,10 @@ class Host {
   /// seen before wins over everything: the same event returns the first outcome (replayed),
   /// a different one is a conflict. Otherwise throws conflict when the thread is not
   /// waiting for this kind of answer (or lost a race to another resume), usage for an
-  /// event the host writes itself.
+  /// event the host writes itself. The process whose step paused the thread may hold it
+  /// for a moment more (its last events flushing): resume() waits for it, up to 5 s, and
+  /// then throws conflict; if that process takes another answer meanwhile, this one is a
+  /// replay of it or a conflict, as above. Recover (Resume::recover()) as continue_thread().
   ResumeResult resume(const std::string& thread_id, Resume resume);
   /// A new thread with events 1..at_event of `thread_id` and the parent link; returns its
   /// id. Nothing runs: resume the fork as the parent would be. Throws not_found.
@@ -207,9 +210,9 @@ class Host {
   std::string agent_version(const std::string& agent);
   /// Starts the next step of a stored thread that is running with no step in flight: a
   /// thread copied into this host's store, or one a crashed process left running. Throws
-  /// conflict when this host still has a step in flight on it (and for a thread that is
-  /// not running). A step live in another process is not seen here: the first of the two
-  /// to append wins, the other loses its compare-and-swap.
+  /// conflict when a step of it is in flight, in this host or in another process on this
+  /// machine using the store (a lock on a file beside the store, which the kernel drops
+  /// when that process ends, however it ends), and for a thread that is not running.
   void continue_thread(const std::string& thread_id);
   /// What changed since the last call (events, pauses, ends, streamed text), in order.
   std::vector<Update> updates();
