@@ -226,8 +226,8 @@ struct Host::Impl {
     store = open_store(store_uri, config.store_must_exist ? StoreOpening::existing_only
                                                           : StoreOpening::create_if_missing);
     runtime->set_store(store.get());
-    if (auto file = store->step_lock_file(); !file.empty())
-      step_locks = std::make_unique<StepLocks>(file);
+    if (auto folder = store->step_lock_folder(); !folder.empty())
+      step_locks = std::make_unique<StepLocks>(folder);
     if (config.store_settings_only) return;
 
     std::string provider_name = pick(config.provider, "LUAGENT_PROVIDER", file_config, "provider");

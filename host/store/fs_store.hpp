@@ -29,7 +29,7 @@ class FsStore final : public Store {
   std::vector<nlohmann::json> calls(std::string_view thread_id) override;
   std::string uri() const override { return uri_; }
   /// Not a name a thread's files can have: those start with the thread id ("th_...").
-  std::filesystem::path step_lock_file() const override { return dir_ / "steps-in-flight.lock"; }
+  std::filesystem::path step_lock_folder() const override { return dir_ / "steps-in-flight"; }
   bool wants_rendering() const override { return true; }
   void write_rendering(const Thread& thread, std::string_view text) override;
 

@@ -40,7 +40,7 @@ class SqliteStore final : public Store {
                                 std::vector<Event> events) override;
   std::string uri() const override { return uri_; }
   /// Beside the database, as SQLite's own -wal and -shm files are.
-  std::filesystem::path step_lock_file() const override { return path_.string() + "-steps"; }
+  std::filesystem::path step_lock_folder() const override { return path_.string() + "-steps"; }
 
  private:
   struct Statements;

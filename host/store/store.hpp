@@ -100,9 +100,9 @@ class Store {
   virtual std::vector<nlohmann::json> calls(std::string_view thread_id) = 0;
   /// The URI the store was opened with, for messages.
   virtual std::string uri() const = 0;
-  /// The file beside the store whose locks mark the threads with a step in flight (see
-  /// StepLocks); empty for a store no other process can open.
-  virtual std::filesystem::path step_lock_file() const { return {}; }
+  /// The folder beside the store whose files' locks mark the threads with a step in
+  /// flight (see StepLocks); empty for a store no other process can open.
+  virtual std::filesystem::path step_lock_folder() const { return {}; }
   /// True for stores that keep a human-readable rendering beside each thread (fs:).
   virtual bool wants_rendering() const { return false; }
   /// Replaces the thread's readable rendering (what its context formatter shows the

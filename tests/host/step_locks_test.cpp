@@ -41,13 +41,13 @@ BOOST_AUTO_TEST_CASE(a_holder_that_goes_away_leaves_nothing_held) {
 
 BOOST_AUTO_TEST_CASE(an_unusable_lock_file_is_an_io_error_that_names_it) {
   test::TempDir dir;
-  StepLocks locks(dir / "missing-folder" / "steps");
+  StepLocks locks(dir / "missing-folder" / "steps");  // the folder, not its parent, is made
   try {
     locks.try_hold("th_a");
     BOOST_FAIL("a lock file in a missing folder was used");
   } catch (const Error& e) {
     BOOST_TEST((e.code() == ErrorCode::io));
-    BOOST_TEST(std::string(e.what()).find("missing-folder/steps") != std::string::npos, e.what());
+    BOOST_TEST(std::string(e.what()).find("missing-folder/steps/") != std::string::npos, e.what());
   }
 }
 
