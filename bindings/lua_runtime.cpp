@@ -235,8 +235,10 @@ void for_each_agent_source(const std::filesystem::path& dir, FolderShape& shape,
                 "cannot read the agent folder " + dir.string() + ": " + ec.message());
 }
 
-// Reads every source file of the agent folder; the version is the hash of them all.
-std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir, std::string& version,
+// Reads every source file of the agent folder; the version is the hash of them all and of
+// the stdlib's (`stdlib_version`).
+std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir,
+                                           std::string_view stdlib_version, std::string& version,
                                            FolderShape& shape) {
   auto snapshot = std::make_shared<AgentFiles>();
   std::size_t total = 0;
@@ -256,8 +258,26 @@ std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir, std
   check_prompt_includes(texts);
   std::string all;
   for (const auto& [name, file] : snapshot->files) all += name + '\0' + file.hash + '\n';
+  all += std::string("stdlib") + '\0' + std::string(stdlib_version) + '\n';
   version = sha256_hex(all, 12);
   return snapshot;
+}
+
+// The hash of the stdlib's Lua modules. It goes into every agent's version: the stdlib
+// renders the prompts and the context window, so a change there changes what a model is
+// shown as surely as a change in the agent's own files.
+std::string hash_stdlib(const std::filesystem::path& dir) {
+  std::map<std::string, std::string> hashes;  // sorted by relative path
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->path().extension() != ".lua" || !it->is_regular_file(ec)) continue;
+    hashes[it->path().lexically_relative(dir).generic_string()] =
+        sha256_hex(read_file(it->path(), kMaxSourceBytes), 16);
+  }
+  std::string all;
+  for (const auto& [name, hash] : hashes) all += name + '\0' + hash + '\n';
+  return sha256_hex(all, 12);
 }
 
 // Longer than any kernel's timestamp tick (a jiffy: 10 ms at HZ=100).
@@ -1009,7 +1029,8 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   ::clock_gettime(CLOCK_REALTIME, &clock);
   const std::int64_t now = std::int64_t{clock.tv_sec} * 1000000000 + clock.tv_nsec;
   auto found = agents_.find(dir);
-  if (found != agents_.end()) {
+  // Loaded under another stdlib: read again, for a version that says so.
+  if (found != agents_.end() && found->second.stdlib_version == stdlib_version()) {
     LoadedAgent& loaded = found->second;
     if (shape_unchanged(loaded.shape, folder)) return loaded.info;
     FolderShape listed;
@@ -1026,7 +1047,7 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
   AgentInfo info{dir.filename().string(), dir, {}};
   FolderShape shape;
   shape.taken_at = now;
-  auto files = snapshot_agent(dir, info.version, shape);
+  auto files = snapshot_agent(dir, stdlib_version(), info.version, shape);
   if (found != agents_.end() && found->second.info.version == info.version) {
     found->second.shape = std::move(shape);  // touched, not changed
     found->second.read_at = now;
@@ -1043,7 +1064,8 @@ AgentInfo LuaRuntime::load_agent(const std::filesystem::path& requested) {
     throw error;
   }
   lua_pushvalue(L, -1);
-  LoadedAgent loaded{info, files, luaL_ref(L, LUA_REGISTRYINDEX), std::move(shape), now};
+  LoadedAgent loaded{info, files,           luaL_ref(L, LUA_REGISTRYINDEX), std::move(shape),
+                     now,  stdlib_version()};
 
   // Run the chunk once now, so an error at load time is reported before any thread
   // depends on it, with the previous version (if any) still loaded.
@@ -1143,6 +1165,12 @@ void LuaRuntime::reload_stdlib() {
   }
   lua_newtable(L_);
   lua_rawsetp(L_, LUA_REGISTRYINDEX, &kModuleCacheKey);
+  stdlib_version_.reset();  // the agents loaded before get new versions when next loaded
+}
+
+const std::string& LuaRuntime::stdlib_version() {
+  if (!stdlib_version_) stdlib_version_ = hash_stdlib(stdlib_dir_);
+  return *stdlib_version_;
 }
 
 const LuaRuntime::LoadedAgent& LuaRuntime::loaded_agent(const AgentInfo& agent) {

@@ -198,9 +198,10 @@ class LuaRuntime final : public AgentRuntime {
   struct LoadedAgent {
     AgentInfo info;
     std::shared_ptr<const AgentFiles> files;
-    int chunk_ref = LUA_NOREF;  // agent.lua compiled once, run once per run (a registry ref)
-    FolderShape shape;          // of the folder when it loaded
-    std::int64_t read_at = 0;   // when the files were read (CLOCK_REALTIME, nanoseconds)
+    int chunk_ref = LUA_NOREF;   // agent.lua compiled once, run once per run (a registry ref)
+    FolderShape shape;           // of the folder when it loaded
+    std::int64_t read_at = 0;    // when the files were read (CLOCK_REALTIME, nanoseconds)
+    std::string stdlib_version;  // the stdlib's, which its version includes
   };
   /// A requested agent path as load_agent last canonicalised it, and the inode it named.
   struct ResolvedFolder {
@@ -225,11 +226,13 @@ class LuaRuntime final : public AgentRuntime {
   void report_durable_events(std::uint64_t run_id);
   void fail_run(Run& run, const Error& error);
   std::filesystem::path find_stdlib() const;
+  const std::string& stdlib_version();
   const LoadedAgent& loaded_agent(const AgentInfo& agent);
 
   RuntimeServices services_;
   lua_State* L_ = nullptr;
   std::filesystem::path stdlib_dir_;
+  std::optional<std::string> stdlib_version_;  // hashed on first use, again on reload
   std::map<std::filesystem::path, LoadedAgent> agents_;
   std::map<std::string, ResolvedFolder> resolved_folders_;  // by the requested path's text
   std::unordered_map<std::uint64_t, std::unique_ptr<Run>> runs_;

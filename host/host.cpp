@@ -406,6 +406,11 @@ struct Host::Impl {
                                   e.what());
         }
         notify_reload(report);
+        if (report.ok) {  // every agent's version includes the stdlib's: each has a new one
+          std::vector<std::filesystem::path> agents;
+          for (const auto& entry : watched) agents.push_back(entry.first);
+          reload(agents);
+        }
         continue;
       }
       auto found = watched.find(root);

@@ -5,6 +5,7 @@
 #define BOOST_TEST_MODULE hot_reload
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -71,7 +72,9 @@ struct Fixture {
   std::vector<luagent::ReloadReport> reports;
   std::unique_ptr<luagent::Host> host;
 
-  explicit Fixture(const std::string& watch_mode = "inotify", int latency_ms = 20) {
+  // `own_stdlib`: the host reads a copy of the stdlib in `dir`, for a test to edit.
+  explicit Fixture(const std::string& watch_mode = "inotify", int latency_ms = 20,
+                   bool own_stdlib = false) {
     for (const auto& folder : {agent, other}) {
       fs::create_directories(folder);
       write_file(folder / "agent.lua", kAgent);
@@ -88,6 +91,10 @@ struct Fixture {
     config.watch_mode = watch_mode;
     config.watch_poll_interval = 50ms;
     config.log = [](std::string_view, std::string_view) {};
+    if (own_stdlib) {
+      fs::copy(luagent::test::source_dir() / "stdlib", dir / "stdlib", fs::copy_options::recursive);
+      config.stdlib_dir = dir / "stdlib";
+    }
     host = std::make_unique<luagent::Host>(config);
     host->on_reload([this](const luagent::ReloadReport& report) { reports.push_back(report); });
   }
@@ -473,4 +480,33 @@ BOOST_AUTO_TEST_CASE(unwatched_a_retargeted_link_to_the_agent_folder_is_followed
   std::string id = f.host->launch(live.string(), luagent::Event::user("x"));
   BOOST_CHECK_EQUAL(f.host->get(id).agent, "other");
   BOOST_CHECK_EQUAL(fs::path(f.host->get(id).agent_path), fs::canonical(other));
+}
+
+// The stdlib renders the prompts and the context window, so it is part of every agent's
+// version: a change in one of its modules used to leave every version as it was, and the
+// events of steps shown a different prompt claimed the same provenance.
+BOOST_AUTO_TEST_CASE(a_stdlib_change_gives_every_watched_agent_a_new_version) {
+  Fixture f("inotify", 0, true);
+  const std::string before = f.host->agent_version("noter");
+  const std::string other_before = f.host->agent_version("other");
+  auto first = f.host->launch("noter", luagent::Event::user("go"));
+  BOOST_REQUIRE(f.run_until_idle());
+  BOOST_TEST(f.host->get(first).events.back().version == before);
+
+  const fs::path module = f.dir / "stdlib/luagent/prompt.lua";
+  std::ifstream in(module, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  save_by_rename(module, text + "\n-- edited\n");
+  auto report = f.wait_report("noter", [&](const auto& r) { return r.version != before; });
+  BOOST_TEST_REQUIRE(report.has_value());
+  BOOST_TEST(std::any_of(f.reports.begin(), f.reports.end(),
+                         [](const auto& r) { return r.agent == "stdlib" && r.ok; }));
+  BOOST_TEST(report->previous_version == before);
+  const std::string after = f.host->agent_version("noter");
+  BOOST_TEST(after == report->version);
+  BOOST_TEST(f.host->agent_version("other") != other_before);
+
+  auto second = f.host->launch("noter", luagent::Event::user("go"));
+  BOOST_REQUIRE(f.run_until_idle());
+  BOOST_TEST(f.host->get(second).events.back().version == after);
 }
