@@ -350,6 +350,49 @@ BOOST_AUTO_TEST_CASE(crash_test_fs_kill_at_random_and_at_failpoints_then_resume_
   crash_test("fs", 40);
 }
 
+namespace {
+
+// The CLI on one store in `dir`, with the calculator's scripted model.
+struct ScriptedCli {
+  fs::path dir;
+  std::string store;
+  std::map<std::string, std::string> env = clean_env();
+
+  ScriptedCli(fs::path folder, std::string store_uri)
+      : dir(std::move(folder)), store(std::move(store_uri)) {
+    env["LUAGENT_SCRIPT"] = (fs::path(calculator()) / "model.lua").string();
+  }
+  std::vector<std::string> with_store(std::vector<std::string> args) const {
+    args.insert(args.end(), {"--store", store, "--provider", "script", "--json"});
+    return args;
+  }
+  CliResult run(const std::vector<std::string>& args) const {
+    return run_cli(with_store(args), dir.string(), env);
+  }
+  nlohmann::json shown(const std::string& id) const {
+    return nlohmann::json::parse(
+        run_cli({"show", id, "--format", "json", "--store", store}, dir.string(), env).out);
+  }
+  // Starts `args` with LUAGENT_FAILPOINT=`stop_at` (NAME:N:stop) and waits until it stops
+  // there, alive mid-step; `name` names its output files. Returns the process and the id
+  // of the store's one thread.
+  std::pair<Spawned, std::string> stopped(const std::vector<std::string>& args,
+                                          const std::string& stop_at,
+                                          const std::string& name) const {
+    auto stopping_env = env;
+    stopping_env["LUAGENT_FAILPOINT"] = stop_at;
+    Spawned spawned = spawn_cli(with_store(args), dir, stopping_env, dir / (name + ".jsonl"),
+                                dir / (name + ".log"));
+    int status = 0;
+    BOOST_REQUIRE_EQUAL(waitpid(spawned.pid, &status, WUNTRACED), spawned.pid);
+    BOOST_REQUIRE_MESSAGE(WIFSTOPPED(status), name << " ended: " << read_file(spawned.err));
+    auto listed = run_cli({"threads", "--json", "--store", store}, dir.string(), env);
+    const auto rows = json_lines(listed.out);
+    BOOST_REQUIRE_EQUAL(rows.size(), 1u);
+    return {spawned, rows[0]["id"]};
+  }
+};
+
 // A process alive in the middle of a step (stopped at a failpoint right after its tool
 // call's start is on disk) looks, by the thread's events, just like one that crashed
 // there. A second process's resume must not settle the live call as outcome_unknown and
@@ -360,86 +403,51 @@ void resume_waits_for_a_live_process(const std::string& kind) {
   fs::create_directories(dir / "agent");
   std::ofstream(dir / "agent/agent.lua") << kSideEffectAgent;
   fs::copy_file(fs::path(calculator()) / "next_step.prompt", dir / "agent/next_step.prompt");
-  const std::string store = kind == "sqlite" ? "sqlite:" + (dir / "threads.db").string()
-                                             : "fs:" + (dir / "threads").string();
-  const std::vector<std::string> common = {"--store", store, "--provider", "script", "--json"};
-  auto env = clean_env();
-  env["LUAGENT_SCRIPT"] = (fs::path(calculator()) / "model.lua").string();
-  auto with = [&](std::vector<std::string> args) {
-    args.insert(args.end(), common.begin(), common.end());
-    return args;
-  };
+  ScriptedCli cli(dir.path(), kind == "sqlite" ? "sqlite:" + (dir / "threads.db").string()
+                                               : "fs:" + (dir / "threads").string());
+  auto [live, id] = cli.stopped({"run", (dir / "agent").string(), "multiply 3 and 4"},
+                                "after_tool_start:1:stop", "live");
+  BOOST_REQUIRE_EQUAL(cli.shown(id)["events"].back()["type"], "tool_started");
 
-  auto stopping_env = env;
-  stopping_env["LUAGENT_FAILPOINT"] = "after_tool_start:1:stop";
-  Spawned live = spawn_cli(with({"run", (dir / "agent").string(), "multiply 3 and 4"}), dir.path(),
-                           stopping_env, dir / "live.jsonl", dir / "live.log");
-  int status = 0;
-  BOOST_REQUIRE_EQUAL(waitpid(live.pid, &status, WUNTRACED), live.pid);
-  BOOST_REQUIRE_MESSAGE(WIFSTOPPED(status), "the live process ended: " << read_file(live.err));
-  auto listed = run_cli({"threads", "--json", "--store", store}, dir.path().string(), env);
-  const auto rows = json_lines(listed.out);
-  BOOST_REQUIRE_EQUAL(rows.size(), 1u);
-  const std::string id = rows[0]["id"];
-  auto events = [&] {
-    auto shown =
-        run_cli({"show", id, "--format", "json", "--store", store}, dir.path().string(), env);
-    return nlohmann::json::parse(shown.out)["events"];
-  };
-  BOOST_REQUIRE_EQUAL(events().back()["type"], "tool_started");
-
-  auto refused = run_cli(with({"resume", id}), dir.path().string(), env);
+  auto refused = cli.run({"resume", id});
   BOOST_TEST(refused.exit_code == 2, refused.err);
   BOOST_TEST(refused.err.find("has a step in flight in another process") != std::string::npos,
              refused.err);
-  BOOST_TEST(events().back()["type"] == "tool_started");  // nothing written
+  BOOST_TEST(cli.shown(id)["events"].back()["type"] == "tool_started");  // nothing written
 
   kill(live.pid, SIGKILL);
   BOOST_TEST(wait_for(live.pid) == 128 + SIGKILL);
-  auto recovered = run_cli(with({"resume", id}), dir.path().string(), env);
+  auto recovered = cli.run({"resume", id});
   BOOST_TEST(recovered.exit_code != 2, recovered.err);
   int unknown = 0;
-  for (const auto& event : events()) unknown += event["type"] == "outcome_unknown";
+  const nlohmann::json recovered_thread = cli.shown(id);
+  for (const auto& event : recovered_thread["events"])
+    unknown += event["type"] == "outcome_unknown";
   BOOST_TEST(unknown == 1);
-  BOOST_TEST(read_file(dir / "live.log").find("SIDE ") == std::string::npos);  // never ran
+  BOOST_TEST(read_file(live.err).find("SIDE ") == std::string::npos);  // it never ran
 }
+
+}  // namespace
 
 // An answer given while the process whose step paused the thread still holds it (here
 // stopped right after the commit of its await, before it let go) waits for it: the thread
 // is answered once that process is gone, within the wait.
 BOOST_AUTO_TEST_CASE(an_answer_waits_for_the_process_whose_step_paused_the_thread) {
   TempDir dir;
-  const std::string store = "sqlite:" + (dir / "threads.db").string();
-  const std::vector<std::string> common = {"--store", store, "--provider", "script", "--json"};
-  auto with = [&](std::vector<std::string> args) {
-    args.insert(args.end(), common.begin(), common.end());
-    return args;
-  };
-  auto env = clean_env();
-  env["LUAGENT_SCRIPT"] = (fs::path(calculator()) / "model.lua").string();
-  auto stopping_env = env;
-  stopping_env["LUAGENT_FAILPOINT"] = "after_commit:2:stop";  // 1: the launch; 2: the await
-  Spawned pausing = spawn_cli(with({"run", calculator(), "can you divide 3 by 4"}), dir.path(),
-                              stopping_env, dir / "pausing.jsonl", dir / "pausing.log");
-  int status = 0;
-  BOOST_REQUIRE_EQUAL(waitpid(pausing.pid, &status, WUNTRACED), pausing.pid);
-  BOOST_REQUIRE_MESSAGE(WIFSTOPPED(status), "it ended: " << read_file(pausing.err));
-  auto listed = run_cli({"threads", "--json", "--store", store}, dir.path().string(), env);
-  const auto rows = json_lines(listed.out);
-  BOOST_REQUIRE_EQUAL(rows.size(), 1u);
-  const std::string id = rows[0]["id"];
-  BOOST_REQUIRE_EQUAL(rows[0]["status"], "awaiting_approval");
+  ScriptedCli cli(dir.path(), "sqlite:" + (dir / "threads.db").string());
+  auto [pausing, id] = cli.stopped({"run", calculator(), "can you divide 3 by 4"},
+                                   "after_commit:2:stop", "pausing");  // 1: launch; 2: await
+  BOOST_REQUIRE_EQUAL(cli.shown(id)["status"], "awaiting_approval");
 
-  Spawned answering = spawn_cli(with({"resume", id, "--approve"}), dir.path(), env,
+  Spawned answering = spawn_cli(cli.with_store({"resume", id, "--approve"}), dir.path(), cli.env,
                                 dir / "answer.jsonl", dir / "answer.log");
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  int status = 0;
   BOOST_TEST(waitpid(answering.pid, &status, WNOHANG) == 0);  // still waiting
   kill(pausing.pid, SIGKILL);
   wait_for(pausing.pid);
   BOOST_TEST(wait_for(answering.pid) == 0, read_file(answering.err));
-  auto shown =
-      run_cli({"show", id, "--format", "json", "--store", store}, dir.path().string(), env);
-  BOOST_TEST(nlohmann::json::parse(shown.out)["status"] == "done", shown.out);
+  BOOST_TEST(cli.shown(id)["status"] == "done");
 }
 
 BOOST_AUTO_TEST_CASE(resume_of_a_step_live_in_another_process_is_refused_sqlite) {

@@ -876,11 +876,9 @@ return function(thread) thread:push("words", words) end)"}});
   }
 }
 
-// Recovering a thread whose step still runs in this host would start a second step
-// beside it: the live step's started tool call would be settled outcome_unknown and run
-// again. It is a conflict, and the live step finishes with its call run once.
-BOOST_AUTO_TEST_CASE(continue_of_a_thread_whose_step_is_in_flight_is_a_conflict) {
-  Fixture f(Agents{{"payer", R"(
+// Starts a call to "pay" (tool_started is stored), then waits in the host tool "wait"
+// before paying.
+const char* kPaysAfterWaiting = R"(
 local host = require "luagent.host"
 return function(thread)
   local call = { intent = "pay", amount = 5 }
@@ -889,18 +887,35 @@ return function(thread)
     host.call("wait", {})
     return host.call("pay", { amount = c.amount })
   end)
-end)"}});
-  std::vector<ToolReply> waiting;
-  int paid = 0;
-  f.host->async_tool("wait", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { waiting.push_back(reply); });
-  f.host->tool("pay", nullptr, [&](const nlohmann::json&) { return ++paid; });
-  auto id = f.host->launch("payer", Event::user("go"));
-  for (int i = 0; i < 2000 && waiting.empty(); ++i) {
+end)";
+
+// Launches `agent` with "pay" answered by `pay` and "wait" held, and pumps until its step
+// waits there: the thread's id, and the reply that lets the step go on.
+std::pair<std::string, ToolReply> launch_until_waiting(
+    Fixture& f, const std::string& agent,
+    std::function<nlohmann::json(const nlohmann::json&)> pay) {
+  auto waiting = std::make_shared<std::vector<ToolReply>>();  // the tool outlives this call
+  f.host->async_tool("wait", nullptr, [waiting](const nlohmann::json&, ToolReply reply) {
+    waiting->push_back(std::move(reply));
+  });
+  f.host->tool("pay", nullptr, std::move(pay));
+  auto id = f.host->launch(agent, Event::user("go"));
+  for (int i = 0; i < 2000 && waiting->empty(); ++i) {
     f.host->pump(2ms);
     std::this_thread::sleep_for(1ms);
   }
-  BOOST_REQUIRE_EQUAL(waiting.size(), 1u);
+  BOOST_REQUIRE_EQUAL(waiting->size(), 1u);
+  return {id, waiting->front()};
+}
+
+// Recovering a thread whose step still runs in this host would start a second step
+// beside it: the live step's started tool call would be settled outcome_unknown and run
+// again. It is a conflict, and the live step finishes with its call run once.
+BOOST_AUTO_TEST_CASE(continue_of_a_thread_whose_step_is_in_flight_is_a_conflict) {
+  Fixture f(Agents{{"payer", kPaysAfterWaiting}});
+  int paid = 0;
+  auto [id, waiting] =
+      launch_until_waiting(f, "payer", [&](const nlohmann::json&) { return ++paid; });
   for (auto attempt : {std::function<void()>([&] { f.host->continue_thread(id); }),
                        std::function<void()>([&] { f.host->resume(id, Resume::recover()); })}) {
     try {
@@ -911,7 +926,7 @@ end)"}});
       BOOST_TEST(mentions(e.what(), "in flight"), e.what());
     }
   }
-  waiting[0].ok(true);
+  waiting.ok(true);
   f.pump_until_idle();
   Thread thread = f.host->get(id);
   BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
@@ -925,27 +940,10 @@ end)"}});
 // then lost its thread. Two hosts on one store stand for the two processes here (the
 // locks are per open file, so they see each other as two processes do); the CLI test
 // kills a real one.
-BOOST_AUTO_TEST_CASE(continue_of_a_thread_whose_step_runs_in_another_host_waits_for_its_end) {
-  Fixture f(Agents{{"payer", R"(
-local host = require "luagent.host"
-return function(thread)
-  local call = { intent = "pay", amount = 5 }
-  thread:push("pay", call)
-  thread:execute(call, function(c)
-    host.call("wait", {})
-    return host.call("pay", { amount = c.amount })
-  end)
-end)"}});
-  std::vector<ToolReply> waiting;
-  f.host->async_tool("wait", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { waiting.push_back(reply); });
-  f.host->tool("pay", nullptr, [&](const nlohmann::json&) { return 1; });
-  auto id = f.host->launch("payer", Event::user("go"));
-  for (int i = 0; i < 2000 && waiting.empty(); ++i) {
-    f.host->pump(2ms);
-    std::this_thread::sleep_for(1ms);
-  }
-  BOOST_REQUIRE_EQUAL(waiting.size(), 1u);
+BOOST_AUTO_TEST_CASE(
+    continue_of_a_thread_whose_step_runs_in_another_host_is_refused_until_it_ends) {
+  Fixture f(Agents{{"payer", kPaysAfterWaiting}});
+  auto [id, waiting] = launch_until_waiting(f, "payer", [](const nlohmann::json&) { return 1; });
 
   HostConfig config;
   config.store = "sqlite:" + (f.dir / "t.db").string();
@@ -959,7 +957,6 @@ end)"}});
   BOOST_TEST(other->get(id).events.back().type == "tool_started");  // nothing written
 
   f.host.reset();  // the first process ends with its step in flight: its lock goes with it
-  waiting.clear();
   other->continue_thread(id);
   while (other->pump(2ms) > 0) std::this_thread::sleep_for(1ms);
   Thread thread = other->get(id);
