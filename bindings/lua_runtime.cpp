@@ -263,20 +263,25 @@ std::shared_ptr<AgentFiles> snapshot_agent(const std::filesystem::path& dir,
   return snapshot;
 }
 
-// The hash of the stdlib's Lua modules. It goes into every agent's version: the stdlib
-// renders the prompts and the context window, so a change there changes what a model is
-// shown as surely as a change in the agent's own files.
-std::string hash_stdlib(const std::filesystem::path& dir) {
-  std::map<std::string, std::string> hashes;  // sorted by relative path
+// The stdlib's Lua modules by path under `dir` ("luagent/context.lua"), sorted.
+std::map<std::string, std::string> read_stdlib(const std::filesystem::path& dir) {
+  std::map<std::string, std::string> sources;
   std::error_code ec;
   for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
        !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
     if (it->path().extension() != ".lua" || !it->is_regular_file(ec)) continue;
-    hashes[it->path().lexically_relative(dir).generic_string()] =
-        sha256_hex(read_file(it->path(), kMaxSourceBytes), 16);
+    sources[it->path().lexically_relative(dir).generic_string()] =
+        read_file(it->path(), kMaxSourceBytes);
   }
+  return sources;
+}
+
+// The hash of the stdlib's modules. It goes into every agent's version: the stdlib renders
+// the prompts and the context window, so a change there changes what a model is shown as
+// surely as a change in the agent's own files.
+std::string hash_stdlib(const std::map<std::string, std::string>& sources) {
   std::string all;
-  for (const auto& [name, hash] : hashes) all += name + '\0' + hash + '\n';
+  for (const auto& [name, source] : sources) all += name + '\0' + sha256_hex(source, 16) + '\n';
   return sha256_hex(all, 12);
 }
 
@@ -1149,13 +1154,9 @@ void LuaRuntime::set_store(Store* store) {
 
 void LuaRuntime::reload_stdlib() {
   // Compile every module first: one with a syntax error keeps the old cache serving.
-  std::error_code ec;
-  for (auto it = std::filesystem::recursive_directory_iterator(stdlib_dir_, ec);
-       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->path().extension() != ".lua" || !it->is_regular_file(ec)) continue;
-    std::string source = read_file(it->path(), kMaxSourceBytes);
-    std::string chunkname =
-        "@stdlib/" + std::filesystem::relative(it->path(), stdlib_dir_).generic_string();
+  auto sources = read_stdlib(stdlib_dir_);
+  for (const auto& [name, source] : sources) {
+    std::string chunkname = "@stdlib/" + name;
     if (luaL_loadbufferx(L_, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK) {
       Error error = located_error(ErrorCode::syntax, lua_tostring(L_, -1));
       lua_pop(L_, 1);
@@ -1165,11 +1166,12 @@ void LuaRuntime::reload_stdlib() {
   }
   lua_newtable(L_);
   lua_rawsetp(L_, LUA_REGISTRYINDEX, &kModuleCacheKey);
-  stdlib_version_.reset();  // the agents loaded before get new versions when next loaded
+  // The agents loaded before get new versions when next loaded.
+  stdlib_version_ = hash_stdlib(sources);
 }
 
 const std::string& LuaRuntime::stdlib_version() {
-  if (!stdlib_version_) stdlib_version_ = hash_stdlib(stdlib_dir_);
+  if (!stdlib_version_) stdlib_version_ = hash_stdlib(read_stdlib(stdlib_dir_));
   return *stdlib_version_;
 }
 

@@ -232,7 +232,7 @@ class LuaRuntime final : public AgentRuntime {
   RuntimeServices services_;
   lua_State* L_ = nullptr;
   std::filesystem::path stdlib_dir_;
-  std::optional<std::string> stdlib_version_;  // hashed on first use, again on reload
+  std::optional<std::string> stdlib_version_;  // hashed on first use and on each reload
   std::map<std::filesystem::path, LoadedAgent> agents_;
   std::map<std::string, ResolvedFolder> resolved_folders_;  // by the requested path's text
   std::unordered_map<std::uint64_t, std::unique_ptr<Run>> runs_;
