@@ -89,10 +89,11 @@ exit codes: 0 done, 10 waiting for a human or approval, 1 agent error, 2 usage e
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool json = false;
+  // Known before the flags are read: a mistake in them is reported in the form asked for.
+  bool json = std::any_of(argv + 1, argv + argc,
+                          [](const char* arg) { return std::string_view(arg) == "--json"; });
   try {
     Args args = parse_args(argc, argv);
-    json = args.json;
     if (args.command.empty() || args.command == "help" || has(args, "--help")) {
       std::cout << kUsage;
       return args.command.empty() && !has(args, "--help") ? kExitUsage : kExitDone;

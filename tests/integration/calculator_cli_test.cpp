@@ -455,3 +455,19 @@ BOOST_AUTO_TEST_CASE(empty_and_repeated_options_are_usage_errors) {
   BOOST_TEST(s.show(id)["status"] == "awaiting_human");
   BOOST_TEST(!std::filesystem::exists(s.dir / ".luagent"));
 }
+
+// With --json, a mistake in the flags themselves (an unknown option, a missing or repeated
+// value) was printed as text: the flags had not been read yet when the error was shown.
+BOOST_AUTO_TEST_CASE(flag_errors_are_json_with_json) {
+  for (std::vector<std::string> args : {std::vector<std::string>{"threads", "--json", "--bogus"},
+                                        {"threads", "--store=", "--json"},
+                                        {"--json", "fork", "th_x", "--at", "1", "--at", "2"},
+                                        {"threads", "--json", "--status"}}) {
+    auto result = run_cli(args, {}, kCleanEnv);
+    BOOST_TEST(result.exit_code == 2, args[1]);
+    BOOST_TEST(result.out.empty(), result.out);
+    auto error = nlohmann::json::parse(result.err, nullptr, false);
+    BOOST_TEST_REQUIRE(!error.is_discarded(), result.err);
+    BOOST_TEST(error["error"]["code"] == "usage", result.err);
+  }
+}
