@@ -31,7 +31,14 @@ Args parse_args(int argc, char** argv) {
       if (std::find(kValueOptions.begin(), kValueOptions.end(), arg) != kValueOptions.end()) {
         if (!has_value) {
           if (i + 1 >= argc) throw Error(ErrorCode::usage, arg + " needs a value");
-          value = argv[++i];
+          // `--say --json` said "--json" to the agent: the value was missing, not odd.
+          std::string next = argv[i + 1];
+          if (next.size() > 2 && next.rfind("--", 0) == 0)
+            throw Error(ErrorCode::usage, arg + " needs a value, not the option " + next +
+                                              " (for a value starting with --, write " + arg +
+                                              "=VALUE)");
+          value = std::move(next);
+          ++i;
         }
         // `--store=` used the default store and `--store a --store b` kept b without a
         // word: both are slips worth stopping at.

@@ -471,3 +471,22 @@ BOOST_AUTO_TEST_CASE(flag_errors_are_json_with_json) {
     BOOST_TEST(error["error"]["code"] == "usage", result.err);
   }
 }
+
+// `resume T --say --json` said "--json" to the agent (and `--reject --approve` rejected with
+// the comment "--approve"): a flag missing its value took the next flag as its value.
+BOOST_AUTO_TEST_CASE(a_flag_missing_its_value_does_not_take_the_next_flag) {
+  Session s;
+  auto run = s.cli({"run", calculator(), "multiply 3 and xyz"});
+  BOOST_TEST_REQUIRE(run.exit_code == 10, run.err);
+  std::string id = Session::thread_id(run);
+  auto say = run_cli({"resume", id, "--say", "--json", "--store", s.store}, s.dir.path().string(),
+                     kCleanEnv);
+  BOOST_TEST(say.exit_code == 2);
+  BOOST_TEST(say.err.find("--say needs a value, not the option --json") != std::string::npos,
+             say.err);
+  BOOST_TEST(s.show(id)["status"] == "awaiting_human");
+  BOOST_TEST(s.show(id)["events"].size() == Session::events(run).size());
+  // A value that starts with dashes is given with =.
+  auto dashes = run_cli({"threads", "--agent=--odd", "--store", s.store}, {}, kCleanEnv);
+  BOOST_TEST(dashes.exit_code == 0, dashes.err);
+}
