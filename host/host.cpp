@@ -201,7 +201,8 @@ struct Host::Impl {
     nlohmann::json file_config = nlohmann::json::object();
     std::filesystem::path config_dir;
     if (!config.config_file.empty()) {
-      if (!std::filesystem::exists(config.config_file))
+      std::error_code ec;  // a name too long for a file is no config file, not a crash
+      if (!std::filesystem::exists(config.config_file, ec))
         throw Error(ErrorCode::config, "no config file " + config.config_file.string());
       file_config = runtime->load_config(config.config_file);
       config_dir = config.config_file.parent_path();

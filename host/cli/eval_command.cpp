@@ -62,7 +62,8 @@ int command_eval(const Args& args) {
   for (std::size_t i = 0; i < cases.size(); ++i) {
     std::filesystem::path agent = cases[i].agent;
     if (agent.is_relative()) agent = file.parent_path() / agent;
-    if (!std::filesystem::is_directory(agent))
+    std::error_code ec;  // a name too long for a file is no folder, not an internal error
+    if (!std::filesystem::is_directory(agent, ec))
       throw Error(ErrorCode::usage,
                   "case '" + cases[i].name + "': no agent folder " + agent.string());
     by_agent[agent].push_back(i);

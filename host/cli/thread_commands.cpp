@@ -11,10 +11,13 @@ namespace luagent::cli {
 
 namespace {
 
+// The look-ups below take the error_code forms: a name the file system cannot take (longer
+// than NAME_MAX) names nothing, where the throwing forms ended in "internal error".
 std::filesystem::path find_config(const Args& args, const std::filesystem::path& agent_dir) {
   if (has(args, "--config")) return option(args, "--config");
-  if (std::filesystem::exists("luagent.config.lua")) return "luagent.config.lua";
-  if (!agent_dir.empty() && std::filesystem::exists(agent_dir / "luagent.config.lua"))
+  std::error_code ec;
+  if (std::filesystem::exists("luagent.config.lua", ec)) return "luagent.config.lua";
+  if (!agent_dir.empty() && std::filesystem::exists(agent_dir / "luagent.config.lua", ec))
     return agent_dir / "luagent.config.lua";
   return {};
 }
@@ -45,13 +48,14 @@ luagent::HostConfig stored_threads_config(const Args& args,
 // The folder an AGENT argument names, for finding its luagent.config.lua.
 std::filesystem::path agent_dir_of(const Args& args, const std::string& agent) {
   std::filesystem::path path(agent);
-  if (std::filesystem::is_directory(path)) return path;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return path;
   // A path to the agent.lua itself names its folder, as Host::launch reads it (the config
   // next to it was missed: "no LLM provider is configured").
-  if (path.filename() == "agent.lua" && std::filesystem::is_regular_file(path))
+  if (path.filename() == "agent.lua" && std::filesystem::is_regular_file(path, ec))
     return path.parent_path().empty() ? "." : path.parent_path();
   auto under = std::filesystem::path(option(args, "--agents", ".")) / agent;
-  if (std::filesystem::is_directory(under)) return under;
+  if (std::filesystem::is_directory(under, ec)) return under;
   return {};
 }
 

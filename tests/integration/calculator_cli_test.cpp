@@ -490,3 +490,25 @@ BOOST_AUTO_TEST_CASE(a_flag_missing_its_value_does_not_take_the_next_flag) {
   auto dashes = run_cli({"threads", "--agent=--odd", "--store", s.store}, {}, kCleanEnv);
   BOOST_TEST(dashes.exit_code == 0, dashes.err);
 }
+
+// A name longer than a file name can be made the CLI's own look-ups throw
+// std::filesystem's error: "internal error: filesystem error: status: File name too long",
+// exit 1, for what is a mistyped argument.
+BOOST_AUTO_TEST_CASE(names_too_long_for_a_file_are_usage_errors_not_internal_ones) {
+  Session s;
+  std::string long_name(300, 'a');
+  auto refused = [&](std::vector<std::string> args, const std::string& code,
+                     const std::string& says) {
+    auto result = s.cli(args);
+    BOOST_TEST(result.exit_code == 2, args[0] << ": " << result.err);
+    auto error = nlohmann::json::parse(result.err, nullptr, false);
+    BOOST_TEST_REQUIRE(!error.is_discarded(), result.err);
+    BOOST_TEST(error["error"]["code"] == code, result.err);
+    BOOST_TEST(error["error"]["message"].get<std::string>().find(says) != std::string::npos,
+               result.err);
+  };
+  refused({"run", long_name, "hi"}, "not_found", "longer than a file name can be");
+  refused({"run", calculator(), "hi", "--config", long_name}, "config", "no config file aaa");
+  refused({"threads", "--config", long_name}, "config", "no config file aaa");
+  refused({"dev", long_name, "hi", "--timeout", "1"}, "not_found", "no agent folder aaa");
+}
