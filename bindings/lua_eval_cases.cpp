@@ -10,6 +10,10 @@
 #include "lua_runtime.hpp"
 
 namespace luagent::lua {
+
+// As for an agent's sources.
+constexpr std::size_t kMaxCaseFileBytes = 16 * 1024 * 1024;
+
 namespace {
 
 // Splits each case into plain data (JSON) and its check function.
@@ -89,9 +93,23 @@ std::unique_ptr<EvalCaseFile> load_eval_cases(AgentRuntime& runtime,
                                               const std::filesystem::path& file) {
   auto& lua_runtime = dynamic_cast<lua::LuaRuntime&>(runtime);
   lua_State* L = lua_runtime.state();
+  // A folder opens and then throws from inside the stream ("internal error"); an endless
+  // file (/dev/zero) would be read until memory ran out.
+  std::error_code ec;
+  if (std::filesystem::is_directory(file, ec))
+    throw Error(ErrorCode::usage,
+                "the case file " + file.string() + " is a folder; give the Lua file of cases");
   std::ifstream in(file, std::ios::binary);
   if (!in) throw Error(ErrorCode::not_found, "cannot read the case file " + file.string());
-  std::string source((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string source;
+  char buffer[64 * 1024];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    source.append(buffer, static_cast<std::size_t>(in.gcount()));
+    if (source.size() > lua::kMaxCaseFileBytes)
+      throw Error(ErrorCode::usage, "the case file " + file.string() + " is larger than " +
+                                        std::to_string(lua::kMaxCaseFileBytes / (1024 * 1024)) +
+                                        " MiB");
+  }
   int top = lua_gettop(L);
   std::string chunkname = "@" + file.filename().string();
   if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK) {

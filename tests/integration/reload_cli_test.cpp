@@ -242,3 +242,21 @@ BOOST_AUTO_TEST_CASE(dev_usage_errors) {
   auto timeout = calc.cli({"dev", calc.agent.string(), "hi", "--saves", "1", "--timeout", "2.5"});
   BOOST_CHECK_EQUAL(timeout.exit_code, 2);
 }
+
+// A CASES argument naming a folder ended in "internal error: basic_filebuf::underflow",
+// exit 1; one naming an endless file (/dev/zero) was read until memory ran out.
+BOOST_AUTO_TEST_CASE(eval_of_a_folder_or_an_endless_file_is_a_usage_error) {
+  TempDir dir;
+  fs::create_directories(dir / "cases");
+  auto folder =
+      run_cli({"eval", (dir / "cases").string(), "--json"}, dir.path().string(), kCleanEnv);
+  BOOST_CHECK_EQUAL(folder.exit_code, 2);
+  BOOST_CHECK(folder.out.empty());
+  auto error = nlohmann::json::parse(folder.err, nullptr, false);
+  BOOST_TEST_REQUIRE(!error.is_discarded(), folder.err);
+  BOOST_TEST(error["error"]["message"].get<std::string>().find("is a folder") != std::string::npos,
+             folder.err);
+  auto endless = run_cli({"eval", "/dev/zero"}, dir.path().string(), kCleanEnv);
+  BOOST_CHECK_EQUAL(endless.exit_code, 2);
+  BOOST_TEST(endless.err.find("/dev/zero") != std::string::npos, endless.err);
+}
