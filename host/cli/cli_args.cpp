@@ -71,12 +71,15 @@ std::string option(const Args& args, const std::string& name, const std::string&
 std::int64_t positive_integer(const std::string& text, const std::string& what) {
   std::size_t used = 0;
   long long value = 0;
+  // Digits only: stoll also skips leading blanks and takes a sign (" 1", "+1").
+  bool digits = !text.empty() &&
+                std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
   try {
-    value = std::stoll(text, &used);
+    if (digits) value = std::stoll(text, &used);
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != text.size() || text.empty() || value < 1)
+  if (!digits || used != text.size() || value < 1)
     throw Error(ErrorCode::usage, what + " must be a positive integer, not '" + text + "'");
   return value;
 }

@@ -22,15 +22,15 @@ std::vector<std::string> select_threads(Host& store, const std::string& selector
     if (!status) throw Error(ErrorCode::usage, "unknown status in --threads " + selector);
     for (const auto& summary : store.list(status, agent_name)) ids.push_back(summary.id);
   } else if (starts("agent:")) {
+    // An empty name is no filter at all: every agent's threads.
+    if (selector.size() == 6)
+      throw Error(ErrorCode::usage, "--threads agent:A needs an agent name after agent:");
     for (const auto& summary : store.list(std::nullopt, selector.substr(6)))
       ids.push_back(summary.id);
   } else if (starts("last:")) {
-    std::size_t count = 0;
-    try {
-      count = std::stoul(selector.substr(5));
-    } catch (const std::exception&) {
-      throw Error(ErrorCode::usage, "--threads last:N needs a number, not " + selector);
-    }
+    // Checked whole: stoul read "-1" as every thread and "2x" as 2.
+    auto count = static_cast<std::size_t>(
+        positive_integer(selector.substr(5), "N in --threads last:N (" + selector + ")"));
     auto summaries = store.list(std::nullopt, agent_name);
     std::stable_sort(summaries.begin(), summaries.end(),
                      [](const auto& a, const auto& b) { return a.updated_ms > b.updated_ms; });

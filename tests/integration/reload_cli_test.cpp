@@ -260,3 +260,24 @@ BOOST_AUTO_TEST_CASE(eval_of_a_folder_or_an_endless_file_is_a_usage_error) {
   BOOST_CHECK_EQUAL(endless.exit_code, 2);
   BOOST_TEST(endless.err.find("/dev/zero") != std::string::npos, endless.err);
 }
+
+// `--threads last:-1` replayed every thread (stoul wrapped it round), `last:2x` and `last:1e3`
+// took the leading digits, and `agent:` with no name selected the threads of every agent.
+BOOST_AUTO_TEST_CASE(replay_refuses_selectors_that_do_not_say_what_they_select) {
+  ScriptedCalculator calc;
+  auto run = calc.cli({"run", calc.agent.string(), "can you multiply 3 and 4", "--json"});
+  BOOST_REQUIRE_EQUAL(run.exit_code, 0);
+  for (std::string selector : {"last:-1", "last:2x", "last:1e3", "last:0", "last: 1"}) {
+    auto bad = calc.cli({"replay", calc.agent.string(), "--threads", selector});
+    BOOST_CHECK_EQUAL(bad.exit_code, 2);
+    BOOST_CHECK(bad.out.empty());
+    BOOST_TEST(bad.err.find("must be a positive integer") != std::string::npos,
+               selector + ": " + bad.err);
+  }
+  auto nobody = calc.cli({"replay", calc.agent.string(), "--threads", "agent:"});
+  BOOST_CHECK_EQUAL(nobody.exit_code, 2);
+  BOOST_CHECK(nobody.out.empty());
+  BOOST_TEST(nobody.err.find("agent:A needs an agent name") != std::string::npos, nobody.err);
+  auto fine = calc.cli({"replay", calc.agent.string(), "--threads", "last:5"});
+  BOOST_CHECK_EQUAL(fine.exit_code, 0);
+}
