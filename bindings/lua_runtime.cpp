@@ -1911,6 +1911,11 @@ nlohmann::json LuaRuntime::load_config(const std::filesystem::path& file) {
     throw Error(ErrorCode::config, e.message(), file.string());
   }
   lua_pop(L, 3);
+  // `return { "replay" }` holds no setting names: read as none, it left the provider unset.
+  if (config.is_array() && !config.empty())
+    throw Error(ErrorCode::config, file.string() +
+                                       ": the config returned a list; set globals "
+                                       "(provider = \"...\") or return { name = value, ... }");
   if (!config.is_object()) config = nlohmann::json::object();
   return config;
 }

@@ -62,6 +62,16 @@ void check_config_keys(const nlohmann::json& config, const std::filesystem::path
   for (const auto& [key, value] : config.items())
     if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end())
       throw Error(ErrorCode::config, unknown_key_message(file, "setting", key, kKnown));
+  // Checked here, whatever overrides them: where they are read, a flag or the environment
+  // can hide a wrong type, and the message there cannot name the file.
+  for (const char* key : {"store", "provider", "model", "cassette", "script"})
+    if (auto found = config.find(key); found != config.end() && !found->is_string())
+      throw Error(ErrorCode::config,
+                  file.string() + ": '" + key + "' must be a string, not " + found->dump());
+  for (const char* key : {"openai", "anthropic"})
+    if (auto found = config.find(key); found != config.end() && !found->is_object())
+      throw Error(ErrorCode::config, file.string() + ": '" + key +
+                                         "' must be a table of settings, not " + found->dump());
 }
 
 RuntimeLimits config_limits(const nlohmann::json& config, const std::filesystem::path& file,

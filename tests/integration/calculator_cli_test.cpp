@@ -530,3 +530,24 @@ BOOST_AUTO_TEST_CASE(show_with_json_and_another_format_is_a_usage_error) {
   BOOST_TEST(json.exit_code == 0, json.err);
   BOOST_TEST(!nlohmann::json::parse(json.out, nullptr, false).is_discarded());
 }
+
+// A config file that returned a list ({ "replay" }) was read as no settings at all, and a
+// setting of the wrong type was blamed on "luagent.config.lua" whatever the file was called,
+// or went unseen while a flag overrode it: `run` went on and stored a failed thread.
+BOOST_AUTO_TEST_CASE(config_files_of_the_wrong_shape_are_refused_naming_the_file) {
+  Session s;
+  auto file = s.dir / "settings.lua";
+  auto refused = [&](const std::string& text, const std::string& why) {
+    std::ofstream(file) << text;
+    auto result = s.cli({"run", calculator(), "add 3 and 4", "--config", file.string()});
+    BOOST_TEST(result.exit_code == 2, text + " -> " + result.err);
+    BOOST_TEST(result.out.empty(), text + " -> " + result.out);
+    BOOST_TEST(result.err.find(file.string() + ": " + why) != std::string::npos,
+               text + " -> " + result.err);
+  };
+  refused("return { 'replay', 'cassette.jsonl' }\n", "the config returned a list");
+  refused("store = 5\n", "'store' must be a string, not 5");
+  refused("provider = { 'replay' }\n", "'provider' must be a string");
+  refused("openai = 'gpt-4o'\n", "'openai' must be a table");
+  BOOST_TEST(!std::filesystem::exists(s.dir / "threads.db"));  // nothing was launched
+}
