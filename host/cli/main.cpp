@@ -94,9 +94,15 @@ int main(int argc, char** argv) {
                           [](const char* arg) { return std::string_view(arg) == "--json"; });
   try {
     Args args = parse_args(argc, argv);
-    if (args.command.empty() || args.command == "help" || has(args, "--help")) {
+    if (args.command == "help" || has(args, "--help")) {
       std::cout << kUsage;
-      return args.command.empty() && !has(args, "--help") ? kExitUsage : kExitDone;
+      return kExitDone;
+    }
+    // Not asked for, the usage is an error: on stderr, where a script does not read answers.
+    if (args.command.empty()) {
+      if (json) throw luagent::Error(luagent::ErrorCode::usage, "no command (see luagent --help)");
+      std::cerr << kUsage;
+      return kExitUsage;
     }
     for (const Command& command : kCommands)
       if (args.command == command.name) {

@@ -551,3 +551,21 @@ BOOST_AUTO_TEST_CASE(config_files_of_the_wrong_shape_are_refused_naming_the_file
   refused("openai = 'gpt-4o'\n", "'openai' must be a table");
   BOOST_TEST(!std::filesystem::exists(s.dir / "threads.db"));  // nothing was launched
 }
+
+// `luagent` with no command printed the usage on stdout and exited 2: a script reading
+// stdout got text that looks like an answer, and with --json text that is not JSON.
+BOOST_AUTO_TEST_CASE(no_command_is_an_error_on_stderr) {
+  auto bare = run_cli({}, {}, kCleanEnv);
+  BOOST_TEST(bare.exit_code == 2);
+  BOOST_TEST(bare.out.empty(), bare.out);
+  BOOST_TEST(bare.err.find("usage: luagent <command>") != std::string::npos, bare.err);
+  auto json = run_cli({"--json", "--store", "sqlite:x.db"}, {}, kCleanEnv);
+  BOOST_TEST(json.exit_code == 2);
+  BOOST_TEST(json.out.empty(), json.out);
+  auto error = nlohmann::json::parse(json.err, nullptr, false);
+  BOOST_TEST_REQUIRE(!error.is_discarded(), json.err);
+  BOOST_TEST(error["error"]["code"] == "usage");
+  auto help = run_cli({"--help"}, {}, kCleanEnv);  // asked for: stdout, exit 0
+  BOOST_TEST(help.exit_code == 0);
+  BOOST_TEST(help.out.find("usage: luagent <command>") != std::string::npos, help.out);
+}
