@@ -56,6 +56,8 @@ void print_event_json(const std::string& thread_id, const Event& event);
 /// Prints how the thread stands (and what to do next); returns the exit code for it.
 int report_outcome(const Args& args, const Style& style, const Thread& thread);
 int exit_code_for(Status status);
+/// The exit code for an Error that ends a command, by its code (docs/errors.md).
+int exit_code_for(const Error& error);
 
 /// Host settings from the common flags; the config file is looked up next to the agent.
 HostConfig host_config(const Args& args, const std::filesystem::path& agent_dir);

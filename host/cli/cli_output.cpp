@@ -89,6 +89,24 @@ int exit_code_for(Status status) {
   return kExitAgentError;
 }
 
+int exit_code_for(const Error& error) {
+  // docs/errors.md: the caller's mistakes, a bad script or config, and the store exit 2; an
+  // agent, a model or luagent itself failing exits 1.
+  switch (error.code()) {
+    case ErrorCode::usage:
+    case ErrorCode::not_found:
+    case ErrorCode::conflict:
+    case ErrorCode::config:
+    case ErrorCode::syntax:
+    case ErrorCode::io:
+    case ErrorCode::corrupt:
+    case ErrorCode::schema_version:
+      return kExitUsage;
+    default:
+      return kExitAgentError;
+  }
+}
+
 int report_outcome(const Args& args, const Style& style, const Thread& thread) {
   Status status = thread.status();
   if (args.json) {

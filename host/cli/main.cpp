@@ -121,7 +121,7 @@ int main(int argc, char** argv) {
     } else {
       std::cerr << "luagent: " << error.what() << "\n";
     }
-    return kExitUsage;
+    return exit_code_for(error);
   } catch (const std::exception& error) {
     std::cerr << "luagent: internal error: " << error.what() << "\n";
     return kExitAgentError;

@@ -569,3 +569,19 @@ BOOST_AUTO_TEST_CASE(no_command_is_an_error_on_stderr) {
   BOOST_TEST(help.exit_code == 0);
   BOOST_TEST(help.out.find("usage: luagent <command>") != std::string::npos, help.out);
 }
+
+// Every Error that ended the CLI exited 2, whatever its code: an agent that ran past its CPU
+// limit while loading exited 2 ("usage or configuration error"), where docs/errors.md gives
+// `limit` (like every agent error) exit 1.
+BOOST_AUTO_TEST_CASE(an_agent_error_that_ends_the_cli_exits_1) {
+  Session s;
+  auto agent = write_agent(s.dir, "spins", "while true do end\n");
+  std::ofstream(std::filesystem::path(agent) / "luagent.config.lua", std::ios::app)
+      << "limits = { step_cpu_ms = 50 }\n";
+  auto result = s.cli({"run", agent, "hi"});
+  BOOST_TEST(result.exit_code == 1, result.err);
+  auto error = nlohmann::json::parse(result.err, nullptr, false);
+  BOOST_TEST_REQUIRE(!error.is_discarded(), result.err);
+  BOOST_TEST(error["error"]["code"] == "limit");
+  BOOST_TEST(s.cli({"run", "no-such-agent", "hi"}).exit_code == 2);  // still the caller's
+}
