@@ -287,8 +287,19 @@ struct Host::Impl {
       return load(as_path.parent_path().empty() ? "." : as_path.parent_path());
     auto under = config.agents_dir / agent;
     auto nothing_there = [&] {
-      return Error(ErrorCode::not_found, "no agent '" + agent + "' (looked for " + agent +
-                                             "/agent.lua and " + under.string() + "/agent.lua)");
+      // A file where a folder was wanted is the likely slip: say so, and name each place
+      // looked at once (an absolute name is the same path under agents_dir).
+      std::error_code file_ec;
+      if (std::filesystem::is_regular_file(as_path, file_ec) &&
+          !std::filesystem::is_directory(under, file_ec))
+        return Error(ErrorCode::not_found,
+                     "no agent: '" + agent +
+                         "' is a file, not an agent folder (give the folder that holds "
+                         "agent.lua, or the path to that agent.lua)");
+      std::string looked = agent + "/agent.lua";
+      if (under.lexically_normal() != as_path.lexically_normal())
+        looked += " and " + under.string() + "/agent.lua";
+      return Error(ErrorCode::not_found, "no agent '" + agent + "' (looked for " + looked + ")");
     };
     // A watcher would watch a folder that is not there yet: look first.
     if (watcher && !std::filesystem::is_directory(under, ec)) throw nothing_there();

@@ -585,3 +585,22 @@ BOOST_AUTO_TEST_CASE(an_agent_error_that_ends_the_cli_exits_1) {
   BOOST_TEST(error["error"]["code"] == "limit");
   BOOST_TEST(s.cli({"run", "no-such-agent", "hi"}).exit_code == 2);  // still the caller's
 }
+
+// `run notes.txt hi` answered "no agent 'notes.txt' (looked for notes.txt/agent.lua and
+// ./notes.txt/agent.lua)", naming the same absolute path twice when given one, and not
+// saying that the name was a file where a folder was wanted.
+BOOST_AUTO_TEST_CASE(an_agent_path_that_is_a_file_is_named_as_one) {
+  Session s;
+  std::ofstream(s.dir / "notes.txt") << "not an agent\n";
+  std::string file = (s.dir / "notes.txt").string();
+  auto result = s.cli({"run", file, "hi"});
+  BOOST_TEST(result.exit_code == 2);
+  auto message = nlohmann::json::parse(result.err)["error"]["message"].get<std::string>();
+  BOOST_TEST(message.find("'" + file + "' is a file, not an agent folder") != std::string::npos,
+             message);
+  BOOST_TEST(message.find(file + "/agent.lua") == std::string::npos, message);
+  auto relative = s.cli({"run", "notes.txt", "hi"});
+  BOOST_TEST(relative.exit_code == 2);
+  BOOST_TEST(relative.err.find("'notes.txt' is a file, not an agent folder") != std::string::npos,
+             relative.err);
+}
