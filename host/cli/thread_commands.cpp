@@ -124,9 +124,6 @@ int command_show(const Args& args) {
   std::string format = option(args, "--format", args.json ? "json" : "text");
   if (format != "text" && format != "json" && format != "llm" && format != "md")
     throw Error(ErrorCode::usage, "--format must be text, json, llm or md, not '" + format + "'");
-  if (args.json && format != "json")
-    throw Error(ErrorCode::usage,
-                "--json prints JSON; it does not go with --format " + format + " (drop one)");
   luagent::Host host(stored_threads_config(args));
   Thread thread = host.get(args.positional[0]);
   if (format == "json") {

@@ -513,24 +513,6 @@ BOOST_AUTO_TEST_CASE(names_too_long_for_a_file_are_usage_errors_not_internal_one
   refused({"dev", long_name, "hi", "--timeout", "1"}, "not_found", "no agent folder aaa");
 }
 
-// `show T --json --format md` printed markdown on stdout: --json promised JSON.
-BOOST_AUTO_TEST_CASE(show_with_json_and_another_format_is_a_usage_error) {
-  Session s;
-  std::string id = Session::thread_id(s.cli({"run", calculator(), "add 3 and 4"}));
-  for (const char* format : {"text", "md", "llm"}) {
-    auto result = s.cli({"show", id, "--format", format});  // cli() adds --json
-    BOOST_TEST(result.exit_code == 2, format);
-    BOOST_TEST(result.out.empty(), result.out);
-    auto error = nlohmann::json::parse(result.err, nullptr, false);
-    BOOST_TEST_REQUIRE(!error.is_discarded(), result.err);
-    BOOST_TEST(error["error"]["message"].get<std::string>().find("--json") != std::string::npos,
-               result.err);
-  }
-  auto json = s.cli({"show", id, "--format", "json"});
-  BOOST_TEST(json.exit_code == 0, json.err);
-  BOOST_TEST(!nlohmann::json::parse(json.out, nullptr, false).is_discarded());
-}
-
 // A config file that returned a list ({ "replay" }) was read as no settings at all, and a
 // setting of the wrong type was blamed on "luagent.config.lua" whatever the file was called,
 // or went unseen while a flag overrode it: `run` went on and stored a failed thread.
