@@ -123,7 +123,12 @@ int main(int argc, char** argv) {
     }
     return exit_code_for(error);
   } catch (const std::exception& error) {
-    std::cerr << "luagent: internal error: " << error.what() << "\n";
+    if (json)
+      std::cerr << nlohmann::json({{"error", {{"code", "internal"}, {"message", error.what()}}}})
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                << "\n";
+    else
+      std::cerr << "luagent: internal error: " << error.what() << "\n";
     return kExitAgentError;
   }
 }

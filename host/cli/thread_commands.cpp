@@ -168,7 +168,8 @@ int command_threads(const Args& args) {
                                    {"events", summary.version},
                                    {"created", luagent::format_utc(summary.created_ms)},
                                    {"updated", luagent::format_utc(summary.updated_ms)}})
-                       .dump()
+                       // The agent is named after its folder, whose name need not be UTF-8.
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << "\n";
     } else {
       std::cout << summary.id << "  " << summary.agent << "  "

@@ -586,3 +586,18 @@ BOOST_AUTO_TEST_CASE(an_agent_path_that_is_a_file_is_named_as_one) {
   BOOST_TEST(relative.err.find("'notes.txt' is a file, not an agent folder") != std::string::npos,
              relative.err);
 }
+
+// An agent folder whose name is not UTF-8 (a Latin-1 "café") ran fine, but then `threads
+// --json` ended in "internal error: [json.exception.type_error.316]", exit 1, in text.
+BOOST_AUTO_TEST_CASE(threads_json_lists_an_agent_whose_name_is_not_utf8) {
+  Session s;
+  auto folder = s.dir / "caf\xe9";
+  std::filesystem::copy(calculator(), folder, std::filesystem::copy_options::recursive);
+  auto run = s.cli({"run", folder.string(), "add 3 and 4"});
+  BOOST_TEST_REQUIRE(run.exit_code == 0, run.err);
+  auto listed = s.cli({"threads"});
+  BOOST_TEST(listed.exit_code == 0, listed.err);
+  auto lines = Session::lines(listed);
+  BOOST_TEST_REQUIRE(lines.size() == 1u);
+  BOOST_TEST(lines[0]["agent"] == "caf\xef\xbf\xbd");  // U+FFFD for the byte
+}
