@@ -68,7 +68,8 @@ class LuaEvalCaseFile final : public EvalCaseFile {
       push_json(L, step);
     }
     std::optional<std::string> failure;
-    if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
+    // Under the CPU limit, as agent code is: an endless check would hang eval for good.
+    if (runtime_.pcall_limited(1, 2, 0) != LUA_OK) {
       failure = "check raised: " + std::string(error_from_lua(L, -1).what());
     } else if (!lua_toboolean(L, -2)) {
       const char* why = lua_tostring(L, -1);
@@ -119,7 +120,7 @@ std::unique_ptr<EvalCaseFile> load_eval_cases(AgentRuntime& runtime,
   }
   lua_runtime.push_sandbox_environment();
   lua_setupvalue(L, -2, 1);
-  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+  if (lua_runtime.pcall_limited(0, 1, 0) != LUA_OK) {
     Error error = lua::error_from_lua(L, -1);
     lua_settop(L, top);
     throw Error(ErrorCode::usage, "loading " + file.filename().string() + ": " + error.message(),

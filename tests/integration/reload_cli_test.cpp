@@ -281,3 +281,24 @@ BOOST_AUTO_TEST_CASE(replay_refuses_selectors_that_do_not_say_what_they_select) 
   auto fine = calc.cli({"replay", calc.agent.string(), "--threads", "last:5"});
   BOOST_CHECK_EQUAL(fine.exit_code, 0);
 }
+
+// The case file's top level and its check functions ran with no CPU limit: a case file with
+// an endless loop hung `luagent eval` for good (everything else in Lua has limits.step_cpu_ms).
+BOOST_AUTO_TEST_CASE(eval_stops_an_endless_case_file_and_an_endless_check) {
+  TempDir dir;
+  write_file(dir / "spins.lua", "while true do end\n");
+  auto start = std::chrono::steady_clock::now();
+  auto spins = run_cli({"eval", (dir / "spins.lua").string()}, dir.path().string(), kCleanEnv);
+  BOOST_CHECK_EQUAL(spins.exit_code, 2);
+  BOOST_TEST(spins.err.find("loading spins.lua") != std::string::npos, spins.err);
+  BOOST_TEST(spins.err.find("step_cpu_ms") != std::string::npos, spins.err);
+  write_file(dir / "checks.lua", "return {\n  { name = 'spin', agent = " +
+                                     nlohmann::json(calculator().string()).dump() +
+                                     ", input = 'hello!',\n    expect = { check = function(step) "
+                                     "while true do end end } },\n}\n");
+  auto check = run_cli({"eval", (dir / "checks.lua").string()}, dir.path().string(), kCleanEnv);
+  BOOST_CHECK_EQUAL(check.exit_code, 1);
+  BOOST_TEST(check.out.find("check raised") != std::string::npos, check.out);
+  BOOST_TEST(check.out.find("step_cpu_ms") != std::string::npos, check.out);
+  BOOST_CHECK(std::chrono::steady_clock::now() - start < 30s);
+}
