@@ -2,7 +2,6 @@
 #include <unistd.h>
 
 #include <iostream>
-#include <iterator>
 #include <optional>
 
 #include "cli/cli.hpp"
@@ -87,7 +86,14 @@ int command_run(const Args& args) {
   if (args.positional.size() == 2) {
     message = args.positional[1];
   } else if (!isatty(STDIN_FILENO)) {
-    message.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    // Bounded: `run A < /dev/zero` read until memory ran out.
+    constexpr std::size_t kMaxStdinMessage = 16 * 1024 * 1024;
+    char buffer[64 * 1024];
+    while (std::cin.read(buffer, sizeof buffer) || std::cin.gcount() > 0) {
+      message.append(buffer, static_cast<std::size_t>(std::cin.gcount()));
+      if (message.size() > kMaxStdinMessage)
+        throw Error(ErrorCode::usage, "the MESSAGE on stdin is larger than 16 MiB");
+    }
     while (!message.empty() && (message.back() == '\n' || message.back() == '\r'))
       message.pop_back();
   }

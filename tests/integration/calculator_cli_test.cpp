@@ -601,3 +601,20 @@ BOOST_AUTO_TEST_CASE(threads_json_lists_an_agent_whose_name_is_not_utf8) {
   BOOST_TEST_REQUIRE(lines.size() == 1u);
   BOOST_TEST(lines[0]["agent"] == "caf\xef\xbf\xbd");  // U+FFFD for the byte
 }
+
+// `run AGENT < /dev/zero` (a MESSAGE read from an endless stdin) read until memory ran out
+// and the process aborted.
+BOOST_AUTO_TEST_CASE(a_message_on_stdin_is_read_up_to_a_limit) {
+  Session s;
+  auto endless = run_cli({"run", calculator(), "--store", s.store, "--json"}, s.dir.path().string(),
+                         kCleanEnv, "/dev/zero");
+  BOOST_TEST(endless.exit_code == 2, endless.err);
+  BOOST_TEST(endless.out.empty());
+  BOOST_TEST(endless.err.find("the MESSAGE on stdin is larger than") != std::string::npos,
+             endless.err);
+  BOOST_TEST(!std::filesystem::exists(s.dir / "threads.db"));
+  std::ofstream(s.dir / "message.txt") << "add 3 and 4\n";
+  auto piped = run_cli({"run", calculator(), "--store", s.store, "--json"}, s.dir.path().string(),
+                       kCleanEnv, (s.dir / "message.txt").string());
+  BOOST_TEST(piped.exit_code == 0, piped.err);
+}

@@ -13,7 +13,7 @@
 namespace luagent::test {
 
 CliResult run_cli(const std::vector<std::string>& args, const std::string& cwd,
-                  const std::map<std::string, std::string>& env) {
+                  const std::map<std::string, std::string>& env, const std::string& stdin_path) {
   int out_pipe[2], err_pipe[2];
   if (pipe(out_pipe) != 0 || pipe(err_pipe) != 0) throw std::runtime_error("pipe failed");
   std::string binary = cli_path().string();
@@ -22,8 +22,9 @@ CliResult run_cli(const std::vector<std::string>& args, const std::string& cwd,
   if (pid == 0) {
     dup2(out_pipe[1], STDOUT_FILENO);
     dup2(err_pipe[1], STDERR_FILENO);
-    int devnull = open("/dev/null", O_RDONLY);
-    dup2(devnull, STDIN_FILENO);
+    int input = open(stdin_path.c_str(), O_RDONLY);
+    if (input < 0) _exit(127);
+    dup2(input, STDIN_FILENO);
     close(out_pipe[0]);
     close(err_pipe[0]);
     if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(127);
