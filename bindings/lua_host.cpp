@@ -20,10 +20,11 @@ std::string registered_list(const HostTools* tools) {
 }
 
 // Runs on the host's thread (posted through the LoopGate): hands the answer to the run.
-void deliver_answer(LuaRuntime& runtime, std::uint64_t run_id, std::optional<nlohmann::json> result,
-                    std::string error) {
+void deliver_answer(LuaRuntime& runtime, std::uint64_t run_id, std::uint64_t call,
+                    std::optional<nlohmann::json> result, std::string error) {
   Run* run = runtime.find_run(run_id);
-  if (!run || !run->waiting_host) return;  // cancelled meanwhile
+  // Cancelled meanwhile, or the call failed before its answer came and the run went on.
+  if (!run || !run->waiting_host || run->host_calls != call) return;
   if (result)
     run->host_result = std::move(*result);
   else
@@ -80,11 +81,12 @@ int host_call(lua_State* L) {
   std::weak_ptr<LoopGate> gate = tools->gate;
   LuaRuntime* runtime_ptr = &runtime;
   std::uint64_t run_id = run.id;
-  state->deliver = [gate, runtime_ptr, run_id](std::optional<nlohmann::json> result,
-                                               std::string error) {
+  std::uint64_t call = ++run.host_calls;
+  state->deliver = [gate, runtime_ptr, run_id, call](std::optional<nlohmann::json> result,
+                                                     std::string error) {
     if (auto open = gate.lock())
-      open->post([runtime_ptr, run_id, result = std::move(result), error = std::move(error)] {
-        deliver_answer(*runtime_ptr, run_id, result, error);
+      open->post([runtime_ptr, run_id, call, result = std::move(result), error = std::move(error)] {
+        deliver_answer(*runtime_ptr, run_id, call, result, error);
       });
   };
   run.waiting_host = true;

@@ -78,6 +78,9 @@ struct Run {
   // Set while the run waits for an asynchronous host tool (luagent.host); the answer
   // lands in host_result or host_error and the run is scheduled.
   bool waiting_host = false;
+  // The run's asynchronous host calls so far: an answer names the call it answers, so the
+  // answer of a call that failed meanwhile (its tool threw) never lands in a later one.
+  std::uint64_t host_calls = 0;
   std::optional<nlohmann::json> host_result;
   std::optional<std::string> host_error;
 };

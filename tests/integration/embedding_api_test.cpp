@@ -1328,3 +1328,33 @@ end)"}});
   BOOST_TEST(thread.status() == Status::done);
   BOOST_TEST(thread.events.at(1).data == "north");
 }
+
+// An asynchronous tool that answered and then threw: the call failed at once (the throw),
+// but its answer was already on its way to the loop. It used to land in the run's next
+// host call, which then returned the first call's answer instead of waiting for its own.
+BOOST_AUTO_TEST_CASE(an_answer_of_a_call_that_failed_never_reaches_the_next_call) {
+  Fixture f(Agents{{"retrier", R"(
+local host = require "luagent.host"
+return function(thread)
+  local ok, err = pcall(host.call, "hasty", {})
+  thread:push("first", tostring(err))
+  thread:push("second", host.call("patient", {}))
+end)"}});
+  f.host->async_tool("hasty", nullptr, [](const nlohmann::json&, ToolReply reply) {
+    reply.ok("the hasty answer");
+    throw std::runtime_error("and then it threw");
+  });
+  std::vector<ToolReply> patient;
+  f.host->async_tool("patient", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { patient.push_back(reply); });
+  auto id = f.host->launch("retrier", Event::user("go"));
+  for (int i = 0; i < 50; ++i) f.host->pump(2ms);
+  BOOST_REQUIRE_EQUAL(patient.size(), 1u);
+  BOOST_TEST(f.host->get(id).status() == Status::running);  // still waiting for "patient"
+  patient[0].ok("the patient answer");
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
+  BOOST_TEST(mentions(thread.events.at(1).data.get<std::string>(), "and then it threw"));
+  BOOST_TEST(thread.events.at(2).data == "the patient answer");
+}
