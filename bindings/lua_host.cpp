@@ -77,6 +77,7 @@ int host_call(lua_State* L) {
     return 1;
   }
   Run& run = runtime.require_run("host.call");
+  runtime.require_wait(L, "host tool '" + name + "'");
   auto state = std::make_shared<ToolReply::State>();
   std::weak_ptr<LoopGate> gate = tools->gate;
   LuaRuntime* runtime_ptr = &runtime;

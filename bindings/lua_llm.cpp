@@ -422,6 +422,7 @@ int start_call(lua_State* L, CallKind kind, const char* function, int opts_index
                llm::Request request, Body continuation) {
   LuaRuntime& runtime = LuaRuntime::from(L);
   Run& run = runtime.require_run(function);
+  runtime.require_wait(L, function);
   bool streaming = read_options(L, opts_index, request, kind, function);
   llm::ChunkCallback on_chunk;
   if (streaming) {

@@ -45,6 +45,13 @@ int took_hook_yield(lua_State* L) {
   return 1;
 }
 
+// hold_yields(delta): the prelude counts the coroutines it resumes from where Lua cannot
+// yield (see LuaRuntime::require_wait).
+int count_held_yields(lua_State* L) {
+  LuaRuntime::from(L).hold_yields(static_cast<int>(arg_integer(L, 1, "hold_yields", "delta")));
+  return 0;
+}
+
 constexpr std::size_t kMaxSourceBytes = 16 * 1024 * 1024;
 
 // setmetatable for agent code (upvalue 1: Lua's own). A metatable with __gc is refused:
@@ -83,7 +90,7 @@ constexpr const char* kSafeLibraries[] = {"string", "table", "math", "utf8", "co
 // resume: the wrappers pass the sentinel upward and resume the inner coroutine
 // with what the host answered.
 constexpr const char* kPrelude = R"lua(
-local sentinel, raw, slice, took_hook_yield = ...
+local sentinel, raw, slice, took_hook_yield, hold_yields = ...
 local resume, yield, create, status = raw.resume, raw.yield, raw.create, raw.status
 local isyieldable = raw.isyieldable
 local select, error = select, error
@@ -103,9 +110,21 @@ local function forward(co, ok, first, ...)
   return ok, first, ...
 end
 
+-- A coroutine resumed where its resumer cannot yield (inside table.sort's comparator, say)
+-- cannot pass a host yield up either: a host call made inside it must refuse to start.
+local function released(...)
+  hold_yields(-1)
+  return ...
+end
+local function resumed(co, ...)
+  if isyieldable() then return forward(co, resume(co, ...)) end
+  hold_yields(1)
+  return released(forward(co, resume(co, ...)))
+end
+
 local wrapped = {}
 for k, v in pairs(raw) do wrapped[k] = v end
-wrapped.resume = function(co, ...) return forward(co, resume(co, ...)) end
+wrapped.resume = resumed
 wrapped.wrap = function(f)
   local co = create(f)
   return function(...)
@@ -113,7 +132,7 @@ wrapped.wrap = function(f)
       if not ok then error((...), 0) end
       return ...
     end
-    return pass(forward(co, resume(co, ...)))
+    return pass(resumed(co, ...))
   end
 end
 
@@ -869,6 +888,16 @@ LuaRuntime& LuaRuntime::from(lua_State* L) {
   return *runtime;
 }
 
+void LuaRuntime::require_wait(lua_State* L, const std::string& what) const {
+  if (lua_isyieldable(L) && held_yields_ == 0) return;
+  throw Error(ErrorCode::usage,
+              what +
+                  " cannot be called here: the step cannot wait for it inside a function "
+                  "Lua calls from C (table.sort's comparator, string.gsub's replacement, "
+                  "a __tostring, a module's top level) or in a coroutine resumed from "
+                  "one; call it outside");
+}
+
 Run& LuaRuntime::require_run(const char* function) const {
   Run* run = current_run();
   if (!run)
@@ -957,7 +986,8 @@ void LuaRuntime::build_base_environment() {
   lua_getglobal(L, "coroutine");
   lua_pushlightuserdata(L, &kSliceKey);
   lua_pushcfunction(L, lua_entry<took_hook_yield>);
-  if (lua_pcall(L, 4, 2, 0) != LUA_OK)
+  lua_pushcfunction(L, lua_entry<count_held_yields>);
+  if (lua_pcall(L, 5, 2, 0) != LUA_OK)
     throw Error(ErrorCode::internal, std::string("prelude: ") + lua_tostring(L, -1));
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kRunnerKey);
   lua_setfield(L, base, "coroutine");
@@ -1441,7 +1471,12 @@ void LuaRuntime::resume(Run& run, int nargs) {
   allocated_since_look_ = 0;
   run.slice_started_ns = thread_cpu_ns();
   int results = 0;
+  // Nothing can hold yields at the start of a resume (a yield never crosses a hold), and
+  // a hold an error skipped releasing must not outlive it.
+  const int held_outside = held_yields_;
+  held_yields_ = 0;
   int status = lua_resume(run.coroutine, L_, nargs, &results);
+  held_yields_ = held_outside;
   // Only a later slice of this step reads the total (count_hook): a step that ended here
   // needs no closing reading (a system call: CLOCK_THREAD_CPUTIME_ID has no vDSO path).
   if (status == LUA_YIELD) run.cpu_used_ns += thread_cpu_ns() - run.slice_started_ns;

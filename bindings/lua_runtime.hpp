@@ -154,6 +154,12 @@ class LuaRuntime final : public AgentRuntime {
   /// step, and that agent's top level is no run's (its folder and environment are its own).
   Run* current_run() const { return loading_files_ ? nullptr : current_; }
   Run& require_run(const char* function) const;
+  /// Throws usage (naming `what`) unless the step running on `L` can suspend here: a call
+  /// the step must wait for (an LLM call, an asynchronous tool) is refused before it starts
+  /// where Lua cannot yield, or its answer would come to a step that went on without it.
+  void require_wait(lua_State* L, const std::string& what) const;
+  /// The prelude's count of coroutines resumed where Lua cannot yield, now running.
+  void hold_yields(int delta) { held_yields_ += delta; }
   /// The run with `id`, or nullptr once it has ended.
   Run* find_run(std::uint64_t id) const {
     auto found = runs_.find(id);
@@ -295,6 +301,7 @@ class LuaRuntime final : public AgentRuntime {
   std::deque<std::pair<std::uint64_t, int>> ready_;
   std::int64_t slice_deadline_ns_ = 0;
   lua_State* hook_yielded_ = nullptr;
+  int held_yields_ = 0;                // see hold_yields
   std::filesystem::path loading_dir_;  // the agent folder while its chunk loads
   std::shared_ptr<const AgentFiles> loading_files_;
   int loading_env_ref_ = LUA_NOREF;  // the environment of the agent chunk while it loads

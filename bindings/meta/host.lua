@@ -9,7 +9,9 @@ local host = {}
 ---schema, `args` are checked and coerced first, as llm.json replies are (near misses
 ---fixed, unknown fields such as `intent` dropped). Raises an error table
 ---{ code, message }: not_found for an unknown tool, usage for arguments that do not
----fit the schema (naming the field), or the tool's own failure.
+---fit the schema (naming the field), or the tool's own failure. An asynchronous tool
+---called where the step cannot wait (table.sort's comparator, string.gsub's replacement,
+---a __tostring, a module's top level) is refused with usage before it starts.
 ---@param name string
 ---@param args? table
 ---@return any result

@@ -1,5 +1,7 @@
 ---@meta luagent.llm
--- luagent.llm: LLM calls. Each call suspends only the calling coroutine.
+-- luagent.llm: LLM calls. Each call suspends only the calling coroutine; one made where
+-- the step cannot wait (table.sort's comparator, string.gsub's replacement, a __tostring,
+-- a module's top level) is refused with usage before it starts.
 -- Errors are tables { code = "invalid_output" | "rate_limited" | ..., message = ... }.
 local llm = {}
 

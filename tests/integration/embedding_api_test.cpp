@@ -1358,3 +1358,71 @@ end)"}});
   BOOST_TEST(mentions(thread.events.at(1).data.get<std::string>(), "and then it threw"));
   BOOST_TEST(thread.events.at(2).data == "the patient answer");
 }
+
+// Lua cannot suspend a step inside table.sort's comparator (or string.gsub's function, a
+// __tostring, ...). An asynchronous tool called there used to be started anyway, then the
+// step got Lua's "attempt to yield across a C-call boundary", and the run was left marked
+// as waiting: the tool's late answer was taken for the run's next call.
+BOOST_AUTO_TEST_CASE(an_async_tool_called_where_lua_cannot_wait_is_refused_before_it_starts) {
+  Fixture f(Agents{{"sorter", R"(
+local host = require "luagent.host"
+return function(thread)
+  local ok, err = pcall(table.sort, { 3, 1, 2 }, function(a, b)
+    host.call("slow", {})
+    return a < b
+  end)
+  thread:push("refused", err.message)
+  local ok, err = pcall(table.sort, { 3, 1, 2 }, function(a, b)
+    coroutine.wrap(function() host.call("slow", {}) end)()
+    return a < b
+  end)
+  thread:push("refused in a coroutine", err.message)
+  thread:push("answer", host.call("slow", {}))
+end)"}});
+  std::vector<ToolReply> replies;
+  f.host->async_tool("slow", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  auto id = f.host->launch("sorter", Event::user("go"));
+  for (int i = 0; i < 50 && replies.size() < 2; ++i) f.host->pump(2ms);
+  BOOST_REQUIRE_GE(replies.size(), 1u);
+  for (std::size_t i = 0; i + 1 < replies.size(); ++i) replies[i].ok("for a call that failed");
+  replies.back().ok("its own answer");
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
+  BOOST_TEST(replies.size() == 1u);  // the refused call never reached the tool
+  auto refusal = thread.events.at(1).data.get<std::string>();
+  BOOST_TEST(mentions(refusal, "host tool 'slow' cannot be called here"), refusal);
+  BOOST_TEST(thread.events.at(2).data == refusal);
+  BOOST_TEST(thread.events.at(3).data == "its own answer");
+}
+
+// The same for an LLM call: it used to start, fail to suspend, and leave the run with a
+// call in flight, so the step's next call failed as "a run has two LLM calls in flight"
+// (an internal error).
+BOOST_AUTO_TEST_CASE(an_llm_call_made_where_lua_cannot_wait_is_refused_before_it_starts) {
+  test::TempDir model_dir;
+  std::ofstream(model_dir / "model.lua") << "return function(r) return 'reply' end\n";
+  Fixture f(Agents{{"sorter", R"(
+local llm = require "luagent.llm"
+return function(thread)
+  local ok, err = pcall(table.sort, { 3, 1, 2 }, function(a, b)
+    llm.text("compare")
+    return a < b
+  end)
+  thread:push("refused", err.message)
+  thread:push("answer", llm.text("hello"))
+end)"}},
+            [&](HostConfig& config) {
+              config.provider = "script";
+              config.script = model_dir / "model.lua";
+            });
+  auto id = f.host->launch("sorter", Event::user("go"));
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
+  auto refusal = thread.events.at(1).data.get<std::string>();
+  BOOST_TEST(mentions(refusal, "llm.text cannot be called here"), refusal);
+  BOOST_TEST(thread.events.at(2).data == "reply");
+  BOOST_TEST(f.host->calls(id).size() == 1u);  // the refused call was never made
+}
