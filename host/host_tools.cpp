@@ -78,7 +78,18 @@ ToolReply::ToolReply(std::shared_ptr<State> state) : state_(std::move(state)) {
     throw Error(ErrorCode::usage, "ToolReply: no call to answer (the host makes replies)");
 }
 
+namespace {
+// A reply moved from (into a lambda, a queue) keeps no state: the copy it went to answers.
+void check_not_moved_from(const std::shared_ptr<ToolReply::State>& state, const char* verb) {
+  if (!state)
+    throw Error(ErrorCode::usage, std::string("ToolReply::") + verb +
+                                      " on a reply that was moved from; answer through the "
+                                      "ToolReply it was moved to");
+}
+}  // namespace
+
 void ToolReply::ok(nlohmann::json result) const {
+  check_not_moved_from(state_, "ok");
   std::lock_guard lock(state_->mutex);
   if (state_->answered) throw Error(ErrorCode::conflict, "this tool call was already answered");
   state_->answered = true;
@@ -86,6 +97,7 @@ void ToolReply::ok(nlohmann::json result) const {
 }
 
 void ToolReply::fail(std::string message) const {
+  check_not_moved_from(state_, "fail");
   std::lock_guard lock(state_->mutex);
   if (state_->answered) throw Error(ErrorCode::conflict, "this tool call was already answered");
   state_->answered = true;
@@ -93,6 +105,7 @@ void ToolReply::fail(std::string message) const {
 }
 
 bool ToolReply::answered() const {
+  check_not_moved_from(state_, "answered");
   std::lock_guard lock(state_->mutex);
   return state_->answered;
 }

@@ -1426,3 +1426,28 @@ end)"}},
   BOOST_TEST(thread.events.at(2).data == "reply");
   BOOST_TEST(f.host->calls(id).size() == 1u);  // the refused call was never made
 }
+
+// A ToolReply is copyable and so movable: one moved from (into a lambda, a queue) has no
+// call to answer. Answering it, or asking it, used to dereference a null state.
+BOOST_AUTO_TEST_CASE(a_moved_from_tool_reply_is_a_usage_error) {
+  Fixture f(Agents{{"waiter", R"(
+return function(thread)
+  thread:push("path", require("luagent.host").call("find_path", {}))
+end)"}});
+  std::vector<ToolReply> replies;
+  f.host->async_tool("find_path", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  auto id = f.host->launch("waiter", Event::user("go"));
+  for (int i = 0; i < 20 && replies.empty(); ++i) f.host->pump(2ms);
+  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  ToolReply taken = std::move(replies[0]);
+  refused([&] { replies[0].ok("north"); }, "moved from");
+  refused([&] { replies[0].fail("lost"); }, "moved from");
+  refused([&] { (void)replies[0].answered(); }, "moved from");
+  BOOST_TEST(!taken.answered());
+  taken.ok("north");
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
+  BOOST_TEST(thread.events.at(1).data == "north");
+}

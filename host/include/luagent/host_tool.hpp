@@ -13,6 +13,7 @@ namespace luagent {
 
 /// The answer handle of one asynchronous tool call. Copyable; answer once, from any
 /// thread. When the last copy is destroyed unanswered, the call fails in the agent.
+/// A reply moved from answers nothing: its ok(), fail() and answered() throw usage.
 class ToolReply {
  public:
   struct State;  // host-internal
