@@ -672,6 +672,21 @@ Event Host::cancel(const std::string& thread_id, const std::string& reason) {
 
 std::vector<ThreadSummary> Host::list(const ThreadQuery& query) {
   impl_->check_thread("list");
+  // Bounds that no time fits are a mistake (swapped, or a difference taken the wrong way
+  // round), which an empty list would pass off as "no such thread".
+  for (auto [name, value] : {std::pair{"updated_since_ms", query.updated_since_ms},
+                             std::pair{"updated_before_ms", query.updated_before_ms}})
+    if (value < 0)
+      throw Error(ErrorCode::usage, "ThreadQuery::" + std::string(name) +
+                                        " must be 0 (no bound) or a time in Unix "
+                                        "milliseconds, not " +
+                                        std::to_string(value));
+  if (query.updated_since_ms > 0 && query.updated_before_ms > 0 &&
+      query.updated_before_ms <= query.updated_since_ms)
+    throw Error(ErrorCode::usage,
+                "ThreadQuery::updated_before_ms (" + std::to_string(query.updated_before_ms) +
+                    ") must be after updated_since_ms (" + std::to_string(query.updated_since_ms) +
+                    "): no thread can match");
   ListFilter filter;
   filter.status = query.status;
   filter.agent = query.agent;

@@ -1451,3 +1451,39 @@ end)"}});
   BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
   BOOST_TEST(thread.events.at(1).data == "north");
 }
+
+// A query whose time bounds can match no thread (updated_before_ms at or before
+// updated_since_ms, or a negative time) used to return an empty list, as if there were
+// no such thread: swapped bounds looked like an empty store.
+BOOST_AUTO_TEST_CASE(list_refuses_time_bounds_that_match_nothing_and_takes_any_limit) {
+  Fixture f(Agents{{"asker", kAsker}});
+  auto first = f.host->launch("asker", Event::user("go"));
+  auto second = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  const std::int64_t updated = f.host->get(second).events.back().at_ms;
+
+  ThreadQuery query;
+  query.limit = std::numeric_limits<std::size_t>::max();
+  BOOST_TEST(f.host->list(query).size() == 2u);
+  query.limit = 1;
+  BOOST_TEST(f.host->list(query).size() == 1u);
+  query.limit = 0;
+  query.updated_since_ms = updated;
+  query.updated_before_ms = updated + 1;
+  BOOST_TEST(!f.host->list(query).empty());
+
+  query.updated_since_ms = updated + 1;
+  query.updated_before_ms = updated;
+  refused([&] { f.host->list(query); },
+          "updated_before_ms (" + std::to_string(updated) + ") must be after updated_since_ms");
+  query.updated_before_ms = query.updated_since_ms;
+  refused([&] { f.host->list(query); }, "must be after updated_since_ms");
+  query = {};
+  query.updated_before_ms = -1;
+  refused([&] { f.host->list(query); }, "updated_before_ms must be 0 (no bound) or a time in Unix");
+  query = {};
+  query.updated_since_ms = -1;
+  refused([&] { f.host->list(query); }, "updated_since_ms must be 0 (no bound) or a time in Unix");
+  BOOST_TEST(f.host->list(ThreadQuery{}).size() == 2u);  // still usable
+  BOOST_TEST(!first.empty());
+}

@@ -131,7 +131,8 @@ struct ResumeResult {
   std::vector<Event> events;
 };
 
-/// Which threads Host::list returns.
+/// Which threads Host::list returns. Host::list throws usage for a negative time, or an
+/// updated_before_ms at or before updated_since_ms (no thread could match).
 struct ThreadQuery {
   std::optional<Status> status;
   std::string agent;                   // empty: every agent
