@@ -86,6 +86,25 @@ void check_host_config(const HostConfig& config) {
                                        " is a file, not a folder (--agents DIR)");
 }
 
+// A thread id names the thread in the message of a refusal: one with a NUL byte would end
+// what() early (naming another id, maybe a real one), and one of megabytes would be a
+// message of megabytes. No id luagent makes is either (new_thread_id: 25 characters; the
+// fs store refuses ids past 128 bytes), so neither can name a stored thread.
+void check_thread_id(const std::string& id) {
+  constexpr std::size_t kLongestId = 128, kShown = 40;
+  auto shown = [&](std::size_t length) {
+    return id.substr(0, std::min(length, kShown)) + (length > kShown ? "..." : "");
+  };
+  if (std::size_t nul = id.find('\0'); nul != std::string::npos)
+    throw Error(ErrorCode::usage, "the thread id '" + shown(nul) +
+                                      "' contains a NUL byte (at byte " + std::to_string(nul) +
+                                      ")");
+  if (id.size() > kLongestId)
+    throw Error(ErrorCode::not_found,
+                "no thread '" + shown(id.size()) + "': its id is " + std::to_string(id.size()) +
+                    " bytes, and thread ids are at most " + std::to_string(kLongestId));
+}
+
 }  // namespace
 
 Resume Resume::approve(std::string key) {
@@ -591,6 +610,7 @@ std::string Host::launch(const std::string& agent, Event first) {
 
 ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   impl_->check_thread("resume");
+  check_thread_id(thread_id);
   Thread thread = impl_->store->load(thread_id);
   // Only an event with nothing in it (Resume::recover()) is no answer; one with data or a
   // key but no type is a mistake that check_outside_event names.
@@ -647,6 +667,7 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
 
 std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
   impl_->check_thread("fork");
+  check_thread_id(thread_id);
   Thread fork = fork_thread(*impl_->store, thread_id, at_event);
   impl_->write_rendering(fork);
   return fork.id;
@@ -654,6 +675,7 @@ std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
 
 Event Host::cancel(const std::string& thread_id, const std::string& reason) {
   impl_->check_thread("cancel");
+  check_thread_id(thread_id);
   check_cancel_reason(reason);  // before a step in flight is stopped for it
   ++impl_->cancels;
   // A step of this host in flight stops first (its on_finished reports the end).
@@ -709,12 +731,14 @@ std::string Host::agent_version(const std::string& agent) {
 
 void Host::continue_thread(const std::string& thread_id) {
   impl_->check_thread("continue_thread");
+  check_thread_id(thread_id);
   // The same path as a resume without an answer: settle unfinished calls, run on.
   impl_->recover(impl_->store->load(thread_id));
 }
 
 Thread Host::get(const std::string& thread_id) {
   impl_->check_thread("get");
+  check_thread_id(thread_id);
   return impl_->store->load(thread_id);
 }
 
@@ -733,6 +757,7 @@ std::string Host::render_context(const Thread& thread) {
 
 std::vector<nlohmann::json> Host::calls(const std::string& thread_id) {
   impl_->check_thread("calls");
+  check_thread_id(thread_id);
   auto calls = impl_->store->calls(thread_id);
   if (calls.empty()) impl_->store->load(thread_id);  // an unknown thread is not_found, as in get()
   return calls;

@@ -1487,3 +1487,44 @@ BOOST_AUTO_TEST_CASE(list_refuses_time_bounds_that_match_nothing_and_takes_any_l
   BOOST_TEST(f.host->list(ThreadQuery{}).size() == 2u);  // still usable
   BOOST_TEST(!first.empty());
 }
+
+// A thread id with a NUL byte was looked up as given, and the not_found message carried the
+// NUL: what() (a C string) ended there, naming another thread ("no thread th_a") and losing
+// the rest. An id of a megabyte came back whole in the message. Each verb that takes a
+// thread id now says what is wrong with it, in a message of bounded size.
+BOOST_AUTO_TEST_CASE(thread_ids_with_a_nul_byte_or_of_any_length_get_a_clear_error) {
+  Fixture f(Agents{{"asker", kAsker}});
+  auto id = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  const std::string with_nul = id + std::string(1, '\0') + "x";
+  const std::string huge(1 << 20, 'x');
+  std::vector<std::pair<std::string, std::function<void(const std::string&)>>> verbs = {
+      {"get", [&](const std::string& t) { f.host->get(t); }},
+      {"calls", [&](const std::string& t) { f.host->calls(t); }},
+      {"fork", [&](const std::string& t) { f.host->fork(t, 1); }},
+      {"cancel", [&](const std::string& t) { f.host->cancel(t); }},
+      {"resume", [&](const std::string& t) { f.host->resume(t, Resume::say("hi")); }},
+      {"continue_thread", [&](const std::string& t) { f.host->continue_thread(t); }}};
+  for (const auto& [verb, call] : verbs) {
+    BOOST_TEST_CONTEXT(verb) {
+      try {
+        call(with_nul);
+        BOOST_ERROR("accepted an id with a NUL byte");
+      } catch (const Error& e) {
+        BOOST_TEST((e.code() == ErrorCode::usage), e.what());
+        BOOST_TEST(std::string(e.what()).find("contains a NUL byte") != std::string::npos,
+                   e.what());
+      }
+      try {
+        call(huge);
+        BOOST_ERROR("found a thread with a megabyte id");
+      } catch (const Error& e) {
+        BOOST_TEST((e.code() == ErrorCode::not_found), e.what());
+        BOOST_TEST(e.message().size() < 400u);
+        BOOST_TEST(mentions(e.message(), "1048576 bytes"), e.message());
+      }
+    }
+  }
+  BOOST_TEST(f.host->get(id).status() == Status::awaiting_human);  // nothing changed
+  BOOST_TEST(f.host->list().size() == 1u);
+}

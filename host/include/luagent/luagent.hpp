@@ -141,6 +141,8 @@ struct ThreadQuery {
   std::size_t limit = 0;               // 0: all; newest first
 };
 
+/// Every member that takes a thread id throws usage for one with a NUL byte, and
+/// not_found (quoting only its start) for one longer than any thread id (128 bytes).
 class Host {
  public:
   explicit Host(HostConfig config);
