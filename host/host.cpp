@@ -203,10 +203,22 @@ struct Host::Impl {
   void open(HostConfig host_config) {
     check_host_config(host_config);
     config = std::move(host_config);
+    auto to_stderr = [](std::string_view level, std::string_view message) {
+      if (level == "debug" && std::getenv("LUAGENT_DEBUG") == nullptr) return;
+      std::cerr << "[" << level << "] " << message << "\n";
+    };
     if (!config.log) {
-      config.log = [](std::string_view level, std::string_view message) {
-        if (level == "debug" && std::getenv("LUAGENT_DEBUG") == nullptr) return;
-        std::cerr << "[" << level << "] " << message << "\n";
+      config.log = to_stderr;
+    } else {
+      // Lines are logged in the middle of the host's bookkeeping (a step ending, a callback
+      // that threw): an exception from the embedder's log must not cut that short.
+      config.log = [log = std::move(config.log), to_stderr](std::string_view level,
+                                                            std::string_view message) {
+        try {
+          log(level, message);
+        } catch (...) {
+          to_stderr(level, std::string(message) + " (HostConfig::log threw; written here)");
+        }
       };
     }
     RuntimeServices services;

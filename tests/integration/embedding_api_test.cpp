@@ -1528,3 +1528,35 @@ BOOST_AUTO_TEST_CASE(thread_ids_with_a_nul_byte_or_of_any_length_get_a_clear_err
   BOOST_TEST(f.host->get(id).status() == Status::awaiting_human);  // nothing changed
   BOOST_TEST(f.host->list().size() == 1u);
 }
+
+// HostConfig::log is the embedder's code too. One that threw used to throw out of the
+// host's own bookkeeping: a failed step's "thread ...: error" line threw out of pump()
+// before the end was reported (updates() never said failed), and a throwing on_event's
+// report threw out of launch() after the thread was stored, so the caller had no id for
+// a thread that existed and whose step never started.
+BOOST_AUTO_TEST_CASE(a_throwing_log_callback_loses_nothing) {
+  Fixture f(Agents{{"broken", "return function(thread) error('boom') end"},
+                   {"talker", "return function(thread) print('hello') thread:push('said', 1) end"}},
+            [](HostConfig& config) {
+              config.log = [](std::string_view, std::string_view) {
+                throw std::runtime_error("the log is full");
+              };
+            });
+  auto broken = f.host->launch("broken", Event::user("go"));
+  auto talker = f.host->launch("talker", Event::user("go"));
+  BOOST_CHECK_NO_THROW(f.pump_until_idle());
+  BOOST_TEST(f.host->get(broken).status() == Status::failed);
+  BOOST_TEST(f.host->get(talker).status() == Status::done);
+  std::set<std::string> failed;
+  for (const Update& u : f.host->updates())
+    if (u.kind == Update::Kind::failed) failed.insert(u.thread_id);
+  BOOST_TEST(failed.count(broken) == 1u);
+
+  f.host->on_event([](const Thread&, const Event&) { throw std::runtime_error("ui"); });
+  std::string id;
+  BOOST_CHECK_NO_THROW(id = f.host->launch("talker", Event::user("go")));
+  BOOST_REQUIRE(!id.empty());
+  BOOST_CHECK_NO_THROW(f.pump_until_idle());
+  BOOST_TEST(f.host->get(id).status() == Status::done);
+  BOOST_TEST(f.host->list().size() == 3u);
+}

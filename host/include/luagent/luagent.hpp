@@ -39,7 +39,8 @@ struct HostConfig {
   int step_cpu_ms = 0;             // 0: default (5000)
   std::size_t memory_mb = 0;       // 0: default (256)
   std::chrono::milliseconds replay_latency{0};  // delays every replay and script call
-  /// Log lines from agents (print, luagent.log) and the host; default: stderr.
+  /// Log lines from agents (print, luagent.log) and the host; default: stderr. A line whose
+  /// call throws goes to stderr instead, and the host goes on.
   std::function<void(std::string_view level, std::string_view message)> log;
   /// Watch loaded agents' folders and stdlib/: a changed agent is reloaded while the host
   /// runs; new steps use it, steps in flight finish on their version. Off: every launch and
