@@ -211,10 +211,12 @@ struct Host::Impl {
       config.log = to_stderr;
     } else {
       // Lines are logged in the middle of the host's bookkeeping (a step ending, a callback
-      // that threw): an exception from the embedder's log must not cut that short.
-      config.log = [log = std::move(config.log), to_stderr](std::string_view level,
-                                                            std::string_view message) {
+      // that threw, an agent loading): an exception from the embedder's log must not cut
+      // that short, and the log must not drive the loop from there, as no callback may.
+      config.log = [this, log = std::move(config.log), to_stderr](std::string_view level,
+                                                                  std::string_view message) {
         try {
+          CallbackScope scope(*this);
           log(level, message);
         } catch (...) {
           to_stderr(level, std::string(message) + " (HostConfig::log threw; written here)");
@@ -832,8 +834,8 @@ void Host::Impl::check_thread(const char* verb) const {
        std::string_view(verb) == "run_until_idle"))
     throw Error(ErrorCode::usage,
                 std::string("Host::") + verb +
-                    " called from inside a callback (a host tool, on_event, on_reload or a "
-                    "posted task)");
+                    " called from inside a callback (a host tool, on_event, on_reload, "
+                    "HostConfig::log or a posted task)");
 }
 
 void Host::Impl::note_update(Update::Kind kind, const Thread& thread, const Event* event,

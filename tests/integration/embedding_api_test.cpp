@@ -1560,3 +1560,43 @@ BOOST_AUTO_TEST_CASE(a_throwing_log_callback_loses_nothing) {
   BOOST_TEST(f.host->get(id).status() == Status::done);
   BOOST_TEST(f.host->list().size() == 3u);
 }
+
+// HostConfig::log is called from inside the host's work too: an agent's top-level print
+// while launch() loads it. A pump() from there was allowed (launch is not a pump, and the
+// log was not counted as a callback), and ran another agent's step in the middle of that
+// load: the step saw no run of its own and failed ("belongs to a step that has ended").
+BOOST_AUTO_TEST_CASE(pump_from_the_log_callback_is_a_usage_error) {
+  Host* host = nullptr;
+  std::vector<std::string> refusals;
+  Fixture f(Agents{{"busy", R"(
+return function(thread)
+  local x = 0
+  for i = 1, 3000000 do x = x + i % 7 end
+  thread:push("sum", x)
+end)"},
+                   {"printer", R"(
+print("loading")
+return function(thread) thread:push("printed", 1) end)"}},
+            [&](HostConfig& config) {
+              config.log = [&](std::string_view, std::string_view message) {
+                if (message != "loading") return;
+                try {
+                  host->pump(200ms);
+                } catch (const Error& e) {
+                  refusals.push_back(e.what());
+                }
+              };
+            });
+  host = f.host.get();
+  auto busy = f.host->launch("busy", Event::user("go"));
+  f.host->pump(1ms);  // its step is paused mid-loop
+  auto printer = f.host->launch("printer", Event::user("go"));
+  BOOST_REQUIRE(!refusals.empty());
+  BOOST_TEST(mentions(refusals.front(), "Host::pump called from inside a callback"),
+             refusals.front());
+  f.pump_until_idle();
+  for (const auto& id : {busy, printer}) {
+    Thread thread = f.host->get(id);
+    BOOST_TEST(thread.status() == Status::done, id << ": " << failure_of(thread.events.back()));
+  }
+}

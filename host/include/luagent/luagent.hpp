@@ -4,7 +4,8 @@
 // Threads: a Host belongs to the thread that constructed it. Every member function must
 // be called on that thread, except post(), stop() and ToolReply's ok()/fail(), which any
 // thread may call. A call from another thread throws Error(usage) and changes nothing;
-// so does pump()/run()/run_until_idle() called from inside a tool or event callback.
+// so does pump()/run()/run_until_idle() called from inside a callback: a tool, on_event,
+// on_reload, HostConfig::log or a posted task.
 #pragma once
 
 #include <chrono>
