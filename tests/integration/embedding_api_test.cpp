@@ -1600,3 +1600,82 @@ return function(thread) thread:push("printed", 1) end)"}},
     BOOST_TEST(thread.status() == Status::done, id << ": " << failure_of(thread.events.back()));
   }
 }
+
+// A Host destroyed with steps in flight of every kind (an LLM call pending, an
+// asynchronous tool unanswered, Lua paused mid-loop by the time slice, a thread waiting
+// for a human) ends without a crash or a hang; the replies that outlive it are harmless;
+// what it acknowledged is in the store, and a new Host on the store carries each thread on.
+BOOST_AUTO_TEST_CASE(a_host_destroyed_with_steps_in_flight_leaves_every_thread_continuable) {
+  test::TempDir model_dir;
+  std::ofstream(model_dir / "model.lua") << "return function(r) return 'thought' end\n";
+  auto with_model = [&](HostConfig& config) {
+    config.provider = "script";
+    config.script = model_dir / "model.lua";
+    config.replay_latency = 300ms;  // the call is still pending when the host goes
+  };
+  Fixture f(Agents{{"waiter", R"(
+return function(thread) thread:push("path", require("luagent.host").call("slow", {})) end)"},
+                   {"thinker", R"(
+return function(thread) thread:push("reply", require("luagent.llm").text("think")) end)"},
+                   {"busy", R"(
+return function(thread)
+  local x = 0
+  for i = 1, 50000000 do x = x + i % 7 end
+  thread:push("sum", x)
+end)"},
+                   {"asker", kAsksForAName}},
+            with_model);
+  std::vector<ToolReply> replies;
+  f.host->async_tool("slow", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  std::vector<std::string> acknowledged;
+  f.host->on_event([&](const Thread& t, const Event& e) {
+    acknowledged.push_back(t.id + "#" + std::to_string(e.id));
+  });
+  auto waiter = f.host->launch("waiter", Event::user("go"));
+  auto thinker = f.host->launch("thinker", Event::user("go"));
+  auto busy = f.host->launch("busy", Event::user("go"));
+  auto asker = f.host->launch("asker", Event::user("go"));
+  // Until the asker's step has ended and only waiter, thinker and busy are in flight.
+  std::size_t in_flight = 0;
+  for (int i = 0; i < 100 && (replies.empty() || in_flight != 3u); ++i)
+    in_flight = f.host->pump(1ms);
+  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  BOOST_REQUIRE_EQUAL(in_flight, 3u);
+  BOOST_REQUIRE(f.host->get(asker).status() == Status::awaiting_human);
+  BOOST_REQUIRE(f.host->get(busy).status() == Status::running);
+
+  std::thread answerer([reply = replies[0]] { reply.ok("too late"); });
+  f.host.reset();
+  answerer.join();
+  BOOST_TEST(replies[0].answered());
+  refused([&] { replies[0].fail("twice"); }, "already answered", ErrorCode::conflict);
+  replies.clear();  // the last copies of the reply go after their host
+
+  HostConfig config;
+  config.store = "sqlite:" + (f.dir / "t.db").string();
+  config.agents_dir = f.dir.path();
+  with_model(config);
+  config.replay_latency = 0ms;
+  Host next(config);
+  next.tool("slow", nullptr, [](const nlohmann::json&) { return "in time"; });
+  for (const std::string& ack : acknowledged) {
+    auto hash = ack.find('#');
+    Thread stored = next.get(ack.substr(0, hash));
+    BOOST_TEST(stored.version() >= std::stoll(ack.substr(hash + 1)), ack);
+  }
+  for (const auto& id : {waiter, thinker, busy}) {
+    BOOST_TEST_REQUIRE(next.get(id).status() == Status::running);
+    next.continue_thread(id);
+  }
+  next.resume(asker, Resume::say("Ada"));
+  next.run_until_idle();
+  for (const auto& id : {waiter, thinker, busy, asker}) {
+    Thread thread = next.get(id);
+    BOOST_TEST(thread.status() == Status::done, id << ": " << failure_of(thread.events.back()));
+  }
+  BOOST_TEST(next.get(waiter).events.at(1).data == "in time");
+  BOOST_TEST(next.get(thinker).events.at(1).data == "thought");
+  BOOST_TEST(next.get(busy).events.at(1).type == "sum");
+  BOOST_TEST(next.get(asker).events.at(2).data == "Ada");
+}
