@@ -72,6 +72,8 @@ int host_call(lua_State* L) {
       throw Error(ErrorCode::runtime,
                   "host tool '" + name + "' failed: it threw something not a std::exception");
     }
+    if (std::string why = unrepresentable_in(result); !why.empty())
+      throw Error(ErrorCode::runtime, "host tool '" + name + "' returned " + why);
     HostCallScope scope(L);
     push_json(L, result);
     return 1;

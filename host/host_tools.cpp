@@ -1,6 +1,8 @@
 #include "host_tools.hpp"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "luagent/error.hpp"
 
@@ -69,6 +71,24 @@ std::vector<std::string> HostTools::names() const {
   return names;
 }
 
+std::string unrepresentable_in(const nlohmann::json& result) {
+  // Without recursion: the result may nest deeply (the agent's conversion refuses that).
+  std::vector<const nlohmann::json*> pending = {&result};
+  while (!pending.empty()) {
+    const nlohmann::json& value = *pending.back();
+    pending.pop_back();
+    if (value.is_discarded())
+      return "a discarded value (what nlohmann::json::parse returns for text that is not "
+             "JSON; check the parse first)";
+    if (value.is_binary())
+      return "a binary value, which Lua and JSON have no form for (encode the bytes, as hex "
+             "or base64, first)";
+    if (value.is_structured())
+      for (const auto& item : value) pending.push_back(&item);
+  }
+  return {};
+}
+
 ToolReply::State::~State() {
   if (!answered && deliver) deliver(std::nullopt, "the tool dropped its reply without answering");
 }
@@ -90,6 +110,9 @@ void check_not_moved_from(const std::shared_ptr<ToolReply::State>& state, const 
 
 void ToolReply::ok(nlohmann::json result) const {
   check_not_moved_from(state_, "ok");
+  // Refused before it counts as the answer: the caller can still give the right one.
+  if (std::string why = unrepresentable_in(result); !why.empty())
+    throw Error(ErrorCode::usage, "ToolReply::ok: the result holds " + why);
   std::lock_guard lock(state_->mutex);
   if (state_->answered) throw Error(ErrorCode::conflict, "this tool call was already answered");
   state_->answered = true;

@@ -59,6 +59,10 @@ class HostTools {
   std::map<std::string, HostTool> tools_;
 };
 
+/// What in a tool's result has no Lua form ("a discarded value (...)", "a binary value
+/// (...)"), or empty when it has none: either would reach the agent as nil.
+std::string unrepresentable_in(const nlohmann::json& result);
+
 /// One asynchronous call's answer slot. `deliver` runs once: with the result, or with
 /// an error message (fail(), or the last ToolReply dropped unanswered).
 struct ToolReply::State {

@@ -1679,3 +1679,35 @@ end)"},
   BOOST_TEST(next.get(busy).events.at(1).type == "sum");
   BOOST_TEST(next.get(asker).events.at(2).data == "Ada");
 }
+
+// What nlohmann::json::parse(text, nullptr, false) returns for text that is not JSON (a
+// discarded value), and a binary value, have no Lua form: a tool's result of either
+// reached the agent as nil, a successful call with no result. launch() and resume() refuse
+// them; a tool's answer now does too, so the mistake shows where it was made.
+BOOST_AUTO_TEST_CASE(a_tool_result_json_has_no_form_for_is_refused) {
+  Fixture f(Agents{{"caller", R"(
+local host = require "luagent.host"
+return function(thread)
+  local ok, err = pcall(host.call, "parse", {})
+  thread:push("sync", ok and "accepted" or err.message)
+  thread:push("async", host.call("later", {}))
+end)"}});
+  const nlohmann::json discarded = nlohmann::json::parse("{oops", nullptr, false);
+  f.host->tool("parse", nullptr, [&](const nlohmann::json&) { return discarded; });
+  std::vector<ToolReply> replies;
+  f.host->async_tool("later", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  auto id = f.host->launch("caller", Event::user("go"));
+  for (int i = 0; i < 50 && replies.empty(); ++i) f.host->pump(2ms);
+  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  refused([&] { replies[0].ok(discarded); }, "discarded value");
+  refused([&] { replies[0].ok({{"bytes", nlohmann::json::binary({1, 2, 3})}}); }, "binary value");
+  BOOST_TEST(!replies[0].answered());  // still open: the right answer can follow
+  replies[0].ok("fine");
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
+  auto sync = thread.events.at(1).data.get<std::string>();
+  BOOST_TEST(mentions(sync, "host tool 'parse' returned a discarded value"), sync);
+  BOOST_TEST(thread.events.at(2).data == "fine");
+}
