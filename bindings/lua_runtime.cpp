@@ -1967,14 +1967,17 @@ namespace luagent::lua {
 
 std::string LuaRuntime::render_context(const Thread& thread) {
   lua_State* L = L_;
-  int top = lua_gettop(L);
+  // However this ends (push_json refuses a Thread nested past the depth limit), the main
+  // state's stack is left as it was: each refused call used to leave its pushes there, and
+  // after some thousands the state had no stack left for anything (a stack overflow).
+  struct RestoreTop {
+    lua_State* L;
+    int top;
+    ~RestoreTop() { lua_settop(L, top); }
+  } restore{L, lua_gettop(L)};
   lua_pushcfunction(L, lua_require);
   lua_pushliteral(L, "luagent.context");
-  if (pcall_limited(1, 1, 0) != LUA_OK) {
-    Error error = error_from_lua(L, -1);
-    lua_settop(L, top);
-    throw error;
-  }
+  if (pcall_limited(1, 1, 0) != LUA_OK) throw error_from_lua(L, -1);
   lua_getfield(L, -1, "xml");
   {
     HostCallScope scope(L);
@@ -1986,14 +1989,8 @@ std::string LuaRuntime::render_context(const Thread& thread) {
     }
     push_json(L, events, 2);  // the list and each event around the event's own data
   }
-  if (pcall_limited(1, 1, 0) != LUA_OK) {
-    Error error = error_from_lua(L, -1);
-    lua_settop(L, top);
-    throw error;
-  }
-  std::string text = lua_tostring(L, -1) ? lua_tostring(L, -1) : "";
-  lua_settop(L, top);
-  return text;
+  if (pcall_limited(1, 1, 0) != LUA_OK) throw error_from_lua(L, -1);
+  return lua_tostring(L, -1) ? lua_tostring(L, -1) : "";
 }
 
 }  // namespace luagent::lua

@@ -1711,3 +1711,27 @@ end)"}});
   BOOST_TEST(mentions(sync, "host tool 'parse' returned a discarded value"), sync);
   BOOST_TEST(thread.events.at(2).data == "fine");
 }
+
+// render_context() refuses a Thread nested past the depth limit, but each refusal left what
+// it had pushed on the Lua state's stack: after some 9,400 of them the state had no stack
+// left, and every later render_context() failed ("stack overflow"), valid threads' too.
+BOOST_AUTO_TEST_CASE(render_context_refusals_leave_the_host_usable) {
+  Fixture f(Agents{{"asker", kAsker}});
+  auto id = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  Thread deep = f.host->get(id);
+  deep.events[0].data = nested(150);
+  for (int i = 0; i < 12000; ++i) {
+    try {
+      f.host->render_context(deep);
+      BOOST_FAIL("rendered data nested past the depth limit");
+    } catch (const Error& e) {
+      if (!mentions(e.what(), "JSON nested deeper than 100 levels"))
+        BOOST_FAIL("refusal " << i << " said: " << e.what());
+    }
+  }
+  BOOST_TEST(mentions(f.host->render_context(f.host->get(id)), "go"));
+  auto next = f.host->launch("asker", Event::user("again"));
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(next).status() == Status::awaiting_human);
+}
