@@ -6,6 +6,9 @@
 // thread may call. A call from another thread throws Error(usage) and changes nothing;
 // so does pump()/run()/run_until_idle() called from inside a callback: a tool, on_event,
 // on_reload, HostConfig::log or a posted task.
+// post() and stop() are calls on the Host object: the program keeps it alive until no
+// other thread can make them (a task still queued when the Host goes is dropped unrun).
+// A ToolReply needs no such care: answered after its Host is gone, it does nothing.
 #pragma once
 
 #include <chrono>
