@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "agent_runtime.hpp"
@@ -166,6 +167,18 @@ struct Host::Impl {
   // Host::cancel calls so far. launch() and resume() compare it around reporting their
   // event, to find a callback that cancelled the thread before its step started.
   std::uint64_t cancels = 0;
+  // Threads whose step launch(), resume() or a recover is about to start while the
+  // callbacks hear of the events before it: a continue_thread() from one of them must find
+  // the step as good as in flight, or the thread gets two.
+  std::set<std::string> starting;
+  struct StartingScope {
+    StartingScope(Impl& impl, std::string thread_id) : impl(impl), id(std::move(thread_id)) {
+      impl.starting.insert(id);
+    }
+    ~StartingScope() { impl.starting.erase(id); }
+    Impl& impl;
+    std::string id;
+  };
   // What a loop turn inside pump() has cost lately (I/O on every socket that stirred:
   // requests the last runs started, replies arriving). pump() starts another turn only
   // with this much budget left, so a turn begun just before the deadline cannot carry
@@ -521,6 +534,11 @@ struct Host::Impl {
   ResumeResult recover(Thread thread) {
     // Its status says running either way: a second step beside the live one would settle
     // the live one's tool calls as outcome_unknown and run them again.
+    if (starting.count(thread.id))
+      throw Error(ErrorCode::conflict,
+                  "thread " + thread.id +
+                      " has a step starting in this host (its events are being reported "
+                      "first); it was not interrupted (cancel it, or let the step end)");
     if (runtime->has_step_in_flight(thread.id))
       throw Error(ErrorCode::conflict, "thread " + thread.id +
                                            " has a step in flight in this host; it was not "
@@ -539,6 +557,7 @@ struct Host::Impl {
     auto hold = hold_step(thread.id);
     AgentInfo info = agent_of(thread);
     ResumeResult result;
+    StartingScope starting_step(*this, thread.id);
     if (auto outcomes = unfinished_call_outcomes(thread); !outcomes.empty()) {
       result.events = store->append(thread.id, thread.version(), std::move(outcomes)).events;
       if (!report(thread, result.events)) return result;
@@ -615,6 +634,7 @@ std::string Host::launch(const std::string& agent, Event first) {
     return id;
   }
   impl_->store->create(thread);
+  Impl::StartingScope starting(*impl_, id);
   std::uint64_t cancels_before = impl_->cancels;
   for (const Event& event : thread.events) impl_->notify_event(thread, event);
   if (impl_->cancelled_since(id, cancels_before)) return id;  // by an on_event callback
@@ -675,6 +695,7 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
     impl_->start(info, std::move(thread), *hold, appended.events.size());
     return result;
   }
+  Impl::StartingScope starting(*impl_, thread.id);
   if (impl_->report(thread, appended.events)) impl_->start(info, std::move(thread), *hold);
   return result;
 }

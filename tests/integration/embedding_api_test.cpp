@@ -1735,3 +1735,46 @@ BOOST_AUTO_TEST_CASE(render_context_refusals_leave_the_host_usable) {
   f.pump_until_idle();
   BOOST_TEST(f.host->get(next).status() == Status::awaiting_human);
 }
+
+// An on_event callback told of the event launch() or resume() just stored runs before that
+// call starts the thread's step. A continue_thread() from there found no step in flight and
+// started one; then launch()/resume() started theirs: two steps on one thread, the loser
+// failing on a lost compare-and-swap ("changed meanwhile") and reported as a failure of a
+// thread that went on to finish.
+BOOST_AUTO_TEST_CASE(continue_from_on_event_before_the_step_starts_is_a_conflict) {
+  Fixture f(Agents{{"payer", R"(
+local host = require "luagent.host"
+return function(thread)
+  local call, answer = thread:resumed()
+  if not call then return thread:await("human", {}) end
+  local pay = { intent = "pay", amount = 5 }
+  thread:push("pay", pay)
+  thread:execute(pay, function(c) return host.call("pay", c) end)
+end)"}});
+  int paid = 0;
+  f.host->tool("pay", nullptr, [&](const nlohmann::json&) { return ++paid; });
+  std::vector<std::string> refusals;
+  f.host->on_event([&](const Thread& t, const Event& e) {
+    if (e.type != "user_input" && e.type != "human_response") return;
+    try {
+      f.host->continue_thread(t.id);
+      refusals.push_back("accepted at " + e.type);
+    } catch (const Error& err) {
+      BOOST_TEST((err.code() == ErrorCode::conflict), err.what());
+      refusals.push_back(err.what());
+    }
+  });
+  auto id = f.host->launch("payer", Event::user("go"));
+  f.pump_until_idle();
+  BOOST_TEST_REQUIRE(f.host->get(id).status() == Status::awaiting_human);
+  f.host->resume(id, Resume::say("pay"));
+  f.pump_until_idle();
+  BOOST_REQUIRE_EQUAL(refusals.size(), 2u);
+  for (const std::string& refusal : refusals)
+    BOOST_TEST(mentions(refusal, "has a step starting in this host"), refusal);
+  Thread thread = f.host->get(id);
+  BOOST_TEST(thread.status() == Status::done, failure_of(thread.events.back()));
+  BOOST_TEST(paid == 1);
+  for (const Update& u : f.host->updates()) BOOST_TEST((u.kind != Update::Kind::failed));
+  BOOST_TEST(!f.logged("changed meanwhile"));
+}

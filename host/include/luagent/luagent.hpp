@@ -220,7 +220,9 @@ class Host {
   /// thread copied into this host's store, or one a crashed process left running. Throws
   /// conflict when a step of it is in flight, in this host or in another process on this
   /// machine using the store (a lock on a file beside the store, which the kernel drops
-  /// when that process ends, however it ends), and for a thread that is not running.
+  /// when that process ends, however it ends), and for a thread that is not running. A
+  /// step about to start counts as in flight: from an on_event callback told of the event
+  /// launch() or resume() just stored, continuing that thread is a conflict.
   void continue_thread(const std::string& thread_id);
   /// What changed since the last call (events, pauses, ends, streamed text), in order.
   std::vector<Update> updates();
