@@ -95,6 +95,18 @@ int main(int argc, char** argv) {
   try {
     Args args = parse_args(argc, argv);
     if (args.command == "help" || has(args, "--help")) {
+      // `help TOPIC` for a command that does not exist is a typo, not a question answered.
+      if (args.command == "help" && !args.positional.empty()) {
+        const std::string& topic = args.positional.front();
+        bool known = std::any_of(std::begin(kCommands), std::end(kCommands),
+                                 [&](const Command& command) { return topic == command.name; });
+        if (!known || args.positional.size() > 1)
+          throw luagent::Error(
+              luagent::ErrorCode::usage,
+              (known ? "help takes one command, not " + std::to_string(args.positional.size())
+                     : "no command '" + topic + "' to help with") +
+                  " (see luagent --help)");
+      }
       std::cout << kUsage;
       return kExitDone;
     }

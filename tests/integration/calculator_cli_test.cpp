@@ -552,6 +552,20 @@ BOOST_AUTO_TEST_CASE(no_command_is_an_error_on_stderr) {
   BOOST_TEST(help.out.find("usage: luagent <command>") != std::string::npos, help.out);
 }
 
+// `help bogus` printed the usage and exited 0, as if `bogus` were a command it had explained.
+BOOST_AUTO_TEST_CASE(help_for_a_command_that_does_not_exist_is_a_usage_error) {
+  auto typo = run_cli({"help", "rnu"}, {}, kCleanEnv);
+  BOOST_TEST(typo.exit_code == 2);
+  BOOST_TEST(typo.out.empty(), typo.out);
+  BOOST_TEST(typo.err.find("no command 'rnu' to help with") != std::string::npos, typo.err);
+  auto two = run_cli({"help", "run", "show"}, {}, kCleanEnv);
+  BOOST_TEST(two.exit_code == 2);
+  BOOST_TEST(two.err.find("help takes one command, not 2") != std::string::npos, two.err);
+  auto known = run_cli({"help", "run"}, {}, kCleanEnv);
+  BOOST_TEST(known.exit_code == 0);
+  BOOST_TEST(known.out.find("run AGENT [MESSAGE]") != std::string::npos, known.out);
+}
+
 // Every Error that ended the CLI exited 2, whatever its code: an agent that ran past its CPU
 // limit while loading exited 2 ("usage or configuration error"), where docs/errors.md gives
 // `limit` (like every agent error) exit 1.
