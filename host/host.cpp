@@ -80,6 +80,16 @@ void check_host_config(const HostConfig& config) {
   if (config.watch_poll_interval.count() <= 0)
     refuse("watch_poll_interval", "a positive number of milliseconds",
            config.watch_poll_interval.count());
+  // The file system reads a path only up to a NUL byte: a path with one would silently name
+  // the folder or file before it.
+  for (const auto& [field, path] :
+       {std::pair{"agents_dir", &config.agents_dir}, std::pair{"config_file", &config.config_file},
+        std::pair{"cassette", &config.cassette}, std::pair{"script", &config.script},
+        std::pair{"record", &config.record}, std::pair{"stdlib_dir", &config.stdlib_dir}})
+    if (std::size_t nul = path->native().find('\0'); nul != std::string::npos)
+      throw Error(ErrorCode::config, std::string("HostConfig::") + field +
+                                         " contains a NUL byte (at byte " + std::to_string(nul) +
+                                         ")");
   std::error_code ec;
   if (std::filesystem::exists(config.agents_dir, ec) &&
       !std::filesystem::is_directory(config.agents_dir, ec))

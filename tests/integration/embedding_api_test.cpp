@@ -694,6 +694,14 @@ BOOST_AUTO_TEST_CASE(host_config_values_out_of_range_are_refused) {
   refused([](HostConfig& c) { c.store = "sqlite::memory:"; }, "is not a file");
   refused([](HostConfig& c) { c.store = "sqlite:file::memory:"; }, "is not a file");
   refused([&](HostConfig& c) { c.store = std::string("sqlite:a\0b", 10); }, "NUL");
+  // A path is read only up to a NUL byte: it would silently name the folder or file before it.
+  const std::string with_nul = (dir.path() / "x").string() + std::string("\0y", 2);
+  refused([&](HostConfig& c) { c.agents_dir = with_nul; }, "HostConfig::agents_dir contains a NUL");
+  refused([&](HostConfig& c) { c.config_file = with_nul; }, "HostConfig::config_file contains");
+  refused([&](HostConfig& c) { c.cassette = with_nul; }, "HostConfig::cassette contains a NUL");
+  refused([&](HostConfig& c) { c.script = with_nul; }, "HostConfig::script contains a NUL");
+  refused([&](HostConfig& c) { c.record = with_nul; }, "HostConfig::record contains a NUL");
+  refused([&](HostConfig& c) { c.stdlib_dir = with_nul; }, "HostConfig::stdlib_dir contains");
   // A config file must set globals or return a table; a cassette is a file.
   std::ofstream(dir / "returns_42.lua") << "return 42";
   refused([&](HostConfig& c) { c.config_file = dir / "returns_42.lua"; },
