@@ -1970,11 +1970,7 @@ std::string LuaRuntime::render_context(const Thread& thread) {
   // However this ends (push_json refuses a Thread nested past the depth limit), the main
   // state's stack is left as it was: each refused call used to leave its pushes there, and
   // after some thousands the state had no stack left for anything (a stack overflow).
-  struct RestoreTop {
-    lua_State* L;
-    int top;
-    ~RestoreTop() { lua_settop(L, top); }
-  } restore{L, lua_gettop(L)};
+  StackTopRestorer restore(L);
   lua_pushcfunction(L, lua_require);
   lua_pushliteral(L, "luagent.context");
   if (pcall_limited(1, 1, 0) != LUA_OK) throw error_from_lua(L, -1);

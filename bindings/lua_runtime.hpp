@@ -363,6 +363,21 @@ class HostCallScope {
   LuaRuntime& runtime_;
 };
 
+/// Restores the stack top of a state the host drives from C++ (not from inside a Lua call)
+/// however the scope ends: a conversion that throws (push_json refusing data nested past
+/// the limit) must not leave its pushes behind, or thousands of refusals use up the stack.
+class StackTopRestorer {
+ public:
+  explicit StackTopRestorer(lua_State* L) : L_(L), top_(lua_gettop(L)) {}
+  ~StackTopRestorer() { lua_settop(L_, top_); }
+  StackTopRestorer(const StackTopRestorer&) = delete;
+  StackTopRestorer& operator=(const StackTopRestorer&) = delete;
+
+ private:
+  lua_State* L_;
+  int top_;
+};
+
 /// Pushes a new table with weak keys (entries go when their key is collected).
 void push_weak_keyed_table(lua_State* L);
 /// Pushes the weak table the registry holds at `registry_key`, made on first use: weak

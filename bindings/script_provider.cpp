@@ -54,13 +54,20 @@ class ScriptProvider final : public llm::Provider {
     outcome.trace.attempts = 1;
     outcome.trace.request_body = llm::cassette_key(request);  // the rendered prompt
     outcome.trace.request_bytes = static_cast<std::int64_t>(outcome.trace.request_body.size());
-    int top = lua_gettop(L);
+    StackTopRestorer restore(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, function_ref_);
-    {
+    try {
       HostCallScope scope(L);
       nlohmann::json table = {{"messages", request.messages}, {"model", outcome.trace.model}};
       if (request.response_schema) table["schema"] = request.response_schema->json();
-      push_json(L, table);
+      // One level around the message list, which was checked on its own: a prompt nested
+      // as deep as llm.* accepts must reach the model.
+      push_json(L, table, 1);
+    } catch (const Error& error) {
+      // The call fails, as any provider's would; thrown, it left the pump and the thread
+      // running with no step.
+      outcome.result = Error(error.code(), "the script model's request: " + error.message());
+      return outcome;
     }
     // Under the CPU limit, as an agent file's top level: a model that never returns
     // would otherwise hold the pump that delivers its reply for good.
@@ -89,7 +96,6 @@ class ScriptProvider final : public llm::Provider {
                              "the script model must return a string or "
                              "{ text = ... }");
     }
-    lua_settop(L, top);
     return outcome;
   }
 

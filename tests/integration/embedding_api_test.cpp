@@ -1435,6 +1435,38 @@ end)"}},
   BOOST_TEST(f.host->calls(id).size() == 1u);  // the refused call was never made
 }
 
+// The script model receives { messages = ..., model = ... }: one level around a message
+// list that llm.* checked on its own. A prompt at the depth limit made
+// that table too deep, and the refusal was thrown out of pump(), leaving the thread running
+// with no step (the CLI exited 1 on it). Such a prompt reaches the model now; a refusal
+// would fail only the call.
+BOOST_AUTO_TEST_CASE(a_script_model_gets_a_prompt_nested_as_deep_as_llm_accepts) {
+  test::TempDir model_dir;
+  std::ofstream(model_dir / "model.lua") << R"(
+return function(request)
+  local depth, value = 0, request.messages[1].content
+  while type(value) == "table" do depth, value = depth + 1, value[1] end
+  return "depth " .. depth
+end
+)";
+  Fixture f(Agents{{"deep", R"(
+local llm = require "luagent.llm"
+return function(thread)
+  local content = "x"
+  for i = 1, 98 do content = { content } end
+  thread:push("answer", llm.text({ { role = "user", content = content } }))
+end)"}},
+            [&](HostConfig& config) {
+              config.provider = "script";
+              config.script = model_dir / "model.lua";
+            });
+  auto id = f.host->launch("deep", Event::user("go"));
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
+  BOOST_TEST(thread.events.at(1).data == "depth 98");
+}
+
 // A ToolReply is copyable and so movable: one moved from (into a lambda, a queue) has no
 // call to answer. Answering it, or asking it, used to dereference a null state.
 BOOST_AUTO_TEST_CASE(a_moved_from_tool_reply_is_a_usage_error) {
