@@ -30,7 +30,7 @@ int threads_get(lua_State* L) {
   std::string id(arg_string(L, 1, "threads.get", "id"));
   nlohmann::json json = luagent::to_json(store_of(L, "threads.get").load(id));
   HostCallScope scope(L);
-  push_json(L, json);
+  push_json(L, json, 3);  // the thread, its event list and each event around the event's data
   return 1;
 }
 

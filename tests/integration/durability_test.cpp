@@ -758,6 +758,10 @@ return function(thread)
     thread:push("cancelled_other", threads.cancel(id, "by an agent").type)
   elseif verb == "self" then
     threads.cancel(thread.id)
+  elseif verb == "deep" then -- data as deeply nested as an event may hold
+    local data = "x"
+    for i = 1, 100 do data = { data } end
+    thread:push("deep", data)
   end
   return thread
 end
@@ -789,4 +793,11 @@ end
   auto missing = pushed("fork " + waiting + " 99");
   BOOST_TEST(missing["data"]["code"] == "not_found");
   BOOST_TEST(pushed("self x")["data"]["code"] == "usage");
+  // The thread's table wraps each event's data three levels deeper (thread, events, event):
+  // threads.get of a thread holding data at the depth limit used to fail with `limit`.
+  auto deep_run = cli({"run", (dir / "ops").string(), "deep x"});
+  std::string deep = json_lines(deep_run.out).back()["thread_id"];
+  auto deep_got = pushed("get " + deep);
+  BOOST_TEST(deep_got["type"] == "got", deep_got.dump());
+  BOOST_TEST(deep_got["data"]["status"] == "done", deep_got.dump());
 }
