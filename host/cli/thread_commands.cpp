@@ -164,8 +164,21 @@ int command_threads(const Args& args) {
   luagent::ThreadQuery query;
   query.status = status;
   query.agent = option(args, "--agent");
-  if (has(args, "--since")) query.updated_since_ms = luagent::parse_utc(option(args, "--since"));
-  if (has(args, "--before")) query.updated_before_ms = luagent::parse_utc(option(args, "--before"));
+  // Checked here in the flags' own words: ThreadQuery reads 0 as "no bound", so --before
+  // 1970-01-01T00:00:00.000Z would list every thread, and its refusals name C++ fields.
+  auto time_flag = [&](const char* flag) {
+    std::int64_t ms = luagent::parse_utc(option(args, flag));
+    if (ms <= 0)
+      throw Error(ErrorCode::usage, std::string(flag) + " must be after 1970-01-01T00:00:00.000Z");
+    return ms;
+  };
+  if (has(args, "--since")) query.updated_since_ms = time_flag("--since");
+  if (has(args, "--before")) query.updated_before_ms = time_flag("--before");
+  if (query.updated_since_ms > 0 && query.updated_before_ms > 0 &&
+      query.updated_before_ms <= query.updated_since_ms)
+    throw Error(ErrorCode::usage, "--before (" + option(args, "--before") +
+                                      ") must be after --since (" + option(args, "--since") +
+                                      "): no thread can match");
   for (const auto& summary : host.list(query)) {
     if (args.json) {
       std::cout << nlohmann::json({{"id", summary.id},

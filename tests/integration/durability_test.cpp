@@ -679,6 +679,12 @@ BOOST_AUTO_TEST_CASE(bad_input_is_a_clear_error_and_touches_nothing) {
       {{"cancel", "th_nosuchthread"}, "no thread th_nosuchthread"},
       {{"show", waiting, "--format", "pdf"}, "--format must be"},
       {{"threads", "--since", "yesterday"}, "is not of the form"},
+      // ThreadQuery reads 0 as no bound: --before the epoch listed every thread, and these
+      // refusals named ThreadQuery's C++ fields.
+      {{"threads", "--before", "1970-01-01T00:00:00.000Z"},
+       "--before must be after 1970-01-01T00:00:00.000Z"},
+      {{"threads", "--since", "2026-01-02T00:00:00.000Z", "--before", "2026-01-01T00:00:00.000Z"},
+       "--before (2026-01-01T00:00:00.000Z) must be after --since (2026-01-02T00:00:00.000Z)"},
   };
   for (const auto& c : cases) {
     auto result = cli(c.args);
