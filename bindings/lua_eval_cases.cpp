@@ -2,18 +2,14 @@
 // check functions.
 #include <cstring>
 #include <fstream>
-#include <iterator>
 
+#include "bounded_read.hpp"
 #include "eval_cases.hpp"
 #include "lua_guard.hpp"
 #include "lua_json_convert.hpp"
 #include "lua_runtime.hpp"
 
 namespace luagent::lua {
-
-// As for an agent's sources.
-constexpr std::size_t kMaxCaseFileBytes = 16 * 1024 * 1024;
-
 namespace {
 
 // Splits each case into plain data (JSON) and its check function.
@@ -103,14 +99,10 @@ std::unique_ptr<EvalCaseFile> load_eval_cases(AgentRuntime& runtime,
   std::ifstream in(file, std::ios::binary);
   if (!in) throw Error(ErrorCode::not_found, "cannot read the case file " + file.string());
   std::string source;
-  char buffer[64 * 1024];
-  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-    source.append(buffer, static_cast<std::size_t>(in.gcount()));
-    if (source.size() > lua::kMaxCaseFileBytes)
-      throw Error(ErrorCode::usage, "the case file " + file.string() + " is larger than " +
-                                        std::to_string(lua::kMaxCaseFileBytes / (1024 * 1024)) +
-                                        " MiB");
-  }
+  if (!read_at_most(in, lua::kMaxSourceBytes, source))
+    throw Error(ErrorCode::usage, "the case file " + file.string() + " is larger than " +
+                                      std::to_string(lua::kMaxSourceBytes / (1024 * 1024)) +
+                                      " MiB");
   int top = lua_gettop(L);
   std::string chunkname = "@" + file.filename().string();
   if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK) {

@@ -52,8 +52,6 @@ int count_held_yields(lua_State* L) {
   return 0;
 }
 
-constexpr std::size_t kMaxSourceBytes = 16 * 1024 * 1024;
-
 // setmetatable for agent code (upvalue 1: Lua's own). A metatable with __gc is refused:
 // Lua runs finalizers with hooks off, whenever the collector gets to them, so an endless
 // finalizer would stall the host beyond the reach of any limit (Luau has no __gc either).

@@ -363,6 +363,9 @@ class HostCallScope {
   LuaRuntime& runtime_;
 };
 
+/// The most an agent's source or prompt file, a case file or a script model may hold.
+inline constexpr std::size_t kMaxSourceBytes = 16 * 1024 * 1024;
+
 /// Restores the stack top of a state the host drives from C++ (not from inside a Lua call)
 /// however the scope ends: a conversion that throws (push_json refusing data nested past
 /// the limit) must not leave its pushes behind, or thousands of refusals use up the stack.

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "bounded_read.hpp"
 #include "llm/json_schema.hpp"
 #include "llm/replay_provider.hpp"
 #include "lua_guard.hpp"
@@ -110,9 +111,18 @@ class ScriptProvider final : public llm::Provider {
 
 std::unique_ptr<llm::Provider> LuaRuntime::make_script_provider(const std::filesystem::path& file) {
   lua_State* L = L_;
+  // A folder opens and then throws from inside the stream (an "internal error"); a device
+  // such as /dev/zero would be read until memory ran out.
+  std::error_code ec;
+  if (std::filesystem::is_directory(file, ec))
+    throw Error(ErrorCode::config,
+                "the script model " + file.string() + " is a folder, not a Lua file");
   std::ifstream in(file, std::ios::binary);
   if (!in) throw Error(ErrorCode::config, "cannot read the script model " + file.string());
-  std::string source((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string source;
+  if (!read_at_most(in, kMaxSourceBytes, source))
+    throw Error(ErrorCode::config, "the script model " + file.string() + " is larger than " +
+                                       std::to_string(kMaxSourceBytes / (1024 * 1024)) + " MiB");
   std::string chunkname = "@" + file.filename().string();
   if (luaL_loadbufferx(L, source.data(), source.size(), chunkname.c_str(), "t") != LUA_OK) {
     Error error = error_from_lua(L, -1);

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <optional>
 
+#include "bounded_read.hpp"
 #include "cli/cli.hpp"
 
 namespace luagent::cli {
@@ -87,13 +88,8 @@ int command_run(const Args& args) {
     message = args.positional[1];
   } else if (!isatty(STDIN_FILENO)) {
     // Bounded: `run A < /dev/zero` read until memory ran out.
-    constexpr std::size_t kMaxStdinMessage = 16 * 1024 * 1024;
-    char buffer[64 * 1024];
-    while (std::cin.read(buffer, sizeof buffer) || std::cin.gcount() > 0) {
-      message.append(buffer, static_cast<std::size_t>(std::cin.gcount()));
-      if (message.size() > kMaxStdinMessage)
-        throw Error(ErrorCode::usage, "the MESSAGE on stdin is larger than 16 MiB");
-    }
+    if (!luagent::read_at_most(std::cin, 16 * 1024 * 1024, message))
+      throw Error(ErrorCode::usage, "the MESSAGE on stdin is larger than 16 MiB");
     while (!message.empty() && (message.back() == '\n' || message.back() == '\r'))
       message.pop_back();
   }

@@ -712,6 +712,20 @@ BOOST_AUTO_TEST_CASE(host_config_values_out_of_range_are_refused) {
         c.cassette = dir.path();
       },
       "is a folder, not a JSONL file");
+  // A script model that is a folder ended in an internal error from inside the stream, and
+  // one that never ends (a device) was read until memory ran out.
+  refused(
+      [&](HostConfig& c) {
+        c.provider = "script";
+        c.script = dir.path();
+      },
+      "is a folder, not a Lua file");
+  refused(
+      [&](HostConfig& c) {
+        c.provider = "script";
+        c.script = "/dev/zero";
+      },
+      "/dev/zero is larger than 16 MiB");
   HostConfig fine;
   fine.store = "sqlite:" + (dir / "t.db").string();
   fine.agents_dir = dir / "not_yet_made";  // may be created later
