@@ -867,8 +867,15 @@ LuaRuntime::~LuaRuntime() {
 }
 
 std::filesystem::path LuaRuntime::find_stdlib() const {
-  if (const char* env = std::getenv("LUAGENT_STDLIB"); env && *env) return env;
   std::error_code ec;
+  if (const char* env = std::getenv("LUAGENT_STDLIB"); env && *env) {
+    // Refused here: a wrong folder would otherwise show up only as an agent's require of
+    // luagent.context failing, with nothing to say where the folder came from.
+    if (!std::filesystem::is_directory(std::filesystem::path(env) / "luagent", ec))
+      throw Error(ErrorCode::config, std::string("LUAGENT_STDLIB: ") + env +
+                                         " holds no luagent/ folder (the stdlib's modules)");
+    return env;
+  }
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) {
     auto installed = exe.parent_path().parent_path() / "share/luagent/stdlib";

@@ -32,31 +32,58 @@ std::string env_or(const char* name, const std::string& fallback = {}) {
   return value && *value ? std::string(value) : fallback;
 }
 
+// A setting's value, and the environment variable it came from when it did: a bad value
+// read from the environment must say so, or the user looks for it in flags and files.
+template <typename Value>
+struct Setting {
+  Value value;
+  const char* from_env = nullptr;
+};
+
 // Flags (already in `value`) win over the environment, the environment over the config.
-std::string pick(const std::string& value, const char* env, const nlohmann::json& config,
-                 const char* key) {
-  if (!value.empty()) return value;
-  if (std::string from_env = env ? env_or(env) : std::string(); !from_env.empty()) return from_env;
+Setting<std::string> pick(const std::string& value, const char* env, const nlohmann::json& config,
+                          const char* key) {
+  if (!value.empty()) return {value};
+  if (std::string from_env = env ? env_or(env) : std::string(); !from_env.empty())
+    return {std::move(from_env), env};
   if (config.contains(key)) {
     if (!config[key].is_string())
       throw Error(ErrorCode::config,
                   std::string("luagent.config.lua: '") + key + "' must be a string");
-    return config[key].get<std::string>();
+    return {config[key].get<std::string>()};
   }
   return {};
 }
 
 // A file setting: flags and the environment are relative to the working directory,
 // the config file's entries to the config file's folder.
-std::filesystem::path path_setting(const std::filesystem::path& flag, const char* env,
-                                   const nlohmann::json& config, const char* key,
-                                   const std::filesystem::path& config_dir) {
-  if (!flag.empty()) return flag;
-  if (std::string from_env = env_or(env); !from_env.empty()) return from_env;
-  std::string from_config = pick({}, nullptr, config, key);
+Setting<std::filesystem::path> path_setting(const std::filesystem::path& flag, const char* env,
+                                            const nlohmann::json& config, const char* key,
+                                            const std::filesystem::path& config_dir) {
+  if (!flag.empty()) return {flag};
+  if (std::string from_env = env_or(env); !from_env.empty()) return {from_env, env};
+  std::string from_config = pick({}, nullptr, config, key).value;
   if (from_config.empty()) return {};
   std::filesystem::path path(from_config);
-  return path.is_absolute() || config_dir.empty() ? path : config_dir / path;
+  return {path.is_absolute() || config_dir.empty() ? path : config_dir / path};
+}
+
+// "LUAGENT_STORE: " for a value from the environment, to begin a message about it.
+template <typename Value>
+std::string env_prefix(const Setting<Value>& setting) {
+  return setting.from_env ? std::string(setting.from_env) + ": " : std::string();
+}
+
+// Runs `use`, which takes `setting`'s value; an Error it throws keeps its code and gains
+// the name of the environment variable the value came from, if it came from one.
+template <typename Value, typename Use>
+auto blaming_env(const Setting<Value>& setting, const Use& use) -> decltype(use()) {
+  if (!setting.from_env) return use();
+  try {
+    return use();
+  } catch (const Error& error) {
+    throw Error(error.code(), env_prefix(setting) + error.message(), error.source(), error.line());
+  }
 }
 
 // Values a HostConfig cannot mean: each used to be taken as given (a negative poll interval
@@ -278,46 +305,55 @@ struct Host::Impl {
       runtime = make_lua_runtime(services);  // limits are fixed when the state is made
     }
 
-    std::string store_uri = pick(config.store, "LUAGENT_STORE", file_config, "store");
-    if (store_uri.empty()) store_uri = std::string(kDefaultStoreUri);
-    store = open_store(store_uri, config.store_must_exist ? StoreOpening::existing_only
-                                                          : StoreOpening::create_if_missing);
+    Setting<std::string> store_uri = pick(config.store, "LUAGENT_STORE", file_config, "store");
+    if (store_uri.value.empty()) store_uri.value = std::string(kDefaultStoreUri);
+    store = blaming_env(store_uri, [&] {
+      return open_store(store_uri.value, config.store_must_exist ? StoreOpening::existing_only
+                                                                 : StoreOpening::create_if_missing);
+    });
     runtime->set_store(store.get());
     if (auto folder = store->step_lock_folder(); !folder.empty())
       step_locks = std::make_unique<StepLocks>(folder);
     if (config.store_settings_only) return;
 
-    std::string provider_name = pick(config.provider, "LUAGENT_PROVIDER", file_config, "provider");
-    std::string model = pick(config.model, "LUAGENT_MODEL", file_config, "model");
+    Setting<std::string> provider_name =
+        pick(config.provider, "LUAGENT_PROVIDER", file_config, "provider");
+    std::string model = pick(config.model, "LUAGENT_MODEL", file_config, "model").value;
     auto cassette =
         path_setting(config.cassette, "LUAGENT_CASSETTE", file_config, "cassette", config_dir);
     auto script = path_setting(config.script, "LUAGENT_SCRIPT", file_config, "script", config_dir);
-    auto record =
-        config.record.empty() ? std::filesystem::path(env_or("LUAGENT_RECORD")) : config.record;
-    if (provider_name == "replay") {
-      if (cassette.empty())
+    Setting<std::filesystem::path> record{config.record};
+    if (record.value.empty()) record = {env_or("LUAGENT_RECORD"), "LUAGENT_RECORD"};
+    if (provider_name.value == "replay") {
+      if (cassette.value.empty())
         throw Error(ErrorCode::config,
                     "the replay provider needs a cassette (--cassette FILE, LUAGENT_CASSETTE or "
                     "cassette = ... in luagent.config.lua)");
-      provider = std::make_unique<llm::ReplayProvider>(loop, cassette, config.replay_latency);
-    } else if (provider_name == "script") {
-      if (script.empty())
+      provider = blaming_env(cassette, [&] {
+        return std::make_unique<llm::ReplayProvider>(loop, cassette.value, config.replay_latency);
+      });
+    } else if (provider_name.value == "script") {
+      if (script.value.empty())
         throw Error(ErrorCode::config,
                     "the script provider needs a Lua model file (script = ... in "
                     "luagent.config.lua or LUAGENT_SCRIPT)");
-      provider = runtime->make_script_provider(script);
+      provider = blaming_env(script, [&] { return runtime->make_script_provider(script.value); });
       if (config.replay_latency.count() > 0)
         provider = std::make_unique<llm::DelayedProvider>(std::move(provider), loop,
                                                           config.replay_latency);
-    } else if (llm::is_http_provider(provider_name)) {
+    } else if (llm::is_http_provider(provider_name.value)) {
       provider = llm::make_http_provider(
-          provider_name, llm::http_provider_config(provider_name, file_config, model), loop);
-    } else if (!provider_name.empty()) {
-      throw Error(ErrorCode::config, "unknown provider '" + provider_name +
+          provider_name.value, llm::http_provider_config(provider_name.value, file_config, model),
+          loop);
+    } else if (!provider_name.value.empty()) {
+      throw Error(ErrorCode::config, env_prefix(provider_name) + "unknown provider '" +
+                                         provider_name.value +
                                          "' (available: openai, anthropic, replay, script)");
     }
-    if (provider && !record.empty())
-      provider = std::make_unique<llm::RecordingProvider>(std::move(provider), record);
+    if (provider && !record.value.empty())
+      provider = blaming_env(record, [&]() -> std::unique_ptr<llm::Provider> {
+        return std::make_unique<llm::RecordingProvider>(std::move(provider), record.value);
+      });
     runtime->set_provider(provider.get());
     if (config.watch) start_watching();
   }

@@ -37,6 +37,10 @@ double price_field(const std::string& provider, const nlohmann::json& value,
   return value.get<double>();
 }
 
+bool is_http_url(const std::string& text) {
+  return text.starts_with("http://") || text.starts_with("https://");
+}
+
 std::string env_value(const char* name) {
   const char* value = std::getenv(name);
   return value ? std::string(value) : std::string();
@@ -61,8 +65,7 @@ HttpProviderSettings http_provider_settings(const std::string& name,
                       (name == "anthropic" ? "ANTHROPIC_API_KEY" : "OPENAI_API_KEY") +
                       "), never from a config file");
     } else if (key == "base_url") {
-      if (!value.is_string() || !(value.get<std::string>().starts_with("http://") ||
-                                  value.get<std::string>().starts_with("https://")))
+      if (!value.is_string() || !is_http_url(value.get<std::string>()))
         throw bad(name, key, "an http:// or https:// URL");
       out.base_url = value;
     } else if (key == "model") {
@@ -141,8 +144,13 @@ nlohmann::json http_provider_config(const std::string& name, const nlohmann::jso
         throw Error(ErrorCode::config, "luagent.config.lua: '" + name + "' must be a table");
       take(*nested);
     }
-  const std::string base_url =
-      env_value(name == "anthropic" ? "ANTHROPIC_BASE_URL" : "OPENAI_BASE_URL");
+  const char* base_url_env = name == "anthropic" ? "ANTHROPIC_BASE_URL" : "OPENAI_BASE_URL";
+  const std::string base_url = env_value(base_url_env);
+  // Checked here, where it is still known to come from the environment: once merged, a bad
+  // one would be blamed on the setting 'base_url' of a config file that may not exist.
+  if (!base_url.empty() && !is_http_url(base_url))
+    throw Error(ErrorCode::config, std::string(base_url_env) + ": provider " + name +
+                                       ": the base URL must be an http:// or https:// URL");
   if (!base_url.empty()) merged["base_url"] = base_url;
   if (env_value("LUAGENT_STREAM") == "1") merged["stream"] = true;
   if (!model.empty()) merged["model"] = model;

@@ -32,6 +32,8 @@ const std::vector<std::string_view>& http_provider_keys();
 /// The settings for provider `name` from luagent.config.lua (its provider keys at the top level,
 /// overridden by a `[name] = { ... }` table), then the environment (OPENAI_BASE_URL /
 /// ANTHROPIC_BASE_URL, LUAGENT_STREAM=1), then `model` when non-empty (flag or LUAGENT_MODEL).
+/// Throws Error(config) naming the variable for a base URL from the environment that is not
+/// an http:// or https:// URL.
 nlohmann::json http_provider_config(const std::string& name, const nlohmann::json& file_config,
                                     const std::string& model);
 

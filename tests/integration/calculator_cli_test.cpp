@@ -632,3 +632,46 @@ BOOST_AUTO_TEST_CASE(a_message_on_stdin_is_read_up_to_a_limit) {
                        kCleanEnv, (s.dir / "message.txt").string());
   BOOST_TEST(piped.exit_code == 0, piped.err);
 }
+
+// A bad value read from the environment (LUAGENT_STORE=foo:bar) was refused in words that did
+// not say where it came from, so the user looked for it in the flags and the config file.
+BOOST_AUTO_TEST_CASE(bad_values_from_the_environment_name_their_variable) {
+  TempDir dir;
+  std::filesystem::create_directories(dir / "empty-stdlib");
+  auto refused = [&](std::vector<std::string> args, std::map<std::string, std::string> env,
+                     const std::string& says) {
+    env.insert(kCleanEnv.begin(), kCleanEnv.end());
+    args.push_back("--json");
+    auto result = run_cli(args, dir.path().string(), env);
+    BOOST_TEST(result.exit_code == 2, says << ": " << result.err);
+    auto error = nlohmann::json::parse(result.err, nullptr, false);
+    BOOST_TEST_REQUIRE(!error.is_discarded(), result.err);
+    BOOST_TEST(error["error"]["code"] == "config", result.err);
+    BOOST_TEST(error["error"]["message"].get<std::string>().starts_with(says), result.err);
+  };
+  refused({"run", calculator(), "add 3 and 4"}, {{"LUAGENT_STORE", "foo:bar"}},
+          "LUAGENT_STORE: unknown store scheme 'foo'");
+  refused({"threads"}, {{"LUAGENT_STORE", "threads.db"}}, "LUAGENT_STORE: store URI 'threads.db'");
+  refused({"run", calculator(), "add 3 and 4"}, {{"LUAGENT_PROVIDER", "gpt"}},
+          "LUAGENT_PROVIDER: unknown provider 'gpt'");
+  refused({"run", calculator(), "add 3 and 4"},
+          {{"LUAGENT_CASSETTE", (dir / "missing.jsonl").string()}},
+          "LUAGENT_CASSETTE: cannot read the cassette");
+  refused({"run", calculator(), "add 3 and 4"},
+          {{"LUAGENT_PROVIDER", "script"}, {"LUAGENT_SCRIPT", (dir / "missing.lua").string()}},
+          "LUAGENT_SCRIPT: cannot read the script model");
+  refused({"run", calculator(), "add 3 and 4"},
+          {{"LUAGENT_RECORD", (dir / "no-such-folder/record.jsonl").string()}},
+          "LUAGENT_RECORD: cannot write the cassette");
+  refused({"run", calculator(), "add 3 and 4"},
+          {{"LUAGENT_PROVIDER", "openai"}, {"OPENAI_BASE_URL", "localhost:11434/v1"}},
+          "OPENAI_BASE_URL: provider openai: the base URL must be an http:// or https:// URL");
+  refused({"run", calculator(), "add 3 and 4"},
+          {{"LUAGENT_STDLIB", (dir / "empty-stdlib").string()}},
+          "LUAGENT_STDLIB: " + (dir / "empty-stdlib").string() + " holds no luagent/ folder");
+  // The same value given as a flag is blamed on no variable.
+  auto flagged = run_cli({"threads", "--store", "foo:bar"}, dir.path().string(), kCleanEnv);
+  BOOST_TEST(flagged.exit_code == 2);
+  BOOST_TEST(flagged.err.find("unknown store scheme 'foo'") != std::string::npos, flagged.err);
+  BOOST_TEST(flagged.err.find("LUAGENT_STORE") == std::string::npos, flagged.err);
+}
