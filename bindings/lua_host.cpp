@@ -81,6 +81,7 @@ int host_call(lua_State* L) {
   Run& run = runtime.require_run("host.call");
   runtime.require_wait(L, "host tool '" + name + "'");
   auto state = std::make_shared<ToolReply::State>();
+  state->tool = name;
   std::weak_ptr<LoopGate> gate = tools->gate;
   LuaRuntime* runtime_ptr = &runtime;
   std::uint64_t run_id = run.id;

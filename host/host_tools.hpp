@@ -59,13 +59,16 @@ class HostTools {
   std::map<std::string, HostTool> tools_;
 };
 
-/// What in a tool's result has no Lua form ("a discarded value (...)", "a binary value
-/// (...)"), or empty when it has none: either would reach the agent as nil.
+/// What in a tool's result the agent cannot take, and where ("NaN at /readings/2, which
+/// ..."), or empty when nothing: a discarded or binary value (no Lua form: either would
+/// reach the agent as nil), NaN or infinity, or a string or key that is not UTF-8 (no JSON
+/// form: the agent's thread:push would refuse them later, not naming the tool).
 std::string unrepresentable_in(const nlohmann::json& result);
 
 /// One asynchronous call's answer slot. `deliver` runs once: with the result, or with
 /// an error message (fail(), or the last ToolReply dropped unanswered).
 struct ToolReply::State {
+  std::string tool;  // the tool's name, for ok()'s refusals
   std::mutex mutex;
   bool answered = false;
   std::function<void(std::optional<nlohmann::json> result, std::string error)> deliver;

@@ -1832,3 +1832,62 @@ end)"}});
   for (const Update& u : f.host->updates()) BOOST_TEST((u.kind != Update::Kind::failed));
   BOOST_TEST(!f.logged("changed meanwhile"));
 }
+
+// NaN, infinity and text that is not UTF-8 have a Lua form but no JSON one: a tool's result
+// holding them reached the agent, whose thread:push then refused it without naming the tool.
+// A tool's answer is refused where the mistake is made, naming the tool, what and where.
+BOOST_AUTO_TEST_CASE(a_tool_result_with_nan_or_text_not_utf8_is_refused_naming_the_tool) {
+  Fixture f(Agents{{"caller", R"(
+local host = require "luagent.host"
+return function(thread)
+  for _, tool in ipairs { "nan", "infinity", "latin1", "latin1_key" } do
+    local ok, err = pcall(host.call, tool, {})
+    thread:push("sync", ok and "accepted" or err.message)
+  end
+  thread:push("async", host.call("later", {}))
+end)"}});
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double infinity = std::numeric_limits<double>::infinity();
+  f.host->tool("nan", nullptr, [&](const nlohmann::json&) {
+    return nlohmann::json{{"readings", {1.5, nan}}};
+  });
+  f.host->tool("infinity", nullptr, [&](const nlohmann::json&) { return -infinity; });
+  f.host->tool("latin1", nullptr, [&](const nlohmann::json&) {
+    return nlohmann::json{{"name", "caf\xe9"}};
+  });
+  f.host->tool("latin1_key", nullptr, [&](const nlohmann::json&) {
+    return nlohmann::json{{"menu", {{"caf\xe9", 2}}}};
+  });
+  std::vector<ToolReply> replies;
+  f.host->async_tool("later", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  auto id = f.host->launch("caller", Event::user("go"));
+  for (int i = 0; i < 50 && replies.empty(); ++i) f.host->pump(2ms);
+  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  refused(
+      [&] {
+        replies[0].ok({{"a", {{"b~/c", {0, infinity}}}}});
+      },
+      "ToolReply::ok for host tool 'later': the result holds infinity at /a/b~0~1c/1");
+  refused(
+      [&] {
+        replies[0].ok(nlohmann::json::array({"fine", "\xff"}));
+      },
+      "host tool 'later': the result holds a string at /1 that is not UTF-8 text (byte 0xFF");
+  BOOST_TEST(!replies[0].answered());  // still open: the right answer can follow
+  replies[0].ok("fine");
+  f.pump_until_idle();
+  Thread thread = f.host->get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
+  auto sync = [&](int event) { return thread.events.at(event).data.get<std::string>(); };
+  BOOST_TEST(mentions(sync(1), "host tool 'nan' returned NaN at /readings/1"), sync(1));
+  BOOST_TEST(mentions(sync(2), "host tool 'infinity' returned -infinity, which JSON has no form"),
+             sync(2));
+  BOOST_TEST(mentions(sync(3),
+                      "host tool 'latin1' returned a string at /name that is not UTF-8 "
+                      "text (byte 0xE9 at offset 3)"),
+             sync(3));
+  BOOST_TEST(mentions(sync(4), "host tool 'latin1_key' returned a key at /menu/caf"), sync(4));
+  BOOST_TEST(mentions(sync(4), "that is not UTF-8 text (byte 0xE9 at offset 3)"), sync(4));
+  BOOST_TEST(thread.events.at(5).data == "fine");
+}

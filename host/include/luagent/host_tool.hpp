@@ -21,8 +21,9 @@ class ToolReply {
   explicit ToolReply(std::shared_ptr<State> state);
 
   /// Completes the call with `result`; the agent's coroutine resumes at the next pump.
-  /// Throws usage, and leaves the call open, for a result holding a discarded or binary
-  /// value (neither has a Lua form); conflict once the call is answered.
+  /// Throws usage naming the tool, and leaves the call open, for a result holding a
+  /// discarded or binary value (neither has a Lua form), NaN or infinity, or a string or
+  /// key that is not UTF-8 (neither has a JSON form); conflict once the call is answered.
   void ok(nlohmann::json result) const;
   /// Completes the call with an error the agent sees as a Lua error (code "runtime").
   void fail(std::string message) const;
@@ -35,7 +36,7 @@ class ToolReply {
 
 /// A synchronous host tool: runs on the host's thread inside the agent's step; what it
 /// throws becomes a Lua error in the agent (the host stays usable), as does a result
-/// holding a discarded or binary value.
+/// ToolReply::ok would refuse.
 using ToolFunction = std::function<nlohmann::json(const nlohmann::json& args)>;
 /// An asynchronous host tool: starts the work and answers through `reply` later.
 using AsyncToolFunction = std::function<void(const nlohmann::json& args, ToolReply reply)>;
