@@ -11,8 +11,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <map>
 #include <sstream>
 
 #include "failpoint.hpp"
@@ -80,6 +84,75 @@ std::string read_text(const std::filesystem::path& path, bool* missing) {
   return text.str();
 }
 
+// The top-level strings and integers of a thread's record, as far as its text parses: what
+// can still be known of a record that does not read as a thread. A torn or damaged file
+// keeps its beginning, and the record's keys are written in order ("agent" and "created"
+// first), so the agent's name usually survives.
+class TopLevelFields final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  std::map<std::string, std::string> strings;
+  std::map<std::string, std::int64_t> integers;
+
+  bool key(string_t& name) override {
+    if (depth_ == 1) key_ = name;
+    return true;
+  }
+  bool string(string_t& value) override {
+    if (depth_ == 1) strings[key_] = value;
+    return true;
+  }
+  bool number_integer(number_integer_t value) override {
+    if (depth_ == 1) integers[key_] = value;
+    return true;
+  }
+  bool number_unsigned(number_unsigned_t value) override {
+    if (depth_ == 1 &&
+        value <= static_cast<number_unsigned_t>(std::numeric_limits<std::int64_t>::max()))
+      integers[key_] = static_cast<std::int64_t>(value);
+    return true;
+  }
+  bool start_object(std::size_t) override { return ++depth_, true; }
+  bool end_object() override { return --depth_, true; }
+  bool start_array(std::size_t) override { return ++depth_, true; }
+  bool end_array() override { return --depth_, true; }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception&) override {
+    return false;  // what came before the damage is all there is to know
+  }
+
+ private:
+  int depth_ = 0;
+  std::string key_;
+};
+
+// The listing's entry for thread `id` whose record `text` (in `file`) does not read as a
+// thread: as SQLite lists a thread whose events do not read, and fails only its load. The
+// agent and creation time come from the record's readable beginning when it has them;
+// what cannot be known stays empty (no agent, no events, status running), and the file's
+// modification time, which every append sets, stands for the last update (and for the
+// creation when that is lost too).
+ThreadSummary summary_of_unreadable(std::string_view id, const std::string& text,
+                                    const std::filesystem::path& file) {
+  ThreadSummary summary;
+  summary.id = std::string(id);
+  std::error_code ec;
+  auto modified = std::filesystem::last_write_time(file, ec);
+  if (!ec)
+    summary.updated_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::file_clock::to_sys(modified).time_since_epoch())
+                             .count();
+  TopLevelFields fields;
+  nlohmann::json::sax_parse(text, &fields);
+  if (auto agent = fields.strings.find("agent"); agent != fields.strings.end())
+    summary.agent = agent->second;
+  auto created = fields.integers.find("created");
+  summary.created_ms = created != fields.integers.end() ? created->second : summary.updated_ms;
+  return summary;
+}
+
 nlohmann::json event_record(const Event& event) {
   nlohmann::json json = {{"type", event.type}, {"data", event.data}, {"at", event.at_ms}};
   if (!event.version.empty()) json["version"] = event.version;
@@ -103,9 +176,11 @@ nlohmann::json fs_record(const Thread& thread) {
   return json;
 }
 
-Thread thread_from_fs_record(const nlohmann::json& record, std::string_view id) {
+Thread thread_from_fs_record(const nlohmann::json& record, std::string_view id,
+                             const std::filesystem::path& file) {
+  const std::string where = file.empty() ? std::string() : file.string() + ": ";
   auto corrupt = [&](const std::string& why) {
-    return Error(ErrorCode::corrupt, "thread " + std::string(id) + ": " + why);
+    return Error(ErrorCode::corrupt, "thread " + std::string(id) + ": " + where + why);
   };
   if (!record.is_object()) throw corrupt("the record is not a JSON object");
   auto schema = record.find("schema");
@@ -120,7 +195,7 @@ Thread thread_from_fs_record(const nlohmann::json& record, std::string_view id) 
   if (!schema->is_number_integer()) throw corrupt("\"schema\" is not an integer");
   if (schema->get<std::int64_t>() > kStoreSchemaVersion)
     throw Error(ErrorCode::schema_version,
-                "thread " + std::string(id) + " was written by a newer luagent (schema " +
+                "thread " + std::string(id) + ": " + where + "written by a newer luagent (schema " +
                     std::to_string(schema->get<std::int64_t>()) + ", this build reads up to " +
                     std::to_string(kStoreSchemaVersion) + ")");
   Thread thread;
@@ -205,17 +280,25 @@ void FsStore::write_atomically(const std::filesystem::path& path, std::string_vi
   if (durable && ::fsync(dir_fd_) != 0) throw io_error("cannot fsync folder", dir_);
 }
 
-Thread FsStore::read_thread(std::string_view id) const {
+std::string FsStore::read_record(std::string_view id) const {
   check_id(id);
   bool missing = false;
   std::string text = read_text(file(id, ".json"), &missing);
   if (missing) throw Error(ErrorCode::not_found, "no thread " + std::string(id) + " in " + uri_);
+  return text;
+}
+
+Thread FsStore::thread_from_text(std::string_view id, const std::string& text) const {
   auto record = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (record.is_discarded())
     throw Error(ErrorCode::corrupt, "thread " + std::string(id) + ": " +
                                         file(id, ".json").string() +
                                         " is not JSON (truncated or damaged)");
-  return thread_from_fs_record(record, id);
+  return thread_from_fs_record(record, id, file(id, ".json"));
+}
+
+Thread FsStore::read_thread(std::string_view id) const {
+  return thread_from_text(id, read_record(id));
 }
 
 void FsStore::write_thread(const Thread& thread) {
@@ -244,19 +327,26 @@ std::vector<ThreadSummary> FsStore::list(const ListFilter& filter) {
   for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
     const auto name = entry.path().filename().string();
     if (name.size() <= 5 || name.compare(name.size() - 5, 5, ".json") != 0) continue;
-    Thread thread;
+    const std::string id = name.substr(0, name.size() - 5);
+    std::string text;
     try {
-      thread = read_thread(name.substr(0, name.size() - 5));
+      text = read_record(id);
     } catch (const Error&) {
-      continue;  // an unreadable thread fails its own load, never the listing
+      continue;  // not a thread's file (no thread id), or gone since the folder was read
     }
     ThreadSummary summary;
-    summary.id = thread.id;
-    summary.agent = thread.agent;
-    summary.status = thread.status();
-    summary.version = thread.version();
-    summary.created_ms = thread.created_ms;
-    summary.updated_ms = thread.events.empty() ? thread.created_ms : thread.events.back().at_ms;
+    try {
+      Thread thread = thread_from_text(id, text);
+      summary.id = thread.id;
+      summary.agent = thread.agent;
+      summary.status = thread.status();
+      summary.version = thread.version();
+      summary.created_ms = thread.created_ms;
+      summary.updated_ms = thread.events.empty() ? thread.created_ms : thread.events.back().at_ms;
+    } catch (const Error&) {
+      // Listed all the same, as far as it can be read: its load fails, naming the file.
+      summary = summary_of_unreadable(id, text, entry.path());
+    }
     if (matches(filter, summary)) result.push_back(std::move(summary));
   }
   std::sort(result.begin(), result.end(), [](const ThreadSummary& a, const ThreadSummary& b) {

@@ -38,6 +38,10 @@ class FsStore final : public Store {
 
  private:
   std::filesystem::path file(std::string_view id, const char* suffix) const;
+  /// The text of thread `id`'s record; throws not_found for a bad id or a missing file.
+  std::string read_record(std::string_view id) const;
+  /// Thread `id` from its record's text; throws corrupt or schema_version naming the file.
+  Thread thread_from_text(std::string_view id, const std::string& text) const;
   Thread read_thread(std::string_view id) const;
   void write_thread(const Thread& thread);
   void write_atomically(const std::filesystem::path& path, std::string_view content, bool durable);
@@ -48,8 +52,10 @@ class FsStore final : public Store {
 };
 
 /// The fs store's record of a thread (schema kStoreSchemaVersion) and its reader, which
-/// also accepts schema 0 (a bare luagent::to_json(Thread) document).
+/// also accepts schema 0 (a bare luagent::to_json(Thread) document); the reader's errors
+/// name `file` when it is given.
 nlohmann::json fs_record(const Thread& thread);
-Thread thread_from_fs_record(const nlohmann::json& record, std::string_view id);
+Thread thread_from_fs_record(const nlohmann::json& record, std::string_view id,
+                             const std::filesystem::path& file = {});
 
 }  // namespace luagent

@@ -271,6 +271,82 @@ BOOST_DATA_TEST_CASE(older_schema_loads_newer_and_corrupt_fail_for_that_thread_o
   BOOST_TEST(reopened->list({}).size() >= 2u);
 }
 
+// fs: left a thread whose record does not read out of its listing, while sqlite: listed it
+// and failed only its load: a damaged thread vanished from `luagent threads` with no word.
+// Both list it now, with what can still be read, and its load fails naming the record.
+BOOST_DATA_TEST_CASE(a_thread_that_does_not_read_is_listed_and_fails_its_load,
+                     bdata::make(kSchemes), scheme) {
+  StoreUnderTest s(scheme);
+  Thread good = new_thread("good"), bad = new_thread("bad");
+  s.store->create(good);
+  s.store->create(bad);
+  std::string future_id = s.write_future_thread();
+  s.truncate_record(bad.id);
+
+  auto listed = s.store->list({});
+  auto find = [&](const std::string& id) -> const ThreadSummary* {
+    for (const ThreadSummary& summary : listed)
+      if (summary.id == id) return &summary;
+    return nullptr;
+  };
+  BOOST_TEST(listed.size() == 3u);
+  BOOST_TEST_REQUIRE(find(bad.id));
+  BOOST_TEST(find(bad.id)->agent == "calculator");  // fs: from the record's readable beginning
+  BOOST_TEST(find(bad.id)->created_ms > 0);
+  BOOST_TEST(find(bad.id)->updated_ms > 0);
+  BOOST_TEST_REQUIRE(find(future_id));
+  BOOST_TEST(find(future_id)->agent == "new");
+  BOOST_TEST_REQUIRE(find(good.id));
+  BOOST_TEST(find(good.id)->version == 1);
+  ListFilter by_agent;
+  by_agent.agent = "calculator";
+  BOOST_TEST(s.store->list(by_agent).size() == 2u);
+
+  try {
+    s.store->load(bad.id);
+    BOOST_ERROR("a damaged thread loaded");
+  } catch (const Error& error) {
+    BOOST_TEST((error.code() == ErrorCode::corrupt), error.what());
+    BOOST_TEST(error.message().find(bad.id) != std::string::npos, error.what());
+    if (scheme == "fs")
+      BOOST_TEST(error.message().find(s.fs_file(bad.id).string()) != std::string::npos,
+                 error.what());
+  }
+}
+
+// A record that parses but is not a thread, or has nothing readable at all: listed under its
+// id (the file's name) and the file's time, and its load names the file.
+BOOST_AUTO_TEST_CASE(fs_store_lists_a_record_with_nothing_readable_under_its_file_name) {
+  StoreUnderTest s("fs");
+  std::string garbage = new_thread_id(), wrong_shape = new_thread_id();
+  s.write_file(garbage, "\x01 not a thread");
+  s.write_file(wrong_shape, R"({"schema":1,"agent":"calculator","created":1000,"events":7})");
+  auto listed = s.store->list({});
+  BOOST_TEST_REQUIRE(listed.size() == 2u);
+  for (const ThreadSummary& summary : listed) {
+    BOOST_TEST(summary.version == 0);
+    BOOST_TEST((summary.status == Status::running));
+    BOOST_TEST(summary.updated_ms > 0);
+    if (summary.id == garbage) {
+      BOOST_TEST(summary.agent == "");
+      BOOST_TEST(summary.created_ms == summary.updated_ms);  // the file's time stands in
+    } else {
+      BOOST_TEST(summary.id == wrong_shape);
+      BOOST_TEST(summary.agent == "calculator");
+      BOOST_TEST(summary.created_ms == 1000);
+    }
+  }
+  for (const std::string& id : {garbage, wrong_shape}) {
+    try {
+      s.store->load(id);
+      BOOST_ERROR("a record that is not a thread loaded");
+    } catch (const Error& error) {
+      BOOST_TEST((error.code() == ErrorCode::corrupt), error.what());
+      BOOST_TEST(error.message().find(s.fs_file(id).string()) != std::string::npos, error.what());
+    }
+  }
+}
+
 BOOST_DATA_TEST_CASE(processes_racing_on_one_version_one_wins, bdata::make(kSchemes), scheme) {
   StoreUnderTest s(scheme);
   Thread thread = new_thread("race");

@@ -675,3 +675,35 @@ BOOST_AUTO_TEST_CASE(bad_values_from_the_environment_name_their_variable) {
   BOOST_TEST(flagged.err.find("unknown store scheme 'foo'") != std::string::npos, flagged.err);
   BOOST_TEST(flagged.err.find("LUAGENT_STORE") == std::string::npos, flagged.err);
 }
+
+// With an fs: store, a thread whose file was damaged vanished from `luagent threads` (sqlite:
+// listed it and failed only its `show`). It is listed now, and `show` names the file.
+BOOST_AUTO_TEST_CASE(threads_lists_a_damaged_fs_thread_and_show_names_its_file) {
+  TempDir dir;
+  const std::string store = "fs:" + (dir / "threads").string();
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.end(), {"--store", store, "--json"});
+    return run_cli(args, dir.path().string(), kCleanEnv);
+  };
+  auto run = cli({"run", calculator(), "add 3 and 4"});
+  BOOST_TEST_REQUIRE(run.exit_code == 0, run.err);
+  std::string id = Session::thread_id(run);
+  auto file = dir / "threads" / (id + ".json");
+  std::filesystem::resize_file(file, std::filesystem::file_size(file) / 2);
+
+  auto listed = cli({"threads"});
+  BOOST_TEST(listed.exit_code == 0, listed.err);
+  auto lines = Session::lines(listed);
+  BOOST_TEST_REQUIRE(lines.size() == 1u, listed.out);
+  BOOST_TEST(lines[0]["id"] == id);
+  BOOST_TEST(lines[0]["agent"] == "calculator");
+  BOOST_TEST(cli({"threads", "--agent", "calculator"}).out == listed.out);
+
+  auto shown = cli({"show", id});
+  BOOST_TEST(shown.exit_code == 2);
+  auto error = nlohmann::json::parse(shown.err, nullptr, false);
+  BOOST_TEST_REQUIRE(!error.is_discarded(), shown.err);
+  BOOST_TEST(error["error"]["code"] == "corrupt", shown.err);
+  BOOST_TEST(error["error"]["message"].get<std::string>().find(file.string()) != std::string::npos,
+             shown.err);
+}
