@@ -116,10 +116,12 @@ void push_error(lua_State* L, ErrorCode code, std::string_view message, std::str
 Error error_from_lua(lua_State* L, int index) {
   index = lua_absindex(L, index);
   if (lua_type(L, index) == LUA_TTABLE) {
-    lua_getfield(L, index, "code");
-    lua_getfield(L, index, "message");
-    lua_getfield(L, index, "source");
-    lua_getfield(L, index, "line");
+    // Raw reads: the host reads errors where nothing protects it (a step's coroutine that
+    // died, a stream callback's pcall), so an agent's __index there would crash or stall it.
+    for (const char* field : {"code", "message", "source", "line"}) {
+      lua_pushstring(L, field);
+      lua_rawget(L, index);
+    }
     std::string code = lua_isstring(L, -4) ? lua_tostring(L, -4) : "runtime";
     std::string message =
         lua_isstring(L, -3) ? lua_tostring(L, -3) : "error object without message";

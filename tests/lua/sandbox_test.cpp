@@ -379,6 +379,27 @@ BOOST_AUTO_TEST_CASE(error_messages_that_are_not_utf8_still_end_the_step) {
              run.thread.events[3].data.dump());
 }
 
+// The host read an error table with lua_getfield: an __index that raised there (on a step's
+// dead coroutine, nothing protecting it) aborted the host; one that looped stalled it for
+// good, outside any step's CPU limit. In a tool, the raise skipped recording the result.
+BOOST_AUTO_TEST_CASE(an_error_object_whose_index_raises_or_loops_fails_only_its_step) {
+  auto raising = attempt("error(setmetatable({}, { __index = function() error('boom') end }))");
+  BOOST_TEST(mentions(raising, "error object without message [runtime]"), raising);
+  auto looping = attempt("error(setmetatable({}, { __index = function() while true do end end }))");
+  BOOST_TEST(mentions(looping, "error object without message [runtime]"), looping);
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local call = {}; thread:push('c', call)\n"
+      "  local trap = setmetatable({ message = 'tool broke' },\n"
+      "                            { __index = function() error('boom') end })\n"
+      "  local result, err = thread:execute(call, function() error(trap) end)\n"
+      "  thread:push('seen', { err = err })\n"
+      "end\n");
+  BOOST_TEST_REQUIRE(run.thread.status() == Status::done, run.failure());
+  BOOST_TEST(run.thread.events[3].type == "tool_response");
+  BOOST_TEST(run.thread.events[3].data["error"] == "tool broke", run.thread.events[3].data.dump());
+}
+
 BOOST_AUTO_TEST_CASE(thread_api_misuse_is_a_clear_error) {
   BOOST_TEST(mentions(attempt("thread:await('maybe')"), "kind must be \"human\" or \"approval\""));
   BOOST_TEST(
