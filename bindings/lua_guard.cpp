@@ -217,6 +217,15 @@ void arg_function(lua_State* L, int index, const char* function, const char* nam
   if (lua_type(L, index) != LUA_TFUNCTION) bad_argument(L, index, function, name, "a function");
 }
 
+void push_arguments_as_text(lua_State* L, int count, const char* separator) {
+  lua_pushliteral(L, "");
+  for (int i = 1; i <= count; ++i) {
+    if (i > 1) lua_pushstring(L, separator);
+    luaL_tolstring(L, i, nullptr);
+    lua_concat(L, i > 1 ? 3 : 2);
+  }
+}
+
 std::pair<std::string, int> current_location(lua_State* L) {
   lua_Debug ar;
   for (int level = 0; lua_getstack(L, level, &ar); ++level) {

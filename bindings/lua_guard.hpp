@@ -52,6 +52,11 @@ lua_Integer arg_integer(lua_State* L, int index, const char* function, const cha
 void arg_table(lua_State* L, int index, const char* function, const char* name);
 void arg_function(lua_State* L, int index, const char* function, const char* name);
 
+/// Pushes tostring() of arguments 1..count joined by `separator`, as print does. A
+/// __tostring runs agent code that may raise or allocate: call it before any C++ object
+/// with a destructor is alive, and outside a HostCallScope (it runs under the step's limits).
+void push_arguments_as_text(lua_State* L, int count, const char* separator);
+
 /// "file.lua:12" of the innermost Lua function on the stack, for error messages.
 std::pair<std::string, int> current_location(lua_State* L);
 

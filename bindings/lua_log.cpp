@@ -10,17 +10,10 @@ namespace {
 
 template <const char* Level>
 int log_at(lua_State* L) {
-  int n = lua_gettop(L);
-  std::string line;
-  {
-    HostCallScope scope(L);
-    for (int i = 1; i <= n; ++i) {
-      if (i > 1) line += ' ';
-      line += luaL_tolstring(L, i, nullptr);
-      lua_pop(L, 1);
-    }
-  }
-  LuaRuntime::from(L).log(Level, line);
+  push_arguments_as_text(L, lua_gettop(L), " ");
+  size_t length = 0;
+  const char* line = lua_tolstring(L, -1, &length);
+  LuaRuntime::from(L).log(Level, {line, length});
   return 0;
 }
 

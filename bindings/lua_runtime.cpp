@@ -836,15 +836,10 @@ int sandboxed_load(lua_State* L) {
 
 int sandboxed_print(lua_State* L) {
   return run_guarded(L, [](lua_State* L) -> int {
-    std::string line;
-    int n = lua_gettop(L);
-    HostCallScope scope(L);
-    for (int i = 1; i <= n; ++i) {
-      if (i > 1) line += '\t';
-      line += luaL_tolstring(L, i, nullptr);
-      lua_pop(L, 1);
-    }
-    LuaRuntime::from(L).log("print", line);
+    push_arguments_as_text(L, lua_gettop(L), "\t");
+    size_t length = 0;
+    const char* line = lua_tolstring(L, -1, &length);
+    LuaRuntime::from(L).log("print", {line, length});
     return 0;
   });
 }

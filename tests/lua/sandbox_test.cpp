@@ -278,6 +278,38 @@ BOOST_AUTO_TEST_CASE(memory_limit_is_an_error_event) {
   BOOST_TEST(host.get(again).status() == Status::failed);
 }
 
+// print and luagent.log ran __tostring inside the host's exemption from the memory limit:
+// there it could allocate without bound, and one that raised skipped the exemption's end,
+// so the limit was off for every later step of every agent in the host.
+BOOST_AUTO_TEST_CASE(tostring_called_by_print_or_log_stays_under_the_memory_limit) {
+  // 64 MiB, four times the limit: bounded, so the test cannot eat the machine if it fails.
+  const std::string eat = "local t = {}; for i = 1, 64 do t[i] = ('x'):rep(1 << 20) .. i end";
+  auto limited = [](HostConfig& config) { config.memory_mb = 16; };
+  for (const char* printer : {"print", "require('luagent.log').info"}) {
+    auto inside =
+        run_agent("return function(thread)\n  " + std::string(printer) +
+                      "(setmetatable({}, { __tostring = function() " + eat + " end }))\nend\n",
+                  {}, limited);
+    BOOST_TEST(inside.failure().find("[limit]") != std::string::npos, printer << inside.failure());
+    auto after = run_agent("return function(thread)\n  pcall(" + std::string(printer) +
+                               ", setmetatable({}, { __tostring = function() error('no') end }))\n"
+                               "  " +
+                               eat + "\nend\n",
+                           {}, limited);
+    BOOST_TEST(after.failure().find("[limit]") != std::string::npos, printer << after.failure());
+  }
+  auto printed = run_agent(
+      "return function(thread)\n"
+      "  print(1, nil, setmetatable({}, { __tostring = function() return 'me' end }))\n"
+      "  require('luagent.log').warn('a', 2)\n"
+      "end\n");
+  BOOST_TEST(printed.log.size() == 2u);
+  if (printed.log.size() == 2u) {
+    BOOST_TEST(printed.log[0] == "print: 1\tnil\tme");
+    BOOST_TEST(printed.log[1] == "warn: a 2");
+  }
+}
+
 // The host paces the collector between steps; a step that makes much garbage collects it
 // as it goes (from the count hook), so the heap stays far below the memory limit.
 BOOST_AUTO_TEST_CASE(a_step_making_much_garbage_collects_it_as_it_goes) {
