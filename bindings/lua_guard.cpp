@@ -50,11 +50,15 @@ int error_tostring(lua_State* L) {
 void push_error_metatable(lua_State* L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kErrorMetatableKey) == LUA_TTABLE) return;
   lua_pop(L, 1);
-  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 3);
   lua_pushcfunction(L, error_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "luagent.error");
   lua_setfield(L, -2, "__name");
+  // Shared by every run: a script that could reach it could give every later error a
+  // __gc (agent code outside the CPU limit) or another run's errors its own __tostring.
+  lua_pushliteral(L, "luagent.error");
+  lua_setfield(L, -2, "__metatable");
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kErrorMetatableKey);
 }

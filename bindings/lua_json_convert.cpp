@@ -212,9 +212,12 @@ bool is_json_null(lua_State* L, int index) {
 void push_array_metatable(lua_State* L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kArrayMetatableKey) == LUA_TTABLE) return;
   lua_pop(L, 1);
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 2);
   lua_pushliteral(L, "luagent.json.array");
   lua_setfield(L, -2, "__name");
+  // Shared by every array of every run: protected, as the error metatable is.
+  lua_pushliteral(L, "luagent.json.array");
+  lua_setfield(L, -2, "__metatable");
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kArrayMetatableKey);
 }

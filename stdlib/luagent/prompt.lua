@@ -37,8 +37,11 @@ local fmt = string.format
 -- { code =, message =, source =, line = } whose tostring is "message [code]", so a script
 -- reads err.code whichever module failed. Template errors keep the "name:line: " start in
 -- their message, as before, and carry the same as source and line.
+-- This module's metatables are shared by every run in the host: each has __metatable, so
+-- no script reaches one to give every run's objects its own __gc, __tostring or render.
 local ERROR_META = {
   __name = "luagent.error",
+  __metatable = "luagent.error",
   __tostring = function(e) return tostring(e.message) .. " [" .. tostring(e.code) .. "]" end,
 }
 
@@ -71,6 +74,7 @@ end
 ---@operator call(table?): string
 local Template = {}
 Template.__index = Template
+Template.__metatable = "luagent.prompt.template"
 
 ----------------------------------------------------------------------------
 -- value helpers shared by the generated code (the table `H`)

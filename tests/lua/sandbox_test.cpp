@@ -590,6 +590,54 @@ BOOST_AUTO_TEST_CASE(a_prompt_loader_one_run_installs_stays_in_that_run) {
   BOOST_TEST(other.events[1].data["text"] == "real x");
 }
 
+// The metatables of host errors, JSON arrays, prompt errors and templates are shared by
+// every run, and getmetatable handed them out: one run could give every other run's
+// objects its own __tostring or render, or a __gc (agent code outside any CPU limit,
+// which stalled the host for good).
+BOOST_AUTO_TEST_CASE(shared_metatables_are_out_of_an_agents_reach) {
+  auto [spoiler, victim] = two_runs_in_one_host(
+      "local json, prompt = require 'luagent.json', require 'luagent.prompt'\n"
+      "local function samples()\n"
+      "  local _, host_error = pcall(json.decode, 'x')\n"
+      "  local _, prompt_error = pcall(prompt.template, '{{')\n"
+      "  return { host_error = host_error, array = json.decode('[1]'),\n"
+      "           prompt_error = prompt_error, template = prompt.template('t') }\n"
+      "end\n"
+      "return function(thread)\n"
+      "  local spoiled = {}\n"
+      "  for name, object in pairs(samples()) do\n"
+      "    if thread:last('user_input').data == 'spoil' then\n"
+      "      spoiled[name] = pcall(function()\n"
+      "        local meta = getmetatable(object)\n"
+      "        meta.__tostring = function() return 'spoiled' end\n"
+      "        meta.render = function() return 'spoiled' end\n"
+      "      end)\n"
+      "      spoiled[name .. '_guard'] = pcall(setmetatable, object, nil)\n"
+      "    else\n"
+      "      spoiled[name] = tostring(getmetatable(object))\n"
+      "    end\n"
+      "  end\n"
+      "  local _, host_error = pcall(json.decode, 'x')\n"
+      "  spoiled.host_error_text = tostring(host_error)\n"
+      "  spoiled.rendered = prompt.template('fine'):render()\n"
+      "  thread:push('seen', spoiled)\n"
+      "end\n",
+      "spoil", "look");
+  BOOST_TEST_REQUIRE(spoiler.status() == Status::done, spoiler.events.back().data.dump());
+  for (const char* name : {"host_error", "array", "prompt_error", "template"}) {
+    BOOST_TEST(spoiler.events[1].data[name] == false, name);
+    BOOST_TEST(spoiler.events[1].data[std::string(name) + "_guard"] == false, name);
+  }
+  BOOST_TEST_REQUIRE(victim.status() == Status::done);
+  const auto& seen = victim.events[1].data;
+  BOOST_TEST(seen["host_error"] == "luagent.error");
+  BOOST_TEST(seen["array"] == "luagent.json.array");
+  BOOST_TEST(seen["prompt_error"] == "luagent.error");
+  BOOST_TEST(seen["template"] == "luagent.prompt.template");
+  BOOST_TEST(seen["host_error_text"].get<std::string>().find("spoiled") == std::string::npos);
+  BOOST_TEST(seen["rendered"] == "fine");
+}
+
 BOOST_AUTO_TEST_CASE(agent_modules_with_one_name_stay_per_agent) {
   // Two agents each with their own tools.lua: loading one must not hand it to the other.
   test::TempDir dir;
