@@ -47,6 +47,7 @@ struct Run {
   int env_ref = LUA_NOREF;
   int calls_ref = LUA_NOREF;  // weak-keyed table: pushed Lua table -> event id
   bool awaiting = false;      // thread:await was called; the step must end
+  int tools_running = 0;      // thread:execute tools started and not yet recorded
   bool lost_thread = false;   // an append lost its compare-and-swap: another writer owns it
   std::int64_t step_start_version = 0;  // events the thread had when this step began
   // Set while the run waits for the host (an LLM call); taken by the continuation.

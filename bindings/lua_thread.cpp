@@ -179,6 +179,12 @@ int thread_push(lua_State* L) {
 int thread_await(lua_State* L) {
   Run& run = checked_run(L, "thread:await");
   refuse_after_await(run, "thread:await");
+  // The tool's result is appended when it returns, after the await: the thread would end
+  // the step neither paused nor done, with nothing left to resume it.
+  if (run.tools_running > 0)
+    throw Error(ErrorCode::usage,
+                "thread:await: called inside a tool that thread:execute runs; return from the "
+                "tool, then `return thread:await(...)` in the agent function");
   std::string kind(arg_string(L, 2, "thread:await", "kind"));
   if (kind != "human" && kind != "approval")
     throw Error(ErrorCode::usage,
@@ -255,6 +261,7 @@ int thread_tool_begin_stored(lua_State* L) {
     return 1;
   }
   failpoint("after_tool_start");
+  ++runtime.require_run("thread:execute").tools_running;
   lua_pushliteral(L, "run");
   lua_pushinteger(L, event.data.value("call", std::int64_t{0}));
   return 2;
@@ -305,6 +312,7 @@ int thread_tool_begin(lua_State* L) {
 int thread_tool_end(lua_State* L) {
   Run& run = checked_run(L, "thread:execute");
   failpoint("after_tool_run");
+  if (run.tools_running > 0) --run.tools_running;
   std::int64_t call = arg_integer(L, 2, "thread:execute", "call id");
   bool ok = lua_toboolean(L, 3);
   nlohmann::json data = {{"call", call}};

@@ -45,7 +45,8 @@ function Thread:last(type) end
 ---@return luagent.Event
 function Thread:push(type, data) end
 
----Pauses the thread until a human answers. Use as `return thread:await(kind, payload)`.
+---Pauses the thread until a human answers. Use as `return thread:await(kind, payload)`,
+---in the agent function: inside a tool that thread:execute runs it is an error.
 ---@param kind "human"|"approval"
 ---@param payload? any what the human is asked (usually the pushed call)
 ---@return luagent.Thread

@@ -432,6 +432,27 @@ BOOST_AUTO_TEST_CASE(an_error_object_whose_index_raises_or_loops_fails_only_its_
   BOOST_TEST(run.thread.events[3].data["error"] == "tool broke", run.thread.events[3].data.dump());
 }
 
+// A tool that called thread:await had its result appended after the await: the step ended
+// with the thread neither paused nor done ("running" with no step), and nothing could
+// resume it.
+BOOST_AUTO_TEST_CASE(await_inside_a_tool_is_refused_and_the_tool_result_recorded) {
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local call = { x = 1 }; thread:push('c', call)\n"
+      "  local result, err = thread:execute(call, function(c)\n"
+      "    thread:await('human', c)\n"
+      "    return 1\n"
+      "  end)\n"
+      "  return thread:await('human', { err = err })\n"
+      "end\n");
+  BOOST_TEST_REQUIRE(run.thread.status() == Status::awaiting_human, run.failure());
+  const Event& response = run.thread.events[3];
+  BOOST_TEST(response.type == "tool_response");
+  BOOST_TEST(mentions(response.data.value("error", ""), "called inside a tool"),
+             response.data.dump());
+  BOOST_TEST(run.thread.events.size() == 5u);
+}
+
 BOOST_AUTO_TEST_CASE(thread_api_misuse_is_a_clear_error) {
   BOOST_TEST(mentions(attempt("thread:await('maybe')"), "kind must be \"human\" or \"approval\""));
   BOOST_TEST(
