@@ -26,7 +26,9 @@ int json_decode(lua_State* L) {
   nlohmann::json value;
   try {
     value = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, and out_of_range for a number no double holds ("1e400"): both are the
+    // text's fault, not a bug in luagent.
     throw Error(ErrorCode::usage, std::string("json.decode: ") + e.what());
   }
   HostCallScope scope(L);

@@ -366,6 +366,10 @@ BOOST_AUTO_TEST_CASE(json_conversion_refuses_cycles_and_non_finite_numbers) {
       "require('luagent.json').decode(string.rep('[', 500) .. "
       "string.rep(']', 500))");
   BOOST_TEST(mentions(decoded, "json.decode: JSON nested deeper than"), decoded);
+  // A number no double holds was nlohmann's out_of_range, which reached the script as an
+  // internal error (a bug in luagent) without saying whose it was.
+  auto overflow = attempt("require('luagent.json').decode('[1e400]')");
+  BOOST_TEST((mentions(overflow, "json.decode: ") && mentions(overflow, "[usage]")), overflow);
   auto fn = attempt("thread:push('x', { f = print })");
   BOOST_TEST(mentions(fn, "no JSON form"), fn);
   // {[2] = 'a', ['2'] = 'b'} used to become {"2": one of them}.
