@@ -338,7 +338,11 @@ bool read_options(lua_State* L, int index, llm::Request& request, CallKind kind,
   if (lua_isnoneornil(L, index)) return false;
   arg_table(L, index, function, "opts");
   bool has_stream = false;
-  lua_getfield(L, index, "stream");
+  // Raw, as the loop below reads the rest: an __index here would run agent code that may
+  // raise over the C++ objects the callers hold (the request, leaked outside the memory
+  // limit on every call).
+  lua_pushliteral(L, "stream");
+  lua_rawget(L, index);
   if (lua_type(L, -1) == LUA_TFUNCTION) {
     has_stream = true;
     request.stream = true;
@@ -382,7 +386,10 @@ bool read_options(lua_State* L, int index, llm::Request& request, CallKind kind,
                                         (kind == CallKind::chat ? ", tools, tool_choice)" : ")"));
     }
   }
-  if (has_stream) lua_getfield(L, index, "stream");
+  if (has_stream) {
+    lua_pushliteral(L, "stream");
+    lua_rawget(L, index);
+  }
   return has_stream;
 }
 

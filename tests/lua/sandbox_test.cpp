@@ -457,6 +457,16 @@ BOOST_AUTO_TEST_CASE(await_inside_a_tool_is_refused_and_the_tool_result_recorded
   BOOST_TEST(run.thread.events.size() == 5u);
 }
 
+// llm.* read opts.stream with lua_getfield: an __index on opts ran agent code that could
+// raise over the request the call held, leaking it (outside the memory limit) every time.
+BOOST_AUTO_TEST_CASE(llm_options_are_read_raw_so_no_index_runs_over_the_request) {
+  auto failure = attempt(
+      "local trap = setmetatable({}, { __index = function() error('trap ran') end })\n"
+      "local _, e = pcall(require('luagent.llm').text, 'hi', trap)\n"
+      "error(e)");
+  BOOST_TEST(mentions(failure, "no LLM provider is configured"), failure);
+}
+
 BOOST_AUTO_TEST_CASE(thread_api_misuse_is_a_clear_error) {
   BOOST_TEST(mentions(attempt("thread:await('maybe')"), "kind must be \"human\" or \"approval\""));
   BOOST_TEST(
