@@ -928,7 +928,7 @@ prompt._compiles = 0
 -- each loader has a cache of its own (what it read must never serve another loader).
 local default_loader -- luagent.source.read, looked up on first use
 local loaders = setmetatable({}, { __mode = "k" }) -- coroutine -> fn(path) -> text, version
-local file_caches = setmetatable({}, { __mode = "k" }) -- loader -> { key -> compiled file }
+local file_caches = setmetatable({}, { __mode = "k" }) -- loader -> its caches (file_cache_of)
 
 ---Replaces, for the calling run (its step; inside a coroutine the agent made, for that
 ---coroutine), the function that reads prompt files (default: `require("luagent.source").read`).
@@ -964,18 +964,42 @@ local function read_file(loader, path)
   return text, version
 end
 
-local default_keys = {} -- path -> its cache key under default options, made once
+-- A cache holds at most this many files: paths come from code, but one file has endless
+-- spellings ("./p", "a/../p"), and the default loader's cache lives as long as the host.
+local MAX_CACHED_FILES = 256
+
+local default_keys, default_key_count = {}, 0 -- path -> its cache key under default options
 
 local function cache_key(path, opts)
-  if not opts.strict and not opts.filters then -- every render asks: no concat each time
+  if not opts.strict then -- every render asks: no concat each time
     local key = default_keys[path]
     if not key then
-      key = path .. "\0\0"
+      if default_key_count >= MAX_CACHED_FILES then default_keys, default_key_count = {}, 0 end
+      key = path .. "\0"
       default_keys[path] = key
+      default_key_count = default_key_count + 1
     end
     return key
   end
-  return path .. "\0" .. (opts.strict and "s" or "") .. "\0" .. (opts.filters and tostring(opts.filters) or "")
+  return path .. "\0s"
+end
+
+-- The cache of compiled files for a loader and opts.filters. A compiled file holds its
+-- filters table, so the files compiled with one are cached under it, weakly: an agent that
+-- makes its filters afresh each step (prompt.file at its top level) leaves nothing behind.
+local function file_cache_of(loader, filters)
+  local caches = file_caches[loader]
+  if not caches then
+    caches = { plain = { entries = {}, count = 0 }, filtered = setmetatable({}, { __mode = "k" }) }
+    file_caches[loader] = caches
+  end
+  if not filters then return caches.plain end
+  local cache = caches.filtered[filters]
+  if not cache then
+    cache = { entries = {}, count = 0 }
+    caches.filtered[filters] = cache
+  end
+  return cache
 end
 
 -- Returns the render and messages functions for a file (see compile), recompiling only
@@ -984,16 +1008,16 @@ local function file_function(path, opts)
   local loader = current_loader()
   local text, version = read_file(loader, path)
   local key = cache_key(path, opts)
-  local file_cache = file_caches[loader]
-  if not file_cache then
-    file_cache = {}
-    file_caches[loader] = file_cache
-  end
-  local entry = file_cache[key]
+  local cache = file_cache_of(loader, opts.filters)
+  local entry = cache.entries[key]
   if entry and version ~= nil and entry.version == version then return entry.fn, entry.messages_fn end
   if entry and version == nil and entry.text == text then return entry.fn, entry.messages_fn end
   local fn, messages_fn = compile(text, path, opts)
-  file_cache[key] = { version = version, text = version == nil and text or nil, fn = fn, messages_fn = messages_fn }
+  if not entry then
+    if cache.count >= MAX_CACHED_FILES then cache.entries, cache.count = {}, 0 end
+    cache.count = cache.count + 1
+  end
+  cache.entries[key] = { version = version, text = version == nil and text or nil, fn = fn, messages_fn = messages_fn }
   return fn, messages_fn
 end
 

@@ -673,6 +673,33 @@ BOOST_AUTO_TEST_CASE(shared_metatables_are_out_of_an_agents_reach) {
   BOOST_TEST(seen["rendered"] == "fine");
 }
 
+// prompt.file's compiled files are cached in the module, which every run shares, under a
+// key naming the opts.filters table by address, and each entry held that table: an agent
+// calling prompt.file(path, { filters = ... }) at its top level (a fresh table each step)
+// left one compiled copy per step behind, until every agent in the host was out of memory.
+BOOST_AUTO_TEST_CASE(templates_with_filters_made_afresh_leave_no_cache_behind) {
+  auto run = run_agent(
+      "local prompt = require 'luagent.prompt'\n"
+      "return function(thread)\n"
+      "  for i = 1, 10000 do\n"
+      "    local filters = { same = function(v) return v end }\n"
+      "    assert(prompt.file('p.prompt', { filters = filters }) { x = 'x' } == 'x')\n"
+      "  end\n"
+      "end\n",
+      {{"p.prompt", "{{ x | same }}"}}, [](HostConfig& config) { config.memory_mb = 4; });
+  BOOST_TEST(run.thread.status() == Status::done, run.failure());
+  // Nor do the endless spellings of one path: each was a cache entry for good.
+  auto spelled = run_agent(
+      "local prompt = require 'luagent.prompt'\n"
+      "return function(thread)\n"
+      "  for i = 1, 2000 do\n"
+      "    assert(prompt.file(('./'):rep(i) .. 'p.prompt') { x = 'x' } == 'x')\n"
+      "  end\n"
+      "end\n",
+      {{"p.prompt", "{{ x }}"}}, [](HostConfig& config) { config.memory_mb = 4; });
+  BOOST_TEST(spelled.thread.status() == Status::done, spelled.failure());
+}
+
 BOOST_AUTO_TEST_CASE(agent_modules_with_one_name_stay_per_agent) {
   // Two agents each with their own tools.lua: loading one must not hand it to the other.
   test::TempDir dir;
