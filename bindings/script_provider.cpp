@@ -78,7 +78,11 @@ class ScriptProvider final : public llm::Provider {
           Error(error.code() == ErrorCode::runtime ? ErrorCode::provider : error.code(),
                 "the script model failed: " + error.message(), error.source(), error.line());
     } else if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TTABLE) {
-      if (lua_type(L, -1) == LUA_TTABLE) lua_getfield(L, -1, "text");
+      // Raw: nothing protects this read, so a raising __index would abort the host.
+      if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushliteral(L, "text");
+        lua_rawget(L, -2);
+      }
       llm::Reply reply;
       if (lua_type(L, -1) == LUA_TSTRING) {
         size_t length = 0;

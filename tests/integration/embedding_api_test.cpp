@@ -1028,12 +1028,16 @@ BOOST_AUTO_TEST_CASE(script_models_and_prompts_that_break_the_rules_fail_their_c
     std::filesystem::create_directories(dir / name);
     std::ofstream(dir / name / "agent.lua") << source;
   }
-  std::ofstream(dir / "model.lua") << "return function(r)\n"
-                                      "  local text = r.messages[1].content\n"
-                                      "  if text == 'spin' then while true do end end\n"
-                                      "  if text == 'latin1' then return 'caf\\233' end\n"
-                                      "  return 'fine'\n"
-                                      "end\n";
+  std::ofstream(dir / "model.lua")
+      << "return function(r)\n"
+         "  local text = r.messages[1].content\n"
+         "  if text == 'spin' then while true do end end\n"
+         "  if text == 'latin1' then return 'caf\\233' end\n"
+         "  if text == 'trap' then\n"
+         "    return setmetatable({}, { __index = function() error('no') end })\n"
+         "  end\n"
+         "  return 'fine'\n"
+         "end\n";
   HostConfig config;
   config.store = "sqlite:" + (dir / "t.db").string();
   config.agents_dir = dir.path();
@@ -1045,6 +1049,7 @@ BOOST_AUTO_TEST_CASE(script_models_and_prompts_that_break_the_rules_fail_their_c
   auto spin = host.launch("asker", Event::user("spin"));
   auto latin1 = host.launch("asker", Event::user("latin1"));
   auto fine = host.launch("asker", Event::user("hello"));
+  auto trap = host.launch("asker", Event::user("trap"));
   host.run_until_idle();
   auto refusal = host.get(refused).events.at(1).data.get<std::string>();
   BOOST_TEST(mentions(refusal, "llm.text: the prompt is not UTF-8"), refusal);
@@ -1055,6 +1060,9 @@ BOOST_AUTO_TEST_CASE(script_models_and_prompts_that_break_the_rules_fail_their_c
   BOOST_TEST(bad.type == "failed");
   BOOST_TEST(mentions(bad.data.value("message", ""), "reply is not UTF-8"), bad.data.dump());
   BOOST_TEST(host.get(fine).events.at(1).data == "fine");
+  // The reply table was read with lua_getfield where nothing protects it: a raising
+  // __index aborted the host. It is read raw: no text there is an empty reply.
+  BOOST_TEST(host.get(trap).events.at(1).data == "");
 }
 
 // An on_event callback that cancels the thread it is told about used to free the run
