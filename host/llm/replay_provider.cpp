@@ -1,6 +1,10 @@
 #include "llm/replay_provider.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <string_view>
+
+#include "bounded_read.hpp"
 
 #include "llm/json_schema.hpp"
 #include "luagent/error.hpp"
@@ -25,10 +29,127 @@ std::string cassette_key(const Request& request) {
   return cassette_request_json(request).dump();
 }
 
+namespace {
+
+// What one line of a cassette says, checked field by field: each mistake is named, where
+// an unchecked `value()` or `get()` used to end the run in an internal error, or when the
+// call was answered, a pump() that threw.
+class CassetteLine {
+ public:
+  CassetteLine(const std::string& name, int number) : name_(name), number_(number) {}
+
+  [[noreturn]] void refuse(const std::string& what) const {
+    throw Error(ErrorCode::config, "malformed cassette: " + what, name_, number_);
+  }
+
+  // The string at `key` of `object`, or `otherwise` when there is none.
+  std::string string_at(const nlohmann::json& object, const char* key, const char* where,
+                        std::string otherwise) const {
+    auto found = object.find(key);
+    if (found == object.end()) return otherwise;
+    if (!found->is_string()) refuse(std::string("\"") + where + "\" must be a string");
+    return found->get<std::string>();
+  }
+
+  // A token count at `key` of `usage`, or 0 when there is none.
+  std::int64_t count_at(const nlohmann::json& usage, const char* key) const {
+    auto found = usage.find(key);
+    if (found == usage.end()) return 0;
+    if (!found->is_number_integer() || found->get<std::int64_t>() < 0)
+      refuse(std::string("\"response.usage.") + key + "\" must be a whole number of tokens");
+    return found->get<std::int64_t>();
+  }
+
+  // The request the line answers, as cassette_key() reads a live one.
+  Request request(const nlohmann::json& entry) const {
+    auto request = entry.find("request");
+    if (request == entry.end() || !request->is_object())
+      refuse("a line needs a \"request\" object");
+    auto messages = request->find("messages");
+    if (messages == request->end() || !messages->is_array())
+      refuse("\"request\" needs a \"messages\" array");
+    Request key;
+    key.messages = *messages;
+    if (auto schema = request->find("response_schema");
+        schema != request->end() && !schema->is_null()) {
+      if (!schema->is_object()) refuse("\"request.response_schema\" must be an object");
+      key.response_schema = std::make_shared<const CompiledSchema>(*schema);
+    }
+    if (auto tools = request->find("tools"); tools != request->end() && !tools->is_null()) {
+      if (!tools->is_array()) refuse("\"request.tools\" must be an array");
+      for (const auto& tool : *tools) {
+        if (!tool.is_object() || !tool.contains("name"))
+          refuse("each of \"request.tools\" must be an object with a \"name\"");
+        key.tools.push_back({string_at(tool, "name", "request.tools[].name", ""),
+                             string_at(tool, "description", "request.tools[].description", ""),
+                             tool.value("parameters", nlohmann::json::object())});
+      }
+    }
+    return key;
+  }
+
+  CassetteAnswer answer(const nlohmann::json& entry) const {
+    CassetteAnswer answer;
+    if (auto response = entry.find("response"); response != entry.end()) {
+      if (!response->is_object() || !response->contains("text") || !(*response)["text"].is_string())
+        refuse("\"response\" needs a string \"text\"");
+      answer.text = (*response)["text"].get<std::string>();
+      answer.finish_reason =
+          string_at(*response, "finish_reason", "response.finish_reason", "stop");
+      if (auto usage = response->find("usage"); usage != response->end()) {
+        if (!usage->is_object()) refuse("\"response.usage\" must be an object");
+        answer.usage.input_tokens = count_at(*usage, "input_tokens");
+        answer.usage.output_tokens = count_at(*usage, "output_tokens");
+      }
+      return answer;
+    }
+    auto error = entry.find("error");
+    if (error == entry.end()) refuse("a line needs \"response\" or \"error\"");
+    if (!error->is_object()) refuse("\"error\" must be an object");
+    std::string code = string_at(*error, "code", "error.code", "provider");
+    ErrorCode error_code = error_code_from_name(code);
+    if (error_code == ErrorCode::internal && code != "internal")
+      refuse("\"error.code\" '" + code + "' is not an error code (see docs/errors.md)");
+    answer.error =
+        Error(error_code, string_at(*error, "message", "error.message", "recorded error"));
+    return answer;
+  }
+
+ private:
+  const std::string& name_;
+  int number_;
+};
+
+}  // namespace
+
+CassetteAnswers read_cassette(std::istream& in, const std::string& name, std::size_t limit) {
+  std::string text;
+  if (!read_at_most(in, limit, text))
+    throw Error(ErrorCode::config,
+                "the cassette " + name + " is larger than " +
+                    (limit % (1 << 20) == 0 ? std::to_string(limit >> 20) + " MiB"
+                                            : std::to_string(limit) + " bytes"));
+  CassetteAnswers answers;
+  int number = 0;
+  for (std::size_t at = 0; at < text.size();) {
+    std::size_t end = std::min(text.find('\n', at), text.size());
+    std::string_view line(text.data() + at, end - at);
+    at = end + 1;
+    ++number;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    CassetteLine checked(name, number);
+    auto entry = nlohmann::json::parse(line, nullptr, false);
+    if (entry.is_discarded() || !entry.is_object()) checked.refuse("line is not a JSON object");
+    Request request = checked.request(entry);
+    answers[cassette_key(request)].push_back(checked.answer(entry));
+  }
+  return answers;
+}
+
 ReplayProvider::ReplayProvider(EventLoop& loop, const std::filesystem::path& cassette,
                                std::chrono::milliseconds latency)
     : loop_(loop), path_(cassette), latency_(latency) {
-  std::ifstream in(cassette);
+  std::ifstream in(cassette, std::ios::binary);
   std::error_code ec;
   if (std::filesystem::is_directory(cassette, ec))  // opens, and reads as empty
     throw Error(ErrorCode::config,
@@ -37,42 +158,7 @@ ReplayProvider::ReplayProvider(EventLoop& loop, const std::filesystem::path& cas
     throw Error(ErrorCode::config, "cannot read the cassette " + cassette.string() +
                                        " (the replay provider needs one: set cassette = ... in "
                                        "luagent.config.lua or LUAGENT_CASSETTE)");
-  std::string line;
-  int number = 0;
-  while (std::getline(in, line)) {
-    ++number;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto where = cassette.filename().string() + ":" + std::to_string(number);
-    auto entry = nlohmann::json::parse(line, nullptr, false);
-    if (entry.is_discarded() || !entry.is_object())
-      throw Error(ErrorCode::config, "malformed cassette: line is not a JSON object", where);
-    auto request = entry.find("request");
-    if (request == entry.end() || !request->is_object() || !request->contains("messages"))
-      throw Error(ErrorCode::config, "malformed cassette: \"request\" with \"messages\" missing",
-                  where);
-    Recorded recorded;
-    if (auto response = entry.find("response"); response != entry.end()) {
-      if (!response->is_object() || !response->contains("text") || !(*response)["text"].is_string())
-        throw Error(ErrorCode::config, "malformed cassette: \"response\" needs a string \"text\"",
-                    where);
-      recorded.response = *response;
-    } else if (auto error = entry.find("error"); error != entry.end() && error->is_object()) {
-      recorded.response = {{"error", *error}};
-    } else {
-      throw Error(ErrorCode::config, "malformed cassette: a line needs \"response\" or \"error\"",
-                  where);
-    }
-    Request key_request;
-    key_request.messages = (*request)["messages"];
-    if (auto schema = request->find("response_schema");
-        schema != request->end() && !schema->is_null())
-      key_request.response_schema = std::make_shared<const CompiledSchema>(*schema);
-    if (auto tools = request->find("tools"); tools != request->end() && tools->is_array())
-      for (const auto& tool : *tools)
-        key_request.tools.push_back({tool.value("name", ""), tool.value("description", ""),
-                                     tool.value("parameters", nlohmann::json::object())});
-    recorded_[cassette_key(key_request)].push_back(std::move(recorded));
-  }
+  recorded_ = read_cassette(in, cassette.string());
 }
 
 CallId ReplayProvider::start(Request request, ChunkCallback on_chunk, DoneCallback done) {
@@ -88,8 +174,11 @@ CallId ReplayProvider::start(Request request, ChunkCallback on_chunk, DoneCallba
   auto found = recorded_.find(key);
   if (found == recorded_.end()) {
     std::string last;
-    if (request.messages.is_array() && !request.messages.empty())
-      last = request.messages.back().value("content", "");
+    if (request.messages.is_array() && !request.messages.empty()) {
+      const auto& message = request.messages.back();
+      if (message.is_object() && message.contains("content") && message["content"].is_string())
+        last = message["content"].get<std::string>();
+    }
     if (last.size() > 160) last = "..." + last.substr(last.size() - 160);
     outcome.result = Error(ErrorCode::not_found,
                            "the cassette " + path_.filename().string() +
@@ -100,21 +189,16 @@ CallId ReplayProvider::start(Request request, ChunkCallback on_chunk, DoneCallba
   } else {
     // Identical requests get the recorded replies in order, then the last one again.
     std::size_t& served = served_[key];
-    const Recorded& recorded = found->second[std::min(served, found->second.size() - 1)];
+    const CassetteAnswer& recorded = found->second[std::min(served, found->second.size() - 1)];
     ++served;
-    if (recorded.response.contains("error")) {
-      const auto& error = recorded.response["error"];
-      outcome.result = Error(error_code_from_name(error.value("code", "provider")),
-                             error.value("message", "recorded error"));
+    if (recorded.error) {
+      outcome.result = *recorded.error;
     } else {
       Reply reply;
-      reply.text = recorded.response["text"].get<std::string>();
-      reply.finish_reason = recorded.response.value("finish_reason", "stop");
+      reply.text = recorded.text;
+      reply.finish_reason = recorded.finish_reason;
       reply.model = outcome.trace.model;
-      if (auto usage = recorded.response.find("usage"); usage != recorded.response.end()) {
-        reply.usage.input_tokens = usage->value("input_tokens", std::int64_t{0});
-        reply.usage.output_tokens = usage->value("output_tokens", std::int64_t{0});
-      }
+      reply.usage = recorded.usage;
       outcome.trace.usage = reply.usage;
       outcome.trace.finish_reason = reply.finish_reason;
       outcome.result = std::move(reply);

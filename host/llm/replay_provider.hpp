@@ -6,10 +6,13 @@
 // processes and in any order. `RecordingProvider` writes such lines for real calls.
 #pragma once
 
+#include <cstddef>
 #include <filesystem>
 #include <fstream>
+#include <istream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +25,25 @@ namespace luagent::llm {
 std::string cassette_key(const Request& request);
 nlohmann::json cassette_request_json(const Request& request);
 
+/// One recorded answer, checked when its cassette is read: a reply, or the error the call
+/// fails with.
+struct CassetteAnswer {
+  std::optional<Error> error;
+  std::string text;
+  std::string finish_reason = "stop";
+  Usage usage;
+};
+/// A cassette's answers by cassette_key; a key's answers in the order of their lines.
+using CassetteAnswers = std::map<std::string, std::vector<CassetteAnswer>>;
+
+/// The most a cassette may hold: read to its end, /dev/zero would take all memory.
+inline constexpr std::size_t kMaxCassetteBytes = std::size_t{256} << 20;
+
+/// Reads a cassette's lines (see above). A malformed line is Error(config) at `name`:line
+/// saying what is wrong with it; more than `limit` bytes is Error(config) too.
+CassetteAnswers read_cassette(std::istream& in, const std::string& name,
+                              std::size_t limit = kMaxCassetteBytes);
+
 class ReplayProvider final : public Provider {
  public:
   /// Loads the cassette; a malformed line is Error(config) naming file:line.
@@ -32,13 +54,10 @@ class ReplayProvider final : public Provider {
   void cancel(CallId id) override;
 
  private:
-  struct Recorded {
-    nlohmann::json response;  // {"text": ...} or {"error": {...}}
-  };
   EventLoop& loop_;
   std::filesystem::path path_;
   std::chrono::milliseconds latency_;
-  std::map<std::string, std::vector<Recorded>> recorded_;
+  CassetteAnswers recorded_;
   std::map<std::string, std::size_t> served_;
   std::map<CallId, EventLoop::TimerId> in_flight_;
   CallId next_id_ = 1;

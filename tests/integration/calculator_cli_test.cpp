@@ -261,8 +261,11 @@ BOOST_AUTO_TEST_CASE(malformed_cassette) {
                                               "{\"text\": \"ok\"}}\nthis is not json\n";
   auto result = s.cli({"run", folder.string(), "add 3 and 4"});
   BOOST_TEST(result.exit_code == 2);
-  BOOST_TEST(result.err.find("cassette.jsonl:2") != std::string::npos, result.err);
-  BOOST_TEST(result.err.find("malformed cassette") != std::string::npos, result.err);
+  // Where, as a Lua error says it: the file, and the line apart.
+  auto error = nlohmann::json::parse(result.err)["error"];
+  BOOST_TEST(error["source"] == (folder / "cassette.jsonl").string(), result.err);
+  BOOST_TEST(error["line"] == 2, result.err);
+  BOOST_TEST(error["message"] == "malformed cassette: line is not a JSON object", result.err);
 }
 
 BOOST_AUTO_TEST_CASE(store_path_not_writable) {

@@ -383,3 +383,76 @@ BOOST_AUTO_TEST_CASE(recorded_calls_replay_offline_with_identical_results) {
     }
   }
 }
+
+// A cassette is a file people edit by hand: each wrong shape is a config error at its
+// line, said when the cassette is read, never an internal error, or a pump() that throws
+// when the call it answers comes.
+BOOST_AUTO_TEST_CASE(malformed_cassette_lines_are_named_where_they_are) {
+  const std::string ok_request = R"("request":{"messages":[{"role":"user","content":"hi"}]})";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"[1]", "line is not a JSON object"},
+      {R"({"request":5,"response":{"text":"x"}})", "a line needs a \"request\" object"},
+      {R"({"request":{"messages":5},"response":{"text":"x"}})",
+       "\"request\" needs a \"messages\" array"},
+      {R"({"request":{"messages":[],"response_schema":5},"response":{"text":"x"}})",
+       "\"request.response_schema\" must be an object"},
+      {R"({"request":{"messages":[],"tools":{}},"response":{"text":"x"}})",
+       "\"request.tools\" must be an array"},
+      {R"({"request":{"messages":[],"tools":[5]},"response":{"text":"x"}})",
+       "each of \"request.tools\" must be an object with a \"name\""},
+      {R"({"request":{"messages":[],"tools":[{"name":5}]},"response":{"text":"x"}})",
+       "\"request.tools[].name\" must be a string"},
+      {"{" + ok_request + R"(,"response":{"text":5}})", "\"response\" needs a string \"text\""},
+      {"{" + ok_request + R"(,"response":{"text":"x","finish_reason":1}})",
+       "\"response.finish_reason\" must be a string"},
+      {"{" + ok_request + R"(,"response":{"text":"x","usage":[]}})",
+       "\"response.usage\" must be an object"},
+      {"{" + ok_request + R"(,"response":{"text":"x","usage":{"input_tokens":"3"}}})",
+       "\"response.usage.input_tokens\" must be a whole number of tokens"},
+      {"{" + ok_request + R"(,"response":{"text":"x","usage":{"output_tokens":-1}}})",
+       "\"response.usage.output_tokens\" must be a whole number of tokens"},
+      {"{" + ok_request + "}", "a line needs \"response\" or \"error\""},
+      {"{" + ok_request + R"(,"error":"x"})", "\"error\" must be an object"},
+      {"{" + ok_request + R"(,"error":{"code":7}})", "\"error.code\" must be a string"},
+      {"{" + ok_request + R"(,"error":{"code":"bogus"}})",
+       "\"error.code\" 'bogus' is not an error code (see docs/errors.md)"},
+      {"{" + ok_request + R"(,"error":{"code":"rate_limited","message":[]}})",
+       "\"error.message\" must be a string"},
+  };
+  for (const auto& [line, said] : cases) {
+    BOOST_TEST_CONTEXT(line) {
+      // A good line and a blank one first: the bad line is line 3.
+      std::istringstream in("{" + ok_request + R"(,"response":{"text":"fine"}})" + "\n\n" + line +
+                            "\n");
+      try {
+        luagent::llm::read_cassette(in, "hand.jsonl");
+        BOOST_FAIL("accepted");
+      } catch (const luagent::Error& error) {
+        BOOST_TEST(error.code() == ErrorCode::config);
+        BOOST_TEST(error.message() == "malformed cassette: " + said);
+        BOOST_TEST(error.source() == "hand.jsonl");
+        BOOST_TEST(error.line() == 3);
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_cassette_is_read_up_to_its_limit) {
+  const std::string line =
+      R"({"request":{"messages":[]},"response":{"text":"x","usage":{"input_tokens":2}}})"
+      "\n";
+  std::istringstream fits(line + line);
+  auto answers = luagent::llm::read_cassette(fits, "two.jsonl", 2 * line.size());
+  BOOST_TEST_REQUIRE(answers.size() == 1u);
+  BOOST_TEST(answers.begin()->second.size() == 2u);
+  BOOST_TEST(answers.begin()->second[0].usage.input_tokens == 2);
+  std::istringstream endless(line + line + "x");  // as /dev/zero would be, once past it
+  try {
+    luagent::llm::read_cassette(endless, "big.jsonl", 2 * line.size());
+    BOOST_FAIL("accepted");
+  } catch (const luagent::Error& error) {
+    BOOST_TEST(error.code() == ErrorCode::config);
+    BOOST_TEST(error.message() == "the cassette big.jsonl is larger than " +
+                                      std::to_string(2 * line.size()) + " bytes");
+  }
+}
