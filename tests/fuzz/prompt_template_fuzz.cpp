@@ -97,8 +97,10 @@ return function(source, strict)
       if wrong then return wrong end
     elseif t.messages_fn then
       -- The same template without its generated messages(): the general path.
-      local general = setmetatable({ name = t.name, opts = t.opts, fn = t.fn }, getmetatable(t))
-      local also, expected = pcall(general.messages, general, vars)
+      local generated = t.messages_fn
+      t.messages_fn = nil
+      local also, expected = pcall(t.messages, t, vars)
+      t.messages_fn = generated
       if not also then return "only the generated messages() rendered: " .. tostring(expected) end
       if not same(messages, expected) then
         return "generated messages() gave " .. show(messages) .. ", the rendering " .. show(expected)
