@@ -473,7 +473,8 @@ end
 local function yaml_string(s)
   if s == "" or s:find("^%s") or s:find("%s$") or s:find("%c")
       or s:find("^[%-%?:,%[%]{}#&%*!|>'\"%%@`]") or s:find(":%s") or s:find(":$") or s:find("%s#")
-      or YAML_RESERVED[s:lower()] or tonumber(s) or s:find("^[%+%-]?%.?%d") then
+      or YAML_RESERVED[s:lower()] or tonumber(s) or s:find("^[%+%-]?%.?%d")
+      or s:find("^[%+%-]?%.[iI][nN][fF]$") or s:find("^%.[nN][aA][nN]$") then -- read as numbers
     return yaml_quoted(s)
   end
   return s

@@ -267,6 +267,7 @@ t.test("yaml quotes strings that would not read back as themselves", function()
     { type = "e", data = " padded" },
     { type = "f", data = "- dash" },
     { type = "g", data = 'say "hi"\t' },
+    { type = "h", data = { ".inf", "-.Inf", "+.INF", ".NaN", ".nan", ".info", "nan" } },
   })
   t.eq(out, table.concat({
     '- type: a', '  data: "yes"',
@@ -276,6 +277,9 @@ t.test("yaml quotes strings that would not read back as themselves", function()
     '- type: e', '  data: " padded"',
     '- type: f', '  data: "- dash"',
     '- type: g', '  data: "say \\"hi\\"\\t"',
+    -- YAML reads these as infinity and NaN ("nan" and ".info" are only strings)
+    '- type: h', '  data:', '    - ".inf"', '    - "-.Inf"', '    - "+.INF"', '    - ".NaN"',
+    '    - ".nan"', '    - .info', '    - nan',
     '',
   }, "\n"))
 end)
