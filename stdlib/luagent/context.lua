@@ -41,6 +41,13 @@ local concat, sort = table.concat, table.sort
 local find, byte = string.find, string.byte
 local math_type, floor, huge = math.type, math.floor, math.huge
 
+-- Bad arguments are usage errors, raised in the shape every luagent module raises (a table
+-- with code and message, whose tostring is "message [code]"), so a script reads err.code
+-- whichever module failed. luagent.prompt is loaded only when one is raised.
+local function usage_error(message)
+  require("luagent.prompt")._raise("usage", message)
+end
+
 local NO_OPTS = {} -- read, never written: the options of a call that passed none
 local NO_HIDDEN = {} -- read, never written: hides nothing
 
@@ -157,7 +164,7 @@ local function events_field(source) return source.events end
 local function events_of(source, where)
   local ts = type(source)
   if ts ~= "table" and ts ~= "userdata" then
-    error(fmt("%s: expected a thread or an array of events, got %s", where, ts), 0)
+    usage_error(fmt("%s: expected a thread or an array of events, got %s", where, ts))
   end
   local ok, method = pcall(events_field, source)
   local events
@@ -169,7 +176,7 @@ local function events_of(source, where)
     events = source
   end
   if type(events) ~= "table" then
-    error(fmt("%s: thread:events() returned a %s, expected an array", where, type(events)), 0)
+    usage_error(fmt("%s: thread:events() returned a %s, expected an array", where, type(events)))
   end
   return events
 end
@@ -194,22 +201,22 @@ end
 
 local function check_opts(opts, where)
   if opts == nil then return NO_OPTS end
-  if type(opts) ~= "table" then error(where .. ": options must be a table", 0) end
+  if type(opts) ~= "table" then usage_error(where .. ": options must be a table") end
   local last, truncate = opts.last, opts.truncate
   if last ~= nil and (math_type(last) ~= "integer" or last < 0) then
-    error(where .. ": opts.last must be a non-negative integer", 0)
+    usage_error(where .. ": opts.last must be a non-negative integer")
   end
   if truncate ~= nil and (math_type(truncate) ~= "integer" or truncate < 0) then
-    error(where .. ": opts.truncate must be a non-negative integer", 0)
+    usage_error(where .. ": opts.truncate must be a non-negative integer")
   end
   if opts.skip ~= nil and type(opts.skip) ~= "table" then
-    error(where .. ": opts.skip must be a table of type names", 0)
+    usage_error(where .. ": opts.skip must be a table of type names")
   end
   if opts.only ~= nil and type(opts.only) ~= "table" then
-    error(where .. ": opts.only must be a table of type names", 0)
+    usage_error(where .. ": opts.only must be a table of type names")
   end
   if opts.format ~= nil and type(opts.format) ~= "function" then
-    error(where .. ": opts.format must be a function", 0)
+    usage_error(where .. ": opts.format must be a function")
   end
   return opts
 end
@@ -222,7 +229,7 @@ local function checked_events(source, where)
     local ty = type(e) == "table" and e.type
     if not plain_strings[ty] then
       if type(ty) ~= "string" then
-        error(fmt("%s: event %d is not a table with a string 'type'", where, i), 0)
+        usage_error(fmt("%s: event %d is not a table with a string 'type'", where, i))
       end
       is_plain(ty) -- remembered for the next event
     end
@@ -403,7 +410,11 @@ end
 ---@param opts? luagent.context.Options
 ---@return string
 function context.xml_event(event, opts)
-  opts = opts or NO_OPTS
+  opts = check_opts(opts, "context.xml_event")
+  if type(event) ~= "table" or type(event.type) ~= "string" then
+    usage_error("context.xml_event: expected an event (a table with a string 'type'), got " ..
+      (type(event) == "table" and "a table with no string 'type'" or type(event)))
+  end
   return render_event(event, shown_tag(event, nil, NO_HIDDEN), opts.truncate, opts.keep_indent)
 end
 
@@ -601,7 +612,7 @@ function context.messages(thread_or_events, opts)
   opts = check_opts(opts, "context.messages")
   local messages = {}
   if opts.system ~= nil then
-    if type(opts.system) ~= "string" then error("context.messages: opts.system must be a string", 0) end
+    if type(opts.system) ~= "string" then usage_error("context.messages: opts.system must be a string") end
     messages[1] = { role = "system", content = opts.system }
   end
   for _, e in ipairs(visible(thread_or_events, opts, "context.messages")) do
@@ -636,7 +647,7 @@ local tokenizers = setmetatable({}, { __mode = "k" })
 ---@return integer
 function context.tokens(text, model)
   if type(text) ~= "string" then
-    error("context.tokens: expected a string, got " .. type(text), 0)
+    usage_error("context.tokens: expected a string, got " .. type(text))
   end
   local tokenizer = tokenizers[coroutine.running()]
   if tokenizer then return tokenizer(text, model) end
@@ -648,7 +659,7 @@ end
 ---made, for that coroutine); nil restores the estimate. Other runs are not affected.
 ---@param fn? fun(text: string, model?: string): integer
 function context.set_tokenizer(fn)
-  if fn ~= nil and type(fn) ~= "function" then error("context.set_tokenizer: expected a function", 0) end
+  if fn ~= nil and type(fn) ~= "function" then usage_error("context.set_tokenizer: expected a function") end
   tokenizers[coroutine.running()] = fn
 end
 

@@ -48,6 +48,7 @@ local ERROR_META = {
 local function raise(code, message, source, line)
   error(setmetatable({ code = code, message = message, source = source, line = line }, ERROR_META), 0)
 end
+prompt._raise = raise -- for luagent.context: the stdlib raises errors of one shape
 
 -- A template that does not compile: code "syntax", as for a script (docs/errors.md).
 local function syntax_error(name, line, what)

@@ -145,6 +145,16 @@ t.test("bad input and bad options are clear errors", function()
   t.raises(function() context.xml({}, { last = -1 }) end, "opts.last must be a non%-negative integer")
   t.raises(function() context.xml({}, { skip = "await" }) end, "opts.skip must be a table")
   t.raises(function() context.yaml({}, { format = 3 }) end, "opts.format must be a function")
+  t.raises(function() context.xml_event({ data = 1 }) end,
+    "context.xml_event: expected an event %(a table with a string 'type'%), got a table with no string 'type'")
+  t.raises(function() context.xml_event(5) end, "got number")
+  t.raises(function() context.xml_event({ type = "x" }, 3) end, "context.xml_event: options must be a table")
+  -- Errors of the shape every luagent module raises: a script reads err.code.
+  local ok, err = pcall(context.tokens, 5)
+  t.eq(ok, false)
+  t.eq(type(err), "table")
+  t.eq(err.code, "usage")
+  t.eq(tostring(err), "context.tokens: expected a string, got number [usage]")
 end)
 
 t.test("xml survives a table that contains itself", function()
