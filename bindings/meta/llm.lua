@@ -39,12 +39,13 @@ local llm = {}
 ---@field role "system"|"user"|"assistant"|"tool"
 ---@field content string
 
----Asks for a JSON reply and returns it as a table, repaired leniently (fences, prose,
----trailing commas, ...) and validated against `schema`.
+---Asks for a JSON reply and returns it as a Lua value, repaired leniently (fences, prose,
+---trailing commas, ...) and validated against `schema`: a table for an object schema; without
+---a schema, whatever JSON value the model gave (a table, string, number or boolean).
 ---@param prompt string|luagent.llm.Message[]
 ---@param schema? table|luagent.llm.Schema short form ({ a = "number" }), JSON Schema, or llm.one_of(...)
 ---@param opts? luagent.llm.Options
----@return table
+---@return any
 function llm.json(prompt, schema, opts) end
 
 ---Asks for free text.
