@@ -28,6 +28,7 @@ nlohmann::json summary_json(const ThreadSummary& summary) {
 
 int threads_get(lua_State* L) {
   std::string id(arg_string(L, 1, "threads.get", "id"));
+  check_thread_id(id);
   nlohmann::json json = luagent::to_json(store_of(L, "threads.get").load(id));
   HostCallScope scope(L);
   push_json(L, json, 3);  // the thread, its event list and each event around the event's data
@@ -67,6 +68,7 @@ int threads_list(lua_State* L) {
 
 int threads_fork(lua_State* L) {
   std::string id(arg_string(L, 1, "threads.fork", "id"));
+  check_thread_id(id);
   std::int64_t at = arg_integer(L, 2, "threads.fork", "at");
   Thread fork = fork_thread(store_of(L, "threads.fork"), id, at);
   HostCallScope scope(L);
@@ -76,6 +78,7 @@ int threads_fork(lua_State* L) {
 
 int threads_cancel(lua_State* L) {
   std::string id(arg_string(L, 1, "threads.cancel", "id"));
+  check_thread_id(id);
   std::string reason(opt_string(L, 2, "threads.cancel", "reason", ""));
   if (Run* run = LuaRuntime::from(L).current_run(); run && run->thread.id == id)
     throw Error(ErrorCode::usage,

@@ -124,25 +124,6 @@ void check_host_config(const HostConfig& config) {
                                        " is a file, not a folder (--agents DIR)");
 }
 
-// A thread id names the thread in the message of a refusal: one with a NUL byte would end
-// what() early (naming another id, maybe a real one), and one of megabytes would be a
-// message of megabytes. No id luagent makes is either (new_thread_id: 25 characters; the
-// fs store refuses ids past 128 bytes), so neither can name a stored thread.
-void check_thread_id(const std::string& id) {
-  constexpr std::size_t kLongestId = 128, kShown = 40;
-  auto shown = [&](std::size_t length) {
-    return id.substr(0, std::min(length, kShown)) + (length > kShown ? "..." : "");
-  };
-  if (std::size_t nul = id.find('\0'); nul != std::string::npos)
-    throw Error(ErrorCode::usage, "the thread id '" + shown(nul) +
-                                      "' contains a NUL byte (at byte " + std::to_string(nul) +
-                                      ")");
-  if (id.size() > kLongestId)
-    throw Error(ErrorCode::not_found,
-                "no thread '" + shown(id.size()) + "': its id is " + std::to_string(id.size()) +
-                    " bytes, and thread ids are at most " + std::to_string(kLongestId));
-}
-
 }  // namespace
 
 Resume Resume::approve(std::string key) {

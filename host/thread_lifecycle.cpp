@@ -1,5 +1,6 @@
 #include "thread_lifecycle.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -10,6 +11,25 @@
 #include "utf8_text.hpp"
 
 namespace luagent {
+
+// A thread id names the thread in the message of a refusal: one with a NUL byte would end
+// what() early (naming another id, maybe a real one), and one of megabytes would be a
+// message of megabytes. No id luagent makes is either (new_thread_id: 25 characters; the
+// fs store refuses ids past 128 bytes), so neither can name a stored thread.
+void check_thread_id(std::string_view id) {
+  constexpr std::size_t kLongestId = 128, kShown = 40;
+  auto shown = [&](std::size_t length) {
+    return std::string(id.substr(0, std::min(length, kShown))) + (length > kShown ? "..." : "");
+  };
+  if (std::size_t nul = id.find('\0'); nul != std::string_view::npos)
+    throw Error(ErrorCode::usage, "the thread id '" + shown(nul) +
+                                      "' contains a NUL byte (at byte " + std::to_string(nul) +
+                                      ")");
+  if (id.size() > kLongestId)
+    throw Error(ErrorCode::not_found,
+                "no thread '" + shown(id.size()) + "': its id is " + std::to_string(id.size()) +
+                    " bytes, and thread ids are at most " + std::to_string(kLongestId));
+}
 
 Thread fork_thread(Store& store, std::string_view id, std::int64_t at_event) {
   Thread parent = store.load(id);

@@ -12,6 +12,10 @@
 
 namespace luagent {
 
+/// Throws usage for a thread id with a NUL byte, and not_found (quoting its start) for one
+/// longer than any stored thread's: what the verbs below and the Host's take.
+void check_thread_id(std::string_view id);
+
 /// Stores a new thread holding events 1..at_event of `id` (keys dropped: an answer given
 /// to the parent must not count as given to the fork), with the parent link recorded.
 /// Throws not_found for an unknown thread or an event it does not have.

@@ -764,6 +764,8 @@ return function(thread)
     thread:push("cancelled_other", threads.cancel(id, "by an agent").type)
   elseif verb == "self" then
     threads.cancel(thread.id)
+  elseif verb == "nul" then -- an id with a NUL byte used to be read only up to it
+    threads.get(id .. "\0more")
   elseif verb == "deep" then -- data as deeply nested as an event may hold
     local data = "x"
     for i = 1, 100 do data = { data } end
@@ -799,6 +801,12 @@ end
   auto missing = pushed("fork " + waiting + " 99");
   BOOST_TEST(missing["data"]["code"] == "not_found");
   BOOST_TEST(pushed("self x")["data"]["code"] == "usage");
+  auto nul = pushed("nul " + waiting);
+  BOOST_TEST(nul["data"]["code"] == "usage", nul.dump());
+  BOOST_TEST(
+      nul["data"]["message"].get<std::string>().find(
+          "the thread id '" + waiting + "' contains a NUL byte (at byte 25)") != std::string::npos,
+      nul.dump());
   // The thread's table wraps each event's data three levels deeper (thread, events, event):
   // threads.get of a thread holding data at the depth limit used to fail with `limit`.
   auto deep_run = cli({"run", (dir / "ops").string(), "deep x"});
