@@ -39,14 +39,29 @@ luagent::test::FrameBudgetFigures run_scenario(luagent::test::Grinding grinding)
 // The last one that did was the first: its second loop turn handed 40 new transfers to
 // libcurl at once, 1.7 ms of connects after the runs had used the budget. Not under ASan,
 // which makes every unsplittable piece several times longer.
+//
+// On this shared VM about one scenario in ten (the build of 5d0784e as much as later ones)
+// has a single pump of 3-15 ms of CPU, spent in the kernel or in one SQLite commit of
+// ~20 events that usually takes 0.1 ms; the pump before and after it are ~2 ms. Such a
+// scenario is run once more, and the test fails only if the second has one too: a
+// regression over the budget shows in every run.
 BOOST_AUTO_TEST_CASE(five_hundred_agents_never_stall_a_2ms_pump) {
+  auto max_cpu_us = [](const luagent::test::FrameBudgetFigures& figures) {
+    return *std::max_element(figures.pump_cpu_us.begin(), figures.pump_cpu_us.end());
+  };
   auto figures = run_scenario(luagent::test::Grinding::integers);
+#if !defined(__SANITIZE_ADDRESS__)
+  if (max_cpu_us(figures) >= 3000.0) {
+    BOOST_TEST_MESSAGE("one pump took " << max_cpu_us(figures) << " us of CPU; once more");
+    std::printf("one pump took %.0f us of CPU; running the scenario once more\n",
+                max_cpu_us(figures));
+    figures = run_scenario(luagent::test::Grinding::integers);
+  }
+  BOOST_TEST(max_cpu_us(figures) < 3000.0);
+#endif
   BOOST_TEST(figures.finished_correctly == 500);
   BOOST_TEST(figures.percentile(99) < 25000.0);
   BOOST_TEST(figures.max() < 250000.0);
-#if !defined(__SANITIZE_ADDRESS__)
-  BOOST_TEST(*std::max_element(figures.pump_cpu_us.begin(), figures.pump_cpu_us.end()) < 3000.0);
-#endif
 }
 
 // The grinder builds strings instead (about 135 MB of garbage): the collector must keep up
