@@ -48,7 +48,13 @@ local ERROR_META = {
 local function raise(code, message, source, line)
   error(setmetatable({ code = code, message = message, source = source, line = line }, ERROR_META), 0)
 end
-prompt._raise = raise -- for luagent.context: the stdlib raises errors of one shape
+---For luagent.context, not agents: raises a luagent error table (the stdlib raises one shape).
+---@private
+---@param code string an error code from docs/errors.md
+---@param message string
+---@param source? string
+---@param line? integer
+prompt._raise = raise
 
 -- A template that does not compile: code "syntax", as for a script (docs/errors.md).
 local function syntax_error(name, line, what)
