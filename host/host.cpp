@@ -2,6 +2,7 @@
 // implements the verbs (launch, resume, get, list) on top of them.
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -209,6 +210,12 @@ struct Host::Impl {
   }
 
   void check_thread(const char* verb) const;
+  /// Marks pump()/run()/run_until_idle() as driving the loop for as long as it exists.
+  struct DrivingScope {
+    explicit DrivingScope(Impl& impl) : impl(impl) { impl.driving = true; }
+    ~DrivingScope() { impl.driving = false; }
+    Impl& impl;
+  };
   /// Counts a callback running for as long as it exists (see callbacks_running).
   struct CallbackScope {
     explicit CallbackScope(Impl& impl) : impl(impl) { ++impl.callbacks_running; }
@@ -631,7 +638,21 @@ struct Host::Impl {
 Host::Host(HostConfig config) : impl_(std::make_unique<Impl>()) {
   impl_->open(std::move(config));
 }
-Host::~Host() = default;
+Host::~Host() {
+  // From inside one of its own callbacks the frames below still use what this frees: no
+  // way on is safe, so stop with a message, as std::thread's destructor does for a
+  // joinable thread. (Another thread cannot be told apart safely from here: the header
+  // asks for the Host to be destroyed where its owner no longer uses it.)
+  if (std::this_thread::get_id() == impl_->owner &&
+      (impl_->driving || impl_->callbacks_running > 0)) {
+    std::fputs(
+        "luagent: a Host was destroyed from inside its own callback (a host tool, on_event, "
+        "on_reload, HostConfig::log or a posted task); destroy it after pump()/run() "
+        "returns\n",
+        stderr);
+    std::abort();
+  }
+}
 
 void Host::on_event(std::function<void(const Thread&, const Event&)> callback) {
   impl_->check_thread("on_event");
@@ -827,11 +848,7 @@ std::vector<nlohmann::json> Host::calls(const std::string& thread_id) {
 
 std::size_t Host::pump(std::chrono::microseconds budget) {
   impl_->check_thread("pump");
-  impl_->driving = true;
-  struct Release {
-    bool& flag;
-    ~Release() { flag = false; }
-  } release{impl_->driving};
+  Impl::DrivingScope driving(*impl_);
   // A budget of zero or less still makes progress (one of each, as any budget); one past
   // a day is a day, where Clock::now() + budget would overflow.
   budget = std::clamp<std::chrono::microseconds>(budget, std::chrono::microseconds(0),
@@ -855,11 +872,7 @@ std::size_t Host::pump(std::chrono::microseconds budget) {
 
 void Host::run_until_idle() {
   impl_->check_thread("run_until_idle");
-  impl_->driving = true;
-  struct Release {
-    bool& flag;
-    ~Release() { flag = false; }
-  } release{impl_->driving};
+  Impl::DrivingScope driving(*impl_);
   while (impl_->runtime->runs_in_flight() > 0) {
     impl_->runtime->run_ready(std::nullopt);
     if (impl_->runtime->runs_in_flight() == 0) break;
@@ -932,11 +945,7 @@ std::vector<Update> Host::updates() {
 
 void Host::run() {
   impl_->check_thread("run");
-  impl_->driving = true;
-  struct Release {
-    bool& flag;
-    ~Release() { flag = false; }
-  } release{impl_->driving};
+  Impl::DrivingScope driving(*impl_);
   while (!impl_->stop_requested.exchange(false)) {
     impl_->runtime->run_ready(std::nullopt);
     impl_->loop.turn(impl_->runtime->has_ready() ? std::chrono::milliseconds(0)

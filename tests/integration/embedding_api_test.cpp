@@ -5,7 +5,11 @@
 #define BOOST_TEST_MODULE embedding_api
 #include <boost/test/unit_test.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <csignal>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -1898,4 +1902,36 @@ end)"}});
   BOOST_TEST(mentions(sync(4), "host tool 'latin1_key' returned a key at /menu/caf"), sync(4));
   BOOST_TEST(mentions(sync(4), "that is not UTF-8 text (byte 0xE9 at offset 3)"), sync(4));
   BOOST_TEST(thread.events.at(5).data == "fine");
+}
+
+BOOST_AUTO_TEST_CASE(a_host_destroyed_from_inside_its_own_tool_stops_with_a_message) {
+  // Carrying on would run the rest of pump() in freed memory; the child must instead end
+  // at once (SIGABRT) saying what was wrong. Run in a forked child, stderr to a pipe.
+  int pipe_fds[2];
+  BOOST_REQUIRE_EQUAL(::pipe(pipe_fds), 0);
+  const pid_t child = ::fork();
+  BOOST_REQUIRE_GE(child, 0);
+  if (child == 0) {
+    ::dup2(pipe_fds[1], STDERR_FILENO);
+    std::signal(SIGABRT, SIG_DFL);  // Boost.Test's handler would turn the abort into an exit
+    ::close(pipe_fds[0]);
+    Fixture f(Agents{{"adder", kCallsAdd}});
+    f.host->tool("add", nullptr, [&](const nlohmann::json&) -> nlohmann::json {
+      f.host.reset();
+      return 0;
+    });
+    f.host->launch("adder", Event::user("go"));
+    f.host->pump(2s);
+    ::_exit(0);  // not reached with the check in place
+  }
+  ::close(pipe_fds[1]);
+  std::string said;
+  char buffer[512];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0;) said.append(buffer, n);
+  ::close(pipe_fds[0]);
+  int status = 0;
+  BOOST_REQUIRE_EQUAL(::waitpid(child, &status, 0), child);
+  BOOST_TEST(WIFSIGNALED(status));
+  BOOST_TEST((WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT));
+  BOOST_TEST(mentions(said, "a Host was destroyed from inside its own callback"), said);
 }

@@ -9,6 +9,9 @@
 // post() and stop() are calls on the Host object: the program keeps it alive until no
 // other thread can make them (a task still queued when the Host goes is dropped unrun).
 // A ToolReply needs no such care: answered after its Host is gone, it does nothing.
+// Destroy the Host on its thread outside its callbacks (or on another thread once its own
+// no longer uses it): destroyed from inside one of its callbacks, it prints why to stderr
+// and aborts, as carrying on would run the rest of the pump in freed memory.
 #pragma once
 
 #include <chrono>
