@@ -246,7 +246,7 @@ Reply anthropic_parse_response(const json& body) {
 }
 
 Error anthropic_classify_error(int http_status, std::string_view body) {
-  const json parsed = try_parse_wire_json(body);
+  const json parsed = try_parse_error_body(body);
   const json error = parsed.is_object() ? parsed.value("error", json()) : json();
   if (!error.is_object()) {
     const std::string shown =

@@ -143,7 +143,7 @@ Reply ollama_parse_response(const json& body) {
 }
 
 Error ollama_classify_error(int http_status, std::string_view body) {
-  const json parsed = try_parse_wire_json(body);
+  const json parsed = try_parse_error_body(body);
   std::string message;
   if (parsed.is_object()) {
     const json error = parsed.value("error", json());

@@ -248,7 +248,7 @@ Reply openai_parse_response(const json& body) {
 }
 
 Error openai_classify_error(int http_status, std::string_view body) {
-  const json parsed = try_parse_wire_json(body);
+  const json parsed = try_parse_error_body(body);
   const json error = parsed.is_object() ? parsed.value("error", json()) : json();
   if (error.is_null()) {
     const std::string shown =

@@ -60,6 +60,14 @@ nlohmann::json try_parse_wire_json(std::string_view text) {
   return parse_bounded(text, false);
 }
 
+nlohmann::json try_parse_error_body(std::string_view text) {
+  try {
+    return try_parse_wire_json(text);
+  } catch (const Error&) {
+    return nlohmann::json(nlohmann::json::value_t::discarded);
+  }
+}
+
 std::string string_field(const nlohmann::json& object, std::string_view key) {
   if (!object.is_object()) return {};
   const auto it = object.find(key);

@@ -25,6 +25,11 @@ nlohmann::json parse_wire_json(std::string_view text, std::string_view what);
 /// (still throws Error(limit) on excessive depth).
 nlohmann::json try_parse_wire_json(std::string_view text);
 
+/// The JSON of an error response's body, or a discarded value when it is not JSON or nests
+/// deeper than kMaxWireJsonDepth: such a body tells nothing, and the error is classified
+/// by its HTTP status (a proxy's 429 or 503 stays retryable). Never throws.
+nlohmann::json try_parse_error_body(std::string_view text);
+
 /// `object[key]` when it is a string, else "" (wire fields are often absent or null).
 std::string string_field(const nlohmann::json& object, std::string_view key);
 /// `object[key]` when it is an integer >= 0, else 0.

@@ -6,6 +6,9 @@
 
 #include <string>
 
+#include "llm/anthropic_wire.hpp"
+#include "llm/ollama_wire.hpp"
+#include "llm/openai_wire.hpp"
 #include "llm/wire_json.hpp"
 #include "luagent/error.hpp"
 
@@ -42,6 +45,17 @@ BOOST_AUTO_TEST_CASE(nesting_beyond_the_limit_is_a_limit_error) {
   BOOST_TEST((code_of(nested(kMaxWireJsonDepth + 1)) == ErrorCode::limit));
   BOOST_TEST((code_of("{\"a\":" + nested(kMaxWireJsonDepth) + "}") == ErrorCode::limit));
   BOOST_CHECK_THROW(try_parse_wire_json(nested(kMaxWireJsonDepth + 1)), Error);
+}
+
+BOOST_AUTO_TEST_CASE(an_error_body_nested_too_deep_is_classified_by_its_status) {
+  // Found by provider_response_fuzz: the depth limit escaped from classify_error, so a
+  // proxy's 429 or 503 with such a body failed the call as `limit`, never retried.
+  const std::string body = nested(kMaxWireJsonDepth + 1);
+  BOOST_TEST(try_parse_error_body(body).is_discarded());
+  BOOST_TEST((luagent::llm::openai_classify_error(429, body).code() == ErrorCode::rate_limited));
+  BOOST_TEST((luagent::llm::anthropic_classify_error(503, body).code() == ErrorCode::overloaded));
+  BOOST_TEST((luagent::llm::ollama_classify_error(429, body).code() == ErrorCode::rate_limited));
+  BOOST_TEST((luagent::llm::openai_classify_error(200, body).code() == ErrorCode::provider));
 }
 
 BOOST_AUTO_TEST_CASE(brackets_in_strings_and_escaped_quotes_do_not_count) {
