@@ -14,6 +14,7 @@
 #include "llm/lenient_json.hpp"
 #include "llm/structured_output.hpp"
 #include "luagent/error.hpp"
+#include "structured_outcome.hpp"
 
 namespace {
 
@@ -47,20 +48,9 @@ const luagent::llm::CompiledSchema& compiled() {
   return compiled;
 }
 
-// A structured-output result or error, flattened for comparison.
-template <typename Schema>
-std::string structured_outcome(std::string_view text, const Schema& schema) {
-  try {
-    auto result = luagent::llm::parse_structured_output(text, schema);
-    std::string outcome = result.value.dump() + (result.complete ? " complete" : " cut");
-    for (const auto& repair : result.repairs) outcome += "\n" + repair;
-    return outcome;
-  } catch (const luagent::Error& error) {
-    return "error " + std::to_string(static_cast<int>(error.code())) + ": " + error.message();
-  }
-}
-
 }  // namespace
+
+using luagent::fuzz::structured_outcome;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);
