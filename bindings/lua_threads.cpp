@@ -1,5 +1,6 @@
 // luagent.threads: the thread verbs for agent code — get, list, fork, cancel — on the
-// host's store. Launching and resuming stay with the host (they start steps).
+// host's store. Launching and resuming stay with the host (they start steps); cancel goes
+// through the host (RuntimeServices::cancel_thread), which stops a step in flight.
 #include <string>
 
 #include "lua_guard.hpp"
@@ -84,7 +85,12 @@ int threads_cancel(lua_State* L) {
     throw Error(ErrorCode::usage,
                 "threads.cancel: a step cannot cancel its own thread; return from the agent "
                 "function (or raise an error) instead");
-  nlohmann::json event = luagent::to_json(cancel_thread(store_of(L, "threads.cancel"), id, reason));
+  // Through the host where there is one, as Host::cancel: a step of this host in flight on
+  // the thread (waiting for its LLM reply, say) must stop, not go on behind the cancel.
+  const auto& host_cancel = LuaRuntime::from(L).services().cancel_thread;
+  nlohmann::json event =
+      luagent::to_json(host_cancel ? host_cancel(id, reason)
+                                   : cancel_thread(store_of(L, "threads.cancel"), id, reason));
   HostCallScope scope(L);
   push_json(L, event);
   return 1;

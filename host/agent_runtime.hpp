@@ -54,6 +54,10 @@ struct RuntimeServices {
   LogSink log;
   std::filesystem::path stdlib_dir;  // empty: the built-in search
   const HostTools* tools = nullptr;  // C++ functions agents reach through luagent.host
+  /// Cancels a thread as Host::cancel does: a step of this runtime in flight on it stops
+  /// first, and the host's callbacks and updates hear of the end. Unset (a runtime with no
+  /// Host around it), luagent.threads.cancel writes the cancel to the store only.
+  std::function<Event(const std::string& thread_id, const std::string& reason)> cancel_thread;
 };
 
 class AgentRuntime {

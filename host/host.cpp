@@ -235,6 +235,8 @@ struct Host::Impl {
   void call_guarded(std::string_view callback, const Call& call, const About& about);
   /// Reports a stored event: updates(), then the on_event callback.
   void notify_event(const Thread& thread, const Event& event);
+  /// Host::cancel's work, also luagent.threads.cancel's (RuntimeServices::cancel_thread).
+  Event cancel(const std::string& thread_id, const std::string& reason);
   void note_update(Update::Kind kind, const Thread& thread, const Event* event,
                    std::string text = {});
 
@@ -267,6 +269,9 @@ struct Host::Impl {
     services.stdlib_dir = config.stdlib_dir;
     tools.gate = std::make_shared<LoopGate>(&loop);
     services.tools = &tools;
+    services.cancel_thread = [this](const std::string& thread_id, const std::string& reason) {
+      return cancel(thread_id, reason);
+    };
     runtime = make_lua_runtime(services);
 
     nlohmann::json file_config = nlohmann::json::object();
@@ -757,21 +762,25 @@ std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
 }
 
 Event Host::cancel(const std::string& thread_id, const std::string& reason) {
-  impl_->check_thread("cancel");
+  return impl_->cancel(thread_id, reason);
+}
+
+Event Host::Impl::cancel(const std::string& thread_id, const std::string& reason) {
+  check_thread("cancel");
   check_thread_id(thread_id);
   check_cancel_reason(reason);  // before a step in flight is stopped for it
-  ++impl_->cancels;
+  ++cancels;
   // A step of this host in flight stops first (its on_finished reports the end).
-  if (impl_->runtime->cancel_run(thread_id, reason)) {
-    Thread thread = impl_->store->load(thread_id);
-    impl_->write_rendering(thread);
+  if (runtime->cancel_run(thread_id, reason)) {
+    Thread thread = store->load(thread_id);
+    write_rendering(thread);
     return thread.events.back();
   }
-  Event cancelled = cancel_thread(*impl_->store, thread_id, reason);
-  Thread thread = impl_->store->load(thread_id);
-  impl_->notify_event(thread, cancelled);
-  impl_->note_finished(thread, std::nullopt);
-  impl_->write_rendering(thread);
+  Event cancelled = cancel_thread(*store, thread_id, reason);
+  Thread thread = store->load(thread_id);
+  notify_event(thread, cancelled);
+  note_finished(thread, std::nullopt);
+  write_rendering(thread);
   return cancelled;
 }
 

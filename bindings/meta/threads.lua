@@ -29,7 +29,9 @@ function threads.list(options) end
 ---@return string id the fork's id
 function threads.fork(id, at) end
 
----Ends a running or waiting thread with a `cancelled` event (not the caller's own).
+---Ends a running or waiting thread with a `cancelled` event (not the caller's own), as the
+---host's cancel does: a step in flight on it in this host stops there (an LLM reply or tool
+---answer it waited for is dropped), and the host's callbacks and updates hear of the end.
 ---Errors with conflict for a thread that has already ended.
 ---@param id string
 ---@param reason? string
