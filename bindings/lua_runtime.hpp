@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "agent_runtime.hpp"
 #include "commit_syncer.hpp"
@@ -47,8 +48,10 @@ struct Run {
   int env_ref = LUA_NOREF;
   int calls_ref = LUA_NOREF;  // weak-keyed table: pushed Lua table -> event id
   bool awaiting = false;      // thread:await was called; the step must end
-  int tools_running = 0;      // thread:execute tools started and not yet recorded
-  bool lost_thread = false;   // an append lost its compare-and-swap: another writer owns it
+  // The calls whose tool thread:execute has started and not yet recorded (a tool may call
+  // thread:execute itself, or run in a coroutine that yields): event ids, innermost last.
+  std::vector<std::int64_t> running_calls;
+  bool lost_thread = false;  // an append lost its compare-and-swap: another writer owns it
   std::int64_t step_start_version = 0;  // events the thread had when this step began
   // Set while the run waits for the host (an LLM call); taken by the continuation.
   std::optional<llm::Outcome> outcome;

@@ -2,6 +2,7 @@
 // thread.id, thread.agent, thread:events(), thread:last([type]), thread:push(type, data),
 // thread:await(kind, payload), thread:resumed(), thread:execute(call, fn), thread:status().
 // Every push is a durable, compare-and-swap append before the call returns.
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -181,7 +182,7 @@ int thread_await(lua_State* L) {
   refuse_after_await(run, "thread:await");
   // The tool's result is appended when it returns, after the await: the thread would end
   // the step neither paused nor done, with nothing left to resume it.
-  if (run.tools_running > 0)
+  if (!run.running_calls.empty())
     throw Error(ErrorCode::usage,
                 "thread:await: called inside a tool that thread:execute runs; return from the "
                 "tool, then `return thread:await(...)` in the agent function");
@@ -261,9 +262,10 @@ int thread_tool_begin_stored(lua_State* L) {
     return 1;
   }
   failpoint("after_tool_start");
-  ++runtime.require_run("thread:execute").tools_running;
+  std::int64_t call = event.data.value("call", std::int64_t{0});
+  runtime.require_run("thread:execute").running_calls.push_back(call);
   lua_pushliteral(L, "run");
-  lua_pushinteger(L, event.data.value("call", std::int64_t{0}));
+  lua_pushinteger(L, call);
   return 2;
 }
 
@@ -276,6 +278,16 @@ int thread_tool_begin(lua_State* L) {
     throw Error(ErrorCode::usage,
                 "thread:execute: the call is not an event of this thread; push it first "
                 "(thread:push(step.intent, step)) or pass the call thread:resumed() returned");
+  // Its tool_started is on record and its result is not yet: taken for a crash, it would
+  // get outcome_unknown (or, idempotent, a second run) and then the running tool's result.
+  if (std::find(run.running_calls.begin(), run.running_calls.end(), call) !=
+      run.running_calls.end())
+    throw Error(ErrorCode::usage,
+                "thread:execute: the call of event " + std::to_string(call) + " ('" +
+                    run.thread.events.at(static_cast<std::size_t>(call - 1)).type +
+                    "') is still running: its tool has not returned, and its result is recorded "
+                    "when it does; call thread:execute for it again only after that (not from "
+                    "inside the tool, nor while a coroutine running the tool is suspended)");
   int attempts = 0;
   for (const Event& event : run.thread.events) {
     if (!event.data.is_object() || event.data.value("call", std::int64_t{0}) != call) continue;
@@ -312,8 +324,10 @@ int thread_tool_begin(lua_State* L) {
 int thread_tool_end(lua_State* L) {
   Run& run = checked_run(L, "thread:execute");
   failpoint("after_tool_run");
-  if (run.tools_running > 0) --run.tools_running;
   std::int64_t call = arg_integer(L, 2, "thread:execute", "call id");
+  if (auto running = std::find(run.running_calls.begin(), run.running_calls.end(), call);
+      running != run.running_calls.end())
+    run.running_calls.erase(running);
   bool ok = lua_toboolean(L, 3);
   nlohmann::json data = {{"call", call}};
   if (ok) {

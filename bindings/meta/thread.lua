@@ -64,7 +64,9 @@ function Thread:resumed() end
 ---running `fn`; for a call that started but never finished (a crash) it records
 ---outcome_unknown and returns nil, "outcome_unknown" — unless the tool is declared
 ---idempotent (`{ idempotent = true }`): then it simply runs again. A tool error is
----recorded and returned as nil, message.
+---recorded and returned as nil, message. Errors with usage for a call whose tool is still
+---running (called again from inside that tool, or while a coroutine running it is
+---suspended): its result is recorded once, when the tool returns.
 ---@generic R
 ---@param call table a table passed to thread:push, or the call thread:resumed returned
 ---@param fn fun(call: table): R
