@@ -1,12 +1,11 @@
 #include "host_tools.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <string>
 #include <vector>
 
+#include "json_faults.hpp"
 #include "luagent/error.hpp"
-#include "utf8_text.hpp"
 
 namespace luagent {
 
@@ -73,79 +72,9 @@ std::vector<std::string> HostTools::names() const {
   return names;
 }
 
-namespace {
-
-// What is wrong with one value itself (its items are looked at on their own): `what` is
-// empty when nothing is; `why` follows where the value is.
-struct Fault {
-  std::string what, why;
-};
-
-Fault fault_of(const nlohmann::json& value) {
-  if (value.is_discarded())
-    return {"a discarded value",
-            " (what nlohmann::json::parse returns for text that is not JSON; check the parse "
-            "first)"};
-  if (value.is_binary())
-    return {"a binary value",
-            ", which Lua and JSON have no form for (encode the bytes, as hex or base64, first)"};
-  // Lua has them, but the agent could not push them into its thread: JSON has no form for
-  // them, and the refusal would come later, naming thread:push instead of the tool.
-  if (value.is_number_float() && !std::isfinite(value.get<double>())) {
-    const char* why = ", which JSON has no form for";
-    if (std::isnan(value.get<double>())) return {"NaN", why};
-    return {value.get<double>() > 0 ? "infinity" : "-infinity", why};
-  }
-  if (value.is_string()) {
-    const auto& text = value.get_ref<const std::string&>();
-    if (std::size_t bad = first_non_utf8(text); bad != std::string::npos)
-      return {"a string", " that is " + describe_non_utf8(text, bad)};
-  }
-  return {};
-}
-
-}  // namespace
-
 std::string unrepresentable_in(const nlohmann::json& result) {
-  // Depth first without recursion (the result may nest deeply; the agent's conversion
-  // refuses that), keeping the containers being walked on a stack: the path to a bad
-  // value is read off it, so it costs nothing until there is one to report.
-  struct Level {
-    const nlohmann::json* container;
-    nlohmann::json::const_iterator item;
-    std::size_t index;
-  };
-  std::vector<Level> levels;
-  auto report = [&](const Fault& fault) {
-    nlohmann::json::json_pointer path;
-    for (const Level& level : levels)
-      path.push_back(level.container->is_object() ? level.item.key() : std::to_string(level.index));
-    return fault.what + (path.empty() ? "" : " at " + path.to_string()) + fault.why;
-  };
-  const nlohmann::json* value = &result;
-  for (;;) {
-    if (Fault fault = fault_of(*value); !fault.what.empty()) return report(fault);
-    if (value->is_structured() && !value->empty()) {
-      levels.push_back({value, value->cbegin(), 0});
-    } else {
-      // The next item: of this container, or of the nearest one around it not yet done.
-      while (!levels.empty()) {
-        Level& level = levels.back();
-        ++level.item;
-        ++level.index;
-        if (level.item != level.container->cend()) break;
-        levels.pop_back();
-      }
-      if (levels.empty()) return {};
-    }
-    const Level& level = levels.back();
-    if (level.container->is_object()) {
-      const std::string& key = level.item.key();
-      if (std::size_t bad = first_non_utf8(key); bad != std::string::npos)
-        return report({"a key", " that is " + describe_non_utf8(key, bad)});
-    }
-    value = &*level.item;
-  }
+  auto fault = first_json_fault(result);
+  return fault ? fault->text() : std::string();
 }
 
 ToolReply::State::~State() {

@@ -1,12 +1,12 @@
 #include "thread_lifecycle.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <map>
 #include <set>
 #include <vector>
 
 #include "json_depth.hpp"
+#include "json_faults.hpp"
 #include "luagent/error.hpp"
 #include "utf8_text.hpp"
 
@@ -109,50 +109,36 @@ void check_outside_event(const Event& event, std::string_view verb) {
       throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's " +
                                         (text == &event.type ? "type" : "key") + " is " +
                                         describe_non_utf8(*text, bad));
-  // Every value, string and key of the data, without recursion (the data may nest deeply)
-  // and cheaper than dump(), which would check the same strings.
-  std::vector<std::pair<const nlohmann::json*, int>> pending = {{&event.data, 0}};
-  while (!pending.empty()) {
-    auto [at, depth] = pending.back();
-    const nlohmann::json& value = *at;
-    pending.pop_back();
-    // A step converts the data to Lua, which stops at this depth: deeper data would fail
-    // every step of the thread, and far deeper would overflow the stores' recursive writer.
-    if (depth > kMaxJsonDepth)
-      throw Error(ErrorCode::usage, "the " + std::string(verb) +
-                                        " event's data is nested deeper than " +
-                                        std::to_string(kMaxJsonDepth) + " levels");
-    auto check = [&](const std::string& text, const char* what) {
-      if (std::size_t bad = first_non_utf8(text); bad != std::string::npos)
-        throw Error(ErrorCode::usage, "the " + std::string(verb) + " event's data has " + what +
-                                          " that is " + describe_non_utf8(text, bad));
-    };
-    // A discarded value is what nlohmann::json::parse(text, nullptr, false) returns for text
-    // that is not JSON: stored, it reads back as a corrupt thread. A binary value would be
-    // written as an object {"bytes", "subtype"} and read back as one: not what was given.
-    if (value.is_discarded())
-      throw Error(ErrorCode::usage,
-                  "the " + std::string(verb) +
-                      " event's data holds a discarded value (what nlohmann::json::parse "
-                      "returns for text that is not JSON); check the parse before sending it");
-    if (value.is_binary())
-      throw Error(ErrorCode::usage, "the " + std::string(verb) +
-                                        " event's data holds a binary value, which JSON has no "
-                                        "form for; encode the bytes (as hex or base64) first");
-    // nlohmann writes them as null: the thread would hold another value than it was given,
-    // and Lua's thread:push refuses them for the same reason.
-    if (value.is_number_float() && !std::isfinite(value.get<double>()))
-      throw Error(ErrorCode::usage, "the " + std::string(verb) +
-                                        " event's data has NaN or infinity, which JSON has no "
-                                        "form for");
-    if (value.is_string()) check(value.get_ref<const std::string&>(), "a string");
-    if (value.is_object())
-      for (const auto& [key, item] : value.items()) {
-        check(key, "a key");
-        pending.emplace_back(&item, depth + 1);
-      }
-    if (value.is_array())
-      for (const auto& item : value) pending.emplace_back(&item, depth + 1);
+  // The data, with the walker that checks host tools' results. A step converts the data to
+  // Lua, which stops at kMaxJsonDepth: deeper data would fail every step of the thread, and
+  // far deeper would overflow the stores' recursive writer.
+  if (auto fault = first_json_fault(event.data, kMaxJsonDepth)) {
+    const std::string data = "the " + std::string(verb) + " event's data ";
+    const std::string at = fault->at.empty() ? "" : " at " + fault->at;
+    switch (fault->kind) {
+      // A discarded value is what nlohmann::json::parse(text, nullptr, false) returns for
+      // text that is not JSON: stored, it reads back as a corrupt thread. A binary value
+      // would be written as an object {"bytes", "subtype"} and read back as one.
+      case JsonFault::Kind::discarded:
+        throw Error(ErrorCode::usage, data + "holds a discarded value" + at +
+                                          " (what nlohmann::json::parse returns for text that "
+                                          "is not JSON); check the parse before sending it");
+      case JsonFault::Kind::binary:
+        throw Error(ErrorCode::usage, data + "holds a binary value" + at +
+                                          ", which JSON has no form for; encode the bytes (as "
+                                          "hex or base64) first");
+      // nlohmann writes them as null: the thread would hold another value than it was
+      // given, and Lua's thread:push refuses them for the same reason.
+      case JsonFault::Kind::not_finite:
+        throw Error(ErrorCode::usage, data + "has NaN or infinity, which JSON has no form for (" +
+                                          fault->what + at + ")");
+      case JsonFault::Kind::not_utf8:
+        throw Error(ErrorCode::usage, data + "has " + fault->text());
+      case JsonFault::Kind::too_deep:
+        throw Error(ErrorCode::usage, data + "is nested deeper than " +
+                                          std::to_string(kMaxJsonDepth) + " levels, at " +
+                                          fault->at);
+    }
   }
   if (event.type == event_type::approval &&
       !(event.data.is_object() && event.data.contains("approved") &&

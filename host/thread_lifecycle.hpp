@@ -33,7 +33,8 @@ Event cancel_thread(Store& store, std::string_view id, const std::string& reason
 /// (tool_started, done, ...), no version (provenance is the host's to give), and data
 /// the store writes and reads back as given: UTF-8 text throughout, no NaN or infinity,
 /// no discarded (failed parse) or binary values, and no deeper than kMaxJsonDepth
-/// (json_depth.hpp), which a step could not read.
+/// (json_depth.hpp), which a step could not read. A refusal of the data says where in it
+/// the bad value is, as a JSON pointer (first_json_fault, json_faults.hpp).
 void check_outside_event(const Event& event, std::string_view verb);
 
 /// outcome_unknown events for the tool calls of an interrupted thread that started and

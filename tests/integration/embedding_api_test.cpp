@@ -668,6 +668,60 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_nan_and_infinity) {
   BOOST_TEST(f.host->get(id).events.size() == 2u);
 }
 
+// launch() and resume() refused NaN, text not UTF-8, discarded and binary values and data
+// nested too deep without saying where in the data they were, with a walker of their own;
+// they now share the host tools' walker, which names the place as a JSON pointer.
+BOOST_AUTO_TEST_CASE(launch_and_resume_refusals_name_the_place_in_the_data) {
+  Fixture f(Agents{{"asker", kAsker}});
+  auto launch = [&](nlohmann::json data) {
+    f.host->launch("asker", Event::make("webhook", std::move(data)));
+  };
+  refused(
+      [&] {
+        launch({{"t", {1.5, -std::numeric_limits<double>::infinity()}}});
+      },
+      "the launch event's data has NaN or infinity, which JSON has no form for "
+      "(-infinity at /t/1)");
+  refused(
+      [&] {
+        launch({{"menu", {{"name", "caf\xE9"}}}});
+      },
+      "the launch event's data has a string at /menu/name that is not UTF-8 text (byte "
+      "0xE9 at offset 3)");
+  refused(
+      [&] {
+        launch({{"a~/b", {{"caf\xE9", 1}}}});
+      },
+      "the launch event's data has a key at /a~0~1b/caf");
+  refused(
+      [&] {
+        launch({{"body", {1, nlohmann::json::parse("{oops", nullptr, false)}}});
+      },
+      "the launch event's data holds a discarded value at /body/1 (what");
+  refused(
+      [&] {
+        launch({{"bytes", nlohmann::json::binary({1, 2})}});
+      },
+      "the launch event's data holds a binary value at /bytes, which JSON");
+  refused(
+      [&] {
+        launch({{"a", nested(100)}});
+      },
+      "the launch event's data is nested deeper than 100 levels, at /a/0/0/0/");
+  BOOST_TEST(f.host->list().empty());  // nothing was stored
+
+  auto id = f.host->launch("asker", Event::user("go"));
+  f.pump_until_idle();
+  refused(
+      [&] {
+        f.host->resume(
+            id, Resume::with_event("reading",
+                                   {{"t", {{"x", std::numeric_limits<double>::quiet_NaN()}}}}));
+      },
+      "the resume event's data has NaN or infinity, which JSON has no form for (NaN at /t/x)");
+  BOOST_TEST(f.host->get(id).events.size() == 2u);
+}
+
 // HostConfig values that cannot mean anything: a negative limit used to read as the default,
 // a negative watch_poll_interval made the watcher wait forever, and an agents_dir that is a
 // file only showed up as "no agent" on every launch.
