@@ -92,7 +92,11 @@ json tool_result_block(const json& message, std::size_t i) {
   } else if (content != message.end() && !content->is_null()) {
     throw Error(ErrorCode::usage, where(i) + ".content must be a string, an array or null");
   }
-  if (message.value("is_error", false) == true) block["is_error"] = true;
+  if (const auto is_error = message.find("is_error"); is_error != message.end()) {
+    if (!is_error->is_boolean() && !is_error->is_null())
+      throw Error(ErrorCode::usage, where(i) + ".is_error must be a boolean");
+    if (is_error->is_boolean() && is_error->get<bool>()) block["is_error"] = true;
+  }
   return block;
 }
 

@@ -36,8 +36,10 @@ void append_tool_calls(Reply& reply, const json& message) {
       throw Error(ErrorCode::limit,
                   "reply has more than " + std::to_string(kMaxToolCalls) + " tool calls");
     }
-    const json function =
-        call.is_object() ? call.value("function", json::object()) : json::object();
+    // A `function` that is not an object (or a call that is not) names no tool: the call
+    // reaches the agent nameless, as one without `function` does.
+    const auto found = call.is_object() ? call.find("function") : call.end();
+    const json function = found != call.end() && found->is_object() ? *found : json::object();
     ToolCall out;
     out.id = string_field(call, "id");
     if (out.id.empty()) out.id = "ollama_call_" + std::to_string(reply.tool_calls.size());
@@ -136,8 +138,7 @@ Reply ollama_parse_response(const json& body) {
   append_tool_calls(reply, *message);
   reply.finish_reason =
       openai_finish_reason(string_field(body, "done_reason"), !reply.tool_calls.empty());
-  if (reply.finish_reason.empty() && body.value("done", false) == true)
-    reply.finish_reason = "stop";
+  if (reply.finish_reason.empty() && flag_field(body, "done")) reply.finish_reason = "stop";
   reply.usage = ollama_usage(body);
   return reply;
 }
@@ -195,7 +196,7 @@ void OllamaStreamDecoder::on_line(const json& line) {
   reply_.text += chunk.text_delta;
   reply_.reasoning += chunk.reasoning_delta;
   if (on_chunk_ && (!chunk.text_delta.empty() || !chunk.reasoning_delta.empty())) on_chunk_(chunk);
-  if (line.value("done", false) == true) {
+  if (flag_field(line, "done")) {
     done_ = true;
     done_reason_ = string_field(line, "done_reason");
     if (done_reason_.empty()) done_reason_ = "stop";

@@ -75,6 +75,12 @@ std::string string_field(const nlohmann::json& object, std::string_view key) {
   return it->get<std::string>();
 }
 
+bool flag_field(const nlohmann::json& object, std::string_view key) {
+  if (!object.is_object()) return false;
+  const auto it = object.find(key);
+  return it != object.end() && it->is_boolean() && it->get<bool>();
+}
+
 std::int64_t count_field(const nlohmann::json& object, std::string_view key) {
   if (!object.is_object()) return 0;
   const auto it = object.find(key);

@@ -32,6 +32,9 @@ nlohmann::json try_parse_error_body(std::string_view text);
 
 /// `object[key]` when it is a string, else "" (wire fields are often absent or null).
 std::string string_field(const nlohmann::json& object, std::string_view key);
+/// True only when `object[key]` is the boolean true (a wire flag may be absent, null, a
+/// number or a string; nlohmann's value() would throw type_error for the last two).
+bool flag_field(const nlohmann::json& object, std::string_view key);
 /// `object[key]` when it is an integer >= 0, else 0.
 std::int64_t count_field(const nlohmann::json& object, std::string_view key);
 

@@ -539,6 +539,14 @@ BOOST_AUTO_TEST_CASE(bad_requests_are_usage_errors) {
                           return e.code() == ErrorCode::usage &&
                                  e.message().find("tool_call_id") != std::string::npos;
                         });
+  // A non-boolean is_error was a nlohmann type_error (internal) out of the request builder.
+  request.messages =
+      json::parse(R"([{"role":"tool","tool_call_id":"c","content":"x","is_error":1}])");
+  BOOST_CHECK_EXCEPTION(
+      luagent::llm::anthropic_request_body(request, "m", 10), Error, [](const Error& e) {
+        return e.code() == ErrorCode::usage &&
+               e.message().find(".is_error must be a boolean") != std::string::npos;
+      });
   request.messages = json::array();
   BOOST_CHECK_EXCEPTION(
       luagent::llm::anthropic_request_body(request, "m", 0), Error,

@@ -154,6 +154,25 @@ BOOST_AUTO_TEST_CASE(error_line_in_a_200_stream_is_a_provider_error) {
   BOOST_TEST(wrong == 0);
 }
 
+BOOST_AUTO_TEST_CASE(flags_and_functions_of_the_wrong_type_are_read_as_absent) {
+  // Found by provider_response_fuzz: `"done": 1` and a `function` that is not an object
+  // threw nlohmann's type_error, which no caller catches (out of pump() for a whole reply).
+  const Reply reply = luagent::llm::ollama_parse_response(json::parse(
+      R"({"message":{"content":"hi","tool_calls":[{"function":5},{"function":{"name":"add"}}]},
+          "done":1})"));
+  BOOST_TEST(reply.text == "hi");
+  BOOST_REQUIRE_EQUAL(reply.tool_calls.size(), 2u);
+  BOOST_TEST(reply.tool_calls[0].name == "");
+  BOOST_TEST(reply.tool_calls[1].name == "add");
+  BOOST_TEST(reply.finish_reason == "tool_calls");
+  // A stream whose `done` is not true has not ended: incomplete, not a crash.
+  OllamaStreamDecoder decoder([](const StreamChunk&) {});
+  decoder.feed(R"({"message":{"content":"a"},"done":"yes"})"
+               "\n");
+  decoder.end_of_body();
+  BOOST_TEST(!decoder.finished());
+}
+
 BOOST_AUTO_TEST_CASE(http_errors_are_classified_by_status) {
   BOOST_TEST(
       luagent::llm::ollama_classify_error(404, R"({"error":"model 'x' not found"})").code() ==
