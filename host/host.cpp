@@ -33,57 +33,65 @@ std::string env_or(const char* name, const std::string& fallback = {}) {
   return value && *value ? std::string(value) : fallback;
 }
 
-// A setting's value, and the environment variable it came from when it did: a bad value
-// read from the environment must say so, or the user looks for it in flags and files.
+// A setting's value and where it came from: a flag ("--store"), an environment variable
+// ("LUAGENT_STORE"), or the config file and its key ("app/luagent.config.lua: store"). A
+// refused value must say so, or the user looks for it in the wrong place.
 template <typename Value>
 struct Setting {
   Value value;
-  const char* from_env = nullptr;
+  std::string origin;  // empty: a HostConfig field set by an embedder, named by nothing
 };
 
-// Flags (already in `value`) win over the environment, the environment over the config.
-Setting<std::string> pick(const std::string& value, const char* env, const nlohmann::json& config,
-                          const char* key) {
-  if (!value.empty()) return {value};
-  if (std::string from_env = env ? env_or(env) : std::string(); !from_env.empty())
-    return {std::move(from_env), env};
-  if (config.contains(key)) {
-    if (!config[key].is_string())
-      throw Error(ErrorCode::config,
-                  std::string("luagent.config.lua: '") + key + "' must be a string");
-    return {config[key].get<std::string>()};
+// Where a setting may come from, in the order they win (DESIGN.md): a HostConfig field
+// (the CLI's flag), the environment, the config file.
+struct SettingSources {
+  const nlohmann::json& file_config;
+  const std::filesystem::path& file;  // the config file; empty when there is none
+  bool fields_are_flags = false;      // HostConfig::settings_from_flags
+
+  // The field's value, else the variable `env`'s, else the file's `key`.
+  Setting<std::string> text(const std::string& field, const char* flag, const char* env,
+                            const char* key) const {
+    if (!field.empty()) return {field, fields_are_flags && flag ? flag : ""};
+    if (std::string from_env = env ? env_or(env) : std::string(); !from_env.empty())
+      return {std::move(from_env), env};
+    if (auto found = file_config.find(key); found != file_config.end()) {
+      if (!found->is_string())  // check_config_keys() refuses it first; kept for safety
+        throw Error(ErrorCode::config, file.string() + ": '" + key + "' must be a string");
+      return {found->get<std::string>(), file.string() + ": " + key};
+    }
+    return {};
   }
-  return {};
-}
 
-// A file setting: flags and the environment are relative to the working directory,
-// the config file's entries to the config file's folder.
-Setting<std::filesystem::path> path_setting(const std::filesystem::path& flag, const char* env,
-                                            const nlohmann::json& config, const char* key,
-                                            const std::filesystem::path& config_dir) {
-  if (!flag.empty()) return {flag};
-  if (std::string from_env = env_or(env); !from_env.empty()) return {from_env, env};
-  std::string from_config = pick({}, nullptr, config, key).value;
-  if (from_config.empty()) return {};
-  std::filesystem::path path(from_config);
-  return {path.is_absolute() || config_dir.empty() ? path : config_dir / path};
-}
+  // A file setting: flags and the environment are relative to the working directory,
+  // the config file's entries to the config file's folder.
+  Setting<std::filesystem::path> path(const std::filesystem::path& field, const char* flag,
+                                      const char* env, const char* key) const {
+    bool from_file = field.empty() && env_or(env).empty();
+    Setting<std::string> found = text(field.string(), flag, env, key);
+    std::filesystem::path path(found.value);
+    if (from_file && !path.empty() && !path.is_absolute()) path = file.parent_path() / path;
+    return {std::move(path), std::move(found.origin)};
+  }
+};
 
-// "LUAGENT_STORE: " for a value from the environment, to begin a message about it.
+// "LUAGENT_STORE: " (or "--store: ", "app/luagent.config.lua: store: "), to begin a
+// message about the setting's value; empty when where it came from is not known.
 template <typename Value>
-std::string env_prefix(const Setting<Value>& setting) {
-  return setting.from_env ? std::string(setting.from_env) + ": " : std::string();
+std::string origin_prefix(const Setting<Value>& setting) {
+  return setting.origin.empty() ? std::string() : setting.origin + ": ";
 }
 
 // Runs `use`, which takes `setting`'s value; an Error it throws keeps its code and gains
-// the name of the environment variable the value came from, if it came from one.
+// the name of where the value came from (see Setting), if that is known.
 template <typename Value, typename Use>
-auto blaming_env(const Setting<Value>& setting, const Use& use) -> decltype(use()) {
-  if (!setting.from_env) return use();
+auto naming_origin(const Setting<Value>& setting, const Use& use) -> decltype(use()) {
+  if (setting.origin.empty()) return use();
   try {
     return use();
   } catch (const Error& error) {
-    throw Error(error.code(), env_prefix(setting) + error.message(), error.source(), error.line());
+    throw Error(error.code(), origin_prefix(setting) + error.message(), error.source(),
+                error.line());
   }
 }
 
@@ -275,13 +283,13 @@ struct Host::Impl {
     runtime = make_lua_runtime(services);
 
     nlohmann::json file_config = nlohmann::json::object();
-    std::filesystem::path config_dir;
     if (!config.config_file.empty()) {
       std::error_code ec;  // a name too long for a file is no config file, not a crash
       if (!std::filesystem::exists(config.config_file, ec))
-        throw Error(ErrorCode::config, "no config file " + config.config_file.string());
+        throw Error(ErrorCode::config, (config.settings_from_flags ? "--config: " : "") +
+                                           std::string("no config file ") +
+                                           config.config_file.string());
       file_config = runtime->load_config(config.config_file);
-      config_dir = config.config_file.parent_path();
       check_config_keys(file_config, config.config_file);
       if (config.store_settings_only) {
         nlohmann::json store_only = nlohmann::json::object();
@@ -298,9 +306,11 @@ struct Host::Impl {
       runtime = make_lua_runtime(services);  // limits are fixed when the state is made
     }
 
-    Setting<std::string> store_uri = pick(config.store, "LUAGENT_STORE", file_config, "store");
+    const SettingSources sources{file_config, config.config_file, config.settings_from_flags};
+    Setting<std::string> store_uri =
+        sources.text(config.store, "--store", "LUAGENT_STORE", "store");
     if (store_uri.value.empty()) store_uri.value = std::string(kDefaultStoreUri);
-    store = blaming_env(store_uri, [&] {
+    store = naming_origin(store_uri, [&] {
       return open_store(store_uri.value, config.store_must_exist ? StoreOpening::existing_only
                                                                  : StoreOpening::create_if_missing);
     });
@@ -310,19 +320,18 @@ struct Host::Impl {
     if (config.store_settings_only) return;
 
     Setting<std::string> provider_name =
-        pick(config.provider, "LUAGENT_PROVIDER", file_config, "provider");
-    std::string model = pick(config.model, "LUAGENT_MODEL", file_config, "model").value;
-    auto cassette =
-        path_setting(config.cassette, "LUAGENT_CASSETTE", file_config, "cassette", config_dir);
-    auto script = path_setting(config.script, "LUAGENT_SCRIPT", file_config, "script", config_dir);
-    Setting<std::filesystem::path> record{config.record};
+        sources.text(config.provider, "--provider", "LUAGENT_PROVIDER", "provider");
+    std::string model = sources.text(config.model, "--model", "LUAGENT_MODEL", "model").value;
+    auto cassette = sources.path(config.cassette, "--cassette", "LUAGENT_CASSETTE", "cassette");
+    auto script = sources.path(config.script, nullptr, "LUAGENT_SCRIPT", "script");
+    Setting<std::filesystem::path> record{config.record, {}};
     if (record.value.empty()) record = {env_or("LUAGENT_RECORD"), "LUAGENT_RECORD"};
     if (provider_name.value == "replay") {
       if (cassette.value.empty())
         throw Error(ErrorCode::config,
                     "the replay provider needs a cassette (--cassette FILE, LUAGENT_CASSETTE or "
                     "cassette = ... in luagent.config.lua)");
-      provider = blaming_env(cassette, [&] {
+      provider = naming_origin(cassette, [&] {
         return std::make_unique<llm::ReplayProvider>(loop, cassette.value, config.replay_latency);
       });
     } else if (provider_name.value == "script") {
@@ -330,21 +339,22 @@ struct Host::Impl {
         throw Error(ErrorCode::config,
                     "the script provider needs a Lua model file (script = ... in "
                     "luagent.config.lua or LUAGENT_SCRIPT)");
-      provider = blaming_env(script, [&] { return runtime->make_script_provider(script.value); });
+      provider = naming_origin(script, [&] { return runtime->make_script_provider(script.value); });
       if (config.replay_latency.count() > 0)
         provider = std::make_unique<llm::DelayedProvider>(std::move(provider), loop,
                                                           config.replay_latency);
     } else if (llm::is_http_provider(provider_name.value)) {
       provider = llm::make_http_provider(
-          provider_name.value, llm::http_provider_config(provider_name.value, file_config, model),
+          provider_name.value,
+          llm::http_provider_config(provider_name.value, file_config, config.config_file, model),
           loop);
     } else if (!provider_name.value.empty()) {
-      throw Error(ErrorCode::config, env_prefix(provider_name) + "unknown provider '" +
+      throw Error(ErrorCode::config, origin_prefix(provider_name) + "unknown provider '" +
                                          provider_name.value +
                                          "' (available: openai, anthropic, replay, script)");
     }
     if (provider && !record.value.empty())
-      provider = blaming_env(record, [&]() -> std::unique_ptr<llm::Provider> {
+      provider = naming_origin(record, [&]() -> std::unique_ptr<llm::Provider> {
         return std::make_unique<llm::RecordingProvider>(std::move(provider), record.value);
       });
     runtime->set_provider(provider.get());

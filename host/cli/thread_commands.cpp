@@ -32,6 +32,7 @@ luagent::HostConfig host_config(const Args& args, const std::filesystem::path& a
   config.cassette = option(args, "--cassette");
   config.agents_dir = option(args, "--agents", ".");
   config.config_file = find_config(args, agent_dir);
+  config.settings_from_flags = true;
   return config;
 }
 
@@ -42,6 +43,7 @@ luagent::HostConfig stored_threads_config(const Args& args,
   config.config_file = find_config(args, agent_dir);
   config.store_settings_only = true;
   config.store_must_exist = true;
+  config.settings_from_flags = true;
   return config;
 }
 
@@ -64,6 +66,7 @@ std::filesystem::path agent_dir_of_thread(const Args& args, const std::string& t
   probe.store = option(args, "--store");
   probe.config_file = find_config(args, {});
   probe.store_must_exist = true;
+  probe.settings_from_flags = true;
   luagent::Host reader(probe);
   return reader.get(thread_id).agent_path;
 }

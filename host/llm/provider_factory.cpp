@@ -128,7 +128,7 @@ const std::vector<std::string_view>& http_provider_keys() {
 }
 
 nlohmann::json http_provider_config(const std::string& name, const nlohmann::json& file_config,
-                                    const std::string& model) {
+                                    const std::filesystem::path& file, const std::string& model) {
   nlohmann::json merged = nlohmann::json::object();
   auto take = [&](const nlohmann::json& table) {
     if (!table.is_object()) return;
@@ -141,9 +141,16 @@ nlohmann::json http_provider_config(const std::string& name, const nlohmann::jso
   if (file_config.is_object())
     if (auto nested = file_config.find(name); nested != file_config.end()) {
       if (!nested->is_object())
-        throw Error(ErrorCode::config, "luagent.config.lua: '" + name + "' must be a table");
+        throw Error(ErrorCode::config, file.string() + ": '" + name + "' must be a table");
       take(*nested);
     }
+  // Checked before the environment and the flags join in: a bad value in the merged
+  // settings could not be told from theirs, and the message must name the file it is in.
+  try {
+    http_provider_settings(name, merged);
+  } catch (const Error& error) {
+    throw Error(error.code(), file.string() + ": " + error.message());
+  }
   const char* base_url_env = name == "anthropic" ? "ANTHROPIC_BASE_URL" : "OPENAI_BASE_URL";
   const std::string base_url = env_value(base_url_env);
   // Checked here, where it is still known to come from the environment: once merged, a bad

@@ -2,6 +2,7 @@
 // (flags > environment > luagent.config.lua) and gets a ready Provider on its loop.
 #pragma once
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -32,10 +33,10 @@ const std::vector<std::string_view>& http_provider_keys();
 /// The settings for provider `name` from luagent.config.lua (its provider keys at the top level,
 /// overridden by a `[name] = { ... }` table), then the environment (OPENAI_BASE_URL /
 /// ANTHROPIC_BASE_URL, LUAGENT_STREAM=1), then `model` when non-empty (flag or LUAGENT_MODEL).
-/// Throws Error(config) naming the variable for a base URL from the environment that is not
-/// an http:// or https:// URL.
+/// Throws Error(config) naming `file` (the config file) for a bad setting from it, and naming
+/// the variable for a base URL from the environment that is not an http:// or https:// URL.
 nlohmann::json http_provider_config(const std::string& name, const nlohmann::json& file_config,
-                                    const std::string& model);
+                                    const std::filesystem::path& file, const std::string& model);
 
 /// The provider `name` ("openai" or "anthropic") configured by `settings` (see above), with
 /// its API key from OPENAI_API_KEY / ANTHROPIC_API_KEY, its transport registered with `loop`.

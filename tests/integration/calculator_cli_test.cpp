@@ -265,7 +265,10 @@ BOOST_AUTO_TEST_CASE(malformed_cassette) {
   auto error = nlohmann::json::parse(result.err)["error"];
   BOOST_TEST(error["source"] == (folder / "cassette.jsonl").string(), result.err);
   BOOST_TEST(error["line"] == 2, result.err);
-  BOOST_TEST(error["message"] == "malformed cassette: line is not a JSON object", result.err);
+  // And where the cassette's name came from: the agent's luagent.config.lua.
+  BOOST_TEST(error["message"] == (folder / "luagent.config.lua").string() +
+                                     ": cassette: malformed cassette: line is not a JSON object",
+             result.err);
 }
 
 BOOST_AUTO_TEST_CASE(store_path_not_writable) {
@@ -709,4 +712,56 @@ BOOST_AUTO_TEST_CASE(threads_lists_a_damaged_fs_thread_and_show_names_its_file) 
   BOOST_TEST(error["error"]["code"] == "corrupt", shown.err);
   BOOST_TEST(error["error"]["message"].get<std::string>().find(file.string()) != std::string::npos,
              shown.err);
+}
+
+// A bad value read from luagent.config.lua (store = "foo:bar", provider = "gpt", an openai
+// setting) was refused in the words a flag's would be, naming neither the file nor the key;
+// and a bad flag did not name the flag.
+BOOST_AUTO_TEST_CASE(bad_values_from_the_config_file_name_the_file_and_key) {
+  TempDir dir;
+  auto file = dir / "settings.lua";
+  std::map<std::string, std::string> env(kCleanEnv.begin(), kCleanEnv.end());
+  env.insert({{"LUAGENT_MODEL", ""}, {"OPENAI_BASE_URL", ""}, {"LUAGENT_STREAM", ""}});
+  auto refused = [&](std::vector<std::string> args, const std::string& says) {
+    args.push_back("--json");
+    auto result = run_cli(args, dir.path().string(), env);
+    BOOST_TEST(result.exit_code == 2, says << ": " << result.err);
+    auto error = nlohmann::json::parse(result.err, nullptr, false);
+    BOOST_TEST_REQUIRE(!error.is_discarded(), result.err);
+    BOOST_TEST(error["error"]["code"] == "config", result.err);
+    BOOST_TEST(error["error"]["message"].get<std::string>().starts_with(says),
+               says << ": " << result.err);
+  };
+  auto configured = [&](const std::string& text, const std::string& says) {
+    std::ofstream(file) << text;
+    refused({"run", calculator(), "add 3 and 4", "--config", file.string()}, file.string() + says);
+  };
+  configured("store = 'foo:bar'\n", ": store: unknown store scheme 'foo'");
+  configured("provider = 'gpt'\n", ": provider: unknown provider 'gpt'");
+  configured("provider = 'replay'\ncassette = 'missing.jsonl'\n",
+             ": cassette: cannot read the cassette " + (dir / "missing.jsonl").string());
+  configured("provider = 'script'\nscript = 'missing.lua'\n",
+             ": script: cannot read the script model " + (dir / "missing.lua").string());
+  configured("provider = 'openai'\nbase_url = 'localhost:11434/v1'\n",
+             ": provider openai: setting 'base_url' must be an http:// or https:// URL");
+  configured("provider = 'openai'\nopenai = { max_tokens = 0 }\n",
+             ": provider openai: setting 'max_tokens' must be an integer in [1, ");
+  configured("provider = 'anthropic'\nanthropic = { stream = 'yes' }\n",
+             ": provider anthropic: setting 'stream' must be true or false");
+  // The commands that only read threads take the store from the file too.
+  std::ofstream(file) << "store = 'foo:bar'\n";
+  refused({"threads", "--config", file.string()},
+          file.string() + ": store: unknown store scheme 'foo'");
+  // The same mistakes as flags name the flag; a flag wins over the file's bad value.
+  std::ofstream(file) << "provider = 'gpt'\n";
+  refused({"run", calculator(), "add 3 and 4", "--store", "foo:bar"},
+          "--store: unknown store scheme 'foo'");
+  refused({"threads", "--store", "foo:bar"}, "--store: unknown store scheme 'foo'");
+  refused({"run", calculator(), "add 3 and 4", "--provider", "gpt"},
+          "--provider: unknown provider 'gpt'");
+  refused({"run", calculator(), "add 3 and 4", "--provider", "replay", "--cassette",
+           "missing.jsonl", "--config", file.string()},
+          "--cassette: cannot read the cassette missing.jsonl");
+  refused({"run", calculator(), "add 3 and 4", "--config", "missing.lua"},
+          "--config: no config file missing.lua");
 }
