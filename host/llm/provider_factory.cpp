@@ -159,7 +159,13 @@ nlohmann::json http_provider_config(const std::string& name, const nlohmann::jso
     throw Error(ErrorCode::config, std::string(base_url_env) + ": provider " + name +
                                        ": the base URL must be an http:// or https:// URL");
   if (!base_url.empty()) merged["base_url"] = base_url;
-  if (env_value("LUAGENT_STREAM") == "1") merged["stream"] = true;
+  // 1 streams every call, 0 none (over the file's `stream`), empty is unset. Anything else
+  // ("true", "yes") was once taken as 0 without a word.
+  if (const std::string stream = env_value("LUAGENT_STREAM"); stream == "1" || stream == "0")
+    merged["stream"] = stream == "1";
+  else if (!stream.empty())
+    throw Error(ErrorCode::config,
+                "LUAGENT_STREAM: must be 1 (stream every LLM call) or 0, not '" + stream + "'");
   if (!model.empty()) merged["model"] = model;
   return merged;
 }

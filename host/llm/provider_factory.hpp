@@ -32,9 +32,10 @@ const std::vector<std::string_view>& http_provider_keys();
 
 /// The settings for provider `name` from luagent.config.lua (its provider keys at the top level,
 /// overridden by a `[name] = { ... }` table), then the environment (OPENAI_BASE_URL /
-/// ANTHROPIC_BASE_URL, LUAGENT_STREAM=1), then `model` when non-empty (flag or LUAGENT_MODEL).
+/// ANTHROPIC_BASE_URL, LUAGENT_STREAM=1 or 0), then `model` when non-empty (flag or LUAGENT_MODEL).
 /// Throws Error(config) naming `file` (the config file) for a bad setting from it, and naming
-/// the variable for a base URL from the environment that is not an http:// or https:// URL.
+/// the variable for a base URL from the environment that is not an http:// or https:// URL,
+/// and for a LUAGENT_STREAM that is neither 1, 0 nor empty.
 nlohmann::json http_provider_config(const std::string& name, const nlohmann::json& file_config,
                                     const std::filesystem::path& file, const std::string& model);
 

@@ -312,3 +312,66 @@ end
   BOOST_TEST(said[std::size(expected)] != "accepted", said.dump());
   BOOST_TEST(said.back() == "plain hello");
 }
+
+// LUAGENT_STREAM took only "1": "0" could not turn off a config file's `stream = true`, and
+// "true" or "yes" were ignored without a word.
+BOOST_AUTO_TEST_CASE(luagent_stream_is_1_or_0_and_nothing_else) {
+  test::WireServer server;
+  server.set_handler([](const test::RecordedRequest& request) {
+    test::ScriptedResponse response;
+    if (nlohmann::json::parse(request.body).value("stream", false)) {
+      response.headers = {{"Content-Type", "text/event-stream"}};
+      response.body = stream_of("hello there, streaming world");
+    } else {
+      response.headers = {{"Content-Type", "application/json"}};
+      response.body = completion("plain hello");
+    }
+    return response;
+  });
+  Environment environment(server.url("/v1"));
+  test::TempDir dir;
+  std::filesystem::create_directories(dir / "plain");
+  std::ofstream(dir / "plain/agent.lua") << R"lua(
+local llm = require "luagent.llm"
+return function(thread) thread:push("said", llm.text("hi")) end
+)lua";
+  std::ofstream(dir / "streaming.lua") << "stream = true\n";
+  // Whether the one LLM call a run makes asked for a stream.
+  auto streamed = [&](const char* stream, bool with_file) {
+    setenv("LUAGENT_STREAM", stream, 1);
+    HostConfig config;
+    config.store = "sqlite:" + (dir / "threads.db").string();
+    config.provider = "openai";
+    config.model = "gpt-test";
+    if (with_file) config.config_file = dir / "streaming.lua";
+    Host host(config);
+    std::size_t before = server.request_count();
+    auto id = host.launch((dir / "plain").string(), Event::user("go"));
+    host.run_until_idle();
+    BOOST_TEST_REQUIRE(host.get(id).status() == Status::done);
+    BOOST_TEST_REQUIRE(server.request_count() == before + 1);
+    return nlohmann::json::parse(server.requests().back().body).value("stream", false);
+  };
+  BOOST_TEST(streamed("1", false));
+  BOOST_TEST(!streamed("0", false));
+  BOOST_TEST(!streamed("0", true));  // the environment wins over the file
+  BOOST_TEST(streamed("", true));    // empty is unset: the file's setting stands
+  BOOST_TEST(!streamed("", false));
+  for (const char* odd : {"yes", "true", "2", " 1"}) {
+    setenv("LUAGENT_STREAM", odd, 1);
+    HostConfig config;
+    config.store = "sqlite:" + (dir / "threads.db").string();
+    config.provider = "openai";
+    try {
+      Host host(config);
+      BOOST_ERROR("LUAGENT_STREAM='" << odd << "' was taken");
+    } catch (const Error& error) {
+      BOOST_TEST(error.code() == ErrorCode::config);
+      BOOST_TEST(error.message() == std::string("LUAGENT_STREAM: must be 1 (stream every LLM "
+                                                "call) or 0, not '") +
+                                        odd + "'",
+                 error.message());
+    }
+  }
+  unsetenv("LUAGENT_STREAM");
+}
