@@ -172,7 +172,10 @@ Resume Resume::recover() {
 struct Host::Impl {
   HostConfig config;
   EventLoop loop;
-  std::unique_ptr<Store> store;
+  // Open from the start when it exists; one that does not is made by the first call that
+  // needs it (store()), with open_missing_store.
+  std::unique_ptr<Store> opened_store;
+  std::function<std::unique_ptr<Store>()> open_missing_store;
   // Before the runtime: a run it ends on its way out releases its thread's lock here.
   std::unique_ptr<StepLocks> step_locks;
   std::unique_ptr<AgentRuntime> runtime;
@@ -233,7 +236,7 @@ struct Host::Impl {
   /// True when a callback cancelled `thread_id` since Host::cancel had been called
   /// `cancels_before` times: the step it was about to get must not start.
   bool cancelled_since(const std::string& thread_id, std::uint64_t cancels_before) {
-    return cancels != cancels_before && store->load(thread_id).status() == Status::cancelled;
+    return cancels != cancels_before && store().load(thread_id).status() == Status::cancelled;
   }
   /// Runs an embedder's callback. What it throws stops here, in the log: the host's
   /// bookkeeping around the call (a thread to finish, a step to start) must complete as
@@ -310,13 +313,18 @@ struct Host::Impl {
     Setting<std::string> store_uri =
         sources.text(config.store, "--store", "LUAGENT_STORE", "store");
     if (store_uri.value.empty()) store_uri.value = std::string(kDefaultStoreUri);
-    store = naming_origin(store_uri, [&] {
-      return open_store(store_uri.value, config.store_must_exist ? StoreOpening::existing_only
-                                                                 : StoreOpening::create_if_missing);
-    });
-    runtime->set_store(store.get());
-    if (auto folder = store->step_lock_folder(); !folder.empty())
-      step_locks = std::make_unique<StepLocks>(folder);
+    auto opening = [store_uri](StoreOpening how) {
+      return naming_origin(store_uri, [&] { return open_store(store_uri.value, how); });
+    };
+    // Only a store that exists is opened here (which checks the URI too): a missing one is
+    // made when first needed, after an agent has loaded, so that `run` of a mistyped agent
+    // name leaves no new, empty store behind.
+    try {
+      use_store(opening(StoreOpening::existing_only));
+    } catch (const Error& error) {
+      if (config.store_must_exist || error.code() != ErrorCode::not_found) throw;
+      open_missing_store = [opening] { return opening(StoreOpening::create_if_missing); };
+    }
     if (config.store_settings_only) return;
 
     Setting<std::string> provider_name =
@@ -359,6 +367,18 @@ struct Host::Impl {
       });
     runtime->set_provider(provider.get());
     if (config.watch) start_watching();
+  }
+
+  // The store, made now if it did not exist when the host opened.
+  Store& store() {
+    if (!opened_store) use_store(open_missing_store());
+    return *opened_store;
+  }
+  void use_store(std::unique_ptr<Store> opened) {
+    opened_store = std::move(opened);
+    runtime->set_store(opened_store.get());
+    if (auto folder = opened_store->step_lock_folder(); !folder.empty())
+      step_locks = std::make_unique<StepLocks>(folder);
   }
 
   // The agent `agent` names: a folder, a path to its agent.lua, or a folder under
@@ -432,13 +452,14 @@ struct Host::Impl {
   // Marks a step of `thread_id` in flight, for other processes to see (StepLocks); null
   // when another process (or another Host of this one) has one in flight.
   std::unique_ptr<StepLockHold> try_hold_step(const std::string& thread_id) {
+    store();  // the step locks live beside it: made with it
     if (step_locks && !step_locks->try_hold(thread_id)) return nullptr;
     return std::make_unique<StepLockHold>(step_locks.get(), thread_id);
   }
-  Error in_flight_elsewhere(const std::string& thread_id) const {
+  Error in_flight_elsewhere(const std::string& thread_id) {
     return Error(ErrorCode::conflict,
                  "thread " + thread_id + " has a step in flight in another process using " +
-                     store->uri() +
+                     store().uri() +
                      " (or in another Host of this one); it was not interrupted (let the step "
                      "end, or cancel it)");
   }
@@ -559,9 +580,9 @@ struct Host::Impl {
   // The fs store keeps the thread as its context formatter renders it, for reading.
   // Called when no Lua step is executing (the formatter runs on the main Lua state).
   void write_rendering(const Thread& thread) {
-    if (!store->wants_rendering()) return;
+    if (!store().wants_rendering()) return;
     try {
-      store->write_rendering(thread, runtime->render_context(thread));
+      store().write_rendering(thread, runtime->render_context(thread));
     } catch (const Error& e) {
       config.log("warn", "thread " + thread.id + ": cannot write its rendering: " + e.what());
     }
@@ -608,7 +629,7 @@ struct Host::Impl {
     ResumeResult result;
     StartingScope starting_step(*this, thread.id);
     if (auto outcomes = unfinished_call_outcomes(thread); !outcomes.empty()) {
-      result.events = store->append(thread.id, thread.version(), std::move(outcomes)).events;
+      result.events = store().append(thread.id, thread.version(), std::move(outcomes)).events;
       if (!report(thread, result.events)) return result;
     }
     start(info, std::move(thread), *hold);
@@ -691,12 +712,12 @@ std::string Host::launch(const std::string& agent, Event first) {
   std::string id = thread.id;
   auto hold = impl_->hold_step(id);  // before the thread exists for anyone to resume
   if (!impl_->config.launch_waits_for_disk) {
-    impl_->store->create_unflushed(thread);
+    impl_->store().create_unflushed(thread);
     std::size_t unflushed = thread.events.size();
     impl_->start(info, std::move(thread), *hold, unflushed);
     return id;
   }
-  impl_->store->create(thread);
+  impl_->store().create(thread);
   Impl::StartingScope starting(*impl_, id);
   std::uint64_t cancels_before = impl_->cancels;
   for (const Event& event : thread.events) impl_->notify_event(thread, event);
@@ -708,7 +729,7 @@ std::string Host::launch(const std::string& agent, Event first) {
 ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   impl_->check_thread("resume");
   check_thread_id(thread_id);
-  Thread thread = impl_->store->load(thread_id);
+  Thread thread = impl_->store().load(thread_id);
   // Only an event with nothing in it (Resume::recover()) is no answer; one with data or a
   // key but no type is a mistake that check_outside_event names.
   if (resume.event.type.empty() && resume.event.key.empty() && resume.event.data.is_null())
@@ -739,7 +760,7 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
     while (!(hold = impl_->try_hold_step(thread.id))) {
       if (std::chrono::steady_clock::now() >= give_up) throw impl_->in_flight_elsewhere(thread_id);
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      Thread now = impl_->store->load(thread_id);
+      Thread now = impl_->store().load(thread_id);
       if (now.version() == thread.version()) continue;
       thread = std::move(now);
       break;  // judged again
@@ -749,8 +770,8 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
   const bool wait_for_disk = impl_->config.launch_waits_for_disk;
   auto appended =
       wait_for_disk
-          ? impl_->store->append(thread.id, thread.version(), {std::move(resume.event)})
-          : impl_->store->append_unflushed(thread.id, thread.version(), {std::move(resume.event)});
+          ? impl_->store().append(thread.id, thread.version(), {std::move(resume.event)})
+          : impl_->store().append_unflushed(thread.id, thread.version(), {std::move(resume.event)});
   ResumeResult result{appended.replayed, appended.events};
   if (appended.replayed) return result;  // the same answer was given before; nothing runs again
   if (!wait_for_disk) {
@@ -766,7 +787,7 @@ ResumeResult Host::resume(const std::string& thread_id, Resume resume) {
 std::string Host::fork(const std::string& thread_id, std::int64_t at_event) {
   impl_->check_thread("fork");
   check_thread_id(thread_id);
-  Thread fork = fork_thread(*impl_->store, thread_id, at_event);
+  Thread fork = fork_thread(impl_->store(), thread_id, at_event);
   impl_->write_rendering(fork);
   return fork.id;
 }
@@ -782,12 +803,12 @@ Event Host::Impl::cancel(const std::string& thread_id, const std::string& reason
   ++cancels;
   // A step of this host in flight stops first (its on_finished reports the end).
   if (runtime->cancel_run(thread_id, reason)) {
-    Thread thread = store->load(thread_id);
+    Thread thread = store().load(thread_id);
     write_rendering(thread);
     return thread.events.back();
   }
-  Event cancelled = cancel_thread(*store, thread_id, reason);
-  Thread thread = store->load(thread_id);
+  Event cancelled = cancel_thread(store(), thread_id, reason);
+  Thread thread = store().load(thread_id);
   notify_event(thread, cancelled);
   note_finished(thread, std::nullopt);
   write_rendering(thread);
@@ -817,7 +838,7 @@ std::vector<ThreadSummary> Host::list(const ThreadQuery& query) {
   filter.updated_since_ms = query.updated_since_ms;
   filter.updated_before_ms = query.updated_before_ms;
   filter.limit = query.limit;
-  return impl_->store->list(filter);
+  return impl_->store().list(filter);
 }
 
 void Host::on_reload(std::function<void(const ReloadReport&)> callback) {
@@ -835,13 +856,13 @@ void Host::continue_thread(const std::string& thread_id) {
   impl_->check_thread("continue_thread");
   check_thread_id(thread_id);
   // The same path as a resume without an answer: settle unfinished calls, run on.
-  impl_->recover(impl_->store->load(thread_id));
+  impl_->recover(impl_->store().load(thread_id));
 }
 
 Thread Host::get(const std::string& thread_id) {
   impl_->check_thread("get");
   check_thread_id(thread_id);
-  return impl_->store->load(thread_id);
+  return impl_->store().load(thread_id);
 }
 
 std::vector<ThreadSummary> Host::list(std::optional<Status> status, const std::string& agent) {
@@ -849,7 +870,7 @@ std::vector<ThreadSummary> Host::list(std::optional<Status> status, const std::s
   ListFilter filter;
   filter.status = status;
   filter.agent = agent;
-  return impl_->store->list(filter);
+  return impl_->store().list(filter);
 }
 
 std::string Host::render_context(const Thread& thread) {
@@ -860,8 +881,8 @@ std::string Host::render_context(const Thread& thread) {
 std::vector<nlohmann::json> Host::calls(const std::string& thread_id) {
   impl_->check_thread("calls");
   check_thread_id(thread_id);
-  auto calls = impl_->store->calls(thread_id);
-  if (calls.empty()) impl_->store->load(thread_id);  // an unknown thread is not_found, as in get()
+  auto calls = impl_->store().calls(thread_id);
+  if (calls.empty()) impl_->store().load(thread_id);  // an unknown thread is not_found, as in get()
   return calls;
 }
 

@@ -765,3 +765,42 @@ BOOST_AUTO_TEST_CASE(bad_values_from_the_config_file_name_the_file_and_key) {
   refused({"run", calculator(), "add 3 and 4", "--config", "missing.lua"},
           "--config: no config file missing.lua");
 }
+
+// `run` made the store before it loaded the agent: a mistyped agent name, or an agent with a
+// syntax error, left a new, empty threads.db (and its folder) beside the error.
+BOOST_AUTO_TEST_CASE(an_agent_that_fails_to_load_leaves_no_store_behind) {
+  TempDir dir;
+  auto broken = write_agent(dir, "broken", "return function(thread\n");
+  for (const auto& [store, made] :
+       {std::pair{"sqlite:" + (dir / "sqlite-store/threads.db").string(), dir / "sqlite-store"},
+        std::pair{"fs:" + (dir / "fs-store").string(), dir / "fs-store"}}) {
+    auto unknown = run_cli({"run", "no-such-agent", "hi", "--store", store, "--json"},
+                           dir.path().string(), kCleanEnv);
+    BOOST_TEST(unknown.exit_code == 2, unknown.err);
+    BOOST_TEST(unknown.err.find("no agent 'no-such-agent'") != std::string::npos, unknown.err);
+    auto syntax =
+        run_cli({"run", broken, "hi", "--store", store, "--json"}, dir.path().string(), kCleanEnv);
+    BOOST_TEST(syntax.exit_code == 2, syntax.err);
+    BOOST_TEST(syntax.err.find("\"code\":\"syntax\"") != std::string::npos, syntax.err);
+    BOOST_TEST(!std::filesystem::exists(made), store);
+  }
+  // The default store (.luagent/threads.db in the working directory) is not made either.
+  auto unknown = run_cli({"run", "no-such-agent", "hi"}, dir.path().string(), kCleanEnv);
+  BOOST_TEST(unknown.exit_code == 2, unknown.err);
+  BOOST_TEST(!std::filesystem::exists(dir / ".luagent"));
+  // A store that cannot be made is still named, once an agent has loaded.
+  std::ofstream(dir / "a-file") << "not a folder\n";
+  auto unusable = run_cli(
+      {"run", calculator(), "add 3 and 4", "--store", "sqlite:" + (dir / "a-file/t.db").string()},
+      dir.path().string(), kCleanEnv);
+  BOOST_TEST(unusable.exit_code == 2, unusable.err);
+  BOOST_TEST(unusable.err.find("--store: cannot open store sqlite:" +
+                               (dir / "a-file/t.db").string()) != std::string::npos,
+             unusable.err);
+  // An agent that loads makes the store, as before.
+  auto fine = run_cli({"run", calculator(), "add 3 and 4", "--store",
+                       "sqlite:" + (dir / "stores/threads.db").string()},
+                      dir.path().string(), kCleanEnv);
+  BOOST_TEST(fine.exit_code == 0, fine.err);
+  BOOST_TEST(std::filesystem::exists(dir / "stores/threads.db"));
+}

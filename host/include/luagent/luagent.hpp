@@ -33,7 +33,9 @@ namespace luagent {
 struct HostConfig {
   /// Where agent names resolve: DIR/NAME/agent.lua. A path to a folder always works.
   std::filesystem::path agents_dir = ".";
-  /// Store URI: "sqlite:PATH" (default sqlite:.luagent/threads.db).
+  /// Store URI: "sqlite:PATH" (default sqlite:.luagent/threads.db). One that does not exist
+  /// yet is made by the first call that needs it (launch, after the agent has loaded), not
+  /// by the Host's constructor.
   std::string store;
   /// luagent.config.lua to read (optional). Fields set here win over it.
   std::filesystem::path config_file;
