@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/bench_arguments.hpp"
 #include "support/calculator_wire.hpp"
 #include "support/test_paths.hpp"
 #include "support/wire_server.hpp"
@@ -80,11 +81,8 @@ double percentile(std::vector<double> values, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int runs = argc > 1 ? std::atoi(argv[1]) : 20;
-  if (runs < 1) {
-    std::fprintf(stderr, "usage: cold_start_bench [runs>=1]\n");
-    return 2;
-  }
+  test::BenchArguments args(argc, argv, {test::BenchArgument::integer("runs", 20, 1, 10'000)});
+  int runs = static_cast<int>(args.integer("runs"));
   test::CalculatorModel model(test::source_dir() / "examples/calculator/cassette.jsonl");
   test::WireServer server;
   std::atomic<std::int64_t> first_arrival{0};

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "luagent/luagent.hpp"
+#include "support/bench_arguments.hpp"
 #include "support/bench_process.hpp"
 #include "support/calculator_wire.hpp"
 #include "support/test_paths.hpp"
@@ -143,13 +144,13 @@ double median(std::vector<double> values) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int runs = argc > 1 ? std::atoi(argv[1]) : 10000;
-  int latency_ms = argc > 2 ? std::atoi(argv[2]) : 200;
-  int repeats = argc > 3 ? std::atoi(argv[3]) : 1;
-  if (runs < 1 || latency_ms < 0 || repeats < 1) {
-    std::fprintf(stderr, "usage: concurrency_bench [runs>=1] [latency_ms>=0] [repeats>=1]\n");
-    return 2;
-  }
+  test::BenchArguments args(argc, argv,
+                            {test::BenchArgument::integer("runs", 10000, 1, 1'000'000),
+                             test::BenchArgument::integer("latency_ms", 200, 0, 600'000),
+                             test::BenchArgument::integer("repeats", 1, 1, 1'000)});
+  int runs = static_cast<int>(args.integer("runs"));
+  int latency_ms = static_cast<int>(args.integer("latency_ms"));
+  int repeats = static_cast<int>(args.integer("repeats"));
   test::ForkedCalculatorServer server{std::chrono::milliseconds(latency_ms)};
   // The first step's request, as the agent sends it: a user message the model answers.
   std::string body = R"({"model":"calculator-model","messages":[{"role":"user","content":")" +

@@ -9,23 +9,24 @@
 #include <filesystem>
 #include <string>
 
+#include "support/bench_arguments.hpp"
 #include "support/frame_budget.hpp"
 #include "support/test_paths.hpp"
 
 int main(int argc, char** argv) {
-  int agents = argc > 1 ? std::atoi(argv[1]) : 500;
-  long budget_us = argc > 2 ? std::atol(argv[2]) : 2000;
+  luagent::test::BenchArguments args(
+      argc, argv,
+      {luagent::test::BenchArgument::integer("agents", 500, 1, 100'000),
+       luagent::test::BenchArgument::integer("budget_us", 2000, 0, 1'000'000),
+       luagent::test::BenchArgument::word("grinding", {"integers", "strings"})});
+  int agents = static_cast<int>(args.integer("agents"));
+  long budget_us = static_cast<long>(args.integer("budget_us"));
+  std::string grinding = args.word("grinding");
   std::filesystem::path work = std::filesystem::is_directory("/dev/shm")
                                    ? std::filesystem::path("/dev/shm")
                                    : std::filesystem::temp_directory_path();
   work /= "luagent-frame-bench-" + std::to_string(::getpid());
   std::filesystem::create_directories(work);
-  std::string grinding = argc > 3 ? argv[3] : "integers";
-  if (grinding != "integers" && grinding != "strings") {
-    std::fprintf(stderr, "the grinder's loop is 'integers' or 'strings', not '%s'\n",
-                 grinding.c_str());
-    return 2;
-  }
   auto figures = luagent::test::run_frame_budget(
       work, agents, std::chrono::microseconds(budget_us), std::chrono::milliseconds(16),
       std::chrono::seconds(120),

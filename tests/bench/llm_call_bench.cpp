@@ -22,6 +22,7 @@
 #include "event_loop.hpp"
 #include "llm/openai_provider.hpp"
 #include "support/bare_curl_loop.hpp"
+#include "support/bench_arguments.hpp"
 #include "support/bench_process.hpp"
 #include "support/wire_server.hpp"
 
@@ -146,7 +147,8 @@ double kib_per_in_flight_call(const std::string& slow_base_url) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  luagent::test::BenchArguments(argc, argv, {});  // takes none: refuses any
   auto completion = luagent::test::load_fixture_response("openai-chat", "text_nonstream");
   luagent::test::ForkedWireServer fast(
       [&](luagent::test::WireServer& wire) { wire.set_fixed_response(completion); });

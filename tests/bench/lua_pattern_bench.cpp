@@ -7,10 +7,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "bindings/lua_string.hpp"
+#include "support/bench_arguments.hpp"
 
 namespace {
 
@@ -53,8 +53,12 @@ void no_probe(lua_State*) {}
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool ours = argc > 1 && std::strcmp(argv[1], "ours") == 0;
-  const int rounds = argc > 2 ? std::atoi(argv[2]) : 20000;
+  luagent::test::BenchArguments args(
+      argc, argv,
+      {luagent::test::BenchArgument::word("patterns", {"lua", "ours"}),
+       luagent::test::BenchArgument::integer("rounds", 20000, 1, 100'000'000)});
+  const bool ours = args.word("patterns") == "ours";
+  const int rounds = static_cast<int>(args.integer("rounds"));
   lua_State* L = luaL_newstate();
   luaL_openlibs(L);
   if (ours) luagent::lua::install_string_patterns(L, no_probe);

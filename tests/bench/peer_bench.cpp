@@ -28,6 +28,7 @@
 
 #include "luagent/luagent.hpp"
 #include "support/bare_curl_loop.hpp"
+#include "support/bench_arguments.hpp"
 #include "support/bench_process.hpp"
 #include "support/calculator_wire.hpp"
 #include "support/test_paths.hpp"
@@ -190,9 +191,13 @@ double median(std::vector<double> values) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = argc > 1 ? std::atoi(argv[1]) : 1000;
-  int concurrency = argc > 2 ? std::atoi(argv[2]) : 50;
-  int repeats = argc > 3 ? std::atoi(argv[3]) : 3;
+  test::BenchArguments args(argc, argv,
+                            {test::BenchArgument::integer("threads", 1000, 1, 1'000'000),
+                             test::BenchArgument::integer("concurrency", 50, 1, 100'000),
+                             test::BenchArgument::integer("repeats", 3, 1, 1'000)});
+  int threads = static_cast<int>(args.integer("threads"));
+  int concurrency = static_cast<int>(args.integer("concurrency"));
+  int repeats = static_cast<int>(args.integer("repeats"));
   // PEER_BENCH_LAUNCH_WAITS_FOR_DISK=0: launch and resume return once committed (their
   // events are flushed with the next group commit) instead of after an fsync each.
   bool launch_waits_for_disk = true;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "luagent/luagent.hpp"
+#include "support/bench_arguments.hpp"
 #include "support/test_paths.hpp"
 
 namespace fs = std::filesystem;
@@ -143,7 +144,8 @@ end
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  luagent::test::BenchArguments(argc, argv, {});  // takes none: refuses any
   std::printf("reload_bench: %d saves each; latency = save -> first step rendered with it\n",
               kSaves);
   std::printf("%-24s %9s %9s %9s %16s %16s %12s %7s\n", "watcher", "p50 ms", "p99 ms", "max ms",

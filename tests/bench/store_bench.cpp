@@ -17,6 +17,7 @@
 
 #include "luagent/luagent.hpp"
 #include "store/store.hpp"
+#include "support/bench_arguments.hpp"
 #include "support/test_paths.hpp"
 
 using namespace luagent;
@@ -176,7 +177,8 @@ void bench(const std::string& scheme) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  luagent::test::BenchArguments(argc, argv, {});  // takes none: refuses any
   bench("sqlite");
   bench("fs");
   return 0;

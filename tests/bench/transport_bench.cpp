@@ -20,6 +20,7 @@
 #include "event_loop.hpp"
 #include "llm/http_transport.hpp"
 #include "support/bare_curl_loop.hpp"
+#include "support/bench_arguments.hpp"
 #include "support/bench_process.hpp"
 #include "support/wire_server.hpp"
 
@@ -132,7 +133,8 @@ Figures measure(bool bare, const std::string& url, int concurrency) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  luagent::test::BenchArguments(argc, argv, {});  // takes none: refuses any
   luagent::test::ForkedWireServer server([](luagent::test::WireServer& wire) {
     wire.set_fixed_response(luagent::test::load_fixture_response("openai-chat", "text_nonstream"));
   });
