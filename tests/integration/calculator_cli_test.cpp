@@ -639,6 +639,24 @@ BOOST_AUTO_TEST_CASE(a_message_on_stdin_is_read_up_to_a_limit) {
   BOOST_TEST(piped.exit_code == 0, piped.err);
 }
 
+namespace {
+
+// Runs `args` with --json in `cwd` and checks the CLI refused them: exit 2, a config error
+// whose message starts with `says`.
+void check_config_refusal(std::vector<std::string> args, const std::string& cwd,
+                          const std::map<std::string, std::string>& env, const std::string& says) {
+  args.push_back("--json");
+  auto result = run_cli(args, cwd, env);
+  BOOST_TEST(result.exit_code == 2, says << ": " << result.err);
+  auto error = nlohmann::json::parse(result.err, nullptr, false);
+  BOOST_TEST_REQUIRE(!error.is_discarded(), result.err);
+  BOOST_TEST(error["error"]["code"] == "config", result.err);
+  BOOST_TEST(error["error"]["message"].get<std::string>().starts_with(says),
+             says << ": " << result.err);
+}
+
+}  // namespace
+
 // A bad value read from the environment (LUAGENT_STORE=foo:bar) was refused in words that did
 // not say where it came from, so the user looked for it in the flags and the config file.
 BOOST_AUTO_TEST_CASE(bad_values_from_the_environment_name_their_variable) {
@@ -647,13 +665,7 @@ BOOST_AUTO_TEST_CASE(bad_values_from_the_environment_name_their_variable) {
   auto refused = [&](std::vector<std::string> args, std::map<std::string, std::string> env,
                      const std::string& says) {
     env.insert(kCleanEnv.begin(), kCleanEnv.end());
-    args.push_back("--json");
-    auto result = run_cli(args, dir.path().string(), env);
-    BOOST_TEST(result.exit_code == 2, says << ": " << result.err);
-    auto error = nlohmann::json::parse(result.err, nullptr, false);
-    BOOST_TEST_REQUIRE(!error.is_discarded(), result.err);
-    BOOST_TEST(error["error"]["code"] == "config", result.err);
-    BOOST_TEST(error["error"]["message"].get<std::string>().starts_with(says), result.err);
+    check_config_refusal(std::move(args), dir.path().string(), env, says);
   };
   refused({"run", calculator(), "add 3 and 4"}, {{"LUAGENT_STORE", "foo:bar"}},
           "LUAGENT_STORE: unknown store scheme 'foo'");
@@ -723,14 +735,7 @@ BOOST_AUTO_TEST_CASE(bad_values_from_the_config_file_name_the_file_and_key) {
   std::map<std::string, std::string> env(kCleanEnv.begin(), kCleanEnv.end());
   env.insert({{"LUAGENT_MODEL", ""}, {"OPENAI_BASE_URL", ""}, {"LUAGENT_STREAM", ""}});
   auto refused = [&](std::vector<std::string> args, const std::string& says) {
-    args.push_back("--json");
-    auto result = run_cli(args, dir.path().string(), env);
-    BOOST_TEST(result.exit_code == 2, says << ": " << result.err);
-    auto error = nlohmann::json::parse(result.err, nullptr, false);
-    BOOST_TEST_REQUIRE(!error.is_discarded(), result.err);
-    BOOST_TEST(error["error"]["code"] == "config", result.err);
-    BOOST_TEST(error["error"]["message"].get<std::string>().starts_with(says),
-               says << ": " << result.err);
+    check_config_refusal(std::move(args), dir.path().string(), env, says);
   };
   auto configured = [&](const std::string& text, const std::string& says) {
     std::ofstream(file) << text;

@@ -68,6 +68,20 @@ std::string stream_of(const std::string& content) {
   return body;
 }
 
+// A model that streams "hello there, streaming world" when asked to stream, else answers
+// "plain hello".
+test::ScriptedResponse streamed_or_plain_hello(const test::RecordedRequest& request) {
+  test::ScriptedResponse response;
+  if (nlohmann::json::parse(request.body).value("stream", false)) {
+    response.headers = {{"Content-Type", "text/event-stream"}};
+    response.body = stream_of("hello there, streaming world");
+  } else {
+    response.headers = {{"Content-Type", "application/json"}};
+    response.body = completion("plain hello");
+  }
+  return response;
+}
+
 struct Environment {
   Environment(const std::string& base_url) {
     setenv("OPENAI_BASE_URL", base_url.c_str(), 1);
@@ -204,18 +218,7 @@ end
 // goes on serving other threads.
 BOOST_AUTO_TEST_CASE(a_runaway_stream_callback_fails_its_step_not_the_host) {
   test::WireServer server;
-  server.set_handler([](const test::RecordedRequest& request) {
-    test::ScriptedResponse response;
-    auto body = nlohmann::json::parse(request.body);
-    if (body.value("stream", false)) {
-      response.headers = {{"Content-Type", "text/event-stream"}};
-      response.body = stream_of("hello there, streaming world");
-    } else {
-      response.headers = {{"Content-Type", "application/json"}};
-      response.body = completion("plain hello");
-    }
-    return response;
-  });
+  server.set_handler(streamed_or_plain_hello);
   Environment environment(server.url("/v1"));
   test::TempDir dir;
   for (const char* name : {"spinner", "plain"}) std::filesystem::create_directories(dir / name);
@@ -317,17 +320,7 @@ end
 // "true" or "yes" were ignored without a word.
 BOOST_AUTO_TEST_CASE(luagent_stream_is_1_or_0_and_nothing_else) {
   test::WireServer server;
-  server.set_handler([](const test::RecordedRequest& request) {
-    test::ScriptedResponse response;
-    if (nlohmann::json::parse(request.body).value("stream", false)) {
-      response.headers = {{"Content-Type", "text/event-stream"}};
-      response.body = stream_of("hello there, streaming world");
-    } else {
-      response.headers = {{"Content-Type", "application/json"}};
-      response.body = completion("plain hello");
-    }
-    return response;
-  });
+  server.set_handler(streamed_or_plain_hello);
   Environment environment(server.url("/v1"));
   test::TempDir dir;
   std::filesystem::create_directories(dir / "plain");
