@@ -129,8 +129,10 @@ void check_host_config(const HostConfig& config) {
   std::error_code ec;
   if (std::filesystem::exists(config.agents_dir, ec) &&
       !std::filesystem::is_directory(config.agents_dir, ec))
-    throw Error(ErrorCode::config, "the agents folder " + config.agents_dir.string() +
-                                       " is a file, not a folder (--agents DIR)");
+    throw Error(ErrorCode::config,
+                std::string(config.settings_from_flags ? "--agents" : "HostConfig::agents_dir") +
+                    ": the agents folder " + config.agents_dir.string() +
+                    " is a file, not a folder");
 }
 
 }  // namespace

@@ -769,6 +769,8 @@ BOOST_AUTO_TEST_CASE(bad_values_from_the_config_file_name_the_file_and_key) {
           "--cassette: cannot read the cassette missing.jsonl");
   refused({"run", calculator(), "add 3 and 4", "--config", "missing.lua"},
           "--config: no config file missing.lua");
+  refused({"run", calculator(), "add 3 and 4", "--agents", file.string()},
+          "--agents: the agents folder " + file.string() + " is a file, not a folder");
 }
 
 // `run` made the store before it loaded the agent: a mistyped agent name, or an agent with a

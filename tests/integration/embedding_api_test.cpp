@@ -747,7 +747,9 @@ BOOST_AUTO_TEST_CASE(host_config_values_out_of_range_are_refused) {
   refused([](HostConfig& c) { c.replay_latency = -5ms; }, "replay_latency must be 0");
   refused([](HostConfig& c) { c.watch_poll_interval = 0ms; },
           "watch_poll_interval must be a positive number of milliseconds, not 0");
-  refused([&](HostConfig& c) { c.agents_dir = dir / "a_file"; }, "is a file, not a folder");
+  refused([&](HostConfig& c) { c.agents_dir = dir / "a_file"; },
+          "HostConfig::agents_dir: the agents folder " + (dir / "a_file").string() +
+              " is a file, not a folder");
   // Stores that would keep nothing, or name another file than written.
   refused([](HostConfig& c) { c.store = "sqlite::memory:"; }, "is not a file");
   refused([](HostConfig& c) { c.store = "sqlite:file::memory:"; }, "is not a file");

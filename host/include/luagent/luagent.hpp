@@ -87,10 +87,10 @@ struct HostConfig {
   /// Error(not_found) naming it and nothing is created. For callers that read threads
   /// stored before, where a mistyped path made an empty store and "no thread".
   bool store_must_exist = false;
-  /// Set by a command line that fills store, provider, model and cassette from its flags
-  /// of those names: a refused value of one is then named as the flag ("--store: ..."),
-  /// as one from the environment is named by its variable and one from config_file by
-  /// the file and its key.
+  /// Set by a command line that fills store, provider, model, cassette and agents_dir
+  /// from its flags (--agents for agents_dir): a refused value of one is then named as
+  /// the flag ("--store: ..."), as one from the environment is named by its variable and
+  /// one from config_file by the file and its key.
   bool settings_from_flags = false;
 };
 
