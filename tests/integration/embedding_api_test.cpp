@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "luagent/luagent.hpp"
+#include "support/agents_host.hpp"
 #include "support/test_paths.hpp"
 
 using namespace luagent;
@@ -26,27 +27,10 @@ namespace {
 
 using Agents = std::map<std::string, std::string>;
 
-// A temp folder with agents (name -> agent.lua) and a host on a store inside it.
-struct Fixture {
-  test::TempDir dir;
-  std::vector<std::string> log;
-  std::unique_ptr<Host> host;
-
-  explicit Fixture(const Agents& agents,
-                   const std::function<void(HostConfig&)>& configure = nullptr) {
-    for (const auto& [name, source] : agents) {
-      std::filesystem::create_directories(dir / name);
-      std::ofstream(dir / name / "agent.lua") << source;
-    }
-    HostConfig config;
-    config.store = "sqlite:" + (dir / "t.db").string();
-    config.agents_dir = dir.path();
-    config.log = [this](std::string_view level, std::string_view message) {
-      log.push_back(std::string(level) + ": " + std::string(message));
-    };
-    if (configure) configure(config);
-    host = std::make_unique<Host>(config);
-  }
+// A host on agents of the test's own (support/agents_host.hpp), with the pumping and
+// reading the tests here share.
+struct Fixture : test::AgentsHost {
+  using AgentsHost::AgentsHost;
 
   // Pumps with a small budget until nothing is in flight (bounded); returns pump calls.
   int pump_until_idle(std::chrono::microseconds budget = 2ms, int max_calls = 20000) {
@@ -65,12 +49,6 @@ struct Fixture {
     return thread.events.back();
   }
   Thread thread;
-
-  bool logged(const std::string& line) const {
-    for (const std::string& entry : log)
-      if (entry.find(line) != std::string::npos) return true;
-    return false;
-  }
 };
 
 std::string failure_of(const Event& event) {

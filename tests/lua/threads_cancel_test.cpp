@@ -5,12 +5,12 @@
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "luagent/luagent.hpp"
+#include "support/agents_host.hpp"
 #include "support/test_paths.hpp"
 
 using namespace luagent;
@@ -39,24 +39,8 @@ return function(thread)
   thread:push("other_status", threads.get(target).status)
 end)";
 
-struct Fixture {
-  test::TempDir dir;
-  std::vector<std::string> log;
-  std::unique_ptr<Host> host;
-
-  Fixture() {
-    for (const auto& [name, source] : {std::pair{"waiter", kWaiter}, {"canceller", kCanceller}}) {
-      std::filesystem::create_directories(dir / name);
-      std::ofstream(dir / name / "agent.lua") << source;
-    }
-    HostConfig config;
-    config.store = "sqlite:" + (dir / "t.db").string();
-    config.agents_dir = dir.path();
-    config.log = [this](std::string_view level, std::string_view message) {
-      log.push_back(std::string(level) + ": " + std::string(message));
-    };
-    host = std::make_unique<Host>(config);
-  }
+struct Fixture : test::AgentsHost {
+  Fixture() : AgentsHost({{"waiter", kWaiter}, {"canceller", kCanceller}}) {}
 
   // Pumps until `done` says so, at most some seconds' worth of pumps.
   template <typename Done>
