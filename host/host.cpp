@@ -12,6 +12,7 @@
 #include "agent_runtime.hpp"
 #include "config_file.hpp"
 #include "event_loop.hpp"
+#include "file_table.hpp"
 #include "file_watcher.hpp"
 #include "llm/delayed_provider.hpp"
 #include "llm/provider_factory.hpp"
@@ -256,6 +257,9 @@ struct Host::Impl {
   void open(HostConfig host_config) {
     check_host_config(host_config);
     config = std::move(host_config);
+    // Before the host starts threads of its own: grown in a process of one thread, the
+    // table is grown without waiting for the kernel (see file_table.hpp).
+    presize_file_table();
     auto to_stderr = [](std::string_view level, std::string_view message) {
       if (level == "debug" && std::getenv("LUAGENT_DEBUG") == nullptr) return;
       std::cerr << "[" << level << "] " << message << "\n";

@@ -160,6 +160,9 @@ struct ThreadQuery {
 /// not_found (quoting only its start) for one longer than any thread id (128 bytes).
 class Host {
  public:
+  /// Opening a host also grows the process's descriptor table once, to the soft
+  /// RLIMIT_NOFILE (at most 16,384 slots), so that sockets it opens later in pump() never
+  /// wait for the kernel to grow it (milliseconds in a process with threads).
   explicit Host(HostConfig config);
   ~Host();
   Host(const Host&) = delete;
