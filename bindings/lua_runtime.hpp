@@ -333,7 +333,8 @@ class LuaRuntime final : public AgentRuntime {
   static constexpr int kGcStepLog2 = 7;
   static constexpr std::size_t kGcStepBytes = std::size_t{1} << kGcStepLog2;
   // A step that made this much since the count hook last looked pays for its garbage,
-  // at least a basic step per kGcMakerPaceBytes (see collect_garbage_made_by_step).
+  // past its slice's end at least a basic step per kGcMakerPaceBytes unless the hook pauses
+  // it there (see collect_garbage_made_by_step).
   static constexpr std::size_t kGcMakerBytes = std::size_t{32} << 10;
   static constexpr std::size_t kGcMakerPaceBytes = std::size_t{8} << 10;
   static constexpr std::size_t kGcMaxPauseBytes = std::size_t{8} << 20;
@@ -342,7 +343,7 @@ class LuaRuntime final : public AgentRuntime {
   void collect_garbage(std::optional<Clock::time_point> deadline);
   bool collect_overdue_garbage();                         // true when it ran a collector step
   std::optional<Clock::time_point> overdue_gc_deadline_;  // of the pump that last paid
-  void collect_garbage_made_by_step(std::size_t made);
+  void collect_garbage_made_by_step(std::size_t made, bool pausable);
   int host_depth_ = 0;  // >0 while C++ bodies run: the allocator does not fail there
 
   friend void* limited_alloc(void*, void*, size_t, size_t);
