@@ -387,8 +387,8 @@ struct Host::Impl {
       step_locks = std::make_unique<StepLocks>(folder);
   }
 
-  // The agent `agent` names: a folder, a path to its agent.lua, or a folder under
-  // agents_dir; loaded as load() does.
+  // The agent `agent` names: a folder under agents_dir, else a folder or a path to its
+  // agent.lua; loaded as load() does.
   AgentInfo load_named(const std::string& agent) {
     // "" would be agents_dir itself, and the file system reads a name only up to a NUL.
     if (agent.empty())
@@ -400,39 +400,27 @@ struct Host::Impl {
     // is no agent, not a filesystem_error.
     std::error_code ec;
     std::filesystem::path as_path(agent);
-    if (std::filesystem::is_directory(as_path, ec)) return load(as_path);
+    auto under = config.agents_dir / agent;
+    // The configured folder first: a folder of the same name in the working directory (a
+    // game's save folder "guard", say) must not shadow the agent under agents_dir.
+    if (std::filesystem::is_directory(under, ec)) return load(under);
     if (ec == std::errc::filename_too_long)  // said once: the name is the whole story
       throw Error(ErrorCode::not_found,
                   "no agent '" + agent + "': the name is longer than a file name can be");
+    if (std::filesystem::is_directory(as_path, ec)) return load(as_path);
     if (as_path.filename() == "agent.lua" && std::filesystem::exists(as_path, ec))
       return load(as_path.parent_path().empty() ? "." : as_path.parent_path());
-    auto under = config.agents_dir / agent;
-    auto nothing_there = [&] {
-      // A file where a folder was wanted is the likely slip: say so, and name each place
-      // looked at once (an absolute name is the same path under agents_dir).
-      std::error_code file_ec;
-      if (std::filesystem::is_regular_file(as_path, file_ec) &&
-          !std::filesystem::is_directory(under, file_ec))
-        return Error(ErrorCode::not_found,
-                     "no agent: '" + agent +
-                         "' is a file, not an agent folder (give the folder that holds "
-                         "agent.lua, or the path to that agent.lua)");
-      std::string looked = agent + "/agent.lua";
-      if (under.lexically_normal() != as_path.lexically_normal())
-        looked += " and " + under.string() + "/agent.lua";
-      return Error(ErrorCode::not_found, "no agent '" + agent + "' (looked for " + looked + ")");
-    };
-    // A watcher would watch a folder that is not there yet: look first.
-    if (watcher && !std::filesystem::is_directory(under, ec)) throw nothing_there();
-    try {
-      // Without one, the runtime looks at the folder itself (it stats it on every launch
-      // anyway): looking here first would cost a second stat.
-      return load(under);
-    } catch (const Error& e) {
-      if (e.code() == ErrorCode::not_found && !std::filesystem::is_directory(under, ec))
-        throw nothing_there();
-      throw;
-    }
+    // A file where a folder was wanted is the likely slip: say so, and name each place
+    // looked at once (an absolute name is the same path under agents_dir).
+    if (std::filesystem::is_regular_file(as_path, ec))
+      throw Error(ErrorCode::not_found,
+                  "no agent: '" + agent +
+                      "' is a file, not an agent folder (give the folder that holds "
+                      "agent.lua, or the path to that agent.lua)");
+    std::string looked = agent + "/agent.lua";
+    if (under.lexically_normal() != as_path.lexically_normal())
+      looked = under.string() + "/agent.lua and " + looked;
+    throw Error(ErrorCode::not_found, "no agent '" + agent + "' (looked for " + looked + ")");
   }
 
   // `unflushed_events`: the thread's last events are committed but not on disk yet; the

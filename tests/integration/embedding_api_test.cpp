@@ -550,6 +550,35 @@ BOOST_AUTO_TEST_CASE(launch_refuses_agent_names_that_name_no_agent) {
   BOOST_TEST(!f.host->agent_version("asker").empty());
 }
 
+// A folder of the same name in the working directory (a game's save folder, say) used to
+// shadow the agent under agents_dir: launch("asker") loaded ./asker and failed there, as
+// it holds no agent.lua. A path to an agent outside agents_dir still works.
+BOOST_AUTO_TEST_CASE(an_agent_under_agents_dir_wins_over_a_folder_of_its_name_here) {
+  Fixture f(Agents{{"asker", kAsker}});
+  test::TempDir here;
+  std::filesystem::create_directories(here / "asker");
+  std::filesystem::create_directories(here / "other");
+  std::ofstream(here / "other/agent.lua") << kAsker;
+  struct WorkingDirectory {
+    std::filesystem::path previous = std::filesystem::current_path();
+    explicit WorkingDirectory(const std::filesystem::path& to) {
+      std::filesystem::current_path(to);
+    }
+    ~WorkingDirectory() { std::filesystem::current_path(previous); }
+  };
+  std::string id, other;
+  {
+    WorkingDirectory in(here.path());
+    id = f.host->launch("asker", Event::user("go"));
+    BOOST_TEST(f.host->agent_version("asker") == f.host->agent_version((f.dir / "asker").string()));
+    other = f.host->launch("other", Event::user("go"));
+  }
+  BOOST_TEST(f.host->get(id).agent_path == (f.dir / "asker").string());
+  BOOST_TEST(f.host->get(other).agent_path == std::filesystem::canonical(here / "other").string());
+  f.pump_until_idle();
+  BOOST_TEST(f.host->get(id).status() == Status::awaiting_human);
+}
+
 // Resume::with_event("", data) used to act as Resume::recover(), dropping the data; and
 // recover()'s refusal told C++ callers to use the CLI's --approve, --reject, --say, --event.
 BOOST_AUTO_TEST_CASE(resume_refuses_an_event_without_a_type_and_recover_speaks_plainly) {
