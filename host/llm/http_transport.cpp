@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +19,19 @@ namespace {
 constexpr std::size_t kMaxHeaderBytes = 64 * 1024;  // a whole response header block
 constexpr std::size_t kMaxHeaderCount = 200;
 constexpr std::size_t kMaxIdleHandles = 64;  // pooled easy handles kept after use
+constexpr rlim_t kMaxConnectionBudget = rlim_t{1} << 20;
+
+// See HttpTransport::connection_budget. Past the soft descriptor limit a new socket fails
+// (EMFILE), and the call with it: 3,000 agents under the common default of 1,024 saw two
+// in three of their calls fail so.
+std::size_t connection_budget_from_descriptor_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY)
+    return kMaxConnectionBudget;
+  const rlim_t reserve = std::min<rlim_t>(limit.rlim_cur / 4, 256);
+  return static_cast<std::size_t>(
+      std::clamp<rlim_t>(limit.rlim_cur - reserve, 1, kMaxConnectionBudget));
+}
 // Ready sockets taken per epoll_wait: bounds one pass; the rest stay ready (level-triggered).
 constexpr int kMaxReadyEvents = 256;
 
@@ -132,7 +146,9 @@ struct HttpTransport::Transfer {
   }
 };
 
-HttpTransport::HttpTransport() : ready_events_(kMaxReadyEvents) {
+HttpTransport::HttpTransport()
+    : connection_budget_(connection_budget_from_descriptor_limit()),
+      ready_events_(kMaxReadyEvents) {
   init_curl_once();
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0)
@@ -157,6 +173,9 @@ HttpTransport::HttpTransport() : ready_events_(kMaxReadyEvents) {
   curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
   curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &HttpTransport::on_timer);
   curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+  // Idle cached connections count too: at the budget, libcurl closes the oldest of them
+  // before it opens another.
+  curl_multi_setopt(multi_, CURLMOPT_MAX_TOTAL_CONNECTIONS, static_cast<long>(connection_budget_));
 }
 
 HttpTransport::~HttpTransport() {
@@ -349,6 +368,7 @@ void HttpTransport::add_to_multi(Transfer& transfer) {
     return;
   }
   transfer.in_multi = true;
+  ++in_multi_;
   int idle = transfer.request.idle_timeout_ms;
   if (idle > 0)
     push_idle_deadline(transfer.last_activity + std::chrono::milliseconds(idle), transfer.id);
@@ -361,7 +381,8 @@ void HttpTransport::add_to_multi(Transfer& transfer) {
 // over only while their estimated cost fits before it (at least one per call: every call
 // makes progress); the rest wait, in order, for the next call.
 std::size_t HttpTransport::add_waiting_transfers(std::optional<Clock::time_point> deadline) {
-  std::size_t allowed = waiting_to_start_.size();
+  if (in_multi_ >= connection_budget_) return 0;  // a transfer ending makes room
+  std::size_t allowed = std::min(waiting_to_start_.size(), connection_budget_ - in_multi_);
   if (deadline) {
     double left_ns = std::chrono::duration<double, std::nano>(*deadline - Clock::now()).count();
     double affordable = std::max(left_ns, 0.0) / start_cost_ns_;
@@ -590,7 +611,10 @@ void HttpTransport::finish(TransferId id, std::optional<Error> error) {
   if (it == transfers_.end()) return;
   std::unique_ptr<Transfer> transfer = std::move(it->second);
   transfers_.erase(it);
-  if (transfer->in_multi) curl_multi_remove_handle(multi_, transfer->easy);
+  if (transfer->in_multi) {
+    curl_multi_remove_handle(multi_, transfer->easy);
+    --in_multi_;
+  }
   if (transfer->easy) recycle_easy_handle(transfer->easy);
   curl_slist_free_all(transfer->header_list);
   auto on_done = std::move(transfer->handlers.on_done);

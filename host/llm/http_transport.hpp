@@ -83,12 +83,18 @@ class HttpTransport : public IoDriver {
   std::size_t in_flight() const { return transfers_.size(); }
   /// Completions decided but not yet delivered (perform() ran out of its deadline).
   std::size_t queued_completions() const { return completions_.size(); }
-  /// Transfers started but not yet handed to libcurl (perform() had no room for them).
+  /// Transfers started but not yet handed to libcurl (perform() had no room for them, in
+  /// its deadline or in the connection budget).
   std::size_t waiting_to_start() const { return waiting_to_start_.size(); }
+  /// How many transfers libcurl may have at once, each on a connection of its own at most:
+  /// the soft descriptor limit (RLIMIT_NOFILE, read when the transport is made) less a
+  /// quarter of it, at most 256, for the rest of the process. More wait, in order, without
+  /// their timeouts running, instead of failing to open a socket.
+  std::size_t connection_budget() const { return connection_budget_; }
 
   bool active() const override;
   bool has_queued_work() const override {
-    return !completions_.empty() || !waiting_to_start_.empty();
+    return !completions_.empty() || (!waiting_to_start_.empty() && in_multi_ < connection_budget_);
   }
   void wait(std::chrono::milliseconds max_wait) override;
   std::size_t perform(std::optional<Clock::time_point> deadline) override;
@@ -135,6 +141,8 @@ class HttpTransport : public IoDriver {
   TransferId next_id_ = 1;
   std::unordered_map<TransferId, std::unique_ptr<Transfer>> transfers_;
   std::deque<TransferId> waiting_to_start_;  // started, not yet in the multi handle
+  std::size_t in_multi_ = 0;                 // transfers in the multi handle
+  std::size_t connection_budget_ = 0;
   // What handing one transfer to libcurl costs in the drive that follows, estimated from
   // earlier drives (see add_waiting_transfers); first a guess.
   static constexpr double kStartCostGuessNs = 100'000;

@@ -5,8 +5,12 @@
 // the host's CPU, its peak RSS and RSS per in-flight run ((peak - baseline) / N, baseline
 // taken after a warm-up run, before launching). Each repeat runs in its own forked child.
 // The store is SQLite in a temp dir, or in CONCURRENCY_BENCH_STORE_DIR (e.g. /dev/shm).
+// The host's soft descriptor limit is raised to the hard one, or set to
+// CONCURRENCY_BENCH_OPEN_FILES (e.g. 1024, a common default: runs beyond what it allows
+// wait for a connection).
 // Usage: concurrency_bench [runs=10000] [latency_ms=200] [repeats=1]
 #include <curl/curl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,9 +47,15 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-Figures run_host(const std::string& base_url, int runs) {
+Figures run_host(const std::string& base_url, int runs, long open_files) {
   Figures figures;
   figures.open_file_limit = test::raise_open_file_limit();
+  if (open_files > 0) {
+    rlimit limit{};
+    getrlimit(RLIMIT_NOFILE, &limit);
+    limit.rlim_cur = static_cast<rlim_t>(open_files);
+    if (setrlimit(RLIMIT_NOFILE, &limit) == 0) figures.open_file_limit = open_files;
+  }
   test::TempDir dir;
   test::write_calculator_agent(dir / "calculator", base_url);
   HostConfig config;
@@ -151,6 +161,19 @@ int main(int argc, char** argv) {
   int runs = static_cast<int>(args.integer("runs"));
   int latency_ms = static_cast<int>(args.integer("latency_ms"));
   int repeats = static_cast<int>(args.integer("repeats"));
+  long open_files = 0;
+  if (const char* text = std::getenv("CONCURRENCY_BENCH_OPEN_FILES")) {
+    char* end = nullptr;
+    open_files = std::strtol(text, &end, 10);
+    if (end == text || *end != '\0' || open_files < 64 ||
+        open_files > test::raise_open_file_limit()) {
+      std::fprintf(stderr,
+                   "CONCURRENCY_BENCH_OPEN_FILES must be a whole number from 64 to the hard "
+                   "descriptor limit (%ld), not '%s'\n",
+                   test::raise_open_file_limit(), text);
+      return 2;
+    }
+  }
   test::ForkedCalculatorServer server{std::chrono::milliseconds(latency_ms)};
   // The first step's request, as the agent sends it: a user message the model answers.
   std::string body = R"({"model":"calculator-model","messages":[{"role":"user","content":")" +
@@ -164,7 +187,7 @@ int main(int argc, char** argv) {
   std::vector<double> wall, cpu, peak, per_run;
   bool ok = true;
   for (int r = 0; r < repeats; ++r) {
-    Figures f = test::in_child([&] { return run_host(server.base_url(), runs); },
+    Figures f = test::in_child([&] { return run_host(server.base_url(), runs, open_files); },
                                Figures{-1, 0, 0, 0, 0, 0, 0, 0});
     double per_run_kib = (f.peak_rss_mib - f.baseline_rss_mib) * 1024.0 / runs;
     std::printf(
