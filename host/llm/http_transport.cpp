@@ -446,7 +446,7 @@ void HttpTransport::wait(std::chrono::milliseconds max_wait) {
   ready_from_wait_ = count > 0;
 }
 
-void HttpTransport::drive_curl(Clock::time_point now) {
+void HttpTransport::drive_curl(Clock::time_point now, std::optional<Clock::time_point> deadline) {
   if (!ready_from_wait_) {
     // Called without a wait (a pump's zero-wait turn): poll without blocking.
     ready_count_ = std::max(epoll_wait(epoll_fd_, ready_events_.data(), kMaxReadyEvents, 0), 0);
@@ -454,6 +454,10 @@ void HttpTransport::drive_curl(Clock::time_point now) {
   ready_from_wait_ = false;
   int running = 0;
   for (int i = 0; i < ready_count_; ++i) {
+    // Replies that arrive together (a server catching up, a batch of handshakes) are read
+    // while the deadline lasts, at least one a call. The set is level-triggered: the
+    // sockets left stay ready, and the next epoll_wait lists them first.
+    if (i > 0 && deadline && Clock::now() >= *deadline) break;
     const epoll_event& event = ready_events_[i];
     if (event.data.fd == wake_fd_) {
       std::uint64_t count = 0;
@@ -579,7 +583,7 @@ std::optional<Error> HttpTransport::ending_error(Transfer& t, const Completion& 
 std::size_t HttpTransport::perform(std::optional<Clock::time_point> deadline) {
   const std::size_t added = add_waiting_transfers(deadline);
   auto driving = Clock::now();
-  drive_curl(driving);
+  drive_curl(driving, deadline);
   if (added > 0) {
     // The whole drive is charged to the new transfers: an estimate on the high side.
     double ns = std::chrono::duration<double, std::nano>(Clock::now() - driving).count();

@@ -119,7 +119,7 @@ class HttpTransport : public IoDriver {
   void add_to_multi(Transfer& transfer);
   std::size_t add_waiting_transfers(std::optional<Clock::time_point> deadline);
   void queue_completion(Transfer& transfer, Ending ending, int curl_code = 0);
-  void drive_curl(Clock::time_point now);
+  void drive_curl(Clock::time_point now, std::optional<Clock::time_point> deadline);
   void collect_curl_results();
   void expire_idle_transfers(Clock::time_point now);
   void push_idle_deadline(Clock::time_point due, TransferId id);

@@ -770,3 +770,46 @@ BOOST_AUTO_TEST_CASE(more_transfers_than_the_descriptor_limit_allows_wait_their_
         return std::string("-");
       }());
 }
+
+// Replies that arrive together (a server catching up, a batch of connections finishing
+// their handshakes) are read from libcurl only while the deadline lasts: a perform() with
+// 1 ms left used to read all 200 waiting here, several milliseconds of work, before it
+// looked at the clock. The rest stay ready for the next ones, and none is lost.
+BOOST_AUTO_TEST_CASE(a_burst_of_replies_is_read_only_while_the_deadline_lasts) {
+  WireServer server;
+  server.set_handler([](const luagent::test::RecordedRequest&) {
+    ScriptedResponse response = text_response(std::string(2000, 'x'));
+    response.latency = 500ms;
+    return response;
+  });
+  Client client;
+  constexpr std::size_t kTransfers = 200;  // under the 256 events one epoll_wait returns
+  std::vector<std::shared_ptr<Outcome>> outcomes;
+  for (std::size_t i = 0; i < kTransfers; ++i) outcomes.push_back(client.fetch(post(server, "/x")));
+  BOOST_REQUIRE(luagent::test::run_loop_until(
+      client.loop, [&] { return server.request_count() == kTransfers; }, 5s));
+  // libcurl's own timers for these transfers come due 200 ms after they connect (happy
+  // eyeballs); run out, they would have it read every transfer in the first call. So the
+  // loop turns past them first, then stands still while the replies arrive.
+  for (auto until = std::chrono::steady_clock::now() + 300ms;
+       std::chrono::steady_clock::now() < until;)
+    client.loop.turn(10ms);
+  std::this_thread::sleep_for(500ms);  // every reply is in its socket's buffer by now
+  auto count_read = [&] {
+    return client.transport.queued_completions() +
+           static_cast<std::size_t>(
+               std::count_if(outcomes.begin(), outcomes.end(), [](auto& o) { return o->done; }));
+  };
+  BOOST_REQUIRE(count_read() == 0u);
+  client.loop.turn(0ms, std::chrono::steady_clock::now() + 1ms);
+  const std::size_t read = count_read();
+  BOOST_TEST(read > 0u);
+  BOOST_TEST(read < kTransfers, read << " of " << kTransfers << " replies read in one 1 ms turn");
+  BOOST_REQUIRE(luagent::test::run_loop_until(
+      client.loop, [&] { return count_read() == kTransfers && client.transport.in_flight() == 0; },
+      5s));
+  for (const auto& outcome : outcomes) {
+    BOOST_TEST(!outcome->error);
+    BOOST_TEST(outcome->body.size() == 2000u);
+  }
+}
