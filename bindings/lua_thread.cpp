@@ -184,8 +184,9 @@ int thread_await(lua_State* L) {
   // the step neither paused nor done, with nothing left to resume it.
   if (!run.running_calls.empty())
     throw Error(ErrorCode::usage,
-                "thread:await: called inside a tool that thread:execute runs; return from the "
-                "tool, then `return thread:await(...)` in the agent function");
+                "thread:await: called inside a tool that thread:execute runs, or while such a "
+                "tool is paused in a coroutine; let the tool return, then "
+                "`return thread:await(...)` in the agent function");
   std::string kind(arg_string(L, 2, "thread:await", "kind"));
   if (kind != "human" && kind != "approval")
     throw Error(ErrorCode::usage,

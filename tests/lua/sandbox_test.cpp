@@ -505,6 +505,27 @@ BOOST_AUTO_TEST_CASE(await_inside_a_tool_is_refused_and_the_tool_result_recorded
   BOOST_TEST(run.thread.events.size() == 5u);
 }
 
+// The same refusal for a tool paused in a coroutine of the agent's: its result would
+// still come after the await. The message used to say the await was inside the tool.
+BOOST_AUTO_TEST_CASE(await_beside_a_tool_paused_in_a_coroutine_is_refused_plainly) {
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local call = { x = 1 }; thread:push('c', call)\n"
+      "  local co = coroutine.create(function()\n"
+      "    return thread:execute(call, function(c) coroutine.yield(); return 1 end)\n"
+      "  end)\n"
+      "  assert(coroutine.resume(co))\n"
+      "  local ok, err = pcall(thread.await, thread, 'human', {})\n"
+      "  thread:push('refused', { err = tostring(err) })\n"
+      "  assert(coroutine.resume(co))\n"
+      "end\n");
+  BOOST_TEST_REQUIRE(run.thread.status() == Status::done, run.failure());
+  std::string said;
+  for (const Event& event : run.thread.events)
+    if (event.type == "refused") said = event.data.value("err", "");
+  BOOST_TEST(mentions(said, "or while such a tool is paused in a coroutine"), said);
+}
+
 // llm.* read opts.stream with lua_getfield: an __index on opts ran agent code that could
 // raise over the request the call held, leaking it (outside the memory limit) every time.
 BOOST_AUTO_TEST_CASE(llm_options_are_read_raw_so_no_index_runs_over_the_request) {
