@@ -312,16 +312,27 @@ BOOST_AUTO_TEST_CASE(tostring_called_by_print_or_log_stays_under_the_memory_limi
   }
 }
 
-// The host paces the collector between steps; a step that makes much garbage collects it
-// as it goes (from the count hook), so the heap stays far below the memory limit.
-BOOST_AUTO_TEST_CASE(a_step_making_much_garbage_collects_it_as_it_goes) {
-  test::TempDir dir;
+namespace {
+
+// An agent in dir/agent whose one step makes about 200 MB of garbage (200,000 strings of
+// 1 KB); returns its folder.
+std::filesystem::path write_garbage_maker(const test::TempDir& dir) {
   auto folder = dir / "agent";
   std::filesystem::create_directories(folder);
   std::ofstream(folder / "agent.lua")
       << "return function(thread)\n  local n = 0\n  for i = 1, 200000 do\n"
          "    local s = ('x'):rep(1000) .. i\n    n = n + #s\n  end\n"
          "  thread:push('made', n)\nend\n";
+  return folder;
+}
+
+}  // namespace
+
+// The host paces the collector between steps; a step that makes much garbage collects it
+// as it goes (from the count hook), so the heap stays far below the memory limit.
+BOOST_AUTO_TEST_CASE(a_step_making_much_garbage_collects_it_as_it_goes) {
+  test::TempDir dir;
+  auto folder = write_garbage_maker(dir);
   HostConfig config;
   config.store = "sqlite:" + (dir / "t.db").string();
   Host host(config);  // the default limit, 256 MiB, is above the 200 MB this step makes
@@ -354,12 +365,7 @@ BOOST_AUTO_TEST_CASE(a_step_making_much_garbage_in_short_pumps_still_collects_it
     int code = 3;
     try {
       test::TempDir dir;
-      auto folder = dir / "agent";
-      std::filesystem::create_directories(folder);
-      std::ofstream(folder / "agent.lua")
-          << "return function(thread)\n  local n = 0\n  for i = 1, 200000 do\n"
-             "    local s = ('x'):rep(1000) .. i\n    n = n + #s\n  end\n"
-             "  thread:push('made', n)\nend\n";
+      auto folder = write_garbage_maker(dir);
       HostConfig config;
       config.store = "sqlite:" + (dir / "t.db").string();
       Host host(config);
