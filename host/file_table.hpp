@@ -5,8 +5,8 @@
 // waits for an RCU grace period before freeing the old table: milliseconds (3-20 ms on this
 // VM), during which the thread that opened the descriptor sleeps. For the host that thread
 // is the embedder's, inside pump(), when libcurl opens its sockets: 500 agents starting
-// their calls stalled a 2 ms pump that way up to four times. Grown once, when the transport
-// is made, the table is never grown again while agents run.
+// their calls stalled a 2 ms pump that way up to four times. Grown once, when a Host opens
+// (before its own threads start), the table is never grown again while agents run.
 #pragma once
 
 #include <cstddef>

@@ -32,6 +32,7 @@ std::size_t connection_budget_from_descriptor_limit() {
   return static_cast<std::size_t>(
       std::clamp<rlim_t>(limit.rlim_cur - reserve, 1, kMaxConnectionBudget));
 }
+
 // Ready sockets taken per epoll_wait: bounds one pass; the rest stay ready (level-triggered).
 constexpr int kMaxReadyEvents = 256;
 

@@ -171,9 +171,9 @@ class Host {
   /// Starts a thread of `agent` with `first`: a folder under agents_dir (looked at first,
   /// so a folder of that name in the working directory never shadows it), else the path
   /// of an agent's folder or of its agent.lua. Returns the thread's id. The step runs in
-  /// pump()/run_until_idle(). Throws usage for an empty
-  /// agent name or one with a NUL byte, not_found when it names no agent. The host numbers
-  /// and dates `first` itself and refuses one with a version (see Event).
+  /// pump()/run_until_idle(). Throws usage for an empty agent name or one with a NUL byte,
+  /// not_found when it names no agent. The host numbers and dates `first` itself and
+  /// refuses one with a version (see Event).
   std::string launch(const std::string& agent, Event first);
   /// Appends the answer to a waiting thread and starts the next step. An idempotency key
   /// seen before wins over everything: the same event returns the first outcome (replayed),
