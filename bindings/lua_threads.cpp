@@ -13,9 +13,11 @@ namespace luagent::lua {
 namespace {
 
 Store& store_of(lua_State* L, const char* function) {
-  Store* store = LuaRuntime::from(L).services().store;
-  if (!store) throw Error(ErrorCode::config, std::string(function) + ": no store is open");
-  return *store;
+  const RuntimeServices& services = LuaRuntime::from(L).services();
+  if (services.store) return *services.store;
+  // An agent's top-level code runs when it loads, before a launch has made the store.
+  if (services.open_store) return services.open_store();
+  throw Error(ErrorCode::config, std::string(function) + ": no store is open");
 }
 
 nlohmann::json summary_json(const ThreadSummary& summary) {

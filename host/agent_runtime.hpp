@@ -48,6 +48,9 @@ using LogSink = std::function<void(std::string_view level, std::string_view mess
 
 struct RuntimeServices {
   Store* store = nullptr;
+  /// Makes the store when `store` is still null (a Host opens a missing one on first use)
+  /// and returns it; unset, null `store` means there is none.
+  std::function<Store&()> open_store;
   llm::Provider* provider = nullptr;  // may be set later with set_provider
   EventLoop* loop = nullptr;
   RuntimeLimits limits;

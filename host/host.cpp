@@ -289,6 +289,7 @@ struct Host::Impl {
     services.cancel_thread = [this](const std::string& thread_id, const std::string& reason) {
       return cancel(thread_id, reason);
     };
+    services.open_store = [this]() -> Store& { return store(); };
     runtime = make_lua_runtime(services);
 
     nlohmann::json file_config = nlohmann::json::object();

@@ -5,6 +5,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
+#include <filesystem>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -141,4 +143,25 @@ BOOST_AUTO_TEST_CASE(threads_cancel_stops_the_step_in_flight_of_another_thread) 
   BOOST_TEST(done.status() == Status::done, failure_of(done));
   BOOST_TEST(done.events.at(2).data == "in time");
   BOOST_TEST(recorded.size() == 1u);
+}
+
+// luagent.threads from an agent's top-level code, which runs when the agent loads: the
+// host opens a missing store on first use, and the first launch loads the agent before it
+// has made one. The load used to fail with "threads.list: no store is open".
+BOOST_AUTO_TEST_CASE(an_agent_may_use_threads_while_it_loads_before_any_store_exists) {
+  test::AgentsHost f(std::map<std::string, std::string>{{"counter", R"(
+local threads = require "luagent.threads"
+local stored_before = #threads.list()
+return function(thread)
+  thread:push("stored_before", stored_before)
+end)"}});
+  BOOST_REQUIRE(!std::filesystem::exists(f.dir / "t.db"));
+  auto id = f.host->launch("counter", Event::user("go"));
+  for (int i = 0; i < 1000 && f.host->pump(2ms) > 0; ++i) std::this_thread::sleep_for(1ms);
+  Thread thread = f.host->get(id);
+  BOOST_TEST(thread.status() == Status::done, failure_of(thread));
+  BOOST_TEST(thread.events.at(1).type == "stored_before");
+  // Each run executes the agent's top level afresh in its own environment: by then the
+  // launch has stored this thread.
+  BOOST_TEST(thread.events.at(1).data == 1);
 }
