@@ -163,14 +163,14 @@ int main(int argc, char** argv) {
   int repeats = static_cast<int>(args.integer("repeats"));
   long open_files = 0;
   if (const char* text = std::getenv("CONCURRENCY_BENCH_OPEN_FILES")) {
+    const long hard_limit = test::raise_open_file_limit();  // the soft limit, raised to it
     char* end = nullptr;
     open_files = std::strtol(text, &end, 10);
-    if (end == text || *end != '\0' || open_files < 64 ||
-        open_files > test::raise_open_file_limit()) {
+    if (end == text || *end != '\0' || open_files < 64 || open_files > hard_limit) {
       std::fprintf(stderr,
                    "CONCURRENCY_BENCH_OPEN_FILES must be a whole number from 64 to the hard "
                    "descriptor limit (%ld), not '%s'\n",
-                   test::raise_open_file_limit(), text);
+                   hard_limit, text);
       return 2;
     }
   }
