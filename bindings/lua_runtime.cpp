@@ -1314,8 +1314,7 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
     // happens on the syncer's thread.
     std::size_t records = queued_records();
     auto started = Clock::now();
-    flush_appends();
-    if (records > 0) {
+    if (flush_appends(StoreLock::try_only) && records > 0) {
       double ns = std::chrono::duration<double, std::nano>(Clock::now() - started).count();
       commit_ns_per_record_ =
           0.8 * commit_ns_per_record_ + 0.2 * (ns / static_cast<double>(records));
@@ -1645,10 +1644,10 @@ std::vector<Event> LuaRuntime::take_appended(Run& run) {
   return events;
 }
 
-void LuaRuntime::flush_appends() {
+bool LuaRuntime::flush_appends(StoreLock lock) {
   if (queued_appends_.empty() && queued_calls_.empty()) {
     request_flush();
-    return;
+    return true;
   }
   std::vector<QueuedAppend> queued;
   queued.swap(queued_appends_);
@@ -1659,10 +1658,13 @@ void LuaRuntime::flush_appends() {
   PendingCommit pending;
   std::vector<AppendBatchItem> batch;
   std::unordered_map<std::uint64_t, std::size_t> index;
-  for (QueuedAppend& item : queued) {
+  std::vector<std::size_t> item_in_batch(queued.size(), SIZE_MAX);  // to put them back
+  for (std::size_t i = 0; i < queued.size(); ++i) {
+    QueuedAppend& item = queued[i];
     Run* run = find_run(item.run_id);
     if (!run) continue;  // cancelled while it waited: its events are dropped unwritten
     auto [found, added] = index.try_emplace(item.run_id, batch.size());
+    item_in_batch[i] = found->second;
     if (added) {
       pending.shares.push_back({run->id, item.expected_version});
       batch.push_back({run->thread.id, item.expected_version, {}});
@@ -1674,13 +1676,56 @@ void LuaRuntime::flush_appends() {
     events.insert(events.end(), std::make_move_iterator(item.events.begin()),
                   std::make_move_iterator(item.events.end()));
   }
-  pending.results = services_.store->append_batch(batch, std::move(calls));
+  if (lock == StoreLock::wait) {
+    pending.results = services_.store->append_batch(batch, std::move(calls));
+  } else {
+    auto results = services_.store->try_append_batch(batch, calls);
+    if (!results) {
+      // Nothing was written: each item takes its events back, in its place in the queue.
+      std::vector<std::size_t> taken(batch.size(), 0);
+      std::vector<QueuedAppend> kept;
+      for (std::size_t i = 0; i < queued.size(); ++i) {
+        if (item_in_batch[i] == SIZE_MAX) continue;
+        auto& from = batch[item_in_batch[i]].events;
+        auto first = from.begin() + static_cast<std::ptrdiff_t>(taken[item_in_batch[i]]);
+        auto count = static_cast<std::ptrdiff_t>(queued[i].events.size());
+        std::move(first, first + count, queued[i].events.begin());
+        taken[item_in_batch[i]] += queued[i].events.size();
+        kept.push_back(std::move(queued[i]));
+      }
+      kept.insert(kept.end(), std::make_move_iterator(queued_appends_.begin()),
+                  std::make_move_iterator(queued_appends_.end()));
+      queued_appends_ = std::move(kept);
+      calls.insert(calls.end(), std::make_move_iterator(queued_calls_.begin()),
+                   std::make_move_iterator(queued_calls_.end()));
+      queued_calls_ = std::move(calls);
+      retry_commit_later();
+      return false;
+    }
+    pending.results = std::move(*results);
+  }
+  commits_refused_ = 0;
   if (syncer_) {
     in_commit_.push_back(std::move(pending));
     request_flush();
-    return;
+    return true;
   }
   apply_commit(pending);
+  return true;
+}
+
+void LuaRuntime::retry_commit_later() {
+  // The pace of SQLite's own busy handler (it sleeps 1, 2, 5, 10 ... ms between tries),
+  // up to 50 ms; a pump tries again anyway, at its next turn.
+  static constexpr int kRetryDelaysMs[] = {1, 2, 5, 10, 20, 50};
+  constexpr int kLastDelay = static_cast<int>(std::size(kRetryDelaysMs)) - 1;
+  auto delay = std::chrono::milliseconds(kRetryDelaysMs[std::min(commits_refused_, kLastDelay)]);
+  commits_refused_ = std::min(commits_refused_ + 1, kLastDelay);
+  auto now = Clock::now();
+  if (!services_.loop || now < commit_retry_at_) return;  // a timer is set already
+  commit_retry_at_ = now + delay;
+  // The timer only ends the loop's wait: the turn after it (run_ready) commits.
+  services_.loop->after(delay, [] {});
 }
 
 // Asks the syncer for one flush covering every commit not yet asked for.
@@ -1717,7 +1762,7 @@ void LuaRuntime::apply_commits() {
 }
 
 void LuaRuntime::drain_commits() {
-  flush_appends();
+  flush_appends(StoreLock::wait);
   if (!syncer_) return;
   syncer_->wait_idle();
   apply_commits();

@@ -185,8 +185,12 @@ class LuaRuntime final : public AgentRuntime {
   std::vector<Event> take_appended(Run& run);
   /// Commits every queued append (and LLM trace) in one transaction. Where the store can
   /// flush later, the flush happens on the syncer's thread and apply_commits() takes the
-  /// results once it is done; otherwise they are applied at once.
-  void flush_appends();
+  /// results once it is done; otherwise they are applied at once. The loop's own turns
+  /// pass `StoreLock::try_only`: while another process holds the store's write lock,
+  /// everything stays queued (false is returned) and a timer wakes the loop to try again,
+  /// so that neither a pump nor the loop's I/O waits for that process.
+  enum class StoreLock { wait, try_only };
+  bool flush_appends(StoreLock lock);
   /// Takes the durable commits: reports their events, schedules the runs that waited for
   /// them and queues the ended steps for finish_committed().
   void apply_commits();
@@ -285,6 +289,11 @@ class LuaRuntime final : public AgentRuntime {
   // Flushes taken from the syncer whose commits are not all applied yet, oldest first: a
   // member, so an apply_commits() called from inside a callback of another goes on with them.
   std::deque<std::pair<std::uint64_t, std::optional<Error>>> synced_flushes_;
+  // Consecutive commits refused for another process's write lock, and when the timer set
+  // to wake the loop for the next try is due.
+  int commits_refused_ = 0;
+  Clock::time_point commit_retry_at_{};
+  void retry_commit_later();
   void end_step(Run& run, std::optional<Error> error);
   /// Events and traces waiting for the next commit.
   std::size_t queued_records() const;

@@ -40,6 +40,7 @@ constexpr int kCheckpointPages = 1000;
 constexpr int kCommittingThreadCheckpointPages = 4 * kCheckpointPages;
 // How long a writer waits for another process's transaction before giving up.
 constexpr int kBusyTimeoutMs = 30000;
+constexpr std::chrono::milliseconds kBusyTimeout(kBusyTimeoutMs);
 
 class Statement {
  public:
@@ -79,8 +80,24 @@ class Statement {
     int rc = sqlite3_step(stmt_);
     if (rc == SQLITE_ROW) return true;
     if (rc == SQLITE_DONE) return false;
-    throw Error(rc == SQLITE_BUSY ? ErrorCode::conflict : ErrorCode::io,
-                std::string("SQLite: ") + sqlite3_errmsg(db_));
+    throw_step_error(rc);
+  }
+  /// step() for a statement that returns no rows, where SQLITE_BUSY is an answer (false)
+  /// rather than an error.
+  bool run_unless_busy() {
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return true;
+    if (rc != SQLITE_BUSY) throw_step_error(rc);
+    sqlite3_reset(stmt_);  // see throw_step_error
+    return false;
+  }
+  [[noreturn]] void throw_step_error(int rc) {
+    std::string message = std::string("SQLite: ") + sqlite3_errmsg(db_);
+    // A statement that stopped on an error (a busy BEGIN, say) stays active until reset,
+    // and an active statement fails every later COMMIT on the connection ("SQL statements
+    // in progress"), the next read's included.
+    sqlite3_reset(stmt_);
+    throw Error(rc == SQLITE_BUSY ? ErrorCode::conflict : ErrorCode::io, std::move(message));
   }
   std::int64_t int64(int column) const { return sqlite3_column_int64(stmt_, column); }
   bool is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
@@ -230,9 +247,8 @@ namespace {
 
 // Runs `body` inside BEGIN IMMEDIATE ... COMMIT; rolls back on any exception.
 template <typename Body>
-auto in_write_transaction(sqlite3* db, Statement& begin, Statement& commit, Statement& rollback,
-                          ThreadTips& tips, Body&& body) {
-  begin.reset().step();
+auto in_begun_write_transaction(sqlite3* db, Statement& commit, Statement& rollback,
+                                ThreadTips& tips, Body&& body) {
   try {
     tips.check(db);
     auto result = body();
@@ -246,6 +262,13 @@ auto in_write_transaction(sqlite3* db, Statement& begin, Statement& commit, Stat
     if (!sqlite3_get_autocommit(db)) rollback.reset().step();
     throw;
   }
+}
+
+template <typename Body>
+auto in_write_transaction(sqlite3* db, Statement& begin, Statement& commit, Statement& rollback,
+                          ThreadTips& tips, Body&& body) {
+  begin.reset().step();
+  return in_begun_write_transaction(db, commit, rollback, tips, std::forward<Body>(body));
 }
 
 }  // namespace
@@ -459,9 +482,48 @@ AppendResult SqliteStore::append_unflushed(std::string_view id, std::int64_t exp
 
 std::vector<std::variant<AppendResult, Error>> SqliteStore::append_batch(
     std::vector<AppendBatchItem>& items, std::vector<CallRecord> calls) {
+  try {
+    statements_->begin.reset().step();
+  } catch (const Error& error) {
+    return std::vector<std::variant<AppendResult, Error>>(items.size(), error);
+  }
+  return append_batch_begun(items, std::move(calls));
+}
+
+std::optional<std::vector<std::variant<AppendResult, Error>>> SqliteStore::try_append_batch(
+    std::vector<AppendBatchItem>& items, std::vector<CallRecord>& calls) {
+  // Without a busy handler BEGIN IMMEDIATE answers at once when another connection holds
+  // the write lock; the handler is back before anything else runs.
+  sqlite3_busy_timeout(db_, 0);
+  bool begun = false;
+  std::optional<Error> failed;
+  try {
+    begun = statements_->begin.reset().run_unless_busy();
+  } catch (const Error& error) {
+    failed = error;
+  }
+  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+  if (failed) return std::vector<std::variant<AppendResult, Error>>(items.size(), *failed);
+  if (!begun) {
+    auto now = std::chrono::steady_clock::now();
+    if (!write_lock_refused_since_) write_lock_refused_since_ = now;
+    if (now - *write_lock_refused_since_ < kBusyTimeout) return std::nullopt;
+    write_lock_refused_since_.reset();
+    // What append_batch() says once its busy handler gives up.
+    Error locked(ErrorCode::conflict, "SQLite: database is locked (another process held " + uri_ +
+                                          "'s write lock for " +
+                                          std::to_string(kBusyTimeoutMs / 1000) + " s)");
+    return std::vector<std::variant<AppendResult, Error>>(items.size(), locked);
+  }
+  write_lock_refused_since_.reset();
+  return append_batch_begun(items, std::move(calls));
+}
+
+std::vector<std::variant<AppendResult, Error>> SqliteStore::append_batch_begun(
+    std::vector<AppendBatchItem>& items, std::vector<CallRecord> calls) {
   auto& s = *statements_;
   try {
-    return in_write_transaction(db_, s.begin, s.commit, s.rollback, *tips_, [&] {
+    return in_begun_write_transaction(db_, s.commit, s.rollback, *tips_, [&] {
       std::vector<std::variant<AppendResult, Error>> results;
       for (AppendBatchItem& item : items) {
         try {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -29,6 +30,10 @@ class SqliteStore final : public Store {
   /// Every item in one transaction: one fsync for the whole batch.
   std::vector<std::variant<AppendResult, Error>> append_batch(
       std::vector<AppendBatchItem>& items, std::vector<CallRecord> calls = {}) override;
+  /// BEGIN IMMEDIATE without the busy handler: another process's write lock is a nullopt,
+  /// not a wait, until it has been refused for the busy timeout.
+  std::optional<std::vector<std::variant<AppendResult, Error>>> try_append_batch(
+      std::vector<AppendBatchItem>& items, std::vector<CallRecord>& calls) override;
   void record_call(std::string_view thread_id, std::int64_t event_id,
                    const nlohmann::json& trace) override;
   std::vector<nlohmann::json> calls(std::string_view thread_id) override;
@@ -49,6 +54,9 @@ class SqliteStore final : public Store {
                                      std::vector<Event> events);
   void insert_call(std::string_view thread_id, std::int64_t event_id, nlohmann::json trace);
   void insert_events(std::string_view id, std::int64_t version, std::vector<Event>& events);
+  // append_batch()'s work once its write transaction is begun; commits it.
+  std::vector<std::variant<AppendResult, Error>> append_batch_begun(
+      std::vector<AppendBatchItem>& items, std::vector<CallRecord> calls);
 
   void sync_if_deferred();  // the writes that are not group commits stay durable
   void flush_log();
@@ -68,6 +76,8 @@ class SqliteStore final : public Store {
   std::mutex checkpoint_mutex_;
   sqlite3* checkpoint_db_ = nullptr;
   std::atomic<int> wal_pages_{0};
+  // When try_append_batch() first found the write lock held, in this run of refusals.
+  std::optional<std::chrono::steady_clock::time_point> write_lock_refused_since_;
 };
 
 }  // namespace luagent

@@ -77,6 +77,16 @@ class Store {
   /// fails nothing else (traces are not part of the durability promise).
   virtual std::vector<std::variant<AppendResult, Error>> append_batch(
       std::vector<AppendBatchItem>& items, std::vector<CallRecord> calls = {});
+  /// append_batch() for a caller that must not block (the event loop's group commit):
+  /// while another process holds the store's write lock it writes nothing, leaves `items`
+  /// and `calls` as they were, and returns nullopt, to be called again later. Once that
+  /// lock has been refused for as long as append_batch() would have waited for it, the
+  /// items fail as they would there. Stores whose writers never wait for another process
+  /// do what append_batch() does.
+  virtual std::optional<std::vector<std::variant<AppendResult, Error>>> try_append_batch(
+      std::vector<AppendBatchItem>& items, std::vector<CallRecord>& calls) {
+    return append_batch(items, std::move(calls));
+  }
   /// Asks append_batch() to return once its events are committed (visible to readers)
   /// but before they are flushed to disk; sync_committed() then makes them durable, on
   /// any thread. True when the store can split the two (SQLite's write-ahead log); every

@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+
 #include "luagent/error.hpp"
 #include "store/store.hpp"
 #include "support/test_paths.hpp"
@@ -299,4 +301,34 @@ BOOST_AUTO_TEST_CASE(long_request_bodies_are_stored_once_under_their_sha256) {
   BOOST_TEST(hashes == (std::vector<std::string>{
                            "16efc74780141e001ebe0655bda7e3ae89680238629cccfc29d90aeaa4dbd472"}),
              boost::test_tools::per_element());
+}
+
+// try_append_batch() (the event loop's group commit) never waits for another connection's
+// write lock: it writes nothing and leaves the batch whole, to be tried again.
+BOOST_AUTO_TEST_CASE(try_append_batch_leaves_the_batch_whole_while_another_writer_holds_the_lock) {
+  test::TempDir dir;
+  auto path = dir / "threads.db";
+  auto store = open_store("sqlite:" + path.string());
+  Thread thread = new_thread("hi");
+  store->create(thread);
+  sqlite3* other = nullptr;
+  BOOST_REQUIRE(sqlite3_open(path.c_str(), &other) == SQLITE_OK);
+  BOOST_REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  std::vector<AppendBatchItem> items{{thread.id, 1, {Event::make("note", "kept")}}};
+  std::vector<CallRecord> calls{{thread.id, 2, {{"model", "m"}}}};
+  auto started = std::chrono::steady_clock::now();
+  BOOST_TEST(!store->try_append_batch(items, calls).has_value());
+  BOOST_TEST((std::chrono::steady_clock::now() - started < std::chrono::seconds(1)));
+  BOOST_REQUIRE(items.at(0).events.size() == 1u);
+  BOOST_TEST(items[0].events[0].data == "kept");
+  BOOST_REQUIRE(calls.size() == 1u);
+  BOOST_TEST(calls[0].trace["model"] == "m");
+  BOOST_TEST(store->load(thread.id).version() == 1);
+  BOOST_REQUIRE(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+  auto results = store->try_append_batch(items, calls);
+  BOOST_REQUIRE(results.has_value());
+  BOOST_REQUIRE(std::holds_alternative<AppendResult>(results->at(0)));
+  BOOST_TEST(store->load(thread.id).version() == 2);
+  BOOST_TEST(store->calls(thread.id).size() == 1u);
 }

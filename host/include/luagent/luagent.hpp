@@ -210,8 +210,9 @@ class Host {
   /// `budget` and never waits for I/O: long Lua work is paused at the deadline and
   /// continued by the next pump, and so is work that would not fit, such as delivering
   /// more replies or sending more requests (at least one of each per pump, so every pump
-  /// makes progress, a budget of zero too). A budget over 24 hours counts as 24 hours.
-  /// Returns the number of steps still in flight.
+  /// makes progress, a budget of zero too). Nor does it wait for another process holding
+  /// the store's write lock: the commit is tried again by the next pump. A budget over 24
+  /// hours counts as 24 hours. Returns the number of steps still in flight.
   std::size_t pump(std::chrono::microseconds budget);
   /// Runs until no step is in flight.
   void run_until_idle();
