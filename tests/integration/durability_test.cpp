@@ -3,6 +3,7 @@
 //   random moments and at failpoints, then every thread resumed to the end;
 // - race: 3 processes × 200 concurrent resumes of the same paused threads;
 // - fork: scenario A forked at the divide pause, rejected in the fork, approved in the parent;
+// - a full disk: the refused steps fail, nothing reported is lost, the host goes on;
 // - bad input for the lifecycle verbs.
 #define BOOST_TEST_MODULE durability
 #include <boost/test/unit_test.hpp>
@@ -10,6 +11,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -814,4 +816,112 @@ end
   auto deep_got = pushed("get " + deep);
   BOOST_TEST(deep_got["type"] == "got", deep_got.dump());
   BOOST_TEST(deep_got["data"]["status"] == "done", deep_got.dump());
+}
+
+// A full disk (here the soft RLIMIT_FSIZE, whose writes fail with EFBIG as ENOSPC would)
+// fails the steps whose commit it refused, loses nothing the host reported, and leaves the
+// host usable once there is room again: a failed thread goes on in a fork. In a forked
+// child, since the limit and SIGXFSZ are the process's.
+BOOST_AUTO_TEST_CASE(a_full_disk_fails_the_refused_steps_and_loses_nothing_reported) {
+  TempDir dir;
+  auto filler = dir / "filler";
+  fs::create_directories(filler);
+  std::ofstream(filler / "agent.lua") << R"lua(
+return function(thread)
+  for n = 1, 200 do
+    local note = { n = n, text = string.rep("x", 4000) }
+    thread:push("note", note)
+    thread:execute(note, function() return n end) -- waits for its tool_started to be durable
+  end
+end
+)lua";
+  auto quiet = dir / "quiet";
+  fs::create_directories(quiet);
+  std::ofstream(quiet / "agent.lua") << "return function(thread) return thread end\n";
+  int report[2];
+  BOOST_REQUIRE(::pipe(report) == 0);
+  pid_t child = ::fork();
+  BOOST_REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(report[0]);
+    std::string problems;
+    auto expect = [&](bool ok, const std::string& what) {
+      if (!ok) problems += what + "\n";
+    };
+    try {
+      ::signal(SIGXFSZ, SIG_IGN);
+      luagent::HostConfig config;
+      config.store = "sqlite:" + (dir / "t.db").string();
+      config.log = [](std::string_view, std::string_view) {};
+      luagent::Host host(config);
+      // The event types reported while the disk fills, in order.
+      std::map<std::string, std::vector<std::string>> reported;
+      bool filling = true;
+      host.on_event([&](const luagent::Thread& thread, const luagent::Event& event) {
+        if (!filling) return;
+        auto& types = reported[thread.id];
+        expect(event.id == static_cast<std::int64_t>(types.size()) + 1,
+               thread.id + ": event " + std::to_string(event.id) + " reported out of order");
+        types.push_back(event.type);
+      });
+      std::vector<std::string> ids;
+      for (int i = 0; i < 3; ++i)
+        ids.push_back(host.launch(filler.string(), luagent::Event::user("go")));
+      rlimit saved{};
+      ::getrlimit(RLIMIT_FSIZE, &saved);
+      rlimit full = saved;
+      full.rlim_cur = 1 << 20;  // the log reaches it long before 3 x 200 notes
+      ::setrlimit(RLIMIT_FSIZE, &full);
+      host.run_until_idle();
+      ::setrlimit(RLIMIT_FSIZE, &saved);
+      filling = false;
+      for (const auto& id : ids) {
+        luagent::Thread thread = host.get(id);
+        const auto& types = reported[id];
+        expect(thread.events.size() >= types.size(),
+               id + ": " + std::to_string(types.size()) + " events reported, " +
+                   std::to_string(thread.events.size()) + " stored");
+        for (std::size_t i = 0; i < types.size() && i < thread.events.size(); ++i)
+          expect(thread.events[i].type == types[i], id + ": event " + std::to_string(i + 1) +
+                                                        " reported as " + types[i] +
+                                                        ", stored as " + thread.events[i].type);
+        expect(thread.events.size() < 2 + 3 * 200, id + " finished: the disk never filled");
+        // The step failed with an I/O error, or (when even that event found no room) the
+        // thread is left interrupted.
+        luagent::Status status = thread.status();
+        expect(status == luagent::Status::failed || status == luagent::Status::running,
+               id + " ended " + std::string(luagent::status_name(status)));
+        if (status == luagent::Status::failed)
+          expect(thread.events.back().data.value("code", "") == "io",
+                 id + " failed with " + thread.events.back().data.dump());
+        // With room again it goes on: a failed thread in a fork of what came before.
+        std::string next = id;
+        if (status == luagent::Status::failed) next = host.fork(id, thread.events.back().id - 1);
+        host.resume(next, luagent::Resume::recover());
+      }
+      host.run_until_idle();
+      for (const auto& summary : host.list())
+        expect(summary.status == luagent::Status::done || summary.status == luagent::Status::failed,
+               summary.id + " is " + std::string(luagent::status_name(summary.status)));
+      expect(
+          host.list(luagent::Status::done).size() == 3,
+          std::to_string(host.list(luagent::Status::done).size()) + " threads went on to the end");
+      auto fresh = host.launch(quiet.string(), luagent::Event::user("hi"));
+      host.run_until_idle();
+      expect(host.get(fresh).status() == luagent::Status::done, "a new thread did not finish");
+    } catch (const std::exception& error) {
+      problems += std::string("threw: ") + error.what() + "\n";
+    }
+    (void)!::write(report[1], problems.data(), problems.size());
+    ::_exit(problems.empty() ? 0 : 1);
+  }
+  ::close(report[1]);
+  std::string problems;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(report[0], buffer, sizeof buffer)) > 0;) problems.append(buffer, n);
+  ::close(report[0]);
+  int status = 0;
+  BOOST_REQUIRE(::waitpid(child, &status, 0) == child);
+  BOOST_TEST(problems.empty(), problems);
+  BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0), "child status " << status);
 }
