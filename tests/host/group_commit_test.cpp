@@ -11,6 +11,7 @@
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <thread>
 
 #include "luagent/luagent.hpp"
@@ -236,23 +237,33 @@ void check_pushers_done(Host& host, const std::vector<std::string>& ids) {
 
 constexpr auto kLockHold = std::chrono::milliseconds(400);
 
+// kRuns pushers launched on a store whose write lock another process takes when told to.
+struct PushersBesideALockHolder {
+  test::TempDir dir;
+  std::filesystem::path path = dir / "t.db";
+  WriteLockHolder locker{path, kLockHold};  // forked before the host opens the store
+  std::unique_ptr<Host> host;
+  std::vector<std::string> ids;
+
+  PushersBesideALockHolder() {
+    auto folder = write_pusher(dir);
+    HostConfig config;
+    config.store = "sqlite:" + path.string();
+    host = std::make_unique<Host>(config);
+    for (int i = 0; i < kRuns; ++i)
+      ids.push_back(host->launch(folder.string(), Event::user(std::to_string(i))));
+  }
+};
+
 }  // namespace
 
 // Another process (a CLI command, a second host on the same file) holding the store's
 // write lock must not hold up a pump: the turn's commit is tried again at the next pump,
 // and the runs that wait for it wait meanwhile.
 BOOST_AUTO_TEST_CASE(a_pump_never_waits_for_another_process_holding_the_write_lock) {
-  test::TempDir dir;
-  auto path = dir / "t.db";
-  auto folder = write_pusher(dir);
-  WriteLockHolder locker(path, kLockHold);
-  HostConfig config;
-  config.store = "sqlite:" + path.string();
-  Host host(config);
-  std::vector<std::string> ids;
-  for (int i = 0; i < kRuns; ++i)
-    ids.push_back(host.launch(folder.string(), Event::user(std::to_string(i))));
-  locker.take();
+  PushersBesideALockHolder scene;
+  Host& host = *scene.host;
+  scene.locker.take();
   auto lock_taken = std::chrono::steady_clock::now();
   auto longest = std::chrono::steady_clock::duration::zero();
   int pumps_while_held = 0;
@@ -261,7 +272,7 @@ BOOST_AUTO_TEST_CASE(a_pump_never_waits_for_another_process_holding_the_write_lo
     if (now - lock_taken < kLockHold - std::chrono::milliseconds(100)) ++pumps_while_held;
     // A read between a refused commit and its retry (a refused statement left active
     // failed it, and every later commit).
-    if (pumps_while_held == 10) BOOST_TEST(host.get(ids.front()).events.size() >= 1u);
+    if (pumps_while_held == 10) BOOST_TEST(host.get(scene.ids.front()).events.size() >= 1u);
     std::size_t left = host.pump(std::chrono::milliseconds(2));
     longest = std::max(longest, std::chrono::steady_clock::now() - now);
     if (left == 0) break;
@@ -273,28 +284,20 @@ BOOST_AUTO_TEST_CASE(a_pump_never_waits_for_another_process_holding_the_write_lo
   // Waiting for the lock held a pump for the rest of the 400 ms; gross violations only.
   BOOST_TEST(longest_ms < 100);
   BOOST_TEST(pumps_while_held > 20);
-  check_pushers_done(host, ids);
-  locker.check_exit();
+  check_pushers_done(host, scene.ids);
+  scene.locker.check_exit();
 }
 
 // The same for run(): the loop goes on with its other work (here a task posted from
 // another thread) while the commit waits for the lock, and commits once it is free.
 BOOST_AUTO_TEST_CASE(run_goes_on_serving_while_another_process_holds_the_write_lock) {
-  test::TempDir dir;
-  auto path = dir / "t.db";
-  auto folder = write_pusher(dir);
-  WriteLockHolder locker(path, kLockHold);
-  HostConfig config;
-  config.store = "sqlite:" + path.string();
-  Host host(config);
-  std::vector<std::string> ids;
-  for (int i = 0; i < kRuns; ++i)
-    ids.push_back(host.launch(folder.string(), Event::user(std::to_string(i))));
+  PushersBesideALockHolder scene;
+  Host& host = *scene.host;
   int done = 0;
   host.on_event([&](const Thread&, const Event& event) {
     if (event.type == "done" && ++done == kRuns) host.stop();
   });
-  locker.take();
+  scene.locker.take();
   auto lock_taken = std::chrono::steady_clock::now();
   std::atomic<std::int64_t> posted_task_waited_ms{-1};
   std::thread poster([&] {
@@ -317,6 +320,6 @@ BOOST_AUTO_TEST_CASE(run_goes_on_serving_while_another_process_holds_the_write_l
   BOOST_TEST(posted_task_waited_ms >= 0);
   BOOST_TEST(posted_task_waited_ms < 150);
   BOOST_TEST(done == kRuns);
-  check_pushers_done(host, ids);
-  locker.check_exit();
+  check_pushers_done(host, scene.ids);
+  scene.locker.check_exit();
 }
