@@ -1699,6 +1699,7 @@ bool LuaRuntime::flush_appends(StoreLock lock) {
       calls.insert(calls.end(), std::make_move_iterator(queued_calls_.begin()),
                    std::make_move_iterator(queued_calls_.end()));
       queued_calls_ = std::move(calls);
+      request_flush();  // what is committed already (a launch that did not wait) goes on
       retry_commit_later();
       return false;
     }
