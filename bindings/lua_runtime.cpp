@@ -1662,7 +1662,8 @@ bool LuaRuntime::flush_appends(StoreLock lock) {
   for (std::size_t i = 0; i < queued.size(); ++i) {
     QueuedAppend& item = queued[i];
     Run* run = find_run(item.run_id);
-    if (!run) continue;  // cancelled while it waited: its events are dropped unwritten
+    // Cancelled while it waited, or behind a refused commit: dropped unwritten.
+    if (!run || run->commit_refused) continue;
     auto [found, added] = index.try_emplace(item.run_id, batch.size());
     item_in_batch[i] = found->second;
     if (added) {
@@ -1706,6 +1707,9 @@ bool LuaRuntime::flush_appends(StoreLock lock) {
     pending.results = std::move(*results);
   }
   commits_refused_ = 0;
+  for (std::size_t i = 0; i < pending.shares.size(); ++i)
+    if (std::holds_alternative<Error>(pending.results[i]))
+      if (Run* run = find_run(pending.shares[i].run_id)) run->commit_refused = true;
   if (syncer_) {
     in_commit_.push_back(std::move(pending));
     request_flush();

@@ -73,6 +73,11 @@ struct Run {
   std::int64_t uncommitted_events = 0;  // queued or being written
   std::optional<Error> finish_error;
   std::optional<Error> commit_error;  // what it appended behind failed to commit
+  // The store refused a commit of its events (known before that commit is flushed and
+  // applied): nothing it queued after may be committed. The refusal's expected version
+  // was stale, and a later one could match by chance, when another writer (a cancel)
+  // added as many events as the refused commit held.
+  bool commit_refused = false;
   std::optional<std::vector<Event>> appended;
   std::optional<Error> append_error;
   // thread.events[0, durable_events) are durable; the first reported_events of them have

@@ -4,6 +4,7 @@
 // - race: 3 processes × 200 concurrent resumes of the same paused threads;
 // - fork: scenario A forked at the divide pause, rejected in the fork, approved in the parent;
 // - a full disk: the refused steps fail, nothing reported is lost, the host goes on;
+// - a cancel from another process mid-step: nothing the step does after it is stored;
 // - bad input for the lifecycle verbs.
 #define BOOST_TEST_MODULE durability
 #include <boost/test/unit_test.hpp>
@@ -924,4 +925,40 @@ end
   BOOST_REQUIRE(::waitpid(child, &status, 0) == child);
   BOOST_TEST(problems.empty(), problems);
   BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0), "child status " << status);
+}
+
+// A cancel from another process while a step is alive mid-call (stopped right after the
+// divide's start is on disk) ends the thread there. The step, let go, loses its next
+// compare-and-swap, and nothing it does after that may be stored: not its tool's result,
+// and not its next events, even though the cancel added exactly as many events as the
+// refused commit held (which made the next commit's expected version match).
+void a_cancel_from_another_process_mid_step_ends_the_thread_there(const std::string& kind) {
+  TempDir dir;
+  ScriptedCli cli(dir.path(), kind == "sqlite" ? "sqlite:" + (dir / "threads.db").string()
+                                               : "fs:" + (dir / "threads").string());
+  auto paused = cli.run({"run", calculator(), kScenarioA});
+  BOOST_REQUIRE_MESSAGE(paused.exit_code == 10, paused.err);
+  std::string id = json_lines(paused.out).back()["thread_id"];
+  auto [live, same] = cli.stopped({"resume", id, "--approve"}, "after_tool_start:1:stop", "live");
+  BOOST_REQUIRE_EQUAL(same, id);
+  auto cancel = run_cli({"cancel", id, "--store", cli.store}, dir.path().string(), cli.env);
+  BOOST_REQUIRE_MESSAGE(cancel.exit_code == 0, cancel.err);
+  kill(live.pid, SIGCONT);
+  int code = wait_for(live.pid);
+  BOOST_TEST(code < 128,
+             "the resuming process died of signal " << code - 128 << ": " << read_file(live.err));
+  auto shown = cli.shown(id);
+  std::string types;
+  for (const auto& event : shown["events"]) types += event["type"].get<std::string>() + " ";
+  BOOST_TEST(shown["status"] == "cancelled", types);
+  BOOST_TEST(shown["events"].back()["type"] == "cancelled", types);
+}
+
+BOOST_AUTO_TEST_CASE(a_cancel_from_another_process_mid_step_ends_the_thread_there_sqlite) {
+  for (int attempt = 0; attempt < 5; ++attempt)
+    a_cancel_from_another_process_mid_step_ends_the_thread_there("sqlite");
+}
+
+BOOST_AUTO_TEST_CASE(a_cancel_from_another_process_mid_step_ends_the_thread_there_fs) {
+  a_cancel_from_another_process_mid_step_ends_the_thread_there("fs");
 }
