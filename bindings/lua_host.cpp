@@ -89,8 +89,9 @@ int host_call(lua_State* L) {
   state->deliver = [gate, runtime_ptr, run_id, call](std::optional<nlohmann::json> result,
                                                      std::string error) {
     if (auto open = gate.lock())
-      open->post([runtime_ptr, run_id, call, result = std::move(result), error = std::move(error)] {
-        deliver_answer(*runtime_ptr, run_id, call, result, error);
+      open->post([runtime_ptr, run_id, call, result = std::move(result),
+                  error = std::move(error)]() mutable {
+        deliver_answer(*runtime_ptr, run_id, call, std::move(result), std::move(error));
       });
   };
   run.waiting_host = true;

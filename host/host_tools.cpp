@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "json_depth.hpp"
 #include "json_faults.hpp"
 #include "luagent/error.hpp"
 
@@ -73,7 +74,7 @@ std::vector<std::string> HostTools::names() const {
 }
 
 std::string unrepresentable_in(const nlohmann::json& result) {
-  auto fault = first_json_fault(result);
+  auto fault = first_json_fault(result, kMaxJsonDepth);
   return fault ? fault->text() : std::string();
 }
 

@@ -61,9 +61,11 @@ class HostTools {
 
 /// What in a tool's result the agent cannot take, and where ("NaN at /readings/2, which
 /// ..."), or empty when nothing: a discarded or binary value (no Lua form: either would
-/// reach the agent as nil), NaN or infinity, or a string or key that is not UTF-8 (no JSON
-/// form: the agent's thread:push would refuse them later, not naming the tool). The walk is
-/// first_json_fault's (json_faults.hpp), which launch and resume events go through too.
+/// reach the agent as nil), NaN or infinity, a string or key that is not UTF-8 (no JSON
+/// form: the agent's thread:push would refuse them later, not naming the tool), or a value
+/// nested deeper than kMaxJsonDepth (Lua stops there, and copying it on its way to the
+/// agent, recursively, could overflow the host's stack). The walk is first_json_fault's
+/// (json_faults.hpp), which launch and resume events go through too.
 std::string unrepresentable_in(const nlohmann::json& result);
 
 /// One asynchronous call's answer slot. `deliver` runs once: with the result, or with

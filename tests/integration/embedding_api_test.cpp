@@ -1831,6 +1831,13 @@ end)"}});
   BOOST_REQUIRE_EQUAL(replies.size(), 1u);
   refused([&] { replies[0].ok(discarded); }, "discarded value");
   refused([&] { replies[0].ok({{"bytes", nlohmann::json::binary({1, 2, 3})}}); }, "binary value");
+  // Deeper than Lua takes. Copied on its way to the agent (recursively), this one took the
+  // host down with a stack overflow.
+  nlohmann::json deep = nlohmann::json::array();
+  nlohmann::json* innermost = &deep;
+  for (int depth = 0; depth < 200000; ++depth)
+    innermost = &innermost->emplace_back(nlohmann::json::array());
+  refused([&] { replies[0].ok(std::move(deep)); }, "nested deeper than 100 levels");
   BOOST_TEST(!replies[0].answered());  // still open: the right answer can follow
   replies[0].ok("fine");
   f.pump_until_idle();
@@ -1838,6 +1845,20 @@ end)"}});
   BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
   auto sync = thread.events.at(1).data.get<std::string>();
   BOOST_TEST(mentions(sync, "host tool 'parse' returned a discarded value"), sync);
+  // A sync tool's result deeper than Lua takes is named as the tool's too.
+  Fixture g(Agents{{"caller", R"(
+local host = require "luagent.host"
+return function(thread) thread:push("sync", host.call("parse", {})) end)"}});
+  g.host->tool("parse", nullptr, [](const nlohmann::json&) {
+    nlohmann::json deep = 1;
+    for (int depth = 0; depth < 150; ++depth) deep = nlohmann::json::array({deep});
+    return deep;
+  });
+  auto deep_id = g.host->launch("caller", Event::user("go"));
+  g.pump_until_idle();
+  auto failure = failure_of(g.host->get(deep_id).events.back());
+  BOOST_TEST(mentions(failure, "host tool 'parse' returned a value nested deeper than 100 levels"),
+             failure);
   BOOST_TEST(thread.events.at(2).data == "fine");
 }
 
