@@ -7,7 +7,7 @@
 #include <optional>
 #include <utility>
 
-#include "llm/wire_json.hpp"
+#include "json_depth.hpp"
 #include "luagent/error.hpp"
 
 namespace luagent::llm {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "json_depth.hpp"
 #include "luagent/error.hpp"
 
 namespace luagent::llm {
@@ -24,28 +25,6 @@ std::string excerpt(std::string_view text) {
 }
 
 }  // namespace
-
-std::size_t json_nesting_depth(std::string_view text) {
-  std::size_t depth = 0;
-  std::size_t deepest = 0;
-  bool in_string = false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\')
-        ++i;  // the escaped character cannot end the string
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return deepest;
-}
 
 nlohmann::json parse_wire_json(std::string_view text, std::string_view what) {
   try {

@@ -12,11 +12,6 @@ namespace luagent::llm {
 /// Deepest nesting accepted from the wire; provider bodies and tool arguments are far shallower.
 inline constexpr int kMaxWireJsonDepth = 128;
 
-/// The deepest nesting of arrays and objects in `text`, counting brackets outside strings
-/// (exact for any text a JSON parser accepts): checked before parsing, it lets the parser
-/// run without a per-value callback, and refuses input too deep for recursive consumers.
-std::size_t json_nesting_depth(std::string_view text);
-
 /// Parses `text`; throws Error(provider) naming `what` when it is not JSON, Error(limit) when it
 /// nests deeper than kMaxWireJsonDepth.
 nlohmann::json parse_wire_json(std::string_view text, std::string_view what);

@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "failpoint.hpp"
+#include "json_depth.hpp"
 #include "luagent/error.hpp"
 
 namespace luagent {
@@ -289,6 +290,14 @@ std::string FsStore::read_record(std::string_view id) const {
 }
 
 Thread FsStore::thread_from_text(std::string_view id, const std::string& text) const {
+  // An event's data sits three levels down (the record, its events, the event), and the
+  // host stores nothing deeper than kMaxJsonDepth there: deeper is damage, and copying it
+  // out of the record, recursively, would overflow the stack.
+  if (nested_deeper_than(text, kMaxJsonDepth + 3))
+    throw Error(ErrorCode::corrupt, "thread " + std::string(id) + ": " +
+                                        file(id, ".json").string() + " nests deeper than " +
+                                        std::to_string(kMaxJsonDepth) +
+                                        " levels in an event's data");
   auto record = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (record.is_discarded())
     throw Error(ErrorCode::corrupt, "thread " + std::string(id) + ": " +
@@ -415,8 +424,10 @@ std::vector<nlohmann::json> FsStore::calls(std::string_view thread_id) {
   std::ifstream in(file(thread_id, ".calls.jsonl"));
   std::string line;
   while (std::getline(in, line)) {
+    // A torn last line after a crash; or damage, nested deeper than the host writes.
+    if (nested_deeper_than(line, kMaxJsonDepth)) continue;
     auto trace = nlohmann::json::parse(line, nullptr, false);
-    if (trace.is_discarded() || !trace.is_object()) continue;  // a torn last line after a crash
+    if (trace.is_discarded() || !trace.is_object()) continue;
     result.push_back(std::move(trace));
   }
   return result;

@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "failpoint.hpp"
+#include "json_depth.hpp"
 #include "luagent/error.hpp"
 #include "sha256.hpp"
 
@@ -177,6 +178,12 @@ Event read_event(Statement& rows, std::string_view thread_id,
   event.type = rows.text_view(1);
   // Parsed in place from SQLite's buffer: an event is read far more often than written.
   std::string_view data = rows.text_view(2);
+  // The host stores nothing deeper (check_outside_event, the Lua conversion); deeper data
+  // is damage, and copying or writing it, recursively, would overflow the stack.
+  if (nested_deeper_than(data, kMaxJsonDepth))
+    throw Error(ErrorCode::corrupt,
+                "thread " + std::string(thread_id) + ": event " + std::to_string(event.id) +
+                    " holds data nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   event.data = nlohmann::json::parse(data.data(), data.data() + data.size(), nullptr,
                                      /*allow_exceptions=*/false);
   if (event.data.is_discarded() && schema == 0) event.data = std::string(data);
@@ -707,8 +714,11 @@ std::vector<nlohmann::json> SqliteStore::calls(std::string_view thread_id) {
   std::vector<nlohmann::json> result;
   while (rows.step()) {
     std::string_view text = rows.text_view(1);
+    // A damaged trace (not JSON, or nested deeper than anything the host writes) must not
+    // hide the thread.
+    if (nested_deeper_than(text, kMaxJsonDepth)) continue;
     auto trace = nlohmann::json::parse(text.data(), text.data() + text.size(), nullptr, false);
-    if (trace.is_discarded()) continue;  // a damaged trace must not hide the thread
+    if (trace.is_discarded()) continue;
     trace["event"] = rows.int64(0);
     if (auto hash = trace.find("request_sha256"); hash != trace.end() && hash->is_string()) {
       auto& lookup = statements_->select_request.reset().bind(1, hash->get<std::string>());

@@ -80,6 +80,21 @@ struct StoreUnderTest {
                          R"(","agent":"new","created":1000,"events":[],"shape":"unknown"})");
     return id;
   }
+  /// Replaces the data of a thread's first event (a string without quotes or escapes in
+  /// it) with arrays nested `depth` deep: past the limit, a damaged or forged store.
+  void nest_first_data(const std::string& id, int depth) {
+    std::string deep = std::string(depth, '[') + std::string(depth, ']');
+    if (scheme == "sqlite") {
+      sql("UPDATE events SET data = '" + deep + "' WHERE thread_id = '" + id + "' AND seq = 1");
+    } else {
+      std::ifstream in(fs_file(id), std::ios::binary);
+      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      auto at = text.find(R"("data":")");
+      BOOST_REQUIRE(at != std::string::npos);
+      auto end = text.find('"', at + 8);
+      write_file(id, text.replace(at, end + 1 - at, R"("data":)" + deep));
+    }
+  }
   /// Damages a stored thread the way a torn write or a bad disk would.
   void truncate_record(const std::string& id) {
     if (scheme == "sqlite") {
@@ -312,6 +327,31 @@ BOOST_DATA_TEST_CASE(a_thread_that_does_not_read_is_listed_and_fails_its_load,
       BOOST_TEST(error.message().find(s.fs_file(bad.id).string()) != std::string::npos,
                  error.what());
   }
+}
+
+// Event data nested deeper than the host stores (damage, or a forged store) took every
+// command reading it down: copying it out of the record, or writing it, recurses once per
+// level (200,000 here). It is a corrupt thread now, listed, and failing its own load only.
+BOOST_DATA_TEST_CASE(data_nested_past_the_depth_limit_is_a_corrupt_thread, bdata::make(kSchemes),
+                     scheme) {
+  StoreUnderTest s(scheme);
+  Thread good = new_thread("good"), bad = new_thread("bad");
+  s.store->create(good);
+  s.store->create(bad);
+  s.nest_first_data(bad.id, 200000);
+  BOOST_TEST(s.store->list({}).size() == 2u);
+  try {
+    s.store->load(bad.id);
+    BOOST_ERROR("data nested 200,000 deep loaded");
+  } catch (const Error& error) {
+    BOOST_TEST((error.code() == ErrorCode::corrupt), error.what());
+    BOOST_TEST(error.message().find(bad.id) != std::string::npos, error.what());
+    BOOST_TEST(error.message().find("deeper than 100 levels") != std::string::npos, error.what());
+  }
+  BOOST_TEST(s.store->load(good.id).events.at(0).data == "good");
+  // As deep as the host stores still loads.
+  s.nest_first_data(good.id, 100);
+  BOOST_TEST(s.store->load(good.id).version() == 1);
 }
 
 // A record that parses but is not a thread, or has nothing readable at all: listed under its
