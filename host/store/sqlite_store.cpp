@@ -93,7 +93,10 @@ class Statement {
     return false;
   }
   [[noreturn]] void throw_step_error(int rc) {
-    std::string message = std::string("SQLite: ") + sqlite3_errmsg(db_);
+    // Named, as a command may have more than one store in play (a fork's, a scratch one).
+    const char* file = sqlite3_db_filename(db_, "main");
+    std::string message = std::string("SQLite: ") + sqlite3_errmsg(db_) +
+                          (file && *file ? std::string(" (") + file + ")" : std::string());
     // A statement that stopped on an error (a busy BEGIN, say) stays active until reset,
     // and an active statement fails every later COMMIT on the connection ("SQL statements
     // in progress"), the next read's included.
@@ -378,6 +381,8 @@ void SqliteStore::create_unflushed(Thread& thread) {
     try {
       s.insert_thread.step();
     } catch (const Error&) {
+      // Only the primary key's refusal says the id is taken (a read-only file, say, is not).
+      if (sqlite3_extended_errcode(db_) != SQLITE_CONSTRAINT_PRIMARYKEY) throw;
       throw Error(ErrorCode::conflict, "thread " + thread.id + " already exists");
     }
     insert_events(thread.id, 0, thread.events);

@@ -332,3 +332,27 @@ BOOST_AUTO_TEST_CASE(try_append_batch_leaves_the_batch_whole_while_another_write
   BOOST_TEST(store->load(thread.id).version() == 2);
   BOOST_TEST(store->calls(thread.id).size() == 1u);
 }
+
+// Only a taken id is "already exists": any other refusal of the new thread's row (a
+// read-only file, here a trigger) says what it was, naming the file.
+BOOST_AUTO_TEST_CASE(a_new_thread_refused_for_another_reason_is_not_said_to_exist) {
+  test::TempDir dir;
+  auto path = dir / "threads.db";
+  auto store = open_store("sqlite:" + path.string());
+  sqlite3* other = nullptr;
+  BOOST_REQUIRE(sqlite3_open(path.c_str(), &other) == SQLITE_OK);
+  BOOST_REQUIRE(sqlite3_exec(other,
+                             "CREATE TRIGGER refuse BEFORE INSERT ON threads "
+                             "BEGIN SELECT RAISE(ABORT, 'no new threads today'); END",
+                             nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+  Thread thread = new_thread("hi");
+  try {
+    store->create(thread);
+    BOOST_ERROR("created");
+  } catch (const Error& error) {
+    BOOST_TEST(error.message().find("already exists") == std::string::npos, error.what());
+    BOOST_TEST(error.message().find("no new threads today") != std::string::npos, error.what());
+    BOOST_TEST(error.message().find(path.string()) != std::string::npos, error.what());
+  }
+}
