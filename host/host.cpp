@@ -661,8 +661,23 @@ struct Host::Impl {
         note_update(Update::Kind::cancelled, thread, last);
         break;
       default:
-        note_update(Update::Kind::failed, thread, last, error ? error->what() : "");
+        note_update(Update::Kind::failed, thread, last, error ? error->what() : failure_text(last));
     }
+  }
+  // The message of a stored failed event, as Error::what() words it ("agent.lua:3: boom
+  // [runtime]"): the step's own error, which the runtime passes on only when it could not
+  // store one.
+  static std::string failure_text(const Event* failed) {
+    if (!failed || failed->type != event_type::failed || !failed->data.is_object()) return {};
+    const nlohmann::json& data = failed->data;
+    auto text = [&](const char* key) {
+      auto found = data.find(key);
+      return found != data.end() && found->is_string() ? found->get<std::string>() : std::string();
+    };
+    auto line = data.find("line");
+    return Error(error_code_from_name(text("code")), text("message"), text("source"),
+                 line != data.end() && line->is_number_integer() ? line->get<int>() : 0)
+        .what();
   }
 };
 

@@ -903,6 +903,16 @@ BOOST_AUTO_TEST_CASE(updates_report_events_pauses_ends_and_failures_in_order) {
   for (const Update& u : updates) kinds[u.thread_id].push_back(u.kind);
   BOOST_TEST((kinds[asker].back() == Update::Kind::paused));
   BOOST_TEST((kinds[broken].back() == Update::Kind::failed));
+  // The failed update carries its event and says why (its text was empty).
+  int failures = 0;
+  for (const Update& u : updates)
+    if (u.thread_id == broken && u.kind == Update::Kind::failed) {
+      ++failures;
+      BOOST_TEST(u.event.type == "failed");
+      BOOST_TEST(mentions(u.text, "boom"), u.text);
+      BOOST_TEST(mentions(u.text, "[runtime]"), u.text);
+    }
+  BOOST_TEST(failures == 1);
   BOOST_TEST(f.host->updates().empty());  // taken once
   f.host->resume(asker, Resume::say("Ada"));
   f.pump_until_idle();

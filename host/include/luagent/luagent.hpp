@@ -112,7 +112,9 @@ struct Update {
     event,      // an event was stored (`event`)
     paused,     // the step ended waiting for a human or an approval (`event` is the await)
     done,       // the thread finished
-    failed,     // the step failed (`event` is the failed event; `text` a message)
+    failed,     // the step failed: `text` says why; `event` is the failed event, or the
+                // last one known when none could be stored (the store failed, or another
+                // process or Host wrote to the thread first: a cancel, say)
     cancelled,  // cancel() ended it
     chunk,      // streamed model text (`text`)
   };
