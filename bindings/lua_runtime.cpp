@@ -1451,6 +1451,7 @@ bool LuaRuntime::cancel_run(const std::string& thread_id, const std::string& rea
       error = e;
     }
   }
+  release_chunks(run_id, /*all=*/true);  // streamed before the cancel
   // Out of runs_ before anyone hears of it: a callback cancelling it again finds it ended.
   retire(run_id);
   if (!error && run->callbacks.on_event) run->callbacks.on_event(ended, ended.events.back());
@@ -1563,6 +1564,7 @@ void LuaRuntime::fail_run(Run& run, const Error& error) {
 }
 
 void LuaRuntime::finish(Run& run, const std::optional<Error>& error) {
+  release_chunks(run.id, /*all=*/true);
   Run* ended = retire(run.id);
   if (!ended) return;  // a callback up the stack cancelled it: that was its end
   if (ended->callbacks.on_finished) ended->callbacks.on_finished(ended->thread, error);
@@ -1587,6 +1589,25 @@ void LuaRuntime::report_durable_events(std::uint64_t run_id) {
        run = find_run(run_id)) {
     const std::size_t index = run->reported_events++;
     if (run->callbacks.on_event) run->callbacks.on_event(run->thread, run->thread.events[index]);
+    release_chunks(run_id);
+  }
+}
+
+void LuaRuntime::report_chunk(Run& run, std::string_view text) {
+  if (run.held_chunks.empty() && run.reported_events >= run.thread.events.size()) {
+    run.callbacks.on_chunk(run.thread, text);
+    return;
+  }
+  run.held_chunks.emplace_back(run.thread.events.size(), std::string(text));
+}
+
+void LuaRuntime::release_chunks(std::uint64_t run_id, bool all) {
+  // Looked up again after every callback: one may end the run (a cancel).
+  for (Run* run = find_run(run_id); run && !run->held_chunks.empty(); run = find_run(run_id)) {
+    if (!all && run->held_chunks.front().first > run->reported_events) return;
+    std::string text = std::move(run->held_chunks.front().second);
+    run->held_chunks.pop_front();
+    if (run->callbacks.on_chunk) run->callbacks.on_chunk(run->thread, text);
   }
 }
 
@@ -1875,8 +1896,7 @@ void LuaRuntime::start_llm_call(Run& run, llm::Request request, llm::ChunkCallba
     on_chunk = [this, run_id, inner = std::move(on_chunk)](const llm::StreamChunk& chunk) {
       if (inner) inner(chunk);
       Run* found = find_run(run_id);
-      if (found && !chunk.text_delta.empty())
-        found->callbacks.on_chunk(found->thread, chunk.text_delta);
+      if (found && !chunk.text_delta.empty()) report_chunk(*found, chunk.text_delta);
     };
   }
   run.call_started_version = run.thread.version();

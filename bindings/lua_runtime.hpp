@@ -84,6 +84,10 @@ struct Run {
   // been reported through callbacks.on_event (see LuaRuntime::report_durable_events).
   std::size_t durable_events = 0;
   std::size_t reported_events = 0;
+  // Streamed text (callbacks.on_chunk) that came while events before it were not yet
+  // reported: each waits for the events the thread held when it came (see
+  // LuaRuntime::report_chunk), so that the host hears of both in the order they happened.
+  std::deque<std::pair<std::size_t, std::string>> held_chunks;
   // Set while the run waits for an asynchronous host tool (luagent.host); the answer
   // lands in host_result or host_error and the run is scheduled.
   bool waiting_host = false;
@@ -246,6 +250,12 @@ class LuaRuntime final : public AgentRuntime {
   /// run (a cancel) or report some itself (a cancel reports what comes before it): the run
   /// is looked up again, and its count read again, after every call.
   void report_durable_events(std::uint64_t run_id);
+  /// Reports a piece of streamed text now, or holds it until the events the run had
+  /// appended before it are reported.
+  void report_chunk(Run& run, std::string_view text);
+  /// Reports the held chunks whose events are reported; every one of them when `all` (the
+  /// run ends: events refused by a failed commit never will be).
+  void release_chunks(std::uint64_t run_id, bool all = false);
   void fail_run(Run& run, const Error& error);
   std::filesystem::path find_stdlib() const;
   const std::string& stdlib_version();

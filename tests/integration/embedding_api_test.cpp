@@ -924,6 +924,45 @@ BOOST_AUTO_TEST_CASE(updates_report_events_pauses_ends_and_failures_in_order) {
   BOOST_TEST(updates.back().thread_id == asker);
 }
 
+// Streamed text arrives while the events before it may still be flushing: updates() used
+// to report it ahead of them (with launch_waits_for_disk off, ahead of the launch's own
+// event). Each chunk now waits for the events the thread held when it came.
+BOOST_AUTO_TEST_CASE(updates_report_streamed_text_after_the_events_before_it) {
+  test::TempDir model_dir;
+  std::ofstream(model_dir / "model.lua") << "return function(r) return 'hello there' end\n";
+  for (bool waits : {true, false}) {
+    Fixture f(Agents{{"streamer", R"(
+local llm = require "luagent.llm"
+return function(thread)
+  thread:push("before", 1)
+  thread:push("after", llm.text("say hi", { stream = function(delta) end }))
+  thread:push("after2", llm.text("again", { stream = function(delta) end }))
+end)"}},
+              [&](HostConfig& config) {
+                config.provider = "script";
+                config.script = model_dir / "model.lua";
+                config.launch_waits_for_disk = waits;
+              });
+    f.host->launch("streamer", Event::user("go"));
+    std::vector<std::string> seen;
+    for (int calls = 0; calls < 20000; ++calls) {
+      std::size_t left = f.host->pump(2ms);
+      for (const Update& u : f.host->updates())
+        if (u.kind == Update::Kind::event)
+          seen.push_back(u.event.type);
+        else if (u.kind == Update::Kind::chunk)
+          seen.push_back("chunk");
+      if (left == 0) break;
+      std::this_thread::sleep_for(100us);
+    }
+    std::string order;
+    for (const auto& what : seen) order += what + " ";
+    // The script model streams its reply as one chunk.
+    BOOST_TEST(order == "user_input before chunk after chunk after2 done ",
+               (waits ? "waiting" : "not waiting") << " for the disk: " << order);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(run_serves_until_stop_and_post_runs_on_the_host_thread) {
   Fixture f(Agents{{"adder", kCallsAdd}});
   f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
