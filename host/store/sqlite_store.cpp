@@ -323,7 +323,38 @@ SqliteStore::~SqliteStore() {
   if (db_) sqlite3_close(db_);
 }
 
+// Whether the file holds this build's schema, all of it, read without the write lock.
+// Nothing (no schema table, a table missing) means it must be made: false. A newer
+// build's schema is refused here as in migrate().
+bool SqliteStore::schema_is_current() {
+  sqlite3_stmt* raw = nullptr;
+  const char* sql =
+      "SELECT (SELECT MAX(version) FROM luagent_schema),"
+      " (SELECT COUNT(*) FROM sqlite_master WHERE name IN ('luagent_schema', 'threads',"
+      " 'events', 'events_by_key', 'llm_calls', 'llm_calls_by_thread', 'llm_requests'))";
+  if (sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK) {
+    sqlite3_finalize(raw);
+    return false;  // no luagent_schema table yet
+  }
+  bool current = false;
+  std::optional<std::int64_t> newer;
+  if (sqlite3_step(raw) == SQLITE_ROW && sqlite3_column_type(raw, 0) != SQLITE_NULL) {
+    std::int64_t version = sqlite3_column_int64(raw, 0);
+    if (version > kSchemaVersion) newer = version;
+    current = version == kSchemaVersion && sqlite3_column_int64(raw, 1) == 7;
+  }
+  sqlite3_finalize(raw);
+  if (newer)
+    throw Error(ErrorCode::schema_version,
+                "the store was written by a newer luagent (schema " + std::to_string(*newer) +
+                    ", this build reads up to " + std::to_string(kSchemaVersion) + ")");
+  return current;
+}
+
 void SqliteStore::migrate() {
+  // Every open used to take the write lock here, so a command that only reads (threads,
+  // show) waited behind any process's write, up to the busy timeout.
+  if (schema_is_current()) return;
   exec(db_, "BEGIN IMMEDIATE");
   try {
     exec(db_,

@@ -50,6 +50,7 @@ class SqliteStore final : public Store {
  private:
   struct Statements;
   void migrate();
+  bool schema_is_current();
   AppendResult append_in_transaction(std::string_view id, std::int64_t expected_version,
                                      std::vector<Event> events);
   void insert_call(std::string_view thread_id, std::int64_t event_id, nlohmann::json trace);

@@ -356,3 +356,23 @@ BOOST_AUTO_TEST_CASE(a_new_thread_refused_for_another_reason_is_not_said_to_exis
     BOOST_TEST(error.message().find(path.string()) != std::string::npos, error.what());
   }
 }
+
+// Opening a store whose schema is this build's takes no write lock: a command that only
+// reads (threads, show) used to wait behind any other process's write, up to the busy
+// timeout, and then fail as a configuration error.
+BOOST_AUTO_TEST_CASE(opening_a_current_store_waits_for_no_writer) {
+  test::TempDir dir;
+  auto path = dir / "threads.db";
+  Thread thread = new_thread("hi");
+  open_store("sqlite:" + path.string())->create(thread);
+  sqlite3* writer = nullptr;
+  BOOST_REQUIRE(sqlite3_open(path.c_str(), &writer) == SQLITE_OK);
+  BOOST_REQUIRE(sqlite3_exec(writer, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  auto started = std::chrono::steady_clock::now();
+  auto reader = open_store("sqlite:" + path.string());
+  BOOST_TEST(reader->list({}).size() == 1u);
+  BOOST_TEST(reader->load(thread.id).version() == 1);
+  BOOST_TEST((std::chrono::steady_clock::now() - started < std::chrono::seconds(1)));
+  sqlite3_exec(writer, "COMMIT", nullptr, nullptr, nullptr);
+  sqlite3_close(writer);
+}
