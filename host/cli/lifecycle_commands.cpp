@@ -86,7 +86,7 @@ void print_replayed(const Args& args, const Style& style, const std::string& thr
     for (const Event& event : result.events) print_event_json(thread_id, event);
   } else {
     std::cout << style.yellow("replayed") << "  this answer was given before (key "
-              << result.events.front().key << "); nothing ran again. What followed it:\n";
+              << result.events.front().key << "); it was not taken again. What followed it:\n";
     for (const Event& event : result.events) print_event(style, event);
   }
 }

@@ -118,7 +118,12 @@ int command_resume(const Args& args) {
   luagent::Host host(config);
   attach_printer(host, args, style);
   auto resumed = host.resume(id, std::move(resume));
-  if (resumed.replayed) print_replayed(args, style, id, resumed);
+  if (resumed.replayed) {
+    print_replayed(args, style, id, resumed);
+    // The first answer's step stopped before the thread did (its process ended): a retry
+    // goes on with it, as `resume THREAD` would. One live in another process is a conflict.
+    if (host.get(id).status() == Status::running) host.resume(id, luagent::Resume::recover());
+  }
   host.run_until_idle();
   return report_outcome(args, style, host.get(id));
 }

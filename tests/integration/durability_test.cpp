@@ -962,3 +962,31 @@ BOOST_AUTO_TEST_CASE(a_cancel_from_another_process_mid_step_ends_the_thread_ther
 BOOST_AUTO_TEST_CASE(a_cancel_from_another_process_mid_step_ends_the_thread_there_fs) {
   a_cancel_from_another_process_mid_step_ends_the_thread_there("fs");
 }
+
+// A retried `resume --key K` (a webhook sent again) while the first one's step is live in
+// another process is that process's conflict, as a plain `resume THREAD` is; once that
+// process is gone mid-step, the retry goes on with the step to the thread's end. Both
+// used to print the first answer and exit 1 (an agent error) with the thread running.
+BOOST_AUTO_TEST_CASE(a_retried_keyed_resume_waits_for_a_live_step_and_finishes_a_dead_one) {
+  TempDir dir;
+  ScriptedCli cli(dir.path(), "sqlite:" + (dir / "threads.db").string());
+  auto paused = cli.run({"run", calculator(), kScenarioA});
+  BOOST_REQUIRE_MESSAGE(paused.exit_code == 10, paused.err);
+  std::string id = json_lines(paused.out).back()["thread_id"];
+  const std::vector<std::string> answer = {"resume", id, "--approve", "--key", "webhook-1"};
+  auto [live, same] = cli.stopped(answer, "after_tool_start:1:stop", "live");
+  BOOST_REQUIRE_EQUAL(same, id);
+  auto while_live = cli.run(answer);
+  BOOST_TEST(while_live.exit_code == 2, while_live.err);
+  BOOST_TEST(while_live.err.find("step in flight in another process") != std::string::npos,
+             while_live.err);
+  kill(live.pid, SIGKILL);
+  wait_for(live.pid);
+  auto after_crash = cli.run(answer);
+  BOOST_TEST(after_crash.exit_code == 0, after_crash.err);
+  auto shown = cli.shown(id);
+  BOOST_TEST(shown["status"] == "done");
+  int approvals = 0;
+  for (const auto& event : shown["events"]) approvals += event["type"] == "approval";
+  BOOST_TEST(approvals == 1);
+}
