@@ -30,12 +30,12 @@ std::int64_t stamp_ns(const struct timespec& ts) {
 
 }  // namespace
 
-WatchOptions::Mode watch_mode_from_name(const std::string& name) {
+WatchOptions::Mode watch_mode_from_name(const std::string& name, std::string_view origin) {
   if (name.empty() || name == "auto") return WatchOptions::Mode::automatic;
   if (name == "inotify") return WatchOptions::Mode::inotify;
   if (name == "poll") return WatchOptions::Mode::poll;
-  throw Error(ErrorCode::config,
-              "the watch mode must be inotify, poll or auto, not '" + name + "' (LUAGENT_WATCH)");
+  throw Error(ErrorCode::config, "the watch mode must be inotify, poll or auto, not '" + name +
+                                     "' (" + std::string(origin) + ")");
 }
 
 FileWatcher::FileWatcher(WatchOptions options, Callback on_change)

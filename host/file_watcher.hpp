@@ -13,6 +13,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -29,8 +30,9 @@ struct WatchOptions {
   std::chrono::milliseconds poll_interval{100};
 };
 
-/// Parses "inotify", "poll" or "" / "auto"; anything else is Error(config).
-WatchOptions::Mode watch_mode_from_name(const std::string& name);
+/// Parses "inotify", "poll" or "" / "auto"; anything else is Error(config) naming `origin`
+/// (where the value came from: "LUAGENT_WATCH", "HostConfig::watch_mode").
+WatchOptions::Mode watch_mode_from_name(const std::string& name, std::string_view origin);
 
 class FileWatcher {
  public:

@@ -482,8 +482,9 @@ struct Host::Impl {
 
   void start_watching() {
     WatchOptions options;
-    std::string mode = config.watch_mode.empty() ? env_or("LUAGENT_WATCH") : config.watch_mode;
-    options.mode = watch_mode_from_name(mode);
+    const bool from_config = !config.watch_mode.empty();
+    options.mode = watch_mode_from_name(from_config ? config.watch_mode : env_or("LUAGENT_WATCH"),
+                                        from_config ? "HostConfig::watch_mode" : "LUAGENT_WATCH");
     options.poll_interval = config.watch_poll_interval;
     // The watcher's thread only posts; every reload runs here, on the loop's thread.
     watcher =

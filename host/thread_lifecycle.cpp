@@ -93,9 +93,11 @@ void check_outside_event(const Event& event, std::string_view verb) {
                                         (name == &event.type ? "type" : "key") +
                                         " contains a NUL byte");
   if (kHostTypes.count(event.type))
-    throw Error(ErrorCode::usage, "'" + event.type + "' events are written by luagent itself; a " +
-                                      std::string(verb) +
-                                      " cannot supply one (use cancel to cancel a thread)");
+    throw Error(
+        ErrorCode::usage,
+        "'" + event.type + "' events are written by luagent itself; a " + std::string(verb) +
+            " cannot supply one" +
+            (event.type == event_type::cancelled ? " (use cancel to cancel a thread)" : ""));
   // A version says which agent scripts wrote the event (provenance): an event from outside
   // claiming one would be forged. Refused rather than cleared, so the caller learns of it.
   if (!event.version.empty())

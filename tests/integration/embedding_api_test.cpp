@@ -404,6 +404,13 @@ BOOST_AUTO_TEST_CASE(launch_and_resume_refuse_events_the_store_cannot_take) {
           "the launch event's data has a string that is not UTF-8 text (byte 0xE9 at offset 3)");
   refused([&] { f.host->launch("asker", Event::make("done", nullptr)); },
           "'done' events are written by luagent itself; a launch cannot");
+  try {  // the hint about cancel is for 'cancelled' only
+    f.host->launch("asker", Event::make("done", nullptr));
+  } catch (const Error& e) {
+    BOOST_TEST(!mentions(e.what(), "cancel"), e.what());
+  }
+  refused([&] { f.host->launch("asker", Event::make("cancelled", nullptr)); },
+          "(use cancel to cancel a thread)");
   refused([&] { f.host->launch("asker", Event{}); }, "non-empty \"type\"");
   refused([&] { f.host->launch("asker", Event::make(std::string("done\0x", 6), nullptr)); },
           "the launch event's type contains a NUL byte");
@@ -754,6 +761,13 @@ BOOST_AUTO_TEST_CASE(host_config_values_out_of_range_are_refused) {
   refused([](HostConfig& c) { c.replay_latency = -5ms; }, "replay_latency must be 0");
   refused([](HostConfig& c) { c.watch_poll_interval = 0ms; },
           "watch_poll_interval must be a positive number of milliseconds, not 0");
+  // Named as where it came from (it was blamed on the LUAGENT_WATCH variable).
+  refused(
+      [](HostConfig& c) {
+        c.watch = true;
+        c.watch_mode = "bogus";
+      },
+      "not 'bogus' (HostConfig::watch_mode)");
   refused([&](HostConfig& c) { c.agents_dir = dir / "a_file"; },
           "HostConfig::agents_dir: the agents folder " + (dir / "a_file").string() +
               " is a file, not a folder");
