@@ -1286,7 +1286,7 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
     // one, a budget already spent (zero, or tiny) still resumes one run.
     if (collect_overdue_garbage() && Clock::now() >= *deadline) return 0;
   }
-  apply_commits();  // runs whose events are durable now go on
+  apply_commits(deadline);  // runs whose events are durable now go on
   finish_committed();
   // The turn's commit runs after the last resume, inside the caller's budget: Lua work
   // stops early enough to leave it room (its cost is estimated from earlier commits).
@@ -1319,7 +1319,7 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
       commit_ns_per_record_ =
           0.8 * commit_ns_per_record_ + 0.2 * (ns / static_cast<double>(records));
     }
-    apply_commits();
+    apply_commits(deadline);
     finish_committed();
   } while (!ready_.empty() && (!deadline || Clock::now() < lua_deadline()));
   collect_garbage(deadline);
@@ -1762,14 +1762,16 @@ void LuaRuntime::request_flush() {
     it->number = number;
 }
 
-void LuaRuntime::apply_commits() {
+void LuaRuntime::apply_commits(std::optional<Clock::time_point> deadline) {
   if (!syncer_) return;
   for (auto& flushed : syncer_->take_synced()) synced_flushes_.push_back(std::move(flushed));
   // A callback of apply_commit may drain the commits (a cancel) and so call this again:
   // the inner call goes on from where the outer one was, as both take each commit off
   // in_commit_ before applying it. Flushes finish in the order they were asked for; one
-  // covers every commit asked for with it.
-  while (!synced_flushes_.empty()) {
+  // covers every commit asked for with it. Past `deadline` the rest wait for the next call
+  // (a frame that launched thousands of threads has that many launches to report).
+  for (bool applied = false; !synced_flushes_.empty();) {
+    if (applied && deadline && Clock::now() >= *deadline) return;
     const std::uint64_t number = synced_flushes_.front().first;
     if (in_commit_.empty() || in_commit_.front().number != number) {
       if (!in_commit_.empty() && in_commit_.front().number != 0 &&
@@ -1784,6 +1786,7 @@ void LuaRuntime::apply_commits() {
       for (auto& result : pending.results)  // committed but not known to be on disk
         if (std::holds_alternative<AppendResult>(result)) result = *error;
     apply_commit(pending);
+    applied = true;
   }
 }
 

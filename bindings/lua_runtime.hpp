@@ -201,8 +201,9 @@ class LuaRuntime final : public AgentRuntime {
   enum class StoreLock { wait, try_only };
   bool flush_appends(StoreLock lock);
   /// Takes the durable commits: reports their events, schedules the runs that waited for
-  /// them and queues the ended steps for finish_committed().
-  void apply_commits();
+  /// them and queues the ended steps for finish_committed(). With a deadline, stops once
+  /// it has passed (after one commit at least) and goes on at the next call.
+  void apply_commits(std::optional<Clock::time_point> deadline = std::nullopt);
   /// Flushes, then waits for every commit in flight and applies it (a synchronous
   /// append's compare-and-swap must count the events before it).
   void drain_commits();
