@@ -133,6 +133,18 @@ ErrorCode code_of(const std::function<void()>& fn) {
   return ErrorCode::internal;
 }
 
+// Loading `id` fails as corrupt, naming the thread and saying `also` (when not empty).
+void expect_corrupt_load(StoreUnderTest& s, const std::string& id, const std::string& also) {
+  try {
+    s.store->load(id);
+    BOOST_ERROR("a damaged thread loaded");
+  } catch (const Error& error) {
+    BOOST_TEST((error.code() == ErrorCode::corrupt), error.what());
+    BOOST_TEST(error.message().find(id) != std::string::npos, error.what());
+    if (!also.empty()) BOOST_TEST(error.message().find(also) != std::string::npos, error.what());
+  }
+}
+
 Event keyed(std::string type, nlohmann::json data, std::string key) {
   Event event = Event::make(std::move(type), std::move(data));
   event.key = std::move(key);
@@ -317,16 +329,7 @@ BOOST_DATA_TEST_CASE(a_thread_that_does_not_read_is_listed_and_fails_its_load,
   by_agent.agent = "calculator";
   BOOST_TEST(s.store->list(by_agent).size() == 2u);
 
-  try {
-    s.store->load(bad.id);
-    BOOST_ERROR("a damaged thread loaded");
-  } catch (const Error& error) {
-    BOOST_TEST((error.code() == ErrorCode::corrupt), error.what());
-    BOOST_TEST(error.message().find(bad.id) != std::string::npos, error.what());
-    if (scheme == "fs")
-      BOOST_TEST(error.message().find(s.fs_file(bad.id).string()) != std::string::npos,
-                 error.what());
-  }
+  expect_corrupt_load(s, bad.id, scheme == "fs" ? s.fs_file(bad.id).string() : std::string());
 }
 
 // Event data nested deeper than the host stores (damage, or a forged store) took every
@@ -340,14 +343,7 @@ BOOST_DATA_TEST_CASE(data_nested_past_the_depth_limit_is_a_corrupt_thread, bdata
   s.store->create(bad);
   s.nest_first_data(bad.id, 200000);
   BOOST_TEST(s.store->list({}).size() == 2u);
-  try {
-    s.store->load(bad.id);
-    BOOST_ERROR("data nested 200,000 deep loaded");
-  } catch (const Error& error) {
-    BOOST_TEST((error.code() == ErrorCode::corrupt), error.what());
-    BOOST_TEST(error.message().find(bad.id) != std::string::npos, error.what());
-    BOOST_TEST(error.message().find("deeper than 100 levels") != std::string::npos, error.what());
-  }
+  expect_corrupt_load(s, bad.id, "deeper than 100 levels");
   BOOST_TEST(s.store->load(good.id).events.at(0).data == "good");
   // As deep as the host stores still loads.
   s.nest_first_data(good.id, 100);
