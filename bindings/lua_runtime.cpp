@@ -1810,9 +1810,15 @@ void LuaRuntime::apply_commit(const PendingCommit& pending) {
     Run& run = *found;
     if (auto* error = std::get_if<Error>(&results[i])) {
       if (error->code() == ErrorCode::conflict) run.lost_thread = true;
-      // What the run appended behind was never acknowledged: forget it (and anything
-      // queued after it, which cannot commit either).
+      // What the run appended behind was never acknowledged: forget it, and what it queued
+      // since (made on top of it; flush_appends kept it out of every commit meanwhile).
+      // Nothing of the run waits for a commit now: a step that catches the error and ends
+      // must not wait for these events.
       run.thread.events.resize(static_cast<std::size_t>(share.expected_version));
+      std::erase_if(queued_appends_,
+                    [&](const QueuedAppend& item) { return item.run_id == run.id; });
+      run.uncommitted_events = 0;
+      run.commit_refused = false;
       if (share.waits) {
         run.appending = false;
         run.append_error = *error;  // thrown by the continuation's take_appended

@@ -74,9 +74,9 @@ struct Run {
   std::optional<Error> finish_error;
   std::optional<Error> commit_error;  // what it appended behind failed to commit
   // The store refused a commit of its events (known before that commit is flushed and
-  // applied): nothing it queued after may be committed. The refusal's expected version
-  // was stale, and a later one could match by chance, when another writer (a cancel)
-  // added as many events as the refused commit held.
+  // applied): nothing it queued after may be committed until the refusal is applied, which
+  // forgets those events. Their expected version assumed the refused events, and could
+  // match by chance when another writer (a cancel) added as many events.
   bool commit_refused = false;
   std::optional<std::vector<Event>> appended;
   std::optional<Error> append_error;

@@ -977,6 +977,44 @@ end)"}},
   }
 }
 
+// A step whose append is refused (another Host cancelled its thread meanwhile) gets the
+// error in Lua where it waited for the commit (thread:execute's tool_started); one that
+// catches it and ends must still end, and write nothing after the cancel. Its count of
+// events waiting for a commit kept the refused ones, so it waited for them forever.
+BOOST_AUTO_TEST_CASE(a_step_that_catches_its_refused_append_still_ends) {
+  Fixture f(Agents{{"stubborn", R"(
+local host = require "luagent.host"
+return function(thread)
+  host.call("wait_here", {})
+  local call = { intent = "add", a = 1, b = 2 }
+  thread:push("add", call)
+  -- tool_started must be durable before the tool runs: this waits for the commit
+  local ok, err = pcall(thread.execute, thread, call, function(c) return c.a + c.b end)
+  return thread
+end)"}});
+  std::vector<ToolReply> replies;
+  f.host->async_tool("wait_here", nullptr,
+                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  auto id = f.host->launch("stubborn", Event::user("go"));
+  for (int i = 0; i < 1000 && replies.empty(); ++i) f.host->pump(2ms);
+  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  HostConfig config;
+  config.store = "sqlite:" + (f.dir / "t.db").string();
+  config.agents_dir = f.dir.path();
+  Host other(config);
+  other.cancel(id, "from the other host");
+  replies[0].ok(1);
+  std::size_t left = 1;
+  for (int i = 0; i < 2000 && left > 0; ++i) {
+    left = f.host->pump(2ms);
+    std::this_thread::sleep_for(100us);
+  }
+  BOOST_TEST(left == 0u);  // the step ended
+  Thread thread = other.get(id);
+  BOOST_TEST(thread.events.back().type == "cancelled");
+  BOOST_TEST(thread.status() == Status::cancelled);
+}
+
 BOOST_AUTO_TEST_CASE(run_serves_until_stop_and_post_runs_on_the_host_thread) {
   Fixture f(Agents{{"adder", kCallsAdd}});
   f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
