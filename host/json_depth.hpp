@@ -11,6 +11,9 @@ namespace luagent {
 
 /// Levels below the top value: the top is at depth 0, its items at 1, and so on.
 inline constexpr int kMaxJsonDepth = 100;
+/// The most levels of brackets in the text of a value within kMaxJsonDepth: a container
+/// may sit at the deepest level (empty), one more than its depth.
+inline constexpr std::size_t kMaxJsonBracketNesting = kMaxJsonDepth + 1;
 
 /// The deepest nesting of arrays and objects in `text`, counting brackets outside strings
 /// (exact for any text a JSON parser accepts; a top-level array is 1): checked before

@@ -293,7 +293,7 @@ Thread FsStore::thread_from_text(std::string_view id, const std::string& text) c
   // An event's data sits three levels down (the record, its events, the event), and the
   // host stores nothing deeper than kMaxJsonDepth there: deeper is damage, and copying it
   // out of the record, recursively, would overflow the stack.
-  if (nested_deeper_than(text, kMaxJsonDepth + 3))
+  if (nested_deeper_than(text, kMaxJsonBracketNesting + 3))
     throw Error(ErrorCode::corrupt, "thread " + std::string(id) + ": " +
                                         file(id, ".json").string() + " nests deeper than " +
                                         std::to_string(kMaxJsonDepth) +
@@ -425,7 +425,7 @@ std::vector<nlohmann::json> FsStore::calls(std::string_view thread_id) {
   std::string line;
   while (std::getline(in, line)) {
     // A torn last line after a crash; or damage, nested deeper than the host writes.
-    if (nested_deeper_than(line, kMaxJsonDepth)) continue;
+    if (nested_deeper_than(line, kMaxJsonBracketNesting)) continue;
     auto trace = nlohmann::json::parse(line, nullptr, false);
     if (trace.is_discarded() || !trace.is_object()) continue;
     result.push_back(std::move(trace));

@@ -183,7 +183,7 @@ Event read_event(Statement& rows, std::string_view thread_id,
   std::string_view data = rows.text_view(2);
   // The host stores nothing deeper (check_outside_event, the Lua conversion); deeper data
   // is damage, and copying or writing it, recursively, would overflow the stack.
-  if (nested_deeper_than(data, kMaxJsonDepth))
+  if (nested_deeper_than(data, kMaxJsonBracketNesting))
     throw Error(ErrorCode::corrupt,
                 "thread " + std::string(thread_id) + ": event " + std::to_string(event.id) +
                     " holds data nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
@@ -355,6 +355,8 @@ void SqliteStore::migrate() {
   // Every open used to take the write lock here, so a command that only reads (threads,
   // show) waited behind any process's write, up to the busy timeout.
   if (schema_is_current()) return;
+  // A table or index added here is named in schema_is_current() too, or a store of this
+  // schema version that lacks it would never get it.
   exec(db_, "BEGIN IMMEDIATE");
   try {
     exec(db_,
@@ -752,7 +754,7 @@ std::vector<nlohmann::json> SqliteStore::calls(std::string_view thread_id) {
     std::string_view text = rows.text_view(1);
     // A damaged trace (not JSON, or nested deeper than anything the host writes) must not
     // hide the thread.
-    if (nested_deeper_than(text, kMaxJsonDepth)) continue;
+    if (nested_deeper_than(text, kMaxJsonBracketNesting)) continue;
     auto trace = nlohmann::json::parse(text.data(), text.data() + text.size(), nullptr, false);
     if (trace.is_discarded()) continue;
     trace["event"] = rows.int64(0);
