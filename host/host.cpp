@@ -295,10 +295,13 @@ struct Host::Impl {
     nlohmann::json file_config = nlohmann::json::object();
     if (!config.config_file.empty()) {
       std::error_code ec;  // a name too long for a file is no config file, not a crash
+      std::string origin = config.settings_from_flags ? "--config: " : "";
       if (!std::filesystem::exists(config.config_file, ec))
-        throw Error(ErrorCode::config, (config.settings_from_flags ? "--config: " : "") +
-                                           std::string("no config file ") +
-                                           config.config_file.string());
+        throw Error(ErrorCode::config, origin + "no config file " + config.config_file.string());
+      if (std::filesystem::is_directory(config.config_file, ec))
+        throw Error(ErrorCode::config, origin + config.config_file.string() +
+                                           " is a folder, not a config file (name the "
+                                           "luagent.config.lua in it)");
       file_config = runtime->load_config(config.config_file);
       check_config_keys(file_config, config.config_file);
       if (config.store_settings_only) {

@@ -293,6 +293,11 @@ SqliteStore::SqliteStore(std::string uri, const std::filesystem::path& path, Sto
   if (!create && !std::filesystem::exists(path, ec))
     throw Error(ErrorCode::not_found,
                 "no store " + uri_ + ": " + path.string() + " does not exist");
+  // SQLite says only "unable to open database file" for a folder.
+  if (std::filesystem::is_directory(path, ec))
+    throw Error(ErrorCode::config, "cannot open store " + uri_ + ": " + path.string() +
+                                       " is a folder; a sqlite: store is a file (fs:" +
+                                       path.string() + " keeps threads in a folder)");
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
   if (int status = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr); status != SQLITE_OK) {
     std::string message = db_ ? sqlite3_errmsg(db_) : "out of memory";

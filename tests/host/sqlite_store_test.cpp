@@ -150,6 +150,25 @@ BOOST_AUTO_TEST_CASE(bad_uris_and_unknown_threads_are_clear_errors) {
              ErrorCode::not_found);
 }
 
+// A folder named as a sqlite: store said only "unable to open database file", and for a
+// command that reads (existing_only) it was a not_found, as if nothing were there.
+BOOST_AUTO_TEST_CASE(a_folder_named_as_a_sqlite_store_is_said_to_be_a_folder) {
+  test::TempDir dir;
+  std::filesystem::create_directory(dir / "threads.db");
+  for (StoreOpening opening : {StoreOpening::existing_only, StoreOpening::create_if_missing}) {
+    try {
+      open_store("sqlite:" + (dir / "threads.db").string(), opening);
+      BOOST_FAIL("a folder opened as a SQLite store");
+    } catch (const Error& error) {
+      BOOST_TEST(error.code() == ErrorCode::config);
+      BOOST_TEST(
+          error.message().find((dir / "threads.db").string() +
+                               " is a folder; a sqlite: store is a file") != std::string::npos,
+          error.message());
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(corrupted_row_fails_that_thread_only) {
   test::TempDir dir;
   std::string path = (dir / "t.db").string();

@@ -783,6 +783,14 @@ BOOST_AUTO_TEST_CASE(host_config_values_out_of_range_are_refused) {
   refused([&](HostConfig& c) { c.script = with_nul; }, "HostConfig::script contains a NUL");
   refused([&](HostConfig& c) { c.record = with_nul; }, "HostConfig::record contains a NUL");
   refused([&](HostConfig& c) { c.stdlib_dir = with_nul; }, "HostConfig::stdlib_dir contains");
+  // A folder named as a file: these were not_found errors ("cannot read ...: Is a
+  // directory", "unable to open database file").
+  refused([&](HostConfig& c) { c.config_file = dir.path(); },
+          dir.path().string() + " is a folder, not a config file");
+  std::filesystem::create_directory(dir / "folder.db");
+  refused([&](HostConfig& c) { c.store = "sqlite:" + (dir / "folder.db").string(); },
+          "cannot open store sqlite:" + (dir / "folder.db").string() + ": " +
+              (dir / "folder.db").string() + " is a folder");
   // A config file must set globals or return a table; a cassette is a file.
   std::ofstream(dir / "returns_42.lua") << "return 42";
   refused([&](HostConfig& c) { c.config_file = dir / "returns_42.lua"; },
