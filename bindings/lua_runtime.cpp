@@ -1567,7 +1567,23 @@ void LuaRuntime::finish(Run& run, const std::optional<Error>& error) {
   release_chunks(run.id, /*all=*/true);
   Run* ended = retire(run.id);
   if (!ended) return;  // a callback up the stack cancelled it: that was its end
-  if (ended->callbacks.on_finished) ended->callbacks.on_finished(ended->thread, error);
+  if (!ended->callbacks.on_finished) return;
+  // An append lost its compare-and-swap: another Host or process wrote first. When that
+  // was a cancel, the step ended as that cancel, and is told as the store holds it (it was
+  // reported as failed, with the thread as this step last saw it).
+  if (ended->lost_thread) {
+    std::optional<Thread> stored;
+    try {
+      stored = services_.store->load(ended->thread.id);
+    } catch (const Error&) {
+      // unreadable now: reported as it stands below
+    }
+    if (stored && stored->status() == Status::cancelled) {
+      ended->callbacks.on_finished(*stored, std::nullopt);
+      return;
+    }
+  }
+  ended->callbacks.on_finished(ended->thread, error);
 }
 
 Run* LuaRuntime::retire(std::uint64_t run_id) {

@@ -989,38 +989,62 @@ end)"}},
 // error in Lua where it waited for the commit (thread:execute's tool_started); one that
 // catches it and ends must still end, and write nothing after the cancel. Its count of
 // events waiting for a commit kept the refused ones, so it waited for them forever.
-BOOST_AUTO_TEST_CASE(a_step_that_catches_its_refused_append_still_ends) {
-  Fixture f(Agents{{"stubborn", R"(
+// Either way this Host reports the end as the cancel it was, with the stored cancelled
+// event: it said `failed` (with an empty text for the step that caught the error).
+BOOST_AUTO_TEST_CASE(a_step_refused_by_another_hosts_cancel_ends_as_cancelled) {
+  auto agent = [](const std::string& execute) {
+    return R"(
 local host = require "luagent.host"
 return function(thread)
   host.call("wait_here", {})
   local call = { intent = "add", a = 1, b = 2 }
   thread:push("add", call)
   -- tool_started must be durable before the tool runs: this waits for the commit
-  local ok, err = pcall(thread.execute, thread, call, function(c) return c.a + c.b end)
+  )" + execute +
+           R"(
   return thread
-end)"}});
+end)";
+  };
+  Fixture f(Agents{
+      {"stubborn",
+       agent("local ok, err = pcall(thread.execute, thread, call, function(c) return c.a + c.b "
+             "end)")},
+      {"plain", agent("thread:execute(call, function(c) return c.a + c.b end)")}});
   std::vector<ToolReply> replies;
   f.host->async_tool("wait_here", nullptr,
                      [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
-  auto id = f.host->launch("stubborn", Event::user("go"));
-  for (int i = 0; i < 1000 && replies.empty(); ++i) f.host->pump(2ms);
-  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
   HostConfig config;
   config.store = "sqlite:" + (f.dir / "t.db").string();
   config.agents_dir = f.dir.path();
-  Host other(config);
-  other.cancel(id, "from the other host");
-  replies[0].ok(1);
-  std::size_t left = 1;
-  for (int i = 0; i < 2000 && left > 0; ++i) {
-    left = f.host->pump(2ms);
-    std::this_thread::sleep_for(100us);
+  for (const char* name : {"stubborn", "plain"}) {
+    BOOST_TEST_CONTEXT(name) {
+      replies.clear();
+      auto id = f.host->launch(name, Event::user("go"));
+      for (int i = 0; i < 1000 && replies.empty(); ++i) f.host->pump(2ms);
+      BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+      Host other(config);
+      other.cancel(id, "from the other host");
+      f.host->updates();
+      replies[0].ok(1);
+      std::size_t left = 1;
+      for (int i = 0; i < 2000 && left > 0; ++i) {
+        left = f.host->pump(2ms);
+        std::this_thread::sleep_for(100us);
+      }
+      BOOST_TEST(left == 0u);  // the step ended
+      Thread thread = other.get(id);
+      BOOST_TEST(thread.events.back().type == "cancelled");
+      BOOST_TEST(thread.status() == Status::cancelled);
+      std::vector<Update> ends;
+      for (Update& u : f.host->updates())
+        if (u.kind != Update::Kind::event && u.kind != Update::Kind::chunk) ends.push_back(u);
+      BOOST_REQUIRE_EQUAL(ends.size(), 1u);
+      BOOST_TEST((ends[0].kind == Update::Kind::cancelled), ends[0].text);
+      BOOST_TEST(ends[0].thread_id == id);
+      BOOST_TEST(ends[0].event.type == "cancelled");
+      BOOST_TEST(ends[0].event.data.value("reason", "") == "from the other host");
+    }
   }
-  BOOST_TEST(left == 0u);  // the step ended
-  Thread thread = other.get(id);
-  BOOST_TEST(thread.events.back().type == "cancelled");
-  BOOST_TEST(thread.status() == Status::cancelled);
 }
 
 BOOST_AUTO_TEST_CASE(run_serves_until_stop_and_post_runs_on_the_host_thread) {

@@ -114,8 +114,9 @@ struct Update {
     done,       // the thread finished
     failed,     // the step failed: `text` says why; `event` is the failed event, or the
                 // last one known when none could be stored (the store failed, or another
-                // process or Host wrote to the thread first: a cancel, say)
-    cancelled,  // cancel() ended it
+                // process or Host wrote to the thread first)
+    cancelled,  // cancel() ended it, here or in another process or Host (`event` is the
+                // stored cancelled event)
     chunk,      // streamed model text (`text`)
   };
   Kind kind = Kind::event;
