@@ -1287,7 +1287,7 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
     if (collect_overdue_garbage() && Clock::now() >= *deadline) return 0;
   }
   apply_commits(deadline);  // runs whose events are durable now go on
-  finish_committed();
+  finish_committed(deadline);
   // The turn's commit runs after the last resume, inside the caller's budget: Lua work
   // stops early enough to leave it room (its cost is estimated from earlier commits).
   auto lua_deadline = [&] {
@@ -1312,15 +1312,24 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
     slice_deadline_ns_ = 0;
     // Whatever the runs of this turn appended is committed together; the flush to disk
     // happens on the syncer's thread.
+    // A backlog (commits another process's lock refused for a while) is committed as
+    // far as the budget goes, the rest in the next pump.
     std::size_t records = queued_records();
+    std::size_t fits = SIZE_MAX;
+    if (deadline) {
+      double left_ns = std::chrono::duration<double, std::nano>(*deadline - Clock::now()).count();
+      fits = static_cast<std::size_t>(std::max(0.0, left_ns) / commit_ns_per_record_);
+    }
     auto started = Clock::now();
-    if (flush_appends(StoreLock::try_only) && records > 0) {
+    if (flush_appends(StoreLock::try_only, fits) && records > 0) {
+      std::size_t committed = records - queued_records();
       double ns = std::chrono::duration<double, std::nano>(Clock::now() - started).count();
-      commit_ns_per_record_ =
-          0.8 * commit_ns_per_record_ + 0.2 * (ns / static_cast<double>(records));
+      if (committed > 0)
+        commit_ns_per_record_ =
+            0.8 * commit_ns_per_record_ + 0.2 * (ns / static_cast<double>(committed));
     }
     apply_commits(deadline);
-    finish_committed();
+    finish_committed(deadline);
   } while (!ready_.empty() && (!deadline || Clock::now() < lua_deadline()));
   collect_garbage(deadline);
   retired_runs_.clear();
@@ -1681,13 +1690,26 @@ std::vector<Event> LuaRuntime::take_appended(Run& run) {
   return events;
 }
 
-bool LuaRuntime::flush_appends(StoreLock lock) {
+bool LuaRuntime::flush_appends(StoreLock lock, std::size_t max_records) {
   if (queued_appends_.empty() && queued_calls_.empty()) {
     request_flush();
     return true;
   }
   std::vector<QueuedAppend> queued;
-  queued.swap(queued_appends_);
+  std::size_t taken = 0;
+  for (std::size_t records = 0; taken < queued_appends_.size(); ++taken) {
+    records += queued_appends_[taken].events.size();
+    if (taken > 0 && records > max_records) break;
+  }
+  if (taken == queued_appends_.size()) {
+    queued.swap(queued_appends_);
+  } else {
+    // A run's later appends wait behind its earlier ones: their expected versions count
+    // those, and a refusal of those drops them (commit_refused).
+    auto end = queued_appends_.begin() + static_cast<std::ptrdiff_t>(taken);
+    queued.assign(std::make_move_iterator(queued_appends_.begin()), std::make_move_iterator(end));
+    queued_appends_.erase(queued_appends_.begin(), end);
+  }
   std::vector<CallRecord> calls;
   calls.swap(queued_calls_);
   // One batch item per run: its events in the order queued, checked against the version
@@ -1876,11 +1898,20 @@ void LuaRuntime::apply_commit(const PendingCommit& pending) {
   }
 }
 
-void LuaRuntime::finish_committed() {
+void LuaRuntime::finish_committed(std::optional<Clock::time_point> deadline) {
+  // The callbacks may end more runs (a cancel drains the commits): those queue behind.
   std::vector<std::pair<std::uint64_t, std::optional<Error>>> ended;
   ended.swap(ended_runs_);
-  for (auto& [id, error] : ended)
-    if (Run* run = find_run(id)) finish(*run, error);
+  auto next = ended.begin();
+  for (bool finished = false; next != ended.end(); ++next) {
+    if (finished && deadline && Clock::now() >= *deadline) break;
+    if (Run* run = find_run(next->first)) {
+      finish(*run, next->second);
+      finished = true;
+    }
+  }
+  ended_runs_.insert(ended_runs_.begin(), std::make_move_iterator(next),
+                     std::make_move_iterator(ended.end()));
 }
 
 std::vector<Event> LuaRuntime::append(Run& run, std::vector<Event> events) {

@@ -135,7 +135,11 @@ class LuaRuntime final : public AgentRuntime {
   bool has_step_in_flight(const std::string& thread_id) const override;
   std::size_t run_ready(std::optional<Clock::time_point> deadline) override;
   bool has_ready() const override {
-    return !ready_.empty() || !synced_flushes_.empty() || (syncer_ && syncer_->has_synced());
+    // Appends left queued are ready unless another process's lock refused them (a timer
+    // retries those).
+    return !ready_.empty() || !synced_flushes_.empty() || !ended_runs_.empty() ||
+           (!queued_appends_.empty() && commits_refused_ == 0) ||
+           (syncer_ && syncer_->has_synced());
   }
   bool cancel_run(const std::string& thread_id, const std::string& reason) override;
   /// Queues `run` to continue (with no values) at the next run_ready().
@@ -192,14 +196,16 @@ class LuaRuntime final : public AgentRuntime {
   std::vector<Event> append_behind(Run& run, std::vector<Event> events);
   /// The events append_then stored for `run`; throws the error their commit met.
   std::vector<Event> take_appended(Run& run);
-  /// Commits every queued append (and LLM trace) in one transaction. Where the store can
-  /// flush later, the flush happens on the syncer's thread and apply_commits() takes the
-  /// results once it is done; otherwise they are applied at once. The loop's own turns
-  /// pass `StoreLock::try_only`: while another process holds the store's write lock,
+  /// Commits the queued appends (and LLM traces) in one transaction: all of them, or the
+  /// first ones up to `max_records` events (one append at least; the rest wait for the
+  /// next call, and has_ready() says so). Where the store can flush later, the flush
+  /// happens on the syncer's thread and apply_commits() takes the results once it is
+  /// done; otherwise they are applied at once. The loop's own turns pass
+  /// `StoreLock::try_only`: while another process holds the store's write lock,
   /// everything stays queued (false is returned) and a timer wakes the loop to try again,
   /// so that neither a pump nor the loop's I/O waits for that process.
   enum class StoreLock { wait, try_only };
-  bool flush_appends(StoreLock lock);
+  bool flush_appends(StoreLock lock, std::size_t max_records = SIZE_MAX);
   /// Takes the durable commits: reports their events, schedules the runs that waited for
   /// them and queues the ended steps for finish_committed(). With a deadline, stops once
   /// it has passed (after one commit at least) and goes on at the next call.
@@ -317,8 +323,10 @@ class LuaRuntime final : public AgentRuntime {
   // a step adds, roughly: run_ready() keeps that much of its budget for the commit.
   double commit_ns_per_record_ = 20000;
   static constexpr std::size_t kRecordsPerStep = 3;
-  /// Finishes the runs whose ended step the last commit made durable (or failed).
-  void finish_committed();
+  /// Finishes the runs whose ended step the last commit made durable (or failed). With a
+  /// deadline, stops once it has passed (after one run at least) and goes on at the next
+  /// call: each end is reported to the caller (step lock, rendering, updates).
+  void finish_committed(std::optional<Clock::time_point> deadline = std::nullopt);
   std::vector<std::pair<std::uint64_t, std::optional<Error>>> ended_runs_;  // for finish_committed
   Run* current_ = nullptr;
   // pcall_limited's own account while it runs code no run is charged for.
