@@ -44,6 +44,19 @@ struct Fixture : test::AgentsHost {
     return calls;
   }
 
+  // Makes `tool` an async host tool whose calls wait in `replies` for the test to answer.
+  void collect_calls_of(const std::string& tool) {
+    host->async_tool(tool, nullptr, [this](const nlohmann::json&, ToolReply reply) {
+      replies.push_back(std::move(reply));
+    });
+  }
+  // Pumps (bounded) until `count` calls of collecting tools wait in `replies`.
+  void pump_until_called(std::size_t count = 1) {
+    for (int i = 0; i < 1000 && replies.size() < count; ++i) host->pump(2ms);
+    BOOST_REQUIRE_EQUAL(replies.size(), count);
+  }
+  std::vector<ToolReply> replies;
+
   const Event& last(const std::string& id) {
     thread = host->get(id);
     return thread.events.back();
@@ -890,9 +903,7 @@ BOOST_AUTO_TEST_CASE(cancel_ends_a_waiting_run_and_refuses_an_ended_thread) {
   Fixture f(
       Agents{{"waiter", R"(return function(thread) require("luagent.host").call("slow", {}) end)"},
              {"adder", kCallsAdd}});
-  std::vector<ToolReply> replies;
-  f.host->async_tool("slow", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  f.collect_calls_of("slow");
   f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
   auto id = f.host->launch("waiter", Event::user("go"));
   f.host->pump(2ms);
@@ -900,7 +911,7 @@ BOOST_AUTO_TEST_CASE(cancel_ends_a_waiting_run_and_refuses_an_ended_thread) {
   f.host->cancel(id);
   BOOST_TEST(f.host->get(id).status() == Status::cancelled);
   BOOST_TEST(f.host->pump(2ms) == 0u);
-  replies.at(0).ok(1);  // a late answer is harmless
+  f.replies.at(0).ok(1);  // a late answer is harmless
   f.host->pump(2ms);
   BOOST_TEST(f.host->get(id).events.size() == 2u);
   try {
@@ -1010,22 +1021,19 @@ end)";
        agent("local ok, err = pcall(thread.execute, thread, call, function(c) return c.a + c.b "
              "end)")},
       {"plain", agent("thread:execute(call, function(c) return c.a + c.b end)")}});
-  std::vector<ToolReply> replies;
-  f.host->async_tool("wait_here", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  f.collect_calls_of("wait_here");
   HostConfig config;
   config.store = "sqlite:" + (f.dir / "t.db").string();
   config.agents_dir = f.dir.path();
   for (const char* name : {"stubborn", "plain"}) {
     BOOST_TEST_CONTEXT(name) {
-      replies.clear();
+      f.replies.clear();
       auto id = f.host->launch(name, Event::user("go"));
-      for (int i = 0; i < 1000 && replies.empty(); ++i) f.host->pump(2ms);
-      BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+      f.pump_until_called();
       Host other(config);
       other.cancel(id, "from the other host");
       f.host->updates();
-      replies[0].ok(1);
+      f.replies[0].ok(1);
       std::size_t left = 1;
       for (int i = 0; i < 2000 && left > 0; ++i) {
         left = f.host->pump(2ms);
@@ -1277,9 +1285,7 @@ return function(thread)
 end)"},
                    {"adder", kCallsAdd}});
   f.host->tool("add", nullptr, [](const nlohmann::json&) { return 5; });
-  std::vector<ToolReply> replies;
-  f.host->async_tool("slow", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  f.collect_calls_of("slow");
   std::string cancelling;
   std::vector<std::string> seen;  // what the callback read after its cancel returned
   std::vector<std::string> refused;
@@ -1304,8 +1310,8 @@ end)"},
   auto updates = f.host->updates();
   BOOST_REQUIRE(!updates.empty());
   BOOST_TEST((updates.back().kind == Update::Kind::cancelled));
-  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
-  replies[0].ok(1);  // a late answer is harmless
+  BOOST_REQUIRE_EQUAL(f.replies.size(), 1u);
+  f.replies[0].ok(1);  // a late answer is harmless
   f.pump_until_idle(2ms, 2000);
   BOOST_TEST(f.host->get(id).events.size() == 3u);
 
@@ -1328,9 +1334,7 @@ return function(thread)
   thread:push("tick", 1)
   require("luagent.host").call("slow", {})
 end)"}});
-  std::vector<ToolReply> replies;
-  f.host->async_tool("slow", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  f.collect_calls_of("slow");
   std::string first, second;
   std::map<std::string, std::vector<std::string>> told;
   f.host->on_event([&](const Thread& t, const Event& e) {
@@ -1346,7 +1350,7 @@ end)"}});
     f.host->pump(500ms);
     std::this_thread::sleep_for(1ms);
   }
-  for (const ToolReply& reply : replies) reply.ok(nullptr);
+  for (const ToolReply& reply : f.replies) reply.ok(nullptr);
   f.pump_until_idle(2ms, 2000);
   BOOST_TEST(f.host->get(first).status() == Status::done);
   std::vector<std::string> types;
@@ -1534,16 +1538,13 @@ BOOST_AUTO_TEST_CASE(a_throwing_posted_task_loses_nothing_queued_behind_it) {
 return function(thread)
   thread:push("path", require("luagent.host").call("find_path", {}))
 end)"}});
-  std::vector<ToolReply> replies;
-  f.host->async_tool("find_path", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  f.collect_calls_of("find_path");
   auto id = f.host->launch("waiter", Event::user("go"));
-  for (int i = 0; i < 20 && replies.empty(); ++i) f.host->pump(2ms);
-  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  f.pump_until_called();
   std::vector<std::string> ran;
   f.host->post([] { throw std::runtime_error("ui"); });
   f.host->post([&] { ran.push_back("second"); });
-  replies[0].ok("north");  // queued behind both
+  f.replies[0].ok("north");  // queued behind both
   f.host->post([&] { ran.push_back("third"); });
   try {
     f.host->pump(2ms);
@@ -1609,18 +1610,16 @@ return function(thread)
   thread:push("refused in a coroutine", err.message)
   thread:push("answer", host.call("slow", {}))
 end)"}});
-  std::vector<ToolReply> replies;
-  f.host->async_tool("slow", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  f.collect_calls_of("slow");
   auto id = f.host->launch("sorter", Event::user("go"));
-  for (int i = 0; i < 50 && replies.size() < 2; ++i) f.host->pump(2ms);
-  BOOST_REQUIRE_GE(replies.size(), 1u);
-  for (std::size_t i = 0; i + 1 < replies.size(); ++i) replies[i].ok("for a call that failed");
-  replies.back().ok("its own answer");
+  for (int i = 0; i < 50 && f.replies.size() < 2; ++i) f.host->pump(2ms);
+  BOOST_REQUIRE_GE(f.replies.size(), 1u);
+  for (std::size_t i = 0; i + 1 < f.replies.size(); ++i) f.replies[i].ok("for a call that failed");
+  f.replies.back().ok("its own answer");
   f.pump_until_idle();
   Thread thread = f.host->get(id);
   BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
-  BOOST_TEST(replies.size() == 1u);  // the refused call never reached the tool
+  BOOST_TEST(f.replies.size() == 1u);  // the refused call never reached the tool
   auto refusal = thread.events.at(1).data.get<std::string>();
   BOOST_TEST(mentions(refusal, "host tool 'slow' cannot be called here"), refusal);
   BOOST_TEST(thread.events.at(2).data == refusal);
@@ -1696,16 +1695,13 @@ BOOST_AUTO_TEST_CASE(a_moved_from_tool_reply_is_a_usage_error) {
 return function(thread)
   thread:push("path", require("luagent.host").call("find_path", {}))
 end)"}});
-  std::vector<ToolReply> replies;
-  f.host->async_tool("find_path", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  f.collect_calls_of("find_path");
   auto id = f.host->launch("waiter", Event::user("go"));
-  for (int i = 0; i < 20 && replies.empty(); ++i) f.host->pump(2ms);
-  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
-  ToolReply taken = std::move(replies[0]);
-  refused([&] { replies[0].ok("north"); }, "moved from");
-  refused([&] { replies[0].fail("lost"); }, "moved from");
-  refused([&] { (void)replies[0].answered(); }, "moved from");
+  f.pump_until_called();
+  ToolReply taken = std::move(f.replies[0]);
+  refused([&] { f.replies[0].ok("north"); }, "moved from");
+  refused([&] { f.replies[0].fail("lost"); }, "moved from");
+  refused([&] { (void)f.replies[0].answered(); }, "moved from");
   BOOST_TEST(!taken.answered());
   taken.ok("north");
   f.pump_until_idle();
@@ -1887,9 +1883,7 @@ return function(thread)
 end)"},
                    {"asker", kAsksForAName}},
             with_model);
-  std::vector<ToolReply> replies;
-  f.host->async_tool("slow", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  f.collect_calls_of("slow");
   std::vector<std::string> acknowledged;
   f.host->on_event([&](const Thread& t, const Event& e) {
     acknowledged.push_back(t.id + "#" + std::to_string(e.id));
@@ -1900,19 +1894,19 @@ end)"},
   auto asker = f.host->launch("asker", Event::user("go"));
   // Until the asker's step has ended and only waiter, thinker and busy are in flight.
   std::size_t in_flight = 0;
-  for (int i = 0; i < 100 && (replies.empty() || in_flight != 3u); ++i)
+  for (int i = 0; i < 100 && (f.replies.empty() || in_flight != 3u); ++i)
     in_flight = f.host->pump(1ms);
-  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  BOOST_REQUIRE_EQUAL(f.replies.size(), 1u);
   BOOST_REQUIRE_EQUAL(in_flight, 3u);
   BOOST_REQUIRE(f.host->get(asker).status() == Status::awaiting_human);
   BOOST_REQUIRE(f.host->get(busy).status() == Status::running);
 
-  std::thread answerer([reply = replies[0]] { reply.ok("too late"); });
+  std::thread answerer([reply = f.replies[0]] { reply.ok("too late"); });
   f.host.reset();
   answerer.join();
-  BOOST_TEST(replies[0].answered());
-  refused([&] { replies[0].fail("twice"); }, "already answered", ErrorCode::conflict);
-  replies.clear();  // the last copies of the reply go after their host
+  BOOST_TEST(f.replies[0].answered());
+  refused([&] { f.replies[0].fail("twice"); }, "already answered", ErrorCode::conflict);
+  f.replies.clear();  // the last copies of the reply go after their host
 
   HostConfig config;
   config.store = "sqlite:" + (f.dir / "t.db").string();
@@ -1956,23 +1950,20 @@ return function(thread)
 end)"}});
   const nlohmann::json discarded = nlohmann::json::parse("{oops", nullptr, false);
   f.host->tool("parse", nullptr, [&](const nlohmann::json&) { return discarded; });
-  std::vector<ToolReply> replies;
-  f.host->async_tool("later", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  f.collect_calls_of("later");
   auto id = f.host->launch("caller", Event::user("go"));
-  for (int i = 0; i < 50 && replies.empty(); ++i) f.host->pump(2ms);
-  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
-  refused([&] { replies[0].ok(discarded); }, "discarded value");
-  refused([&] { replies[0].ok({{"bytes", nlohmann::json::binary({1, 2, 3})}}); }, "binary value");
+  f.pump_until_called();
+  refused([&] { f.replies[0].ok(discarded); }, "discarded value");
+  refused([&] { f.replies[0].ok({{"bytes", nlohmann::json::binary({1, 2, 3})}}); }, "binary value");
   // Deeper than Lua takes. Copied on its way to the agent (recursively), this one took the
   // host down with a stack overflow.
   nlohmann::json deep = nlohmann::json::array();
   nlohmann::json* innermost = &deep;
   for (int depth = 0; depth < 200000; ++depth)
     innermost = &innermost->emplace_back(nlohmann::json::array());
-  refused([&] { replies[0].ok(std::move(deep)); }, "nested deeper than 100 levels");
-  BOOST_TEST(!replies[0].answered());  // still open: the right answer can follow
-  replies[0].ok("fine");
+  refused([&] { f.replies[0].ok(std::move(deep)); }, "nested deeper than 100 levels");
+  BOOST_TEST(!f.replies[0].answered());  // still open: the right answer can follow
+  f.replies[0].ok("fine");
   f.pump_until_idle();
   Thread thread = f.host->get(id);
   BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
@@ -2087,24 +2078,21 @@ end)"}});
   f.host->tool("latin1_key", nullptr, [&](const nlohmann::json&) {
     return nlohmann::json{{"menu", {{"caf\xe9", 2}}}};
   });
-  std::vector<ToolReply> replies;
-  f.host->async_tool("later", nullptr,
-                     [&](const nlohmann::json&, ToolReply reply) { replies.push_back(reply); });
+  f.collect_calls_of("later");
   auto id = f.host->launch("caller", Event::user("go"));
-  for (int i = 0; i < 50 && replies.empty(); ++i) f.host->pump(2ms);
-  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  f.pump_until_called();
   refused(
       [&] {
-        replies[0].ok({{"a", {{"b~/c", {0, infinity}}}}});
+        f.replies[0].ok({{"a", {{"b~/c", {0, infinity}}}}});
       },
       "ToolReply::ok for host tool 'later': the result holds infinity at /a/b~0~1c/1");
   refused(
       [&] {
-        replies[0].ok(nlohmann::json::array({"fine", "\xff"}));
+        f.replies[0].ok(nlohmann::json::array({"fine", "\xff"}));
       },
       "host tool 'later': the result holds a string at /1 that is not UTF-8 text (byte 0xFF");
-  BOOST_TEST(!replies[0].answered());  // still open: the right answer can follow
-  replies[0].ok("fine");
+  BOOST_TEST(!f.replies[0].answered());  // still open: the right answer can follow
+  f.replies[0].ok("fine");
   f.pump_until_idle();
   Thread thread = f.host->get(id);
   BOOST_TEST_REQUIRE(thread.status() == Status::done, failure_of(thread.events.back()));
