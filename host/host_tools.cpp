@@ -55,7 +55,7 @@ nlohmann::json HostTool::checked_args(nlohmann::json args) const {
   if (!compiled_schema) return args;
   std::vector<std::string> repairs;  // the coercions are not reported: the call goes on
   try {
-    llm::coerce_and_validate(args, *compiled_schema, repairs);
+    llm::coerce_and_validate(args, *compiled_schema, repairs, "top level");
   } catch (const Error& e) {
     throw Error(ErrorCode::usage, "host tool '" + name + "': bad arguments: " + e.message());
   }

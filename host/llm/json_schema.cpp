@@ -309,16 +309,8 @@ class Expander {
 // ---------------------------------------------------------------------------------------
 // Validation with coercion.
 
-std::string where(const std::string& path) {
-  return path.empty() ? std::string("reply") : "field \"" + path + "\"";
-}
-
 std::string join_path(const std::string& path, const std::string& key) {
   return path.empty() ? key : path + "." + key;
-}
-
-[[noreturn]] void invalid(const std::string& path, const std::string& why) {
-  throw Error(ErrorCode::invalid_output, where(path) + ": " + why);
 }
 
 std::optional<double> parse_number(std::string_view text) {
@@ -398,7 +390,9 @@ std::optional<std::string> discriminator_of(const std::vector<const json*>& bran
 
 class Validator {
  public:
-  Validator(const json& root, std::vector<std::string>& repairs) : root_(root), repairs_(repairs) {}
+  // `subject` names the value as a whole in messages: "reply" (a model's), "arguments".
+  Validator(const json& root, std::vector<std::string>& repairs, std::string_view subject)
+      : root_(root), repairs_(repairs), subject_(subject) {}
 
   // Resolves every $ref of the schema once, so one that leads nowhere is refused where the
   // schema is made, not by the first value checked against it. Values under const, enum,
@@ -448,6 +442,14 @@ class Validator {
   }
 
  private:
+  std::string where(const std::string& path) const {
+    return path.empty() ? std::string(subject_) : "field \"" + path + "\"";
+  }
+
+  [[noreturn]] void invalid(const std::string& path, const std::string& why) const {
+    throw Error(ErrorCode::invalid_output, where(path) + ": " + why);
+  }
+
   const json& resolve(const json& ref, const std::string& path) {
     const json* target = nullptr;
     const json* current = &ref;
@@ -694,7 +696,7 @@ class Validator {
     for (const json* branch : branches) {
       json candidate = value;
       std::vector<std::string> notes;
-      Validator inner(root_, notes);
+      Validator inner(root_, notes, subject_);
       try {
         inner.validate(candidate, *branch, path, depth + 1);
       } catch (const Error& error) {
@@ -757,6 +759,7 @@ class Validator {
 
   const json& root_;
   std::vector<std::string>& repairs_;
+  std::string_view subject_;
 };
 
 }  // namespace
@@ -1070,7 +1073,7 @@ bool fits(const Node& node, const json& value) {
 CompiledSchema::CompiledSchema(nlohmann::json schema) : schema_(std::move(schema)) {
   root_ = Compiler(nodes_).compile(schema_, 0);
   std::vector<std::string> unused;
-  Validator(schema_, unused).check_refs();
+  Validator(schema_, unused, "reply").check_refs();
   try {
     text_ = schema_.dump();
   } catch (const nlohmann::json::exception&) {
@@ -1121,14 +1124,15 @@ json one_of_intents(const json& intents) {
   return json{{"oneOf", std::move(branches)}};
 }
 
-void coerce_and_validate(json& value, const json& schema, std::vector<std::string>& repairs) {
-  Validator(schema, repairs).validate(value, schema, "", 0);
+void coerce_and_validate(json& value, const json& schema, std::vector<std::string>& repairs,
+                         std::string_view subject) {
+  Validator(schema, repairs, subject).validate(value, schema, "", 0);
 }
 
 void coerce_and_validate(json& value, const CompiledSchema& schema,
-                         std::vector<std::string>& repairs) {
+                         std::vector<std::string>& repairs, std::string_view subject) {
   if (schema.fits_as_is(value)) return;
-  coerce_and_validate(value, schema.json(), repairs);
+  coerce_and_validate(value, schema.json(), repairs, subject);
 }
 
 }  // namespace luagent::llm

@@ -22,9 +22,10 @@ nlohmann::json one_of_intents(const nlohmann::json& intents);
 
 /// Checks `value` against `schema` (an expanded JSON Schema), coercing near misses in
 /// place and appending one note per coercion to `repairs`. Throws Error(invalid_output)
-/// with a short message naming the field, fit to show back to the model.
+/// with a short message naming the field, fit to show back to the model; `subject` names
+/// the value as a whole ("reply: expected an object", "arguments: ...").
 void coerce_and_validate(nlohmann::json& value, const nlohmann::json& schema,
-                         std::vector<std::string>& repairs);
+                         std::vector<std::string>& repairs, std::string_view subject = "reply");
 
 /// An expanded schema prepared once for the many replies checked against it. Most replies
 /// already fit; checking that needs no text (paths, messages) and finds a discriminated
@@ -57,6 +58,6 @@ class CompiledSchema {
 /// coerce_and_validate against a compiled schema: a reply that fits as it is costs only
 /// the quick check; any other gets exactly the repairs and errors of the full validation.
 void coerce_and_validate(nlohmann::json& value, const CompiledSchema& schema,
-                         std::vector<std::string>& repairs);
+                         std::vector<std::string>& repairs, std::string_view subject = "reply");
 
 }  // namespace luagent::llm

@@ -230,6 +230,8 @@ return function(thread)
   thread:push("sold", host.call("trade", { intent = "trade", item = "sword", price = "12" }))
   local ok, err = pcall(host.call, "trade", { item = "shield" })
   thread:push("refused", { ok = ok, code = err.code, message = err.message })
+  ok, err = pcall(host.call, "trade", "shield")
+  thread:push("refused", err.message)
 end)"}});
   std::vector<nlohmann::json> received;
   f.host->tool("trade", {{"item", "string"}, {"price", "number"}}, [&](const nlohmann::json& a) {
@@ -249,6 +251,11 @@ end)"}});
   std::string message = refused["message"];
   BOOST_TEST(mentions(message, "host tool 'trade': bad arguments"), message);
   BOOST_TEST(mentions(message, "price"), message);
+  // The whole value was called the model's "reply" (the words of a structured reply).
+  std::string whole = thread.events[3].data;
+  BOOST_TEST(
+      mentions(whole, "host tool 'trade': bad arguments: top level: expected object, got string"),
+      whole);
 }
 
 BOOST_AUTO_TEST_CASE(async_tool_args_are_checked_before_it_starts) {
