@@ -1311,9 +1311,8 @@ std::size_t LuaRuntime::run_ready(std::optional<Clock::time_point> deadline) {
     }
     slice_deadline_ns_ = 0;
     // Whatever the runs of this turn appended is committed together; the flush to disk
-    // happens on the syncer's thread.
-    // A backlog (commits another process's lock refused for a while) is committed as
-    // far as the budget goes, the rest in the next pump.
+    // happens on the syncer's thread. A backlog (commits another process's lock refused
+    // for a while) is committed as far as the budget goes, the rest in the next pump.
     std::size_t records = queued_records();
     std::size_t fits = SIZE_MAX;
     if (deadline) {
