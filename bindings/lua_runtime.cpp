@@ -541,11 +541,13 @@ int guarded_next(lua_State* L) {  // upvalue 1: the shared table, 2: the view
   return 2;
 }
 
+// The state pairs() returns is the view: the shared table must not reach the caller,
+// who would keep it and write to it for every run.
 int guarded_pairs(lua_State* L) {
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushvalue(L, 1);
   lua_pushcclosure(L, guarded_next, 2);
-  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, 1);
   lua_pushnil(L);
   return 3;
 }
@@ -555,16 +557,17 @@ int guarded_len(lua_State* L) {
   return 1;
 }
 
-int plain_next(lua_State* L) {
+int plain_next(lua_State* L) {  // upvalue 1: the shared table
   lua_settop(L, 2);
-  if (lua_next(L, 1)) return 2;
+  if (lua_next(L, lua_upvalueindex(1))) return 2;
   lua_pushnil(L);
   return 1;
 }
 
 int plain_pairs(lua_State* L) {
-  lua_pushcfunction(L, plain_next);
   lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, plain_next, 1);
+  lua_pushvalue(L, 1);  // the view, as guarded_pairs
   lua_pushnil(L);
   return 3;
 }
@@ -825,13 +828,12 @@ int sandboxed_load(lua_State* L) {
       lua_insert(L, -2);
       return 2;  // nil, message — as Lua's own load does
     }
-    if (has_env) {
+    // An agent file's top level, as it loads, is no run: its chunks went into the shared
+    // base, where every run saw (and could change) their globals.
+    if (has_env)
       lua_pushvalue(L, 4);
-    } else if (Run* run = LuaRuntime::from(L).current_run()) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, run->env_ref);
-    } else {
-      lua_rawgetp(L, LUA_REGISTRYINDEX, &kBaseEnvKey);
-    }
+    else
+      LuaRuntime::from(L).push_requiring_environment(L);
     lua_setupvalue(L, -2, 1);
     return 1;
   });
@@ -1022,6 +1024,10 @@ void LuaRuntime::push_run_environment() {
   lua_createtable(L, 0, 2);
   lua_pushvalue(L, base);
   lua_setfield(L, -2, "__index");
+  // getmetatable(_G) handed out the shared base (and through it the real libraries) to
+  // any run, to change for every run after it.
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
   lua_setmetatable(L, env);
   lua_pop(L, 1);  // base
 }

@@ -748,6 +748,55 @@ BOOST_AUTO_TEST_CASE(shared_metatables_are_out_of_an_agents_reach) {
   BOOST_TEST(seen["rendered"] == "fine");
 }
 
+// Three ways one run reached what every run shares, to change it for the runs after it:
+// getmetatable(_G) gave the shared base environment (and through it the real string
+// table); pairs() on a read-only view returned the shared table itself as its state; and
+// load() at an agent file's top level, when the agent first loads (no run yet), put the
+// chunk's globals in the base.
+BOOST_AUTO_TEST_CASE(a_run_cannot_reach_the_shared_base_or_libraries) {
+  auto [spoiler, victim] = two_runs_in_one_host(
+      "local context = require 'luagent.context'\n"
+      "load('LOADS = (LOADS or 0) + 1')()  -- once per run, in that run's globals\n"
+      "return function(thread)\n"
+      "  local seen = { base = tostring(SHARED), leak = tostring(string.leak),\n"
+      "    via_pairs = tostring(string.leak2), xml = tostring(context.xml == context.xml_ok),\n"
+      "    loads = LOADS, metatable = tostring(getmetatable(_G)) }\n"
+      "  if thread:last('user_input').data == 'spoil' then\n"
+      "    seen.base_write = pcall(function()\n"
+      "      local base = getmetatable(_G).__index\n"
+      "      base.SHARED = 'set'\n"
+      "      base.string.leak = 'leaked'\n"
+      "    end)\n"
+      "    seen.swap = pcall(setmetatable, _G, { __index = function() return 'mine' end })\n"
+      "    seen.pairs_write = pcall(function()\n"
+      "      local _, shared = pairs(context)\n"
+      "      shared.xml_ok = context.xml\n"
+      "      local _, lib = pairs(string)\n"
+      "      lib.leak2 = 'via pairs'\n"
+      "    end)\n"
+      "  end\n"
+      "  local keys = 0\n"
+      "  for name, value in pairs(string) do keys = keys + 1 end\n"
+      "  seen.string_keys = keys > 10\n"
+      "  thread:push('seen', seen)\n"
+      "end\n",
+      "spoil", "look");
+  BOOST_TEST_REQUIRE(spoiler.status() == Status::done, spoiler.events.back().data.dump());
+  const auto& tried = spoiler.events[1].data;
+  BOOST_TEST(tried["base_write"] == false);
+  BOOST_TEST(tried["swap"] == false);
+  BOOST_TEST(tried["pairs_write"] == false);
+  BOOST_TEST(tried["string_keys"] == true);  // pairs still walks the library
+  BOOST_TEST(tried["metatable"] == "false");
+  BOOST_TEST_REQUIRE(victim.status() == Status::done, victim.events.back().data.dump());
+  const auto& seen = victim.events[1].data;
+  BOOST_TEST(seen["base"] == "nil");
+  BOOST_TEST(seen["leak"] == "nil");
+  BOOST_TEST(seen["via_pairs"] == "nil");
+  BOOST_TEST(seen["xml"] == "false");
+  BOOST_TEST(seen["loads"] == 1);  // not also in the base, from the agent's first load
+}
+
 // prompt.file's compiled files are cached in the module, which every run shares, under a
 // key naming the opts.filters table by address, and each entry held that table: an agent
 // calling prompt.file(path, { filters = ... }) at its top level (a fresh table each step)
