@@ -5,6 +5,8 @@
 #include <exception>
 #include <new>
 
+#include "lua_runtime.hpp"
+
 namespace luagent::lua {
 namespace {
 
@@ -66,6 +68,7 @@ void push_error_metatable(lua_State* L) {
 // Runs a body, catching every C++ exception into `caught`. Returns true on success.
 bool call_catching(lua_State* L, Body body, int& results, CaughtError& caught) {
   try {
+    check_memory_limit(L);
     results = body(L);
     return true;
   } catch (const Error& e) {

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "lua_runtime.hpp"
 #include "luagent/error.hpp"
 #include "utf8_text.hpp"
 
@@ -53,6 +54,7 @@ void push_value(lua_State* L, const nlohmann::json& value, int depth, bool in_ar
       break;
     }
     case nlohmann::json::value_t::array: {
+      check_memory_limit(L);
       lua_createtable(L, static_cast<int>(value.size()), 0);
       lua_Integer i = 0;
       for (const auto& item : value) {
@@ -64,6 +66,7 @@ void push_value(lua_State* L, const nlohmann::json& value, int depth, bool in_ar
       break;
     }
     case nlohmann::json::value_t::object: {
+      check_memory_limit(L);
       lua_createtable(L, 0, static_cast<int>(value.size()));
       for (const auto& [key, item] : value.items()) {
         if (item.is_null()) continue;

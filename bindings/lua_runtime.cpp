@@ -173,6 +173,11 @@ std::string cpu_limit_crossed(const RuntimeLimits& limits, std::string_view who_
          " ms of CPU (limits.step_cpu_ms)";
 }
 
+std::string memory_limit_crossed(const RuntimeLimits& limits) {
+  return "the agent used more than " + std::to_string(limits.memory_mb) +
+         " MiB of Lua memory (limits.memory_mb)";
+}
+
 std::int64_t thread_cpu_ns() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -390,8 +395,12 @@ void* limited_alloc(void* ud, void* ptr, size_t old_size, size_t new_size) {
     return nullptr;
   }
   if (new_size > old_size && runtime->host_depth_ == 0 && runtime->memory_limit_ &&
-      runtime->memory_used_ + (new_size - old_size) > runtime->memory_limit_)
-    return nullptr;  // Lua raises "not enough memory" in agent code
+      runtime->memory_used_ + (new_size - old_size) > runtime->memory_limit_) {
+    // Lua raises "not enough memory" in agent code, which a pcall could swallow and go
+    // on: the step is marked, and its next look at the hook ends it, as the CPU limit's.
+    if (runtime->current_) runtime->current_->out_of_memory = true;
+    return nullptr;
+  }
   void* result = runtime->lua_heap_.resize(ptr, new_size);
   if (result) {
     runtime->memory_used_ = runtime->memory_used_ - old_size + new_size;
@@ -433,6 +442,11 @@ const char* kill_past_cpu_limit(LuaRuntime& runtime, lua_State* L) {
 
 void count_hook(lua_State* L, lua_Debug*) {
   LuaRuntime& runtime = LuaRuntime::from(L);
+  if (runtime.current_ && runtime.current_->out_of_memory) {
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);  // every later instruction raises too
+    push_error(L, ErrorCode::limit, memory_limit_crossed(runtime.services_.limits));
+    lua_error(L);
+  }
   if (const char* who_used = kill_past_cpu_limit(runtime, L)) {
     push_error(L, ErrorCode::limit, cpu_limit_crossed(runtime.services_.limits, who_used));
     lua_error(L);
@@ -471,6 +485,25 @@ HostCallScope::HostCallScope(lua_State* L) : runtime_(LuaRuntime::from(L)) {
 }
 HostCallScope::~HostCallScope() {
   --runtime_.host_depth_;
+}
+
+AgentCodeScope::AgentCodeScope(lua_State* L)
+    : runtime_(LuaRuntime::from(L)), host_depth_(runtime_.host_depth_) {
+  runtime_.host_depth_ = 0;
+}
+AgentCodeScope::~AgentCodeScope() {
+  runtime_.host_depth_ = host_depth_;
+}
+
+void check_memory_limit(lua_State* L) {
+  void* ud = nullptr;
+  if (lua_getallocf(L, &ud) != limited_alloc) return;  // a bare state (tests, fuzzers)
+  auto* runtime = static_cast<LuaRuntime*>(ud);
+  Run* run = runtime->current_;
+  bool over = runtime->memory_limit_ && runtime->memory_used_ > runtime->memory_limit_;
+  if (!over && !(run && run->out_of_memory)) return;
+  if (run) run->out_of_memory = true;
+  throw Error(ErrorCode::limit, memory_limit_crossed(runtime->services_.limits));
 }
 
 namespace {
@@ -795,6 +828,8 @@ int lua_require(lua_State* L) {
       std::string version;
       std::string source = runtime.read_agent_file(relative + ".lua", &version);
       push_agent_module_chunk(L, source, version, "@" + relative + ".lua");
+      // Agent code, under the memory limit (a module's top level filled gigabytes).
+      AgentCodeScope agent_code(L);
       call_module_chunk(L, name);  // in the requiring environment (env)
     }
     lua_pushvalue(L, -1);
@@ -1485,6 +1520,10 @@ void LuaRuntime::resume(Run& run, int nargs) {
     fail_run(run, Error(ErrorCode::limit, cpu_limit_crossed(services_.limits, "the step used")));
     return;
   }
+  if (run.out_of_memory) {  // crossed the memory limit in a callback or a host call
+    fail_run(run, Error(ErrorCode::limit, memory_limit_crossed(services_.limits)));
+    return;
+  }
   Run* previous = current_;
   current_ = &run;
   allocated_since_look_ = 0;
@@ -1522,9 +1561,7 @@ void LuaRuntime::resume(Run& run, int nargs) {
   if (status != LUA_OK) {
     Error error = error_from_lua(run.coroutine, -1);
     if (status == LUA_ERRMEM)
-      error = Error(ErrorCode::limit, "the agent used more than " +
-                                          std::to_string(services_.limits.memory_mb) +
-                                          " MiB of Lua memory (limits.memory_mb)");
+      error = Error(ErrorCode::limit, memory_limit_crossed(services_.limits));
     if (lua_type(run.coroutine, -1) == LUA_TSTRING) {
       // Unprotected, on the main state: the traceback must not meet the memory limit the
       // agent may just have hit.
@@ -1537,6 +1574,10 @@ void LuaRuntime::resume(Run& run, int nargs) {
     return;
   }
   lua_pop(run.coroutine, results);
+  if (run.out_of_memory) {  // the step swallowed the error (pcall) and returned
+    fail_run(run, Error(ErrorCode::limit, memory_limit_crossed(services_.limits)));
+    return;
+  }
   // A step that returns without awaiting has finished the thread.
   std::optional<Error> error;
   if (!run.awaiting) {
@@ -1560,7 +1601,12 @@ void LuaRuntime::end_step(Run& run, std::optional<Error> error) {
   run.finish_error = std::move(error);
 }
 
-void LuaRuntime::fail_run(Run& run, const Error& error) {
+void LuaRuntime::fail_run(Run& run, const Error& raised) {
+  // Past the memory limit, the step fails with it, whatever its code raised after
+  // ("loading bomb: not enough memory" from require).
+  const Error error = run.out_of_memory && raised.code() != ErrorCode::limit
+                          ? Error(ErrorCode::limit, memory_limit_crossed(services_.limits))
+                          : raised;
   std::optional<Error> outcome;
   if (run.lost_thread) {
     outcome = error;  // another writer owns the thread now; record nothing

@@ -64,7 +64,8 @@ struct Run {
   std::int64_t cpu_used_ns = 0;
   std::int64_t slice_started_ns = 0;
   bool killed = false;
-  int llm_calls = 0;  // started in this step (limits.llm_calls_per_step)
+  bool out_of_memory = false;  // crossed limits.memory_mb: the step ends at its next hook
+  int llm_calls = 0;           // started in this step (limits.llm_calls_per_step)
   // Group commit: the events this run waits to see committed, then what came of them.
   // Events appended behind (append_behind) are in thread.events already; until the turn
   // commits them they are the agent's own view, not yet acknowledged to anyone.
@@ -385,6 +386,8 @@ class LuaRuntime final : public AgentRuntime {
   friend void stop_c_call_past_cpu_limit(lua_State*);
   friend int lua_require(lua_State*);
   friend class HostCallScope;
+  friend class AgentCodeScope;
+  friend void check_memory_limit(lua_State*);
 };
 
 /// Marks C++ code that allocates Lua memory on behalf of the host (conversions in a
@@ -400,6 +403,27 @@ class HostCallScope {
  private:
   LuaRuntime& runtime_;
 };
+
+/// Agent code run (under lua_pcall) from inside a HostCallScope, as a module's top level
+/// from require: the memory limit applies again until the scope ends.
+class AgentCodeScope {
+ public:
+  explicit AgentCodeScope(lua_State* L);
+  ~AgentCodeScope();
+  AgentCodeScope(const AgentCodeScope&) = delete;
+  AgentCodeScope& operator=(const AgentCodeScope&) = delete;
+
+ private:
+  LuaRuntime& runtime_;
+  int host_depth_;
+};
+
+/// Throws Error(limit) once the state's Lua memory is past limits.memory_mb, or the
+/// current step crossed it before, and marks the step so that it ends. Every guarded
+/// binding call starts with it (a step that swallowed "not enough memory" with pcall
+/// stores nothing more), and C++ that builds Lua values inside a HostCallScope
+/// (json.decode, thread:events()), where the allocator never fails, checks as it goes.
+void check_memory_limit(lua_State* L);
 
 /// The most an agent's source or prompt file, a case file or a script model may hold.
 inline constexpr std::size_t kMaxSourceBytes = 16 * 1024 * 1024;

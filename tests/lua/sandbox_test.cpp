@@ -312,6 +312,40 @@ BOOST_AUTO_TEST_CASE(tostring_called_by_print_or_log_stays_under_the_memory_limi
   }
 }
 
+// The memory limit was off while host C++ ran: a module's top level run by require
+// filled 1.1 GB under a 64 MiB limit, and json.decode of a 24 MB text of small arrays made
+// 1.25 GB of tables. An allocation the limit refused in agent code raised "not enough
+// memory", which a pcall swallowed, and the step went on to `done`. Each is now the
+// step's failure with `limit`. Bounded (a few times the 16 MiB limit) should it not stop.
+BOOST_AUTO_TEST_CASE(the_memory_limit_holds_in_require_json_decode_and_under_pcall) {
+  auto limited = [](HostConfig& config) { config.memory_mb = 16; };
+  const std::string message = "more than 16 MiB of Lua memory (limits.memory_mb) [limit]";
+  auto in_require = run_agent(
+      "return function(thread)\n  local t = require 'bomb'\n  thread:push('n', #t)\nend\n",
+      {{"bomb.lua", "local t = {}\nfor i = 1, 6e6 do t[i] = i end\nreturn t\n"}}, limited);
+  BOOST_TEST(mentions(in_require.failure(), message), in_require.failure());
+  auto in_decode = run_agent(
+      "return function(thread)\n"
+      "  local text = '[' .. string.rep('[],', 1 << 20) .. '[]]'\n"
+      "  local t = require('luagent.json').decode(text)\n"
+      "  thread:push('n', #t)\nend\n",
+      {}, limited);
+  BOOST_TEST(mentions(in_decode.failure(), message), in_decode.failure());
+  for (std::string eater : {"local s = 'x' while true do s = s .. s end",
+                            "require('luagent.json').decode('[' .. string.rep('[],', 1 << "
+                            "20) .. '[]]')"}) {
+    auto swallowed = run_agent(
+        "return function(thread)\n"
+        "  local ok, err = pcall(function() " +
+            eater +
+            " end)\n"
+            "  thread:push('went_on', tostring(err))\nend\n",
+        {}, limited);
+    BOOST_TEST(mentions(swallowed.failure(), message), eater << ": " << swallowed.failure());
+    BOOST_TEST(swallowed.thread.events.size() == 2u);  // the step went no further
+  }
+}
+
 namespace {
 
 // An agent in dir/agent whose one step makes about 200 MB of garbage (200,000 strings of
