@@ -23,12 +23,13 @@ namespace {
 
 char kRuntimeKey;
 char kBaseEnvKey;
-char kModuleCacheKey;   // name -> shared module value (stdlib and built-in modules)
-char kEnvLoadedKey;     // weak: environment -> its module cache
-char kRunnerKey;        // the prelude's run_agent(chunk, thread)
-char kChunkStarterKey;  // { [1] = the requiring environment }: agent and module chunks' _ENV
-char kModuleChunksKey;  // weak values: content hash .. chunk name -> a compiled module chunk
-char kSliceKey;         // the value a time-sliced coroutine passes up to the host
+char kModuleCacheKey;     // name -> shared module value (stdlib and built-in modules)
+char kEnvLoadedKey;       // weak: environment -> its module cache
+char kRunnerKey;          // the prelude's run_agent(chunk, thread)
+char kChunkStarterKey;    // { [1] = the requiring environment }: agent and module chunks' _ENV
+char kModuleChunksKey;    // weak values: content hash .. chunk name -> a compiled module chunk
+char kSliceKey;           // the value a time-sliced coroutine passes up to the host
+char kStepCoroutinesKey;  // weak keys: the runs' own coroutines, which only the host resumes
 
 std::int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
@@ -88,10 +89,20 @@ constexpr const char* kSafeLibraries[] = {"string", "table", "math", "utf8", "co
 // resume: the wrappers pass the sentinel upward and resume the inner coroutine
 // with what the host answered.
 constexpr const char* kPrelude = R"lua(
-local sentinel, raw, slice, took_hook_yield, hold_yields = ...
+local sentinel, raw, slice, took_hook_yield, hold_yields, step_coroutines = ...
 local resume, yield, create, status = raw.resume, raw.yield, raw.create, raw.status
-local isyieldable = raw.isyieldable
+local isyieldable, close = raw.isyieldable, raw.close
 local select, error = select, error
+
+-- A step's own coroutine (coroutine.running() in a step) waits for the host: resumed or
+-- closed by the agent (from a stream callback, while its LLM call was in flight), it ran
+-- the rest of the step there and left the thread failed.
+local function refuse_step_coroutine(co, what)
+  if step_coroutines[co] then
+    error({ code = "usage", message = "coroutine." .. what .. ": this is the step's own " ..
+      "coroutine, which only the host resumes or closes" }, 0)
+  end
+end
 
 -- A time slice that ran out inside `co` (the hook paused it, or a coroutine inside it
 -- passed the pause up) goes up the same way, then `co` simply continues.
@@ -115,6 +126,7 @@ local function released(...)
   return ...
 end
 local function resumed(co, ...)
+  refuse_step_coroutine(co, "resume")
   if isyieldable() then return forward(co, resume(co, ...)) end
   hold_yields(1)
   return released(forward(co, resume(co, ...)))
@@ -123,6 +135,10 @@ end
 local wrapped = {}
 for k, v in pairs(raw) do wrapped[k] = v end
 wrapped.resume = resumed
+wrapped.close = function(co, ...)
+  refuse_step_coroutine(co, "close")
+  return close(co, ...)
+end
 wrapped.wrap = function(f)
   local co = create(f)
   return function(...)
@@ -1027,7 +1043,8 @@ void LuaRuntime::build_base_environment() {
   lua_pushlightuserdata(L, &kSliceKey);
   lua_pushcfunction(L, lua_entry<took_hook_yield>);
   lua_pushcfunction(L, lua_entry<count_held_yields>);
-  if (lua_pcall(L, 5, 2, 0) != LUA_OK)
+  push_registry_weak_table(L, &kStepCoroutinesKey, "k");
+  if (lua_pcall(L, 6, 2, 0) != LUA_OK)
     throw Error(ErrorCode::internal, std::string("prelude: ") + lua_tostring(L, -1));
   lua_rawsetp(L, LUA_REGISTRYINDEX, &kRunnerKey);
   lua_setfield(L, base, "coroutine");
@@ -1270,6 +1287,11 @@ void LuaRuntime::start_step(const AgentInfo& agent, Thread thread, RunCallbacks 
   lua_State* L = L_;
 
   run->coroutine = lua_newthread(L);
+  push_registry_weak_table(L, &kStepCoroutinesKey, "k");
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
   run->coroutine_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   push_run_environment();
   run->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);

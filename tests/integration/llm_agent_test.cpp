@@ -254,6 +254,49 @@ return function(thread) thread:push("said", llm.text("hi")) end
   BOOST_TEST(logged);
 }
 
+// A stream callback that resumed (or closed) the step's own coroutine, got from
+// coroutine.running() while the call was in flight, ran the rest of the step inside the
+// callback: the agent got "an LLM call resumed without an outcome [internal]" and the
+// thread, after its await, ended failed ("cannot resume dead coroutine"). Both are refused.
+BOOST_AUTO_TEST_CASE(a_stream_callback_cannot_resume_or_close_its_steps_coroutine) {
+  test::WireServer server;
+  server.set_handler(streamed_or_plain_hello);
+  Environment environment(server.url("/v1"));
+  test::TempDir dir;
+  std::filesystem::create_directories(dir / "hijacker");
+  std::ofstream(dir / "hijacker/agent.lua") << R"lua(
+local llm = require "luagent.llm"
+return function(thread)
+  local main = coroutine.running()
+  local refused = {}
+  local said = llm.text("stream please", { stream = function()
+    if refused.resume then return end
+    local _, resume_error = pcall(coroutine.resume, main, "FAKE")
+    local _, close_error = pcall(coroutine.close, main)
+    refused.resume, refused.close = resume_error.message, close_error.message
+  end })
+  thread:push("said", { text = said, refused = refused })
+  return thread:await("human", { q = "continue?" })
+end
+)lua";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "threads.db").string();
+  config.provider = "openai";
+  config.model = "gpt-test";
+  Host host(config);
+  auto id = host.launch((dir / "hijacker").string(), Event::user("go"));
+  host.run_until_idle();
+  Thread thread = host.get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::awaiting_human, thread.events.back().data.dump());
+  const nlohmann::json& said = thread.events.at(thread.events.size() - 2).data;
+  BOOST_TEST(said["text"] == "hello there, streaming world");
+  for (const char* what : {"resume", "close"})
+    BOOST_TEST(said["refused"][what] == "coroutine." + std::string(what) +
+                                            ": this is the step's own coroutine, which only "
+                                            "the host resumes or closes",
+               said.dump());
+}
+
 // llm.* options out of range reached the provider as given or wrapped: max_tokens = 2^32 + 5
 // became 5, a huge timeout overflowed the milliseconds, timeout = 1e-4 became 0 ms (which
 // means "the default"), a temperature of 7 went to the API.
