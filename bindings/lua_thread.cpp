@@ -264,10 +264,16 @@ int thread_tool_begin_stored(lua_State* L) {
   }
   failpoint("after_tool_start");
   std::int64_t call = event.data.value("call", std::int64_t{0});
-  runtime.require_run("thread:execute").running_calls.push_back(call);
+  Run& run = runtime.require_run("thread:execute");
+  run.running_calls.push_back(call);
   lua_pushliteral(L, "run");
   lua_pushinteger(L, call);
-  return 2;
+  // The tool gets the call as recorded, not the agent's table: one changed after its
+  // push ran a charge of 1,000,000 that the thread records as 10, and a retry after a
+  // crash (which reads the record) would do another thing again.
+  HostCallScope scope(L);
+  push_json(L, run.thread.events.at(static_cast<std::size_t>(call - 1)).data);
+  return 3;
 }
 
 int thread_tool_begin(lua_State* L) {
@@ -380,7 +386,7 @@ return function(thread, call, fn, options)
   elseif state == "unknown" then
     return nil, "outcome_unknown"
   end
-  return finish(thread, a, pcall(fn, call))
+  return finish(thread, a, pcall(fn, b))
 end
 )lua";
 

@@ -60,7 +60,9 @@ function Thread:await(kind, payload) end
 function Thread:resumed() end
 
 ---Runs `fn(call)` exactly once for a pushed call and records its result as a
----tool_response. Called again for the same call it returns the recorded result without
+---tool_response. `fn` gets the call as recorded when it was pushed (a fresh table), not
+---the agent's own table: a change made to that after the push does not reach the tool,
+---whose run must match the record a retry after a crash reads. Called again for the same call it returns the recorded result without
 ---running `fn`; for a call that started but never finished (a crash) it records
 ---outcome_unknown and returns nil, "outcome_unknown" — unless the tool is declared
 ---idempotent (`{ idempotent = true }`): then it simply runs again. A tool error is

@@ -116,3 +116,27 @@ BOOST_AUTO_TEST_CASE(thread_execute_of_a_call_whose_tool_is_running_is_refused) 
   refusal_of(suspended["meanwhile"], 10);
   BOOST_TEST(thread.events.at(13).data == 7);
 }
+
+// The tool ran on the agent's live table: a call changed after its push ran as changed
+// (a charge of 1,000,000) while the thread recorded it as pushed (10), and a retry after a
+// crash, which reads the record, would do another thing. The tool gets the recorded call.
+BOOST_AUTO_TEST_CASE(thread_execute_runs_the_tool_on_the_call_as_recorded) {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir / "agent");
+  std::ofstream(dir / "agent" / "agent.lua") << R"(
+return function(thread)
+  local step = { intent = "charge", amount = 10 }
+  thread:push("charge", step)
+  step.amount = 1000000
+  thread:execute(step, function(call) return "charged " .. call.amount end)
+end)";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  Host host(config);
+  auto id = host.launch((dir / "agent").string(), Event::user("go"));
+  host.run_until_idle();
+  Thread thread = host.get(id);
+  BOOST_TEST_REQUIRE(thread.status() == Status::done, thread.events.back().data.dump());
+  BOOST_TEST(thread.events.at(1).data["amount"] == 10);
+  BOOST_TEST(thread.events.at(3).data == nlohmann::json({{"call", 2}, {"result", "charged 10"}}));
+}
