@@ -1600,11 +1600,20 @@ void LuaRuntime::resume(Run& run, int nargs) {
     fail_run(run, Error(ErrorCode::limit, memory_limit_crossed(services_.limits)));
     return;
   }
-  // A step that returns without awaiting has finished the thread.
+  // A step that returns without awaiting has finished the thread. A tool it left
+  // running (its coroutine closed, or left suspended) can never record a result: the
+  // thread said tool_started and nothing after it, and thread:execute of the call kept
+  // saying "still running" until the step ended. (await is refused while one runs.)
   std::optional<Error> error;
   if (!run.awaiting) {
+    std::vector<Event> ending;
+    for (std::int64_t call : run.running_calls)
+      ending.push_back(Event::make(std::string(event_type::outcome_unknown),
+                                   {{"call", call}, {"reason", "abandoned"}}));
+    run.running_calls.clear();
+    ending.push_back(Event::make(std::string(event_type::done), nullptr));
     try {
-      queue_behind(run, {Event::make(std::string(event_type::done), nullptr)});
+      queue_behind(run, std::move(ending));
     } catch (const Error& e) {
       error = e;
     }

@@ -68,7 +68,8 @@ function Thread:resumed() end
 ---idempotent (`{ idempotent = true }`): then it simply runs again. A tool error is
 ---recorded and returned as nil, message. Errors with usage for a call whose tool is still
 ---running (called again from inside that tool, or while a coroutine running it is
----suspended): its result is recorded once, when the tool returns.
+---suspended): its result is recorded once, when the tool returns. A tool still running when
+---the step ends (its coroutine closed, or left suspended) is recorded as outcome_unknown.
 ---@generic R
 ---@param call table a table passed to thread:push, or the call thread:resumed returned
 ---@param fn fun(call: table): R

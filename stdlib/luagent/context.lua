@@ -193,8 +193,10 @@ function context.payload(e)
     return d.result
   end
   if e.type == "outcome_unknown" and type(d) == "table" and d.call ~= nil then
+    local why = d.reason == "abandoned" and "the coroutine running the tool was abandoned"
+      or "the host stopped"
     return "the tool call in event " .. tostring(d.call) ..
-      " started but its outcome was never recorded (the host stopped); it may or may not have run"
+      " started but its outcome was never recorded (" .. why .. "); it may or may not have run"
   end
   return d
 end

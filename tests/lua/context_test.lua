@@ -47,6 +47,17 @@ t.test("xml shows error and outcome_unknown events (factor 9)", function()
   t.eq(out, "\n<error>\ntool multiply failed: boom\n</error>\n\n\n<charge_card>\namount: 5\n</charge_card>\n")
 end)
 
+t.test("xml says why a call's outcome is unknown", function()
+  local out = context.xml({
+    { type = "outcome_unknown", data = { call = 4, reason = "interrupted" } },
+    { type = "outcome_unknown", data = { call = 6, reason = "abandoned" } },
+  })
+  t.eq(out, "\n<outcome_unknown>\nthe tool call in event 4 started but its outcome was never " ..
+    "recorded (the host stopped); it may or may not have run\n</outcome_unknown>\n\n\n" ..
+    "<outcome_unknown>\nthe tool call in event 6 started but its outcome was never recorded " ..
+    "(the coroutine running the tool was abandoned); it may or may not have run\n</outcome_unknown>\n")
+end)
+
 t.test("xml hides every host-internal event type by default", function()
   local events = {}
   for _, ty in ipairs { "await", "approval", "tool_started", "done", "cancelled", "llm_call" } do

@@ -140,3 +140,40 @@ end)";
   BOOST_TEST(thread.events.at(1).data["amount"] == 10);
   BOOST_TEST(thread.events.at(3).data == nlohmann::json({{"call", 2}, {"result", "charged 10"}}));
 }
+
+// A tool whose coroutine the agent closed (or left suspended) never returns: the step
+// ended done with the call's tool_started and nothing after it. Its outcome is now
+// recorded as unknown when the step ends, as a crash's is when the thread resumes.
+BOOST_AUTO_TEST_CASE(a_tool_left_in_an_abandoned_coroutine_ends_as_outcome_unknown) {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir / "agent");
+  std::ofstream(dir / "agent" / "agent.lua") << R"(
+local function start(thread, step)
+  local co = coroutine.create(function()
+    return thread:execute(step, function(call) coroutine.yield("paused"); return 1 end)
+  end)
+  coroutine.resume(co)
+  return co
+end
+return function(thread)
+  local closed = { a = 1 }
+  thread:push("add", closed)
+  coroutine.close(start(thread, closed))
+  local left = { a = 2 }
+  thread:push("add", left)
+  start(thread, left)  -- left suspended
+end)";
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "t.db").string();
+  Host host(config);
+  auto id = host.launch((dir / "agent").string(), Event::user("go"));
+  host.run_until_idle();
+  Thread thread = host.get(id);
+  std::string types;
+  for (const Event& event : thread.events) types += (types.empty() ? "" : " ") + event.type;
+  BOOST_TEST(types ==
+             "user_input add tool_started add tool_started outcome_unknown outcome_unknown done");
+  BOOST_TEST_REQUIRE(thread.events.size() == 8u);
+  BOOST_TEST(thread.events[5].data == nlohmann::json({{"call", 2}, {"reason", "abandoned"}}));
+  BOOST_TEST(thread.events[6].data == nlohmann::json({{"call", 4}, {"reason", "abandoned"}}));
+}
