@@ -135,8 +135,17 @@ Error error_from_lua(lua_State* L, int index) {
     std::string source = lua_isstring(L, -2) ? lua_tostring(L, -2) : "";
     int line = static_cast<int>(lua_tointeger(L, -1));
     lua_pop(L, 4);
+    // `internal` means a bug in luagent: only the host's own errors say so. A table an
+    // agent raised ({ code = "internal" }) is its own runtime error.
+    bool raised_by_host = false;
+    if (lua_getmetatable(L, index)) {
+      push_error_metatable(L);
+      raised_by_host = lua_rawequal(L, -1, -2);
+      lua_pop(L, 2);
+    }
     ErrorCode parsed = error_code_from_name(code);
-    if (parsed == ErrorCode::internal && code != "internal") parsed = ErrorCode::runtime;
+    if (parsed == ErrorCode::internal && (code != "internal" || !raised_by_host))
+      parsed = ErrorCode::runtime;
     return Error(parsed, message, source, line);
   }
   const char* text = lua_tostring(L, index);

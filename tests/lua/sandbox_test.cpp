@@ -503,6 +503,15 @@ BOOST_AUTO_TEST_CASE(error_messages_that_are_not_utf8_still_end_the_step) {
              run.thread.events[3].data.dump());
 }
 
+// `internal` is for bugs in luagent (docs/errors.md); an agent's own error table said it and
+// was recorded so.
+BOOST_AUTO_TEST_CASE(an_agent_cannot_raise_an_internal_error) {
+  auto forged = attempt("error({ code = 'internal', message = 'forged' })");
+  BOOST_TEST(forged == "forged [runtime]");
+  auto usage = attempt("error({ code = 'usage', message = 'mine' })");
+  BOOST_TEST(usage == "mine [usage]");
+}
+
 // The host read an error table with lua_getfield: an __index that raised there (on a step's
 // dead coroutine, nothing protecting it) aborted the host; one that looped stalled it for
 // good, outside any step's CPU limit. In a tool, the raise skipped recording the result.
