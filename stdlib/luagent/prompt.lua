@@ -1098,10 +1098,20 @@ function Template:_run(vars, fn)
   return o, R.roles
 end
 
+-- template.render(vars) (a dot for the colon) said "attempt to call a nil value (method
+-- '_run')" from inside this file.
+local function check_self(self, method)
+  if getmetatable(self) ~= "luagent.prompt.template" then
+    raise("usage", fmt("template:%s: call it with a colon (template:%s(vars)), got a %s " ..
+      "for the template", method, method, type(self)))
+  end
+end
+
 ---Renders the template to a string; role markers leave nothing behind.
 ---@param vars? table
 ---@return string
 function Template:render(vars)
+  check_self(self, "render")
   return (table.concat((self:_run(vars))))
 end
 
@@ -1125,6 +1135,7 @@ end
 ---@param vars? table
 ---@return luagent.prompt.Message[]
 function Template:messages(vars)
+  check_self(self, "messages")
   local fn, messages_fn = self:_functions(vars)
   if messages_fn then return messages_fn(vars or NO_VARS, self.opts.default_role or "user") end
   local o, roles = self:_run(vars, fn) -- roles: role, first piece, role, first piece...

@@ -485,6 +485,14 @@ t.test("errors are tables with a code, as the host's modules raise them", functi
   t.eq(missing.message, "nowhere/x.prompt: cannot read prompt file: no such file: nowhere/x.prompt")
   write("miss2/main.prompt", "{% include 'gone.prompt' %}")
   t.eq(caught(function() prompt.file("miss2/main.prompt")() end).code, "not_found")
+  -- A dot for the colon said "attempt to call a nil value (method '_run')".
+  local template = prompt.template("hi")
+  for _, method in ipairs { "render", "messages" } do
+    local dotted = caught(function() template[method]({}) end)
+    t.eq(dotted.code, "usage")
+    t.eq(dotted.message, "template:" .. method .. ": call it with a colon (template:" .. method ..
+      "(vars)), got a table for the template")
+  end
 end)
 
 t.test("prompt.file refuses a path outside the agent's folder when called", function()
