@@ -331,6 +331,15 @@ double temperature_option(const nlohmann::json& value, const char* function) {
   return temperature;
 }
 
+// What a known option of llm.* must be, or nullptr for a name that is no option.
+const char* option_type(const std::string& key, CallKind kind) {
+  if (key == "model" || (kind == CallKind::chat && key == "tool_choice")) return "a string";
+  if (key == "temperature" || key == "timeout") return "a number";
+  if (key == "max_tokens") return "an integer";
+  if (kind == CallKind::chat && key == "tools") return "a table of tools by name";
+  return nullptr;
+}
+
 // Reads opts into the request; returns true when opts.stream is a function (left on the
 // stack top for the caller to take).
 bool read_options(lua_State* L, int index, llm::Request& request, CallKind kind,
@@ -380,6 +389,11 @@ bool read_options(lua_State* L, int index, llm::Request& request, CallKind kind,
       }
     } else if (kind == CallKind::chat && key == "tool_choice" && value.is_string()) {
       request.tool_choice = value;
+    } else if (const char* wanted = option_type(key, kind)) {
+      // A known option of the wrong type was "unknown or mistyped", which sent the author
+      // looking for a typo in the name.
+      throw Error(ErrorCode::usage, std::string(function) + ": opts." + key + " must be " + wanted +
+                                        ", not " + value.dump());
     } else {
       throw Error(ErrorCode::usage, std::string(function) + ": unknown or mistyped option '" + key +
                                         "' (model, temperature, max_tokens, timeout, stream" +

@@ -320,6 +320,7 @@ return function(thread)
     { max_tokens = 0 }, { max_tokens = 10000001 }, { max_tokens = 4294967301 },
     { timeout = 0 }, { timeout = -1 }, { timeout = 3e6 },
     { temperature = -0.5 }, { temperature = 2.5 },
+    { max_tokens = 1.5 }, { model = 5 }, { temperature = "hot" }, { max_tokns = 5 },
   }) do
     local ok, err = pcall(llm.text, "hi", opts)
     said[#said + 1] = ok and "accepted" or (err.code .. " " .. err.message)
@@ -350,6 +351,11 @@ end
       "3000000.0",
       "usage llm.text: opts.temperature must be a number in [0, 2], not -0.5",
       "usage llm.text: opts.temperature must be a number in [0, 2], not 2.5",
+      // A known option of the wrong type was "unknown or mistyped option 'max_tokens'".
+      "usage llm.text: opts.max_tokens must be an integer, not 1.5",
+      "usage llm.text: opts.model must be a string, not 5",
+      "usage llm.text: opts.temperature must be a number, not \"hot\"",
+      "usage llm.text: unknown or mistyped option 'max_tokns'",
   };
   BOOST_TEST_REQUIRE(said.size() == std::size(expected) + 2, said.dump());
   for (std::size_t i = 0; i < std::size(expected); ++i)
