@@ -43,6 +43,11 @@ int threads_list(lua_State* L) {
       lua_isnoneornil(L, 1) ? nlohmann::json::object() : to_json(L, 1, "threads.list options");
   if (!options.is_object())
     throw Error(ErrorCode::usage, "threads.list: options must be a table {status, agent, limit}");
+  // A mistyped name ({ staus = "done" }) listed every thread without a word.
+  for (const auto& [key, value] : options.items())
+    if (key != "status" && key != "agent" && key != "limit")
+      throw Error(ErrorCode::usage,
+                  "threads.list: unknown option '" + key + "' (status, agent, limit)");
   ListFilter filter;
   if (auto status = options.find("status"); status != options.end()) {
     auto parsed = status->is_string() ? status_from_name(status->get<std::string>()) : std::nullopt;

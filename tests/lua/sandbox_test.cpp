@@ -503,6 +503,12 @@ BOOST_AUTO_TEST_CASE(error_messages_that_are_not_utf8_still_end_the_step) {
              run.thread.events[3].data.dump());
 }
 
+// A mistyped option name listed every thread without a word.
+BOOST_AUTO_TEST_CASE(threads_list_refuses_an_unknown_option) {
+  auto mistyped = attempt("require('luagent.threads').list({ staus = 'done' })");
+  BOOST_TEST(mistyped == "threads.list: unknown option 'staus' (status, agent, limit) [usage]");
+}
+
 // `internal` is for bugs in luagent (docs/errors.md); an agent's own error table said it and
 // was recorded so.
 BOOST_AUTO_TEST_CASE(an_agent_cannot_raise_an_internal_error) {
