@@ -95,6 +95,26 @@ struct Environment {
   }
 };
 
+// A host config for the agents under `dir`: its SQLite store, the test server as "openai".
+HostConfig openai_config(const test::TempDir& dir) {
+  HostConfig config;
+  config.store = "sqlite:" + (dir / "threads.db").string();
+  config.provider = "openai";
+  config.model = "gpt-test";
+  return config;
+}
+
+// Writes agent `name` (its agent.lua is `source`) under `dir`, runs one step of it with
+// openai_config, and returns its thread.
+Thread run_one_step(const test::TempDir& dir, const std::string& name, const std::string& source) {
+  std::filesystem::create_directories(dir / name);
+  std::ofstream(dir / name / "agent.lua") << source;
+  Host host(openai_config(dir));
+  auto id = host.launch((dir / name).string(), Event::user("go"));
+  host.run_until_idle();
+  return host.get(id);
+}
+
 std::string slurp(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream text;
@@ -160,10 +180,7 @@ return function(thread)
 end
 )lua";
   std::vector<std::string> log;
-  HostConfig config;
-  config.store = "sqlite:" + (dir / "threads.db").string();
-  config.provider = "openai";
-  config.model = "gpt-test";
+  HostConfig config = openai_config(dir);
   config.log = [&log](std::string_view level, std::string_view line) {
     log.push_back(std::string(level) + " " + std::string(line));
   };
@@ -232,10 +249,7 @@ end
 local llm = require "luagent.llm"
 return function(thread) thread:push("said", llm.text("hi")) end
 )lua";
-  HostConfig config;
-  config.store = "sqlite:" + (dir / "threads.db").string();
-  config.provider = "openai";
-  config.model = "gpt-test";
+  HostConfig config = openai_config(dir);
   config.step_cpu_ms = 200;
   std::vector<std::string> log;
   config.log = [&log](std::string_view level, std::string_view line) {
@@ -263,8 +277,7 @@ BOOST_AUTO_TEST_CASE(a_stream_callback_cannot_resume_or_close_its_steps_coroutin
   server.set_handler(streamed_or_plain_hello);
   Environment environment(server.url("/v1"));
   test::TempDir dir;
-  std::filesystem::create_directories(dir / "hijacker");
-  std::ofstream(dir / "hijacker/agent.lua") << R"lua(
+  Thread thread = run_one_step(dir, "hijacker", R"lua(
 local llm = require "luagent.llm"
 return function(thread)
   local main = coroutine.running()
@@ -278,15 +291,7 @@ return function(thread)
   thread:push("said", { text = said, refused = refused })
   return thread:await("human", { q = "continue?" })
 end
-)lua";
-  HostConfig config;
-  config.store = "sqlite:" + (dir / "threads.db").string();
-  config.provider = "openai";
-  config.model = "gpt-test";
-  Host host(config);
-  auto id = host.launch((dir / "hijacker").string(), Event::user("go"));
-  host.run_until_idle();
-  Thread thread = host.get(id);
+)lua");
   BOOST_TEST_REQUIRE(thread.status() == Status::awaiting_human, thread.events.back().data.dump());
   const nlohmann::json& said = thread.events.at(thread.events.size() - 2).data;
   BOOST_TEST(said["text"] == "hello there, streaming world");
@@ -311,8 +316,7 @@ BOOST_AUTO_TEST_CASE(llm_options_out_of_range_are_usage_errors) {
   });
   Environment environment(server.url("/v1"));
   test::TempDir dir;
-  std::filesystem::create_directories(dir / "checker");
-  std::ofstream(dir / "checker/agent.lua") << R"lua(
+  Thread thread = run_one_step(dir, "checker", R"lua(
 local llm = require "luagent.llm"
 return function(thread)
   local said = {}
@@ -330,15 +334,7 @@ return function(thread)
   said[#said + 1] = llm.text("hi", { max_tokens = 100, temperature = 2, timeout = 30 })
   thread:push("said", said)
 end
-)lua";
-  HostConfig config;
-  config.store = "sqlite:" + (dir / "threads.db").string();
-  config.provider = "openai";
-  config.model = "gpt-test";
-  Host host(config);
-  auto id = host.launch((dir / "checker").string(), Event::user("go"));
-  host.run_until_idle();
-  Thread thread = host.get(id);
+)lua");
   BOOST_TEST_REQUIRE(thread.status() == Status::done, to_json(thread).dump());
   auto said = thread.events[thread.events.size() - 2].data;
   const char* expected[] = {
@@ -381,10 +377,7 @@ return function(thread) thread:push("said", llm.text("hi")) end
   // Whether the one LLM call a run makes asked for a stream.
   auto streamed = [&](const char* stream, bool with_file) {
     setenv("LUAGENT_STREAM", stream, 1);
-    HostConfig config;
-    config.store = "sqlite:" + (dir / "threads.db").string();
-    config.provider = "openai";
-    config.model = "gpt-test";
+    HostConfig config = openai_config(dir);
     if (with_file) config.config_file = dir / "streaming.lua";
     Host host(config);
     std::size_t before = server.request_count();

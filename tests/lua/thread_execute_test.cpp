@@ -66,22 +66,27 @@ bool mentions(const std::string& text, const std::string& what) {
   return text.find(what) != std::string::npos;
 }
 
-}  // namespace
-
-// It used to take the running call for one a crash had interrupted: it recorded
-// outcome_unknown (and then the tool's result as well, when the tool returned), or, for an
-// idempotent tool, ran the tool a second time and recorded both results.
-BOOST_AUTO_TEST_CASE(thread_execute_of_a_call_whose_tool_is_running_is_refused) {
+// Runs one step of an agent made of `source` on a fresh SQLite store; returns its thread.
+Thread run_one_step(const std::string& source) {
   test::TempDir dir;
   std::filesystem::create_directories(dir / "agent");
-  std::ofstream(dir / "agent" / "agent.lua") << kAgent;
+  std::ofstream(dir / "agent" / "agent.lua") << source;
   HostConfig config;
   config.store = "sqlite:" + (dir / "t.db").string();
   config.log = [](std::string_view, std::string_view) {};
   Host host(config);
   auto id = host.launch((dir / "agent").string(), Event::user("go"));
   host.run_until_idle();
-  Thread thread = host.get(id);
+  return host.get(id);
+}
+
+}  // namespace
+
+// It used to take the running call for one a crash had interrupted: it recorded
+// outcome_unknown (and then the tool's result as well, when the tool returned), or, for an
+// idempotent tool, ran the tool a second time and recorded both results.
+BOOST_AUTO_TEST_CASE(thread_execute_of_a_call_whose_tool_is_running_is_refused) {
+  Thread thread = run_one_step(kAgent);
   const Event& last = thread.events.back();
   BOOST_TEST_REQUIRE(thread.status() == Status::done, last.data.dump());
 
@@ -121,21 +126,13 @@ BOOST_AUTO_TEST_CASE(thread_execute_of_a_call_whose_tool_is_running_is_refused) 
 // (a charge of 1,000,000) while the thread recorded it as pushed (10), and a retry after a
 // crash, which reads the record, would do another thing. The tool gets the recorded call.
 BOOST_AUTO_TEST_CASE(thread_execute_runs_the_tool_on_the_call_as_recorded) {
-  test::TempDir dir;
-  std::filesystem::create_directories(dir / "agent");
-  std::ofstream(dir / "agent" / "agent.lua") << R"(
+  Thread thread = run_one_step(R"(
 return function(thread)
   local step = { intent = "charge", amount = 10 }
   thread:push("charge", step)
   step.amount = 1000000
   thread:execute(step, function(call) return "charged " .. call.amount end)
-end)";
-  HostConfig config;
-  config.store = "sqlite:" + (dir / "t.db").string();
-  Host host(config);
-  auto id = host.launch((dir / "agent").string(), Event::user("go"));
-  host.run_until_idle();
-  Thread thread = host.get(id);
+end)");
   BOOST_TEST_REQUIRE(thread.status() == Status::done, thread.events.back().data.dump());
   BOOST_TEST(thread.events.at(1).data["amount"] == 10);
   BOOST_TEST(thread.events.at(3).data == nlohmann::json({{"call", 2}, {"result", "charged 10"}}));
@@ -145,9 +142,7 @@ end)";
 // ended done with the call's tool_started and nothing after it. Its outcome is now
 // recorded as unknown when the step ends, as a crash's is when the thread resumes.
 BOOST_AUTO_TEST_CASE(a_tool_left_in_an_abandoned_coroutine_ends_as_outcome_unknown) {
-  test::TempDir dir;
-  std::filesystem::create_directories(dir / "agent");
-  std::ofstream(dir / "agent" / "agent.lua") << R"(
+  Thread thread = run_one_step(R"(
 local function start(thread, step)
   local co = coroutine.create(function()
     return thread:execute(step, function(call) coroutine.yield("paused"); return 1 end)
@@ -162,13 +157,7 @@ return function(thread)
   local left = { a = 2 }
   thread:push("add", left)
   start(thread, left)  -- left suspended
-end)";
-  HostConfig config;
-  config.store = "sqlite:" + (dir / "t.db").string();
-  Host host(config);
-  auto id = host.launch((dir / "agent").string(), Event::user("go"));
-  host.run_until_idle();
-  Thread thread = host.get(id);
+end)");
   std::string types;
   for (const Event& event : thread.events) types += (types.empty() ? "" : " ") + event.type;
   BOOST_TEST(types ==
