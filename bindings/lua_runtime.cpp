@@ -414,10 +414,19 @@ void* limited_alloc(void* ud, void* ptr, size_t old_size, size_t new_size) {
       runtime->memory_used_ + (new_size - old_size) > runtime->memory_limit_) {
     // Lua raises "not enough memory" in agent code, which a pcall could swallow and go
     // on: the step is marked, and its next look at the hook ends it, as the CPU limit's.
-    if (runtime->current_) runtime->current_->out_of_memory = true;
+    if (Run* run = runtime->current_; run && !run->out_of_memory) {
+      run->out_of_memory = true;
+      runtime->refused_ = {run, ptr, old_size, new_size};
+    }
     return nullptr;
   }
   void* result = runtime->lua_heap_.resize(ptr, new_size);
+  if (result && new_size > old_size && runtime->refused_.run) {
+    auto& refused = runtime->refused_;
+    if (refused.ptr == ptr && refused.old_size == old_size && refused.new_size == new_size)
+      refused.run->out_of_memory = false;  // the second try, after the emergency collection
+    refused = {};
+  }
   if (result) {
     runtime->memory_used_ = runtime->memory_used_ - old_size + new_size;
     if (new_size > old_size) {
@@ -516,8 +525,16 @@ void check_memory_limit(lua_State* L) {
   if (lua_getallocf(L, &ud) != limited_alloc) return;  // a bare state (tests, fuzzers)
   auto* runtime = static_cast<LuaRuntime*>(ud);
   Run* run = runtime->current_;
-  bool over = runtime->memory_limit_ && runtime->memory_used_ > runtime->memory_limit_;
-  if (!over && !(run && run->out_of_memory)) return;
+  auto over = [runtime] {
+    return runtime->memory_limit_ && runtime->memory_used_ > runtime->memory_limit_;
+  };
+  if (!(run && run->out_of_memory)) {
+    if (!over()) return;
+    // Past the limit inside the host's exemption, maybe with garbage: what a collection
+    // frees counts first, as Lua's own answer to a refused allocation does.
+    lua_gc(L, LUA_GCCOLLECT);
+    if (!over()) return;
+  }
   if (run) run->out_of_memory = true;
   throw Error(ErrorCode::limit, memory_limit_crossed(runtime->services_.limits));
 }
@@ -1681,6 +1698,7 @@ Run* LuaRuntime::retire(std::uint64_t run_id) {
   auto found = runs_.find(run_id);
   if (found == runs_.end()) return nullptr;
   Run* run = found->second.get();
+  if (refused_.run == run) refused_ = {};
   retired_runs_.push_back(std::move(found->second));
   runs_.erase(found);
   luaL_unref(L_, LUA_REGISTRYINDEX, run->coroutine_ref);

@@ -345,6 +345,14 @@ class LuaRuntime final : public AgentRuntime {
   int loading_env_ref_ = LUA_NOREF;  // the environment of the agent chunk while it loads
   std::size_t memory_limit_ = 0;
   std::size_t memory_used_ = 0;
+  // The last refused allocation that marked its step out of memory. Lua answers a refusal
+  // with an emergency collection and the same request again: if that succeeds, the step
+  // was over the limit with garbage only, and the mark is taken back.
+  struct RefusedAllocation {
+    Run* run = nullptr;
+    void* ptr = nullptr;
+    std::size_t old_size = 0, new_size = 0;
+  } refused_;
   LuaHeap lua_heap_;  // serves the Lua state (limited_alloc); closed with it in ~LuaRuntime
   // The collector is paced here, not by allocations (see collect_garbage): bytes allocated
   // since it last caught up (and by the running step since the count hook last looked: a

@@ -317,6 +317,19 @@ BOOST_AUTO_TEST_CASE(tostring_called_by_print_or_log_stays_under_the_memory_limi
 // 1.25 GB of tables. An allocation the limit refused in agent code raised "not enough
 // memory", which a pcall swallowed, and the step went on to `done`. Each is now the
 // step's failure with `limit`. Bounded (a few times the 16 MiB limit) should it not stop.
+// Lua answers a refused allocation with an emergency collection and a second try: a step
+// whose garbage (not its live data) reaches the limit must go on, not be marked as over it.
+BOOST_AUTO_TEST_CASE(garbage_that_reaches_the_memory_limit_is_collected_not_a_kill) {
+  auto limited = [](HostConfig& config) { config.memory_mb = 16; };
+  auto run = run_agent(
+      "return function(thread)\n"
+      "  local n = 0\n"
+      "  for i = 1, 200 do local s = ('x'):rep(3 << 20) .. i; n = n + #s end\n"
+      "  thread:push('made', n)\nend\n",
+      {}, limited);
+  BOOST_TEST(run.thread.status() == Status::done, run.failure());
+}
+
 BOOST_AUTO_TEST_CASE(the_memory_limit_holds_in_require_json_decode_and_under_pcall) {
   auto limited = [](HostConfig& config) { config.memory_mb = 16; };
   const std::string message = "more than 16 MiB of Lua memory (limits.memory_mb) [limit]";
