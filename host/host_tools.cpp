@@ -10,6 +10,9 @@
 
 namespace luagent {
 
+// What schema errors call a host tool's arguments as a whole (a model's reply is "reply").
+constexpr std::string_view kArgumentsSubject = "top level";
+
 bool LoopGate::post(EventLoop::Task task) {
   std::lock_guard lock(mutex_);
   if (!loop_) return false;
@@ -42,7 +45,8 @@ void HostTools::add(HostTool tool) {
   // first agent that calls the tool.
   if (!tool.schema.is_null()) {
     try {
-      tool.compiled_schema = std::make_shared<llm::CompiledSchema>(llm::expand_schema(tool.schema));
+      tool.compiled_schema =
+          std::make_shared<llm::CompiledSchema>(llm::expand_schema(tool.schema), kArgumentsSubject);
     } catch (const Error& e) {
       throw Error(ErrorCode::usage, "host tool '" + tool.name + "': " + e.message());
     }
@@ -55,7 +59,7 @@ nlohmann::json HostTool::checked_args(nlohmann::json args) const {
   if (!compiled_schema) return args;
   std::vector<std::string> repairs;  // the coercions are not reported: the call goes on
   try {
-    llm::coerce_and_validate(args, *compiled_schema, repairs, "top level");
+    llm::coerce_and_validate(args, *compiled_schema, repairs, kArgumentsSubject);
   } catch (const Error& e) {
     throw Error(ErrorCode::usage, "host tool '" + name + "': bad arguments: " + e.message());
   }

@@ -1070,10 +1070,11 @@ bool fits(const Node& node, const json& value) {
 
 }  // namespace
 
-CompiledSchema::CompiledSchema(nlohmann::json schema) : schema_(std::move(schema)) {
+CompiledSchema::CompiledSchema(nlohmann::json schema, std::string_view subject)
+    : schema_(std::move(schema)) {
   root_ = Compiler(nodes_).compile(schema_, 0);
   std::vector<std::string> unused;
-  Validator(schema_, unused, "reply").check_refs();
+  Validator(schema_, unused, subject).check_refs();
   try {
     text_ = schema_.dump();
   } catch (const nlohmann::json::exception&) {

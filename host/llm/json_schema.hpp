@@ -33,7 +33,8 @@ void coerce_and_validate(nlohmann::json& value, const nlohmann::json& schema,
 /// check does not model ($ref, a malformed keyword), goes through the full validation.
 class CompiledSchema {
  public:
-  explicit CompiledSchema(nlohmann::json schema);
+  /// `subject` names the value as a whole in a schema error, as in coerce_and_validate.
+  explicit CompiledSchema(nlohmann::json schema, std::string_view subject = "reply");
   ~CompiledSchema();
   CompiledSchema(const CompiledSchema&) = delete;
   CompiledSchema& operator=(const CompiledSchema&) = delete;

@@ -217,6 +217,14 @@ BOOST_AUTO_TEST_CASE(tool_registered_twice_or_badly_throws_and_host_stays_usable
   }
   BOOST_CHECK_THROW(f.host->tool("bad name!", nullptr, add), Error);
   BOOST_CHECK_THROW(f.host->tool("list_schema", nlohmann::json::array(), add), Error);
+  // The arguments as a whole were called the model's "reply" here too.
+  try {
+    f.host->tool("dangling", {{"$ref", "#/$defs/nowhere"}}, add);
+    BOOST_FAIL("a schema whose $ref leads nowhere was accepted");
+  } catch (const Error& e) {
+    BOOST_TEST((e.code() == ErrorCode::usage));
+    BOOST_TEST(mentions(e.what(), "host tool 'dangling': schema for top level: $ref"), e.what());
+  }
   auto id = f.host->launch("adder", Event::user("go"));
   f.pump_until_idle();
   BOOST_TEST(f.host->get(id).events[1].data.get<int>() == 5);
